@@ -1,0 +1,33 @@
+# Two commands matter: `make run` (cloud + one local agent on SQLite) and `make test`.
+SHELL := /bin/bash
+UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test lint bench clean
+
+install: $(BIN)/tiangong
+
+# uv is installed with pip when missing; the venv is built from the lock, never resolved anew.
+$(BIN)/tiangong: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen
+	@touch $@
+
+run: install
+	$(BIN)/tiangong up --host 127.0.0.1 --port 8080 --data-dir ./data --agent-id local
+
+test: install
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy wire cloud agent executors files cli
+	$(BIN)/lint-imports
+
+bench: install
+	$(BIN)/python bench/roundtrip.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""The Tiangong agent: long-polls the cloud for tasks, runs them through executors, reports back."""

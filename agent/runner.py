@@ -1,0 +1,193 @@
+"""One task on the agent: its context (log capture, files, cancel, deadline), live log shipping in
+batches, the executor call, and the final report carrying whatever lines were not yet shipped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.client import CloudClient, CloudUnavailable, Rejected, retrying
+from executors.base import Outcome
+from executors.capture import HeadTail
+from executors.registry import UnknownTaskType, get_executor
+from wire.secrets import mask_text
+from wire.tasks import Assignment, LogLevel, LogLine, LogStream, TaskReport, TaskStatus
+
+log = logging.getLogger("tiangong.agent")
+
+# Room for the executor to stop its processes (SIGTERM grace) before the runner gives up on it.
+EXECUTOR_OVERRUN_SECONDS = 15.0
+
+
+class LogShipper:
+    """Numbers lines (contiguous seq from 1) and ships them in batches by size or age.
+
+    Unacknowledged lines are kept and travel with the result when the task ends first, so a short
+    task costs no extra request. On a 409 gap the cloud names the next seq and we resend from there.
+    """
+
+    def __init__(self, client: CloudClient, task: Assignment, flush_seconds: float, batch_lines: int) -> None:
+        self._client, self._task = client, task
+        self._flush_seconds, self._batch_lines = flush_seconds, batch_lines
+        self._pending: list[LogLine] = []
+        self._next_seq = 1
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._runner = asyncio.create_task(self._run(), name=f"logs-{task.id}")
+
+    @property
+    def total(self) -> int:
+        return self._next_seq - 1
+
+    def add(self, message: str, stream: LogStream, level: LogLevel | None) -> None:
+        self._pending.append(LogLine(seq=self._next_seq, stream=stream, level=level, message=message))
+        self._next_seq += 1
+        self._wake.set()
+
+    def acknowledge(self, next_seq: int) -> bool:
+        """The cloud holds every line below `next_seq`; False when it wants lines we no longer have."""
+        self._pending = [ln for ln in self._pending if ln.seq >= next_seq]
+        first = self._pending[0].seq if self._pending else self._next_seq
+        return first == next_seq
+
+    def unsent(self) -> list[LogLine]:
+        return list(self._pending)
+
+    async def _run(self) -> None:
+        while not self._closing:
+            await self._wake.wait()
+            self._wake.clear()
+            if len(self._pending) < self._batch_lines:
+                # Let lines gather (or the task end, so they ride with the result).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._until_full(), self._flush_seconds)
+            if self._closing:
+                return
+            await self._ship()
+
+    async def _until_full(self) -> None:
+        while len(self._pending) < self._batch_lines and not self._closing:
+            await self._wake.wait()
+            self._wake.clear()
+
+    async def _ship(self) -> None:
+        while self._pending and not self._closing:
+            batch = self._pending[: self._batch_lines]
+            try:
+                self.acknowledge(await self._client.post_logs(self._task.id, self._task.task_token, batch))
+            except Rejected as exc:
+                if exc.next_seq is None:
+                    log.warning("%s: log batch refused: %s", self._task.id, exc.message)
+                    self._closing = True  # stale attempt: stop shipping, the report will say so
+                    return
+                if not self.acknowledge(exc.next_seq):
+                    log.error("%s: cloud wants log lines from seq %s, which are gone", self._task.id, exc.next_seq)
+                    self._closing = True
+                    return
+            except CloudUnavailable:
+                await asyncio.sleep(min(1.0, self._flush_seconds * 10))  # keep lines; try again later
+
+    async def close(self) -> None:
+        """Stop shipping; an in-flight batch completes first. Unsent lines stay for the report."""
+        self._closing = True
+        self._wake.set()
+        await self._runner
+
+
+@dataclass
+class TaskContext:
+    """The RunContext the agent gives executors."""
+
+    task_id: str
+    workdir: Path
+    deadline: float
+    max_output_bytes: int
+    shipper: LogShipper
+    connections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel_reason: str = ""
+
+    def __post_init__(self) -> None:
+        self._cap = HeadTail(self.max_output_bytes)
+
+    def log(self, message: str, stream: LogStream = LogStream.stdout, level: LogLevel | None = None) -> None:
+        # Counted with its newline, so the cap bounds the output as the command wrote it.
+        if self._cap.add(message + "\n", (stream, level)) is not None:
+            self.shipper.add(message, stream, level)
+
+    def finish_log(self) -> None:
+        """Flush the held tail of the log, after a marker line when output was dropped."""
+        for line, tag in self._cap.finish_tagged():
+            stream, level = tag if tag is not None else (LogStream.system, LogLevel.warn)
+            self.shipper.add(line.removesuffix("\n"), stream, level)
+
+    async def fetch_file(self, file_id: str) -> Path:
+        """Find an uploaded file on this machine: the agent's workdir/tmp, then /tmp."""
+        for candidate in (self.workdir / "tmp" / file_id, Path("/tmp") / file_id):
+            if candidate.is_file():
+                return candidate
+        raise FileNotFoundError(
+            f"file_id: {file_id} not found on this agent (looked in {self.workdir / 'tmp'} and /tmp)"
+        )
+
+    def cancel(self, reason: str) -> None:
+        if not self.cancel_event.is_set():
+            self.cancel_reason = reason
+            self.cancel_event.set()
+
+
+async def execute(task: Assignment, ctx: TaskContext) -> Outcome:
+    """Run the executor within its deadline; any exception becomes a failed outcome, never a crash."""
+    try:
+        executor = get_executor(task.type)
+    except UnknownTaskType as exc:
+        return Outcome(status=TaskStatus.failed, error=str(exc))
+    loop = asyncio.get_running_loop()
+    limit = max(0.0, ctx.deadline - loop.time()) + EXECUTOR_OVERRUN_SECONDS
+    try:
+        return await asyncio.wait_for(executor.run(task, ctx), limit)
+    except TimeoutError:
+        return Outcome(status=TaskStatus.timeout, error=f"execution timed out after {task.exec_timeout} s")
+    except Exception as exc:  # an executor bug must fail the task, not the agent
+        log.exception("%s: executor %s raised", task.id, task.type)
+        return Outcome(status=TaskStatus.failed, error=mask_text(f"{type(exc).__name__}: {exc}"))
+
+
+async def report(
+    client: CloudClient, task: Assignment, ctx: TaskContext, outcome: Outcome, stop: asyncio.Event | None = None
+) -> None:
+    """Send the result with the unshipped lines; resend lines the cloud asks for; retry while it is away."""
+    await ctx.shipper.close()
+    ctx.finish_log()
+    shipper = ctx.shipper
+    error = outcome.error
+    if outcome.status == TaskStatus.canceled and ctx.cancel_reason:
+        error = ctx.cancel_reason
+    for _ in range(100):
+        body = TaskReport(
+            task_token=task.task_token,
+            status=outcome.status,
+            exit_code=outcome.exit_code,
+            result=outcome.result,
+            data=outcome.data,
+            error=error,
+            log_lines=shipper.total,
+            lines=shipper.unsent(),
+        )
+        try:
+            await retrying(functools.partial(client.post_result, task.id, body), f"{task.id} result", stop)
+            return
+        except Rejected as exc:
+            if exc.next_seq is None:
+                log.warning("%s: result refused: %s", task.id, exc.message)
+                return
+            if not shipper.acknowledge(exc.next_seq):
+                log.error("%s: cloud wants lines from seq %s, which this agent no longer has", task.id, exc.next_seq)
+                return
+    log.error("%s: result not accepted after repeated log resends", task.id)

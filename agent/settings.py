@@ -1,0 +1,46 @@
+"""Agent settings, from TIANGONG_* environment variables or the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AgentSettings(BaseSettings):
+    """Everything one agent process can be configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="TIANGONG_", extra="ignore")
+
+    server: str = Field("http://127.0.0.1:8080", description="The cloud's base URL.")
+    agent_id: str = Field("local", min_length=1, max_length=128, description="The agent id tasks name.")
+    agent_token: SecretStr = Field(SecretStr(""), description="The cloud's agent token.")
+    max_concurrency: int = Field(4, ge=1, le=1000, description="Tasks run at once by this process.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Free-form labels, k=v.")
+    data_dir: Path = Field(Path("./agent-data"), description="Working directory and caches of this agent.")
+    claim_wait_seconds: float = Field(25.0, gt=0, le=60, description="Long-poll wait of one claim.")
+    shutdown_grace_seconds: float = Field(
+        30.0, ge=0, description="On SIGTERM, running tasks get this long to finish before being canceled."
+    )
+    log_flush_seconds: float = Field(0.05, gt=0, description="Log lines are shipped at least this often.")
+    log_batch_lines: int = Field(500, ge=1, le=10_000, description="A batch is shipped once it has this many lines.")
+
+    @field_validator("server")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+
+def parse_labels(items: list[str]) -> dict[str, str]:
+    """`["k=v", "a=b"]` -> dict; raises ValueError naming a malformed item."""
+    out: dict[str, str] = {}
+    for item in items:
+        for part in item.split(","):
+            if not part.strip():
+                continue
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"labels: expected k=v, got {part!r}")
+            out[key.strip()] = value.strip()
+    return out

@@ -1,0 +1,157 @@
+"""Commands that run processes: the cloud, an agent, or both together for local use."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def _logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns what matters
+
+
+def cloud(
+    host: Annotated[str, typer.Option(envvar="TIANGONG_HOST", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="TIANGONG_PORT", help="Port to listen on.")] = 8080,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory (TIANGONG_DATA_DIR).")] = None,
+) -> None:
+    """Run the cloud server."""
+    from cloud.server import serve
+    from cloud.settings import CloudSettings
+
+    _logging()
+    settings = CloudSettings() if data_dir is None else CloudSettings(data_dir=data_dir)
+    serve(settings, host, port)
+
+
+def agent(
+    server: Annotated[str | None, typer.Option(help="Cloud URL (TIANGONG_SERVER).")] = None,
+    agent_id: Annotated[str | None, typer.Option(help="Agent id (TIANGONG_AGENT_ID).")] = None,
+    token: Annotated[str | None, typer.Option(help="Agent token (TIANGONG_AGENT_TOKEN).")] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help="Tasks at once (TIANGONG_MAX_CONCURRENCY).")] = None,
+    labels: Annotated[list[str] | None, typer.Option(help="k=v, repeatable (TIANGONG_LABELS as JSON).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Work dir and caches (TIANGONG_DATA_DIR).")] = None,
+) -> None:
+    """Run an agent: long-poll the cloud for tasks and run them."""
+    import asyncio
+
+    from pydantic import ValidationError
+
+    from agent.loop import serve
+    from agent.settings import AgentSettings, parse_labels
+
+    _logging()
+    overrides: dict[str, object] = {
+        k: v
+        for k, v in {
+            "server": server,
+            "agent_id": agent_id,
+            "agent_token": token,
+            "max_concurrency": max_concurrency,
+            "data_dir": data_dir,
+        }.items()
+        if v is not None
+    }
+    try:
+        if labels:
+            overrides["labels"] = parse_labels(labels)
+        settings = AgentSettings(**overrides)  # type: ignore[arg-type]
+    except (ValueError, ValidationError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if not settings.agent_token.get_secret_value():
+        raise typer.BadParameter("an agent token is required: --token or TIANGONG_AGENT_TOKEN")
+    asyncio.run(serve(settings))
+
+
+def up(
+    host: Annotated[str, typer.Option(help="Address the cloud listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port the cloud listens on.")] = 8080,
+    data_dir: Annotated[Path, typer.Option(help="Data directory for the cloud and the agent.")] = Path("./data"),
+    agent_id: Annotated[str, typer.Option(help="Id of the local agent.")] = "local",
+) -> None:
+    """The cloud plus one local agent, on embedded SQLite: everything for a first run."""
+    from cloud.settings import CloudSettings
+    from cloud.tokens import load_tokens
+
+    data_dir = data_dir.resolve()
+    settings = CloudSettings(data_dir=data_dir)
+    tokens = load_tokens(data_dir, settings.admin_token, settings.agent_token)
+    env = {**os.environ, "TIANGONG_ADMIN_TOKEN": tokens.admin, "TIANGONG_AGENT_TOKEN": tokens.agent}
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    me = [sys.executable, "-m", "cli.main"]
+    cloud_proc = subprocess.Popen(
+        [*me, "cloud", "--host", host, "--port", str(port), "--data-dir", str(data_dir)], env=env
+    )
+    procs = [cloud_proc]
+    try:
+        _wait_ready(url, cloud_proc)
+        procs.insert(
+            0,
+            subprocess.Popen(
+                [*me, "agent", "--server", url, "--agent-id", agent_id, "--data-dir", str(data_dir / "agent")], env=env
+            ),
+        )
+        _banner(url, tokens.admin, agent_id)
+        _wait_any(procs)
+    finally:
+        for proc in procs:  # the agent first, so it can drain while the cloud still answers
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=40)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            typer.echo(f"the cloud exited with code {proc.returncode}", err=True)
+            raise typer.Exit(1)
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    typer.echo("the cloud did not become ready within 60 s", err=True)
+    raise typer.Exit(1)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _wait_any(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Until one child exits or we get SIGINT/SIGTERM."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+
+
+def _banner(url: str, admin_token: str, agent_id: str) -> None:
+    body = f'{{"agent_id":"{agent_id}","type":"shell","command":"echo hello","sync":true,"timeout":30}}'
+    print(
+        f"\nTiangong is up at {url}  (API docs: {url}/docs)\n"
+        f"Admin token: {admin_token}\n\nTry it:\n"
+        f"  export TOKEN={admin_token}\n"
+        f'  curl -s -X POST {url}/api/v1/tasks -H "Authorization: Bearer $TOKEN" \\\n'
+        f"    -H 'Content-Type: application/json' \\\n"
+        f"    -d '{body}'\n",
+        flush=True,
+    )

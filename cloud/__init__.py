@@ -1,0 +1,1 @@
+"""The Tiangong cloud: the FastAPI server that queues tasks and hands them to agents."""

@@ -1,0 +1,1 @@
+"""HTTP layer: dependencies, error mapping and routers. Routes parse, authorise and map errors."""

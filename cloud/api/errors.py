@@ -1,0 +1,48 @@
+"""Every error leaves as `{"error": "..."}` with 400/401/404/409; validation failures become 400."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cloud.services.errors import ServiceError
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    field = ".".join(loc) or "body"
+    if err.get("type") == "json_invalid":
+        return f"body: invalid JSON ({err.get('ctx', {}).get('error', 'cannot parse')})"
+    if err.get("type") == "model_attributes_type" or (err.get("type") == "dict_type" and not loc):
+        return "body: must be a JSON object"
+    if err.get("type") == "missing":
+        return f"{field}: is required"
+    if err.get("type") == "extra_forbidden":
+        return f"{field}: unknown field"
+    return f"{field}: {err.get('msg', 'invalid value')}"
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """One line naming each bad field, e.g. `timeout: Input should be less than or equal to 300`."""
+    return "; ".join(_describe(e) for e in exc.errors()[:5])
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Replace FastAPI's default error shapes with ours."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": validation_message(exc)}, status_code=400)
+
+    @app.exception_handler(ServiceError)
+    async def _service(_: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse({"error": exc.message, **exc.extra}, status_code=exc.status_code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return JSONResponse({"error": detail}, status_code=exc.status_code, headers=exc.headers)

@@ -1,0 +1,28 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from cloud.api.deps import DbDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=None)
+async def readyz(db: DbDep) -> dict[str, str] | JSONResponse:
+    """The database answers."""
+    try:
+        with db.transaction() as s:
+            s.execute(text("SELECT 1"))
+    except Exception as exc:  # any driver error means not ready
+        return JSONResponse({"error": f"database unavailable: {type(exc).__name__}"}, status_code=503)
+    return {"status": "ready"}

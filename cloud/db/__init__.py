@@ -1,0 +1,1 @@
+"""Database access: engine, table models and Alembic migrations."""

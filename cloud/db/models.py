@@ -1,0 +1,89 @@
+"""Tables: tasks, their log lines, and agents."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from cloud.db.types import UTCDateTime, utcnow
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; BigInteger elsewhere keeps room on PostgreSQL.
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Task(SQLModel, table=True):
+    """One task and its current attempt. Every status change is a compare-and-set UPDATE."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("ix_tasks_agent_status", "agent_id", "status"),
+        Index("ix_tasks_status_lease", "status", "lease_expires_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True))
+    agent_id: str = Field(max_length=128)
+    type: str = Field(max_length=64)
+    status: str = Field(default="pending", max_length=16)
+    command: str = Field(default="", sa_type=Text)
+    params: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    env: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
+    file_id: str = Field(default="", max_length=64)
+    exec_timeout: int = 1800
+    result: str = Field(default="", sa_type=Text)
+    data: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    exit_code: int | None = None
+    error: str = Field(default="", sa_type=Text)
+    attempts: int = 0
+    max_retries: int = 0
+    next_retry_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_error: str = Field(default="", sa_type=Text)
+    request_id: str | None = Field(default=None, max_length=200, unique=True)
+    cron_source: str | None = Field(default=None, max_length=200)
+    # The current attempt: its fencing token, lease, and the next log seq the cloud expects.
+    task_token: str | None = Field(default=None, max_length=64)
+    claimed_by: str | None = Field(default=None, max_length=200)
+    lease_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    next_seq: int = 1
+    cancel_requested: bool = False
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class LogEntry(SQLModel, table=True):
+    """One output line; `id` is the global cursor callers page and resume with."""
+
+    __tablename__ = "task_logs"
+    __table_args__ = (
+        UniqueConstraint("task_id", "attempt", "seq", name="uq_task_logs_task_attempt_seq"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True))
+    task_id: int = Field(sa_type=BigInteger, index=True)
+    attempt: int = 1
+    seq: int
+    stream: str = Field(default="stdout", max_length=8)
+    level: str = Field(default="info", max_length=8)
+    message: str = Field(sa_type=Text)
+    timestamp: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Agent(SQLModel, table=True):
+    """An agent id; several processes may serve it, and it is online while any of them is heard from."""
+
+    __tablename__ = "agents"
+
+    id: str = Field(primary_key=True, max_length=128)
+    hostname: str = Field(default="", max_length=255)
+    labels: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
+    version: str = Field(default="", max_length=64)
+    executors: list[str] = Field(default_factory=list, sa_type=JSON)
+    max_concurrency: int = 1
+    last_seen_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    registered_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

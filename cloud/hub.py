@@ -1,0 +1,83 @@
+"""In-process wake-ups: long-polls wait on keys, state changes publish them. No polling loop.
+
+Keys: `agent:<id>` (a task is pending for the agent), `cancel:<agent id>` (a cancel was requested),
+`task:<n>` (task n reached a final status), `logs:<n>` (task n got log lines or ended).
+Subscribe before reading the database, then wait: a publish between the read and the wait is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterable
+from types import TracebackType
+
+
+class Subscription:
+    """A waiter on one or more keys; usable as a context manager and in a loop."""
+
+    def __init__(self, hub: Hub, keys: tuple[str, ...]) -> None:
+        self._hub = hub
+        self.keys = keys
+        self._event = asyncio.Event()
+
+    def _wake(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait until a key is published (True) or `timeout` passes (False); re-arms itself."""
+        if timeout <= 0 and not self._event.is_set():
+            return False
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return False
+        finally:
+            woke = self._event.is_set()
+            self._event.clear()
+        return woke
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._hub._unsubscribe(self)
+
+
+class Hub:
+    """Wake-up registry for one cloud process."""
+
+    def __init__(self) -> None:
+        self._subs: dict[str, set[Subscription]] = defaultdict(set)
+        self.closing = False
+
+    def subscribe(self, *keys: str) -> Subscription:
+        sub = Subscription(self, keys)
+        for key in keys:
+            self._subs[key].add(sub)
+        if self.closing:
+            sub._wake()
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        for key in sub.keys:
+            subs = self._subs.get(key)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[key]
+
+    def publish(self, keys: Iterable[str]) -> None:
+        """Wake every subscription waiting on any of `keys`."""
+        for key in keys:
+            for sub in tuple(self._subs.get(key, ())):
+                sub._wake()
+
+    def close(self) -> None:
+        """Wake every waiter so long-polls answer before the server stops."""
+        self.closing = True
+        for subs in tuple(self._subs.values()):
+            for sub in tuple(subs):
+                sub._wake()

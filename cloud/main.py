@@ -1,0 +1,55 @@
+"""The cloud application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from cloud.api.errors import install_error_handlers
+from cloud.api.routes import agent_protocol, agents, health, logs, tasks
+from cloud.background import reap_forever
+from cloud.db.engine import Database, migrate
+from cloud.hub import Hub
+from cloud.settings import CloudSettings, get_settings
+from cloud.tokens import load_tokens
+from wire import API_VERSION
+
+
+def create_app(settings: CloudSettings | None = None) -> FastAPI:
+    """Build the app; the database is migrated and tokens resolved when it starts."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        hub = Hub()
+        db = Database(settings.resolved_database_url(), hub)
+        migrate(db.engine)
+        app.state.settings = settings
+        app.state.hub = hub
+        app.state.db = db
+        app.state.tokens = load_tokens(settings.data_dir, settings.admin_token, settings.agent_token)
+        reaper = asyncio.create_task(reap_forever(db, settings.reaper_interval_seconds))
+        try:
+            yield
+        finally:
+            hub.close()
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+            db.dispose()
+
+    app = FastAPI(
+        title="Tiangong",
+        version=API_VERSION,
+        lifespan=lifespan,
+        description="Deploy-and-execute service: queue tasks for agents and follow them.",
+    )
+    install_error_handlers(app)
+    for module in (tasks, logs, agents, agent_protocol, health):
+        app.include_router(module.router)
+    return app

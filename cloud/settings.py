@@ -1,0 +1,50 @@
+"""Cloud settings, from TIANGONG_* environment variables (one class, read through a cached getter)."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CloudSettings(BaseSettings):
+    """Everything the cloud process can be configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="TIANGONG_", extra="ignore")
+
+    data_dir: Path = Field(Path("./data"), description="Database (SQLite), tokens and uploaded files.")
+    database_url: str = Field(
+        "", description="SQLAlchemy URL; empty means SQLite at <data_dir>/tiangong.db (WAL mode)."
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token for callers; generated and saved in the data dir when unset."
+    )
+    agent_token: SecretStr | None = Field(
+        None, description="Bearer token for agents; generated and saved in the data dir when unset."
+    )
+    lease_seconds: float = Field(
+        30.0, gt=0, description="A running task whose agent sends no heartbeat for this long is lost."
+    )
+    heartbeat_seconds: float = Field(5.0, gt=0, description="How often agents are asked to heartbeat.")
+    agent_offline_seconds: float = Field(
+        30.0, gt=0, description="An agent not heard from for this long is shown offline."
+    )
+    reaper_interval_seconds: float = Field(1.0, gt=0, description="How often expired leases are looked for.")
+    max_log_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="Output kept per task; head and tail are kept past it."
+    )
+    claim_wait_max_seconds: float = Field(60.0, gt=0, description="Upper bound for a claim long-poll.")
+
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite inside the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'tiangong.db').resolve()}"
+
+
+@cache
+def get_settings() -> CloudSettings:
+    """The process-wide settings, read from the environment on first use."""
+    return CloudSettings()

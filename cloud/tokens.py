@@ -1,0 +1,42 @@
+"""The admin and agent tokens: from settings, else generated once and kept (mode 0600) in the data dir."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+
+log = logging.getLogger("tiangong.cloud")
+
+
+@dataclass(frozen=True)
+class Tokens:
+    admin: str
+    agent: str
+
+
+def _load_or_create(path: Path, given: SecretStr | None, label: str) -> str:
+    if given is not None and given.get_secret_value():
+        return given.get_secret_value()
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    # Printed once, when generated; afterwards it is read from the file.
+    print(f"tiangong: generated {label} token {token} (saved to {path})", flush=True)
+    return token
+
+
+def load_tokens(data_dir: Path, admin: SecretStr | None, agent: SecretStr | None) -> Tokens:
+    """Resolve both tokens, generating the missing ones."""
+    return Tokens(
+        admin=_load_or_create(data_dir / "admin.token", admin, "admin"),
+        agent=_load_or_create(data_dir / "agent.token", agent, "agent"),
+    )

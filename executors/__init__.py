@@ -1,0 +1,1 @@
+"""Task types: one module per type behind the small contract in executors.base."""

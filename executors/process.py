@@ -1,0 +1,332 @@
+"""Run one local process for a task: own process group, live line logs, capped result, clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import math
+import os
+import signal
+from collections import deque
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, suppress
+from pathlib import Path
+from typing import Any, ClassVar
+
+from executors.base import DEFAULT_EXEC_TIMEOUT, Outcome, RunContext
+from executors.capture import HeadTail
+from wire.tasks import Assignment, LogLevel, LogStream, TaskRequest, TaskStatus
+
+CHUNK = 1024 * 1024
+"""Longest piece read as one line; a longer line is logged in pieces of this size."""
+EOF_WAIT_S = 1.0
+"""How long to keep reading after the process exited, when a background child still holds the pipes."""
+KILL_WAIT_S = 5.0
+"""How long to wait for the group to vanish after SIGKILL (zombies are reaped by init)."""
+POLL_S = 0.05
+STDERR_TAIL_LINES = 20
+ERROR_LINE_CHARS = 500
+DEFAULT_KILL_GRACE_S = 5.0
+
+
+class _Pipe:
+    """A pipe whose write end goes to the child and whose read end we own, so we can always close it."""
+
+    def __init__(self) -> None:
+        read_fd, self.write_fd = os.pipe()
+        self._file = os.fdopen(read_fd, "rb", buffering=0)
+        self._transport: asyncio.BaseTransport | None = None
+        self.reader = asyncio.StreamReader(limit=CHUNK)
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        protocol = asyncio.StreamReaderProtocol(self.reader)
+        self._transport, _ = await loop.connect_read_pipe(lambda: protocol, self._file)
+
+    def close_write_end(self) -> None:
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
+
+    def close(self) -> None:
+        self.close_write_end()
+        if self._transport is not None:
+            self._transport.close()
+        else:
+            self._file.close()
+
+
+async def _read_piece(reader: asyncio.StreamReader) -> bytes:
+    """The next line with its newline, a CHUNK of an overlong line, or b"" at EOF."""
+    try:
+        return await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial
+    except (asyncio.LimitOverrunError, ValueError):
+        return await reader.read(CHUNK)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # a member changed its user (setuid): it still exists
+    return True
+
+
+def _exit_code(returncode: int | None) -> tuple[int | None, str]:
+    """Shell-style exit code (128+N for signal N) and the signal's name, if any."""
+    if returncode is None or returncode >= 0:
+        return returncode, ""
+    number = -returncode
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    return 128 + number, name
+
+
+class _ProcessRun:
+    """One process of one task: spawning, reading both pipes, stopping, and the outcome."""
+
+    def __init__(self, task: Assignment, ctx: RunContext, grace: float) -> None:
+        self.task, self.ctx, self.grace = task, ctx, grace
+        self.pipes = {LogStream.stdout: _Pipe(), LogStream.stderr: _Pipe()}
+        self.sizes = dict.fromkeys(self.pipes, 0)
+        self.result = HeadTail(ctx.max_output_bytes)
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self.proc: asyncio.subprocess.Process | None = None
+        self.pumps: list[asyncio.Task[None]] = []
+
+    async def start(self, argv: list[str], cwd: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
+        for pipe in self.pipes.values():
+            await pipe.connect()
+        self.proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=self.pipes[LogStream.stdout].write_fd,
+            stderr=self.pipes[LogStream.stderr].write_fd,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+        for pipe in self.pipes.values():
+            pipe.close_write_end()  # else our own copy would keep the pipe from ever reaching EOF
+        self.pumps = [asyncio.create_task(self._pump(stream)) for stream in self.pipes]
+        return self.proc
+
+    async def _pump(self, stream: LogStream) -> None:
+        reader = self.pipes[stream].reader
+        # Incremental so that a character split across two chunks is still decoded whole.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        while True:
+            raw = await _read_piece(reader)
+            self.sizes[stream] += len(raw)
+            text = decoder.decode(raw, final=not raw)
+            if text:
+                self._take(text, stream)
+            if not raw:
+                return
+
+    def _take(self, piece: str, stream: LogStream) -> None:
+        message = piece.removesuffix("\n")
+        self.ctx.log(message, stream)
+        if stream is LogStream.stdout:
+            self.result.add(piece)
+        elif message.strip():
+            self.stderr_tail.append(message[-ERROR_LINE_CHARS:])
+
+    async def supervise(self, proc: asyncio.subprocess.Process) -> TaskStatus | None:
+        """Wait for the exit, the cancel event or the deadline; None when the process exited."""
+        loop = asyncio.get_running_loop()
+        exited = asyncio.ensure_future(proc.wait())
+        canceled = asyncio.ensure_future(self.ctx.cancel_event.wait())
+        try:
+            done, _ = await asyncio.wait(
+                (exited, canceled),
+                timeout=max(0.0, self.ctx.deadline - loop.time()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            exited.cancel()
+            canceled.cancel()
+        if exited in done:
+            return None
+        return TaskStatus.canceled if canceled in done else TaskStatus.timeout
+
+    async def stop(self, proc: asyncio.subprocess.Process, reason: TaskStatus) -> None:
+        """SIGTERM the whole group, SIGKILL it after the grace period, and wait until none of it is left."""
+        pgid = proc.pid
+        what = "canceled" if reason is TaskStatus.canceled else self.timeout_error()
+        _signal_group(pgid, signal.SIGTERM)
+        self.ctx.log(f"{what}; sent SIGTERM to process group {pgid}", LogStream.system, LogLevel.warn)
+        if await self._wait_gone(proc, self.grace):
+            return
+        _signal_group(pgid, signal.SIGKILL)
+        self.ctx.log(
+            f"process group {pgid} still running {self.grace:g} s after SIGTERM; sent SIGKILL",
+            LogStream.system,
+            LogLevel.warn,
+        )
+        if not await self._wait_gone(proc, KILL_WAIT_S):
+            self.ctx.log(f"process group {pgid} survived SIGKILL", LogStream.system, LogLevel.error)
+
+    async def _wait_gone(self, proc: asyncio.subprocess.Process, timeout: float) -> bool:
+        """Wait until the leader is reaped and no process of its group is left."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            return False
+        while _group_alive(proc.pid):
+            if loop.time() >= end:
+                return False
+            await asyncio.sleep(POLL_S)
+        return True
+
+    async def drain(self) -> None:
+        """Read to EOF, but give up after EOF_WAIT_S: a daemon left running may hold the pipes forever."""
+        _, pending = await asyncio.wait(self.pumps, timeout=EOF_WAIT_S)
+        for pump in pending:
+            pump.cancel()
+        await asyncio.gather(*self.pumps, return_exceptions=True)
+
+    def timeout_error(self) -> str:
+        return f"execution timed out after {self.task.exec_timeout} s"
+
+    def outcome(self, proc: asyncio.subprocess.Process, stopped: TaskStatus | None) -> Outcome:
+        exit_code, signame = _exit_code(proc.returncode)
+        data = {
+            "exit_code": exit_code,
+            "stdout_bytes": self.sizes[LogStream.stdout],
+            "stderr_bytes": self.sizes[LogStream.stderr],
+            "truncated": self.result.dropped_bytes > 0,
+        }
+        out = Outcome(TaskStatus.success, exit_code=exit_code, result=self.result.text(), data=data)
+        if stopped is TaskStatus.canceled:
+            out.status, out.error = stopped, "canceled"
+        elif stopped is TaskStatus.timeout:
+            out.status, out.error = stopped, self.timeout_error()
+        elif exit_code != 0:
+            out.status, out.error = TaskStatus.failed, self._failure(exit_code, signame)
+        return out
+
+    def _failure(self, exit_code: int | None, signame: str) -> str:
+        error = f"exit code {exit_code}" + (f" (killed by {signame})" if signame else "")
+        return f"{error}: {self.stderr_tail[-1]}" if self.stderr_tail else error
+
+    def close(self) -> None:
+        """Leave nothing behind, even when the run itself was canceled midway."""
+        if self.proc is not None and self.proc.returncode is None:
+            _signal_group(self.proc.pid, signal.SIGKILL)
+        for pump in self.pumps:
+            pump.cancel()
+        for pipe in self.pipes.values():
+            pipe.close()
+
+
+def kill_grace(params: Mapping[str, Any]) -> float:
+    """`params.kill_grace_s` in seconds; raises ValueError naming the field."""
+    value = params.get("kill_grace_s", DEFAULT_KILL_GRACE_S)
+    try:
+        grace = float(value)
+    except (TypeError, ValueError):
+        grace = -1.0
+    if isinstance(value, bool) or not math.isfinite(grace) or grace < 0:
+        raise ValueError("params.kill_grace_s: must be a number of seconds >= 0")
+    return grace
+
+
+def _working_dir(task: Assignment, ctx: RunContext) -> Path:
+    cwd = task.params.get("cwd")
+    # A relative cwd is taken under the task's workdir; an absolute one replaces it.
+    path = Path(ctx.workdir) / str(cwd) if cwd else Path(ctx.workdir)
+    if not path.is_dir():
+        field = "params.cwd" if cwd else "working directory"
+        raise ValueError(f"{field}: directory {path} does not exist")
+    return path
+
+
+async def run_process(
+    argv: list[str], task: Assignment, ctx: RunContext, *, extra_env: dict[str, str] | None = None
+) -> Outcome:
+    """Run `argv` for `task` to its end, its exit, the cancel event or the deadline."""
+    try:
+        cwd = _working_dir(task, ctx)
+        grace = kill_grace(task.params)
+    except ValueError as exc:
+        return Outcome(TaskStatus.failed, error=str(exc))
+    if ctx.cancel_event.is_set():
+        return Outcome(TaskStatus.canceled, error="canceled")
+    env = {**os.environ, **task.env, **(extra_env or {}), "TIANGONG_TASK_ID": task.id}
+    run = _ProcessRun(task, ctx, grace)
+    try:
+        try:
+            proc = await run.start(argv, cwd, env)
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            return Outcome(TaskStatus.failed, error=f"cannot start {argv[0]!r}: {reason}")
+        stopped = await run.supervise(proc)
+        if stopped is not None:
+            await run.stop(proc, stopped)
+        await run.drain()
+        return run.outcome(proc, stopped)
+    finally:
+        run.close()
+
+
+class ProcessExecutor:
+    """Validation and file handling shared by the types that run one local process."""
+
+    type: ClassVar[str]
+    default_exec_timeout: ClassVar[int] = DEFAULT_EXEC_TIMEOUT
+
+    def validate(self, req: TaskRequest) -> None:
+        """Check the params every process type shares, then the type's own."""
+        optional_text(req.params, "cwd", allow_empty=True)
+        kill_grace(req.params)
+        self.check(req)
+
+    def check(self, req: TaskRequest) -> None:
+        """The type's own checks; raise ValueError naming the field."""
+
+    def require_command(self, req: TaskRequest) -> None:
+        """`command` must hold something to run."""
+        if not req.command.strip():
+            raise ValueError(f"command: must not be empty for {self.type} tasks")
+
+    def argv(self, task: Assignment, ctx: RunContext) -> AbstractContextManager[list[str]]:
+        """The command line, valid inside the context (which may create and remove files)."""
+        raise NotImplementedError
+
+    async def run(self, task: Assignment, ctx: RunContext) -> Outcome:
+        """Fetch the task's file if it has one (as $TIANGONG_FILE), then run the command line."""
+        extra_env: dict[str, str] = {}
+        if task.file_id:
+            try:
+                extra_env["TIANGONG_FILE"] = str(await ctx.fetch_file(task.file_id))
+            except Exception as exc:
+                return Outcome(TaskStatus.failed, error=f"file_id: cannot fetch {task.file_id}: {exc}")
+        try:
+            with self.argv(task, ctx) as argv:
+                return await run_process(argv, task, ctx, extra_env=extra_env)
+        except OSError as exc:
+            return Outcome(TaskStatus.failed, error=f"cannot prepare the {self.type} task: {exc}")
+
+
+def optional_text(params: Mapping[str, Any], name: str, *, allow_empty: bool = False) -> None:
+    """`params.<name>`, when given, must be a string (non-empty unless allowed)."""
+    value = params.get(name)
+    if value is None:
+        return
+    if not isinstance(value, str) or not (allow_empty or value.strip()):
+        kind = "string" if allow_empty else "non-empty string"
+        raise ValueError(f"params.{name}: must be a {kind}")

@@ -1,0 +1,51 @@
+"""Task type name -> executor class: the built-ins in one map, third parties by entry point."""
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+from importlib.metadata import entry_points
+
+from executors.base import DEFAULT_EXEC_TIMEOUT, Executor
+
+ENTRY_POINT_GROUP = "tiangong.executors"
+
+BUILTINS: dict[str, str] = {
+    "shell": "executors.shell:ShellExecutor",
+    "python": "executors.python:PythonExecutor",
+    "execute": "executors.execute:ExecuteExecutor",
+}
+
+
+class UnknownTaskType(ValueError):
+    """Raised for a type no executor is registered for; the message lists the known ones."""
+
+
+@cache
+def _targets() -> dict[str, str]:
+    found = dict(BUILTINS)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, ep.value)
+    return found
+
+
+def known_types() -> list[str]:
+    """Every registered type name, sorted."""
+    return sorted(_targets())
+
+
+@cache
+def get_executor(type_name: str) -> Executor:
+    """The executor instance for `type_name`; raises UnknownTaskType listing the known types."""
+    target = _targets().get(type_name)
+    if target is None:
+        raise UnknownTaskType(f"type: unknown task type {type_name!r}; known types: {', '.join(known_types())}")
+    module_name, _, attr = target.partition(":")
+    cls = getattr(importlib.import_module(module_name), attr)
+    executor: Executor = cls()
+    return executor
+
+
+def default_exec_timeout(type_name: str) -> int:
+    """The execution limit a type uses when the task gives none."""
+    return int(getattr(get_executor(type_name), "default_exec_timeout", DEFAULT_EXEC_TIMEOUT))

@@ -1,0 +1,185 @@
+"""Real processes for end-to-end tests: a cloud (uvicorn on a free port) and agent processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN = "test-admin-token"
+AGENT = "test-agent-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll `check` until it returns something truthy; fail after `timeout`. Used on conditions, not time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class AgentProc:
+    proc: subprocess.Popen[bytes]
+    agent_id: str
+    data_dir: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        _stop(self.proc, sig, timeout)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@dataclass
+class Cloud:
+    """A cloud process and an admin client for it."""
+
+    data_dir: Path
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    agents: list[AgentProc] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Cloud:
+        cmd = [sys.executable, "-m", "cli.main", "cloud", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env)
+        wait_for(self._ready, 60, "cloud /readyz")
+        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=330)
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"cloud exited with {self.proc.returncode}")
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None:
+            _stop(self.proc, sig)
+            self.http.close()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def agent(
+        self, agent_id: str = "local", max_concurrency: int = 4, wait_online: bool = True, **env: str
+    ) -> AgentProc:
+        """Start an agent process for `agent_id` and wait until the cloud shows it online."""
+        data_dir = self.data_dir / f"agent-{agent_id}-{len(self.agents)}"
+        cmd = [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "agent",
+            "--server",
+            self.url,
+            "--agent-id",
+            agent_id,
+            "--max-concurrency",
+            str(max_concurrency),
+            "--data-dir",
+            str(data_dir),
+        ]
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**self.env, **env})
+        handle = AgentProc(proc, agent_id, data_dir)
+        self.agents.append(handle)
+        if wait_online:
+            wait_for(lambda: self._online(agent_id, proc), 30, f"agent {agent_id} online")
+        return handle
+
+    def _online(self, agent_id: str, proc: subprocess.Popen[bytes]) -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"agent exited with {proc.returncode}")
+        r = self.http.get(f"/api/v1/agents/{agent_id}")
+        return r.status_code == 200 and r.json()["status"] == "online"
+
+    def close(self) -> None:
+        for a in self.agents:
+            a.stop(timeout=10)
+        self.stop()
+
+    # Conveniences used by the tests.
+    def create(self, **body: Any) -> httpx.Response:
+        body.setdefault("agent_id", "local")
+        return self.http.post("/api/v1/tasks", json=body)
+
+    def run(self, **body: Any) -> dict[str, Any]:
+        """Create a task synchronously and return it (asserting 201)."""
+        body.setdefault("sync", True)
+        body.setdefault("timeout", 60)
+        r = self.create(**body)
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        r = self.http.get(f"/api/v1/tasks/{task_id}")
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    def logs(self, task_id: str, **params: Any) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            r = self.http.get(f"/api/v1/tasks/{task_id}/logs", params={"after": after, "limit": 1000, **params})
+            assert r.status_code == 200, r.text
+            page = r.json()
+            out.extend(page)
+            if len(page) < 1000:
+                return out
+            after = page[-1]["id"]
+
+    def wait_final(self, task_id: str, timeout: float = 60) -> dict[str, Any]:
+        return dict(
+            wait_for(
+                lambda: (t := self.task(task_id))["status"] not in ("pending", "running") and t,
+                timeout,
+                f"{task_id} to finish",
+            )
+        )
+
+
+def cloud_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIANGONG_")}
+    env.update({"TIANGONG_ADMIN_TOKEN": ADMIN, "TIANGONG_AGENT_TOKEN": AGENT, "PYTHONUNBUFFERED": "1"})
+    env.update(overrides)
+    return env

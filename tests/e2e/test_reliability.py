@@ -1,0 +1,127 @@
+"""Behaviour that needs a cloud of its own: output caps, restarts, lost agents, pools, drains."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.harness import AGENT, Cloud, wait_for
+
+MakeCloud = Callable[..., Cloud]
+
+
+def test_output_over_the_cap_keeps_head_and_tail(make_cloud: MakeCloud) -> None:
+    cloud = make_cloud(max_log_bytes=4096)
+    cloud.agent("local")
+    task = cloud.run(type="shell", command="seq 1 5000")  # ~24 KB of output
+    assert task["status"] == "success"
+    messages = [ln["message"] for ln in cloud.logs(task["id"])]
+    assert messages[:3] == ["1", "2", "3"]
+    assert messages[-1] == "5000"
+    marker = [m for m in messages if "bytes of output dropped" in m]
+    assert len(marker) == 1
+    assert sum(len(m) + 1 for m in messages if m not in marker) <= 4096
+    assert task["result"].startswith("1\n2\n") and task["result"].endswith("4999\n5000\n")
+    assert task["data"]["truncated"] is True
+
+
+def test_cloud_restart_keeps_tasks_and_logs(make_cloud: MakeCloud) -> None:
+    cloud = make_cloud()
+    cloud.agent("local")
+    done = cloud.run(type="shell", command="echo before restart")
+    cloud.restart()
+    again = cloud.task(done["id"])
+    assert again["status"] == "success" and again["result"] == "before restart\n"
+    assert [ln["message"] for ln in cloud.logs(done["id"])] == ["before restart"]
+    # The agent kept going across the restart and still runs new work.
+    after = cloud.run(type="shell", command="echo after restart")
+    assert after["result"] == "after restart\n"
+
+
+def test_killed_agent_leaves_task_failed_agent_lost(make_cloud: MakeCloud) -> None:
+    cloud = make_cloud(lease_seconds=2, heartbeat_seconds=0.5)
+    agent = cloud.agent("local")
+    created = cloud.create(type="shell", command="echo started; sleep 60").json()
+    wait_for(lambda: cloud.logs(created["id"]), 20, "the first log line")
+    agent.kill()
+    done = cloud.wait_final(created["id"], 30)
+    assert done["status"] == "failed"
+    assert done["error"] == "agent lost"
+    assert "agent lost" in cloud.logs(created["id"])[-1]["message"]
+
+
+def test_pool_of_agents_never_runs_a_task_twice(make_cloud: MakeCloud, tmp_path: Path) -> None:
+    cloud = make_cloud()
+    runs = tmp_path / "runs"
+    cloud.agent("pool", max_concurrency=4)
+    cloud.agent("pool", max_concurrency=4)
+    ids = [
+        cloud.create(agent_id="pool", type="shell", command=f'echo "$TIANGONG_TASK_ID" >> {runs}').json()["id"]
+        for _ in range(120)
+    ]
+    for task_id in ids:
+        assert cloud.wait_final(task_id)["status"] == "success"
+    counts = Counter(runs.read_text().split())
+    assert set(counts) == set(ids)
+    assert max(counts.values()) == 1
+
+
+def test_offline_agent_gets_409(make_cloud: MakeCloud) -> None:
+    cloud = make_cloud(agent_offline_seconds=1)
+    r = httpx.post(
+        f"{cloud.url}/api/v1/agents/register", json={"agent_id": "ghost"}, headers={"Authorization": f"Bearer {AGENT}"}
+    )
+    assert r.status_code == 200
+    wait_for(lambda: cloud.http.get("/api/v1/agents/ghost").json()["status"] == "offline", 10, "ghost offline")
+    r = cloud.create(agent_id="ghost", type="shell", command="echo")
+    assert r.status_code == 409 and "offline" in r.json()["error"]
+
+
+def test_cancel_pending_task(make_cloud: MakeCloud) -> None:
+    cloud = make_cloud()
+    cloud.agent("solo", max_concurrency=1)
+    busy = cloud.create(agent_id="solo", type="shell", command="sleep 30").json()
+    wait_for(lambda: cloud.task(busy["id"])["status"] == "running", 20, "the first task to run")
+    queued = cloud.create(agent_id="solo", type="shell", command="echo must not run").json()
+    assert cloud.task(queued["id"])["status"] == "pending"
+    r = cloud.http.post(f"/api/v1/tasks/{queued['id']}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "canceled"
+    cloud.http.post(f"/api/v1/tasks/{busy['id']}/cancel")
+    assert cloud.wait_final(busy["id"])["status"] == "canceled"
+    final = cloud.task(queued["id"])
+    assert final["status"] == "canceled" and final["started_at"] is None and final["result"] == ""
+
+
+def test_sigterm_drains_running_tasks(make_cloud: MakeCloud) -> None:
+    cloud = make_cloud()
+    agent = cloud.agent("local", TIANGONG_SHUTDOWN_GRACE_SECONDS="20")
+    created = cloud.create(type="shell", command="echo start; sleep 1; echo finished").json()
+    wait_for(lambda: cloud.logs(created["id"]), 20, "the task to start")
+    agent.stop(signal.SIGTERM)
+    assert agent.proc.returncode == 0
+    done = cloud.task(created["id"])
+    assert done["status"] == "success" and done["result"] == "start\nfinished\n"
+
+
+def test_sigterm_cancels_what_outlives_the_grace(make_cloud: MakeCloud) -> None:
+    cloud = make_cloud()
+    agent = cloud.agent("local", TIANGONG_SHUTDOWN_GRACE_SECONDS="0.5")
+    created = cloud.create(type="shell", command="echo start; sleep 60", params={"kill_grace_s": 1}).json()
+    wait_for(lambda: cloud.logs(created["id"]), 20, "the task to start")
+    agent.stop(signal.SIGTERM)
+    done = cloud.task(created["id"])
+    assert done["status"] == "canceled" and "shutting down" in done["error"]
+
+
+def test_sync_wait_times_out_and_task_goes_on(make_cloud: MakeCloud) -> None:
+    cloud = make_cloud()
+    cloud.agent("local")
+    r = cloud.create(type="shell", command="sleep 2; echo late", sync=True, timeout=1)
+    assert r.status_code == 201
+    body = r.json()
+    assert body["sync_timed_out"] is True and body["status"] == "running"
+    assert cloud.wait_final(body["id"])["result"] == "late\n"

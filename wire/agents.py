@@ -1,0 +1,69 @@
+"""Agent protocol models: register, claim, heartbeat, and the agent as the API shows it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class AgentRegister(BaseModel):
+    """Body of POST /api/v1/agents/register; one agent id may be served by several processes."""
+
+    agent_id: str = Field(min_length=1, max_length=128)
+    hostname: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    version: str = ""
+    executors: list[str] = Field(default_factory=list)
+    max_concurrency: int = Field(1, ge=1, le=10_000)
+
+
+class AgentStatus(StrEnum):
+    online = "online"
+    offline = "offline"
+
+
+class AgentRead(BaseModel):
+    """An agent as the API shows it; `status` comes from the age of its last heartbeat."""
+
+    id: str
+    hostname: str
+    labels: dict[str, str]
+    version: str
+    executors: list[str]
+    max_concurrency: int
+    status: AgentStatus
+    last_seen_at: datetime | None
+    registered_at: datetime
+
+
+class ClaimRequest(BaseModel):
+    """Body of POST /api/v1/agents/{id}/claim: a long-poll for up to `capacity` tasks."""
+
+    capacity: int = Field(1, ge=1, le=1000)
+    wait_s: float = Field(25.0, ge=0, le=60)
+
+
+class Heartbeat(BaseModel):
+    """Body of POST /api/v1/agents/{id}/heartbeat; renews the lease of every running task listed.
+
+    With `wait_s` > 0 the cloud holds the answer until a cancel is requested for one of them (or the
+    wait ends), so a cancel reaches the agent at once instead of at the next beat.
+    """
+
+    running: list[str] = Field(default_factory=list, max_length=10_000)
+    wait_s: float = Field(0.0, ge=0, le=60)
+
+
+class HeartbeatReply(BaseModel):
+    cancel: list[str] = Field(default_factory=list)
+    lease_seconds: float = 0
+
+
+class RegisterReply(BaseModel):
+    """What the cloud tells a registering agent about its timing."""
+
+    agent_id: str
+    heartbeat_seconds: float
+    lease_seconds: float

@@ -1,0 +1,190 @@
+"""Task models: what a caller sends, what the API returns, what an agent is assigned and reports."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_SYNC_WAIT_SECONDS = 300
+
+
+class TaskStatus(StrEnum):
+    """Lifecycle: pending -> running -> one final status, which never changes again."""
+
+    pending = "pending"
+    running = "running"
+    success = "success"
+    failed = "failed"
+    timeout = "timeout"
+    canceled = "canceled"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (TaskStatus.pending, TaskStatus.running)
+
+
+FINAL_STATUSES = frozenset(s for s in TaskStatus if s.is_final)
+
+
+def format_task_id(n: int) -> str:
+    """The public id of task number n (JSON-RPC uses the bare number)."""
+    return f"task-{n}"
+
+
+def parse_task_id(value: str) -> int | None:
+    """Accept `task-12` or `12`; None when it is neither."""
+    raw = value.removeprefix("task-")
+    return int(raw) if raw.isdigit() and len(raw) < 19 else None
+
+
+class TaskRequest(BaseModel):
+    """The part of a task an executor validates and runs: type, command, params, file, env."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, max_length=64, description="Task type, e.g. shell, python, execute.")
+    command: str = Field("", description="What to run; its meaning depends on the type.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Type-specific parameters.")
+    file_id: str = Field("", description="An uploaded file the task uses.")
+    env: dict[str, str] = Field(default_factory=dict, description="Environment variables for shell/python/execute.")
+
+
+class TaskCreate(TaskRequest):
+    """Body of POST /api/v1/tasks."""
+
+    agent_id: str = Field(min_length=1, max_length=128, description="The agent that runs the task.")
+    sync: bool = Field(False, description="Wait until the task ends (or `timeout` passes).")
+    timeout: int = Field(60, ge=1, le=MAX_SYNC_WAIT_SECONDS, description="Seconds a sync call waits, 1..300.")
+    exec_timeout: int | None = Field(
+        None, ge=1, le=7 * 24 * 3600, description="Execution limit in seconds; per-type default when absent."
+    )
+    request_id: str | None = Field(
+        None, min_length=1, max_length=200, description="Idempotency key: the same id returns the same task."
+    )
+
+    @field_validator("agent_id", "type")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("must not be blank")
+        return v
+
+
+class TaskRead(BaseModel):
+    """A task as the API returns it; secrets in params and env are masked."""
+
+    id: str
+    agent_id: str
+    type: str
+    status: TaskStatus
+    command: str
+    params: dict[str, Any]
+    file_id: str
+    env: dict[str, str]
+    result: str
+    data: Any = None
+    exit_code: int | None = None
+    error: str
+    attempts: int
+    max_retries: int
+    next_retry_at: datetime | None = None
+    last_error: str
+    request_id: str | None = None
+    cron_source: str | None = None
+    exec_timeout: int
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    sync_timed_out: bool | None = None
+
+
+class TaskList(BaseModel):
+    """One page of tasks."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    items: list[TaskRead] = Field(alias="list")
+    total: int
+    page: int
+    page_size: int
+
+
+class Assignment(BaseModel):
+    """A claimed task as the agent receives it: the full params (with secrets) and this attempt's token."""
+
+    id: str
+    type: str
+    command: str
+    params: dict[str, Any]
+    file_id: str
+    env: dict[str, str]
+    exec_timeout: int
+    attempt: int
+    task_token: str
+    max_log_bytes: int
+
+
+class LogStream(StrEnum):
+    stdout = "stdout"
+    stderr = "stderr"
+    system = "system"
+
+
+class LogLevel(StrEnum):
+    info = "info"
+    warn = "warn"
+    error = "error"
+
+
+class LogLine(BaseModel):
+    """One line of output; `seq` is contiguous per attempt, starting at 1."""
+
+    seq: int = Field(ge=1)
+    stream: LogStream = LogStream.stdout
+    level: LogLevel | None = None
+    message: str
+    ts: datetime | None = None
+
+
+class LogBatch(BaseModel):
+    """Body of POST /api/v1/agent/tasks/{id}/logs."""
+
+    task_token: str
+    lines: list[LogLine] = Field(max_length=10_000)
+
+
+class TaskReport(BaseModel):
+    """Body of POST /api/v1/agent/tasks/{id}/result: the outcome plus any lines not yet shipped."""
+
+    task_token: str
+    status: TaskStatus
+    exit_code: int | None = None
+    result: str = ""
+    data: Any = None
+    error: str = ""
+    log_lines: int = Field(0, ge=0, description="How many lines this attempt logged in all.")
+    lines: list[LogLine] = Field(default_factory=list, max_length=10_000)
+
+    @field_validator("status")
+    @classmethod
+    def _final(cls, v: TaskStatus) -> TaskStatus:
+        if not v.is_final:
+            raise ValueError("must be a final status (success, failed, timeout, canceled)")
+        return v
+
+
+class LogRead(BaseModel):
+    """A stored log line as the API returns it."""
+
+    id: int
+    task_id: str
+    seq: int
+    level: LogLevel
+    stream: LogStream
+    message: str
+    timestamp: datetime
