@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import httpx
+import aiohttp
+from pydantic import BaseModel
 
 from wire.agents import AgentRegister, ClaimRequest, Heartbeat, HeartbeatReply, RegisterReply
-from wire.tasks import Assignment, LogLine, TaskReport
+from wire.tasks import Assignment, LogBatch, LogLine, TaskReport
 
 log = logging.getLogger("tiangong.agent")
 T = TypeVar("T")
@@ -47,55 +49,71 @@ class Backoff:
 
 
 class CloudClient:
-    """One connection pool to the cloud, shared by every task of this agent process."""
+    """One connection pool to the cloud, shared by every task of this agent process.
+
+    aiohttp rather than httpx: the agent's own HTTP client dominated its CPU, and aiohttp roughly
+    halved it (bench/roundtrip.py; DESIGN §6).
+    """
 
     def __init__(self, server: str, token: str, agent_id: str) -> None:
         self.agent_id = agent_id
-        self._http = httpx.AsyncClient(
-            base_url=server,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=httpx.Timeout(30.0, connect=5.0),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-        )
+        self._server = server
+        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:  # created inside the running loop, as aiohttp requires
+            self._session = aiohttp.ClientSession(
+                self._server,
+                headers=self._headers,
+                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30),
+                timeout=aiohttp.ClientTimeout(total=30, connect=5),
+            )
+        return self._session
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
 
-    async def _post(self, path: str, body: dict[str, Any], *, timeout: float | None = None) -> Any:
+    async def _post(self, path: str, body: BaseModel, *, timeout: float | None = None) -> Any:
+        kwargs: dict[str, Any] = {"data": body.model_dump_json(exclude_none=True)}
+        if timeout is not None:
+            kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout, connect=5)
         try:
-            resp = await self._http.post(path, json=body, timeout=timeout or httpx.USE_CLIENT_DEFAULT)
-        except httpx.TransportError as exc:
+            async with self._http().post(path, **kwargs) as resp:
+                status, raw = resp.status, await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise CloudUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        if resp.status_code >= 500:
-            raise CloudUnavailable(f"HTTP {resp.status_code}")
-        if resp.status_code >= 400:
-            try:
-                payload = resp.json()
-            except ValueError:
-                payload = {"error": resp.text}
-            raise Rejected(resp.status_code, str(payload.get("error", "")), payload.get("next_seq"))
-        return resp.json()
+        if status >= 500:
+            raise CloudUnavailable(f"HTTP {status}")
+        try:
+            payload = json.loads(raw) if raw else None
+        except ValueError:
+            payload = {"error": raw[:200].decode(errors="replace")}
+        if status >= 400:
+            payload = payload if isinstance(payload, dict) else {}
+            raise Rejected(status, str(payload.get("error", "")), payload.get("next_seq"))
+        return payload
 
     async def register(self, reg: AgentRegister) -> RegisterReply:
-        return RegisterReply.model_validate(await self._post("/api/v1/agents/register", reg.model_dump()))
+        return RegisterReply.model_validate(await self._post("/api/v1/agents/register", reg))
 
     async def claim(self, capacity: int, wait_s: float) -> list[Assignment]:
-        body = ClaimRequest(capacity=capacity, wait_s=wait_s).model_dump()
+        body = ClaimRequest(capacity=capacity, wait_s=wait_s)
         data = await self._post(f"/api/v1/agents/{self.agent_id}/claim", body, timeout=wait_s + 15)
         return [Assignment.model_validate(item) for item in data]
 
     async def heartbeat(self, running: list[str], wait_s: float) -> HeartbeatReply:
-        body = Heartbeat(running=running, wait_s=wait_s).model_dump()
+        body = Heartbeat(running=running, wait_s=wait_s)
         data = await self._post(f"/api/v1/agents/{self.agent_id}/heartbeat", body, timeout=wait_s + 15)
         return HeartbeatReply.model_validate(data)
 
     async def post_logs(self, task_id: str, token: str, lines: list[LogLine]) -> int:
-        body = {"task_token": token, "lines": [ln.model_dump(mode="json", exclude_none=True) for ln in lines]}
-        data = await self._post(f"/api/v1/agent/tasks/{task_id}/logs", body)
+        data = await self._post(f"/api/v1/agent/tasks/{task_id}/logs", LogBatch(task_token=token, lines=lines))
         return int(data["next_seq"])
 
     async def post_result(self, task_id: str, report: TaskReport) -> None:
-        await self._post(f"/api/v1/agent/tasks/{task_id}/result", report.model_dump(mode="json", exclude_none=True))
+        await self._post(f"/api/v1/agent/tasks/{task_id}/result", report)
 
 
 async def retrying(call: Callable[[], Awaitable[T]], what: str, stop: asyncio.Event | None = None) -> T:

@@ -3,14 +3,17 @@
 Keys: `agent:<id>` (a task is pending for the agent), `cancel:<agent id>` (a cancel was requested),
 `task:<n>` (task n reached a final status), `logs:<n>` (task n got log lines or ended).
 Subscribe before reading the database, then wait: a publish between the read and the wait is kept.
+A publish may carry a payload (the task's final row) so a waiter need not read it back; waiters must
+still work without one (another replica's wake-up carries none).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import TracebackType
+from typing import Any
 
 
 class Subscription:
@@ -20,8 +23,11 @@ class Subscription:
         self._hub = hub
         self.keys = keys
         self._event = asyncio.Event()
+        self.payload: Any = None
 
-    def _wake(self) -> None:
+    def _wake(self, payload: Any = None) -> None:
+        if payload is not None:
+            self.payload = payload
         self._event.set()
 
     async def wait(self, timeout: float) -> bool:
@@ -69,11 +75,12 @@ class Hub:
                 if not subs:
                     del self._subs[key]
 
-    def publish(self, keys: Iterable[str]) -> None:
-        """Wake every subscription waiting on any of `keys`."""
-        for key in keys:
+    def publish(self, keys: Mapping[str, Any] | Iterable[str]) -> None:
+        """Wake every subscription waiting on any of `keys` (a mapping gives each key a payload)."""
+        items = keys.items() if isinstance(keys, Mapping) else ((k, None) for k in keys)
+        for key, payload in items:
             for sub in tuple(self._subs.get(key, ())):
-                sub._wake()
+                sub._wake(payload)
 
     def close(self) -> None:
         """Wake every waiter so long-polls answer before the server stops."""

@@ -9,11 +9,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from cloud.api.deps import AppContext
 from cloud.api.errors import install_error_handlers
 from cloud.api.routes import agent_protocol, agents, health, logs, tasks
 from cloud.background import reap_forever
 from cloud.db.engine import Database, migrate
 from cloud.hub import Hub
+from cloud.services.agents import SeenThrottle
 from cloud.settings import CloudSettings, get_settings
 from cloud.tokens import load_tokens
 from wire import API_VERSION
@@ -29,10 +31,8 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         hub = Hub()
         db = Database(settings.resolved_database_url(), hub)
         migrate(db.engine)
-        app.state.settings = settings
-        app.state.hub = hub
-        app.state.db = db
-        app.state.tokens = load_tokens(settings.data_dir, settings.admin_token, settings.agent_token)
+        tokens = load_tokens(settings.data_dir, settings.admin_token, settings.agent_token)
+        app.state.ctx = AppContext(settings=settings, db=db, hub=hub, tokens=tokens, seen=SeenThrottle())
         reaper = asyncio.create_task(reap_forever(db, settings.reaper_interval_seconds))
         try:
             yield

@@ -19,7 +19,8 @@ class _Server(uvicorn.Server):
     """uvicorn waits for open connections before shutting down; wake our long-polls so it need not."""
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        hub: Hub | None = getattr(getattr(self.config.app, "state", None), "hub", None)
+        ctx = getattr(getattr(self.config.app, "state", None), "ctx", None)
+        hub: Hub | None = getattr(ctx, "hub", None)
         if hub is not None:
             try:
                 asyncio.get_running_loop().call_soon_threadsafe(hub.close)
@@ -38,6 +39,9 @@ def serve(settings: CloudSettings, host: str, port: int) -> None:
         http="httptools",
         loop="auto",
         timeout_graceful_shutdown=10,
+        # Longer than the usual client and load-balancer idle timeouts, so the server is not the side
+        # that closes an idle keep-alive connection just as a client reuses it.
+        timeout_keep_alive=75,
         access_log=False,
         log_level="info",
     )

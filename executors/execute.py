@@ -1,9 +1,8 @@
-"""`execute`: `params.cmd` with `params.args`, run directly (no shell, so nothing is interpreted)."""
+"""The `execute` task type: `params.cmd` with `params.args`, started directly with no shell."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 
 from executors.base import RunContext
 from executors.process import ProcessExecutor
@@ -11,16 +10,19 @@ from wire.tasks import Assignment, TaskRequest
 
 
 class ExecuteExecutor(ProcessExecutor):
+    """Runs one program with literal arguments: no shell, so no quoting or expansion."""
+
     type = "execute"
 
     def check(self, req: TaskRequest) -> None:
+        """`params.cmd` is required; `params.args` is a list of strings."""
         cmd = req.params.get("cmd")
         if not isinstance(cmd, str) or not cmd.strip():
             raise ValueError("params.cmd: is required and must be a non-empty string")
-        args = req.params.get("args", [])
-        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        args = req.params.get("args")
+        if args is not None and not (isinstance(args, list) and all(isinstance(a, str) for a in args)):
             raise ValueError("params.args: must be a list of strings")
 
-    @contextmanager
-    def argv(self, task: Assignment, ctx: RunContext) -> Iterator[list[str]]:
-        yield [task.params["cmd"], *task.params.get("args", [])]
+    def argv(self, task: Assignment, ctx: RunContext) -> AbstractContextManager[list[str]]:
+        """`[cmd, *args]`."""
+        return nullcontext([task.params["cmd"], *(task.params.get("args") or [])])

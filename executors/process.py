@@ -22,7 +22,7 @@ CHUNK = 1024 * 1024
 EOF_WAIT_S = 1.0
 """How long to keep reading after the process exited, when a background child still holds the pipes."""
 KILL_WAIT_S = 5.0
-"""How long to wait for the group to vanish after SIGKILL (zombies are reaped by init)."""
+"""How long to wait for the group to stop running after SIGKILL."""
 POLL_S = 0.05
 STDERR_TAIL_LINES = 20
 ERROR_LINE_CHARS = 500
@@ -71,14 +71,31 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def _group_alive(pgid: int) -> bool:
+def group_running(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs; zombies left for init to reap do not count."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # a member changed its user (setuid): it still exists
-    return True
+        pass  # a member changed its user (setuid): it exists
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True  # no procfs: only kill(2) can tell, and it counts zombies too
+    # init may reap orphans lazily (or never, when the agent is PID 1 itself): look at the states.
+    return any(_running_member(entry, pgid) for entry in entries if entry.isdigit())
+
+
+def _running_member(pid: str, pgid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            stat = stat_file.read()
+    except OSError:
+        return False
+    # After the command name (which may hold spaces and parentheses): state, ppid, pgrp, ...
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] not in (b"Z", b"X")
 
 
 def _exit_code(returncode: int | None) -> tuple[int | None, str]:
@@ -162,7 +179,7 @@ class _ProcessRun:
         return TaskStatus.canceled if canceled in done else TaskStatus.timeout
 
     async def stop(self, proc: asyncio.subprocess.Process, reason: TaskStatus) -> None:
-        """SIGTERM the whole group, SIGKILL it after the grace period, and wait until none of it is left."""
+        """SIGTERM the whole group, SIGKILL it after the grace period, and wait until none of it runs."""
         pgid = proc.pid
         what = "canceled" if reason is TaskStatus.canceled else self.timeout_error()
         _signal_group(pgid, signal.SIGTERM)
@@ -179,14 +196,14 @@ class _ProcessRun:
             self.ctx.log(f"process group {pgid} survived SIGKILL", LogStream.system, LogLevel.error)
 
     async def _wait_gone(self, proc: asyncio.subprocess.Process, timeout: float) -> bool:
-        """Wait until the leader is reaped and no process of its group is left."""
+        """Wait until the leader is reaped and no process of its group runs."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         try:
             await asyncio.wait_for(proc.wait(), timeout)
         except TimeoutError:
             return False
-        while _group_alive(proc.pid):
+        while group_running(proc.pid):
             if loop.time() >= end:
                 return False
             await asyncio.sleep(POLL_S)

@@ -1,4 +1,4 @@
-"""`python`: `command` is a script, written to a temp file in the workdir and run by python3 -u."""
+"""The `python` task type: `command` is a Python script, run unbuffered from a temporary file."""
 
 from __future__ import annotations
 
@@ -14,20 +14,23 @@ from wire.tasks import Assignment, TaskRequest
 
 
 class PythonExecutor(ProcessExecutor):
+    """Writes `command` to a file in the workdir and runs it with `params.python` or python3."""
+
     type = "python"
 
     def check(self, req: TaskRequest) -> None:
+        """`command` is required; `params.python` names the interpreter."""
         self.require_command(req)
         optional_text(req.params, "python")
 
     @contextmanager
     def argv(self, task: Assignment, ctx: RunContext) -> Iterator[list[str]]:
-        # A real file (not -c) so tracebacks name it and the script may read its own stdin.
-        fd, name = tempfile.mkstemp(prefix=f"{task.id}-", suffix=".py", dir=ctx.workdir)
+        """`<python> -u <script>`; the script file exists only while the context is open."""
+        fd, name = tempfile.mkstemp(prefix="tiangong-", suffix=".py", dir=ctx.workdir)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(task.command)
+            with os.fdopen(fd, "w", encoding="utf-8") as script:
+                script.write(task.command)
             # -u: unbuffered, so print() lines reach the log as they happen.
-            yield [str(task.params.get("python") or "python3"), "-u", name]
+            yield [task.params.get("python") or "python3", "-u", name]
         finally:
             Path(name).unlink(missing_ok=True)

@@ -1,9 +1,8 @@
-"""`shell`: `command` through `/bin/sh -c` (or `params.shell`, e.g. bash)."""
+"""The `shell` task type: `command` run by /bin/sh -c, or by `params.shell`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 
 from executors.base import RunContext
 from executors.process import ProcessExecutor, optional_text
@@ -11,12 +10,16 @@ from wire.tasks import Assignment, TaskRequest
 
 
 class ShellExecutor(ProcessExecutor):
+    """Runs `command` through a shell in its own process group."""
+
     type = "shell"
+    default_exec_timeout = 1800
 
     def check(self, req: TaskRequest) -> None:
+        """`command` is required; `params.shell` names the shell (e.g. bash)."""
         self.require_command(req)
         optional_text(req.params, "shell")
 
-    @contextmanager
-    def argv(self, task: Assignment, ctx: RunContext) -> Iterator[list[str]]:
-        yield [str(task.params.get("shell") or "/bin/sh"), "-c", task.command]
+    def argv(self, task: Assignment, ctx: RunContext) -> AbstractContextManager[list[str]]:
+        """`<shell> -c <command>`."""
+        return nullcontext([task.params.get("shell") or "/bin/sh", "-c", task.command])

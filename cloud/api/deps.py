@@ -1,31 +1,39 @@
-"""Dependencies shared by the routers: settings, database, hub, and the two kinds of bearer token."""
+"""Dependencies shared by the routers: the app's context and the two kinds of bearer token.
+
+All are `async def`: FastAPI runs a plain `def` dependency in a worker thread, a hop that cost more
+than the database work of a request. The process-wide objects come as one `AppContext`, since every
+dependency FastAPI resolves costs time on each request.
+"""
 
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
 from cloud.db.engine import Database
 from cloud.hub import Hub
+from cloud.services.agents import SeenThrottle
 from cloud.settings import CloudSettings
 from cloud.tokens import Tokens
 
 
-def get_db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
+@dataclass(frozen=True)
+class AppContext:
+    """What one cloud process holds while it runs."""
+
+    settings: CloudSettings
+    db: Database
+    hub: Hub
+    tokens: Tokens
+    seen: SeenThrottle
 
 
-def get_hub(request: Request) -> Hub:
-    hub: Hub = request.app.state.hub
-    return hub
-
-
-def get_app_settings(request: Request) -> CloudSettings:
-    settings: CloudSettings = request.app.state.settings
-    return settings
+async def get_context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
 
 
 def _bearer(request: Request) -> str:
@@ -33,29 +41,23 @@ def _bearer(request: Request) -> str:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise HTTPException(
-            401,
-            "missing bearer token (Authorization: Bearer <token>)",
-            headers={"WWW-Authenticate": "Bearer"},
+            401, "missing bearer token (Authorization: Bearer <token>)", headers={"WWW-Authenticate": "Bearer"}
         )
     return token.strip()
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
     """Callers: the admin token."""
-    tokens: Tokens = request.app.state.tokens
-    if not secrets.compare_digest(_bearer(request), tokens.admin):
+    if not secrets.compare_digest(_bearer(request), request.app.state.ctx.tokens.admin):
         raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
 
 
-def require_agent(request: Request) -> None:
+async def require_agent(request: Request) -> None:
     """Agents: the agent token."""
-    tokens: Tokens = request.app.state.tokens
-    if not secrets.compare_digest(_bearer(request), tokens.agent):
+    if not secrets.compare_digest(_bearer(request), request.app.state.ctx.tokens.agent):
         raise HTTPException(401, "invalid agent token", headers={"WWW-Authenticate": "Bearer"})
 
 
-DbDep = Annotated[Database, Depends(get_db)]
-HubDep = Annotated[Hub, Depends(get_hub)]
-SettingsDep = Annotated[CloudSettings, Depends(get_app_settings)]
+AppDep = Annotated[AppContext, Depends(get_context)]
 AdminAuth = Depends(require_admin)
 AgentAuth = Depends(require_agent)

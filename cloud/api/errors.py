@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,6 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud.services.errors import ServiceError
+
+log = logging.getLogger("tiangong.cloud")
 
 
 def _describe(err: dict[str, Any]) -> str:
@@ -41,6 +44,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service(_: Request, exc: ServiceError) -> JSONResponse:
         return JSONResponse({"error": exc.message, **exc.extra}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # A bug of ours, never the caller's: log it whole, answer without internals.
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the cloud's log"}, status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -9,8 +9,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
-from sqlmodel import Session
+from sqlalchemy import Connection, Engine, create_engine, event
 
 from cloud.hub import Hub
 from cloud.services import events
@@ -58,15 +57,17 @@ class Database:
         return self.engine.dialect.name == "sqlite"
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
+    def transaction(self) -> Iterator[Connection]:
         """One short transaction: committed on success, rolled back on error. Never await inside.
 
-        Wake-ups queued by services are published only after the commit.
+        A Core connection, not an ORM Session: the session's bookkeeping cost more than the SQL
+        (bench/roundtrip.py). Wake-ups queued by services are published only after the commit.
         """
-        with Session(self.engine, expire_on_commit=False) as session:
-            with session.begin():
-                yield session
-            self.hub.publish(events.take(session))
+        with self.engine.begin() as conn:
+            events.take(conn)
+            yield conn
+            queued = events.take(conn)
+        self.hub.publish(queued)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from cloud.db.types import UTCDateTime, utcnow
@@ -87,3 +87,9 @@ class Agent(SQLModel, table=True):
     max_concurrency: int = 1
     last_seen_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     registered_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+# The Core tables, for the hot paths that skip the ORM's unit of work.
+TASKS: Table = Task.__table__  # type: ignore[attr-defined]
+TASK_LOGS: Table = LogEntry.__table__  # type: ignore[attr-defined]
+AGENTS: Table = Agent.__table__  # type: ignore[attr-defined]

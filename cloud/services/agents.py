@@ -2,58 +2,54 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import update
-from sqlmodel import Session, col, select
+from sqlalchemy import Connection, Row, insert, select, update
 
-from cloud.db.models import Agent
+from cloud.db.models import AGENTS as A
 from cloud.db.types import utcnow
 from cloud.services.errors import NotFound
 from wire.agents import AgentRead, AgentRegister, AgentStatus
 
+AgentRow = Row[Any]
 
-def register_agent(session: Session, reg: AgentRegister) -> Agent:
+
+def register_agent(conn: Connection, reg: AgentRegister) -> None:
     """Create or refresh the agent row; any process of a pool may call this."""
     now = utcnow()
-    agent = session.get(Agent, reg.agent_id)
-    if agent is None:
-        agent = Agent(id=reg.agent_id, registered_at=now)
-        session.add(agent)
-    agent.hostname = reg.hostname
-    agent.labels = dict(reg.labels)
-    agent.version = reg.version
-    agent.executors = list(reg.executors)
-    agent.max_concurrency = reg.max_concurrency
-    agent.last_seen_at = now
-    session.flush()
-    return agent
+    values = {
+        "hostname": reg.hostname,
+        "labels": dict(reg.labels),
+        "version": reg.version,
+        "executors": list(reg.executors),
+        "max_concurrency": reg.max_concurrency,
+        "last_seen_at": now,
+    }
+    res = conn.execute(update(A).where(A.c.id == reg.agent_id).values(**values))
+    if res.rowcount == 0:
+        conn.execute(insert(A).values(id=reg.agent_id, registered_at=now, **values))
 
 
-def touch_agent(session: Session, agent_id: str) -> bool:
-    """Record that the agent was heard from; False when it never registered."""
-    res = session.execute(update(Agent).where(col(Agent.id) == agent_id).values(last_seen_at=utcnow()))
-    return bool(res.rowcount)  # type: ignore[attr-defined]
-
-
-def get_agent(session: Session, agent_id: str) -> Agent:
+def get_agent(conn: Connection, agent_id: str) -> AgentRow:
     """The agent, or NotFound."""
-    agent = session.get(Agent, agent_id)
+    agent = conn.execute(select(A).where(A.c.id == agent_id)).first()
     if agent is None:
         raise NotFound(f"agent_id: agent not found: {agent_id}")
     return agent
 
 
-def is_online(agent: Agent, offline_after: float) -> bool:
+def is_online(last_seen_at: datetime | None, offline_after: float) -> bool:
     """Online while some process of the agent was heard from within `offline_after` seconds."""
-    return agent.last_seen_at is not None and utcnow() - agent.last_seen_at <= timedelta(seconds=offline_after)
+    return last_seen_at is not None and utcnow() - last_seen_at <= timedelta(seconds=offline_after)
 
 
-def list_agents(session: Session) -> list[Agent]:
-    return list(session.exec(select(Agent).order_by(col(Agent.id))))
+def list_agents(conn: Connection) -> list[AgentRow]:
+    return list(conn.execute(select(A).order_by(A.c.id)).all())
 
 
-def to_read(agent: Agent, offline_after: float) -> AgentRead:
+def to_read(agent: AgentRow, offline_after: float) -> AgentRead:
     """The API shape, with status derived from the heartbeat age."""
     return AgentRead(
         id=agent.id,
@@ -62,7 +58,24 @@ def to_read(agent: Agent, offline_after: float) -> AgentRead:
         version=agent.version,
         executors=agent.executors,
         max_concurrency=agent.max_concurrency,
-        status=AgentStatus.online if is_online(agent, offline_after) else AgentStatus.offline,
+        status=AgentStatus.online if is_online(agent.last_seen_at, offline_after) else AgentStatus.offline,
         last_seen_at=agent.last_seen_at,
         registered_at=agent.registered_at,
     )
+
+
+class SeenThrottle:
+    """Per-process memory of when each agent was last recorded as seen, so a busy agent's many claims
+    write `last_seen_at` about once a second instead of on every claim."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+
+    def due(self, agent_id: str) -> bool:
+        """True (and remembered) when the agent was not recorded within the interval."""
+        now = time.monotonic()
+        if now - self._last.get(agent_id, -self.interval) < self.interval:
+            return False
+        self._last[agent_id] = now
+        return True

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from cloud.db.models import Task
+from cloud.services.tasks import TaskRow
 from wire.secrets import mask_secrets, mask_text
 from wire.tasks import TaskRead, TaskStatus, format_task_id
 
 
-def task_read(task: Task, *, sync_timed_out: bool | None = None) -> TaskRead:
+def task_read(task: TaskRow, *, sync_timed_out: bool | None = None) -> TaskRead:
     """The public shape of a task."""
     return TaskRead(
-        id=format_task_id(task.id or 0),
+        id=format_task_id(task.id),
         agent_id=task.agent_id,
         type=task.type,
         status=TaskStatus(task.status),

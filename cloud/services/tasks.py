@@ -1,5 +1,9 @@
 """The task state machine: create, claim, log, report, cancel, reap. Every status change is one
-compare-and-set UPDATE whose row count is checked, so concurrent callers can never both win."""
+compare-and-set UPDATE whose row count is checked, so concurrent callers can never both win.
+
+Everything is SQLAlchemy Core on one Connection: the ORM's unit of work cost more than the
+SQL itself (measured in bench/roundtrip.py).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, delete, func, insert, update
+from sqlalchemy import Connection, Row, String, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
 
-from cloud.db.models import Agent, LogEntry, Task
+from cloud.db.models import AGENTS, TASK_LOGS, TASKS
 from cloud.db.types import utcnow
 from cloud.services import events
-from cloud.services.agents import get_agent, is_online, touch_agent
+from cloud.services.agents import is_online
 from cloud.services.errors import BadRequest, Conflict, NotFound
 from executors.registry import UnknownTaskType, default_exec_timeout, get_executor
 from wire.tasks import (
@@ -31,73 +34,143 @@ from wire.tasks import (
     parse_task_id,
 )
 
+T, L, A = TASKS, TASK_LOGS, AGENTS
+TaskRow = Row[Any]
+"""A full row of the tasks table; fields are read as attributes (row.status)."""
+
 _DEFAULT_LEVEL = {LogStream.stdout: LogLevel.info, LogStream.stderr: LogLevel.warn}
+_RUNNING, _PENDING = TaskStatus.running.value, TaskStatus.pending.value
 
 
-def _rowcount(res: Any) -> int:
-    return int(res.rowcount) if isinstance(res, CursorResult) else 0
+# Statements on the per-task path are built once: building them cost more than running them.
+_BY_ID = select(T).where(T.c.id == bindparam("n"))
+_CLAIM = (
+    update(T)
+    .where(
+        T.c.id.in_(
+            select(T.c.id)
+            .where(T.c.agent_id == bindparam("b_agent_id"), T.c.status == _PENDING)
+            .order_by(T.c.id)
+            .limit(bindparam("b_capacity"))
+            .with_for_update(skip_locked=True)
+        ),
+        T.c.status == _PENDING,
+    )
+    # One random prefix per claim plus the task number: unique and unguessable per task and attempt.
+    .values(
+        status=_RUNNING,
+        task_token=bindparam("b_token_prefix", type_=String) + func.cast(T.c.id, String),
+        attempts=T.c.attempts + 1,
+        next_seq=1,
+        cancel_requested=False,
+        started_at=bindparam("b_now"),
+        updated_at=bindparam("b_now"),
+        claimed_by=bindparam("b_claimer"),
+        lease_expires_at=bindparam("b_lease_until"),
+    )
+    .returning(*T.c)
+)
+_FINISH = (
+    update(T)
+    .where(T.c.id == bindparam("n"), T.c.status == _RUNNING, T.c.task_token == bindparam("b_token"))
+    .values(
+        status=bindparam("b_status"),
+        exit_code=bindparam("b_exit_code"),
+        result=bindparam("b_result"),
+        data=bindparam("b_data", type_=T.c.data.type),
+        error=bindparam("b_error"),
+        finished_at=bindparam("b_now"),
+        updated_at=bindparam("b_now"),
+        lease_expires_at=None,
+    )
+    .returning(*T.c)
+)
+_INSERT = insert(T).returning(*T.c)
+_AGENT = select(A.c.id, A.c.last_seen_at, A.c.executors).where(A.c.id == bindparam("b_id"))
+_BY_REQUEST_ID = select(T).where(T.c.request_id == bindparam("b_request_id"))
+_TOUCH = update(A).where(A.c.id == bindparam("b_agent_id")).values(last_seen_at=bindparam("b_now"))
+
+
+def _fetch(conn: Connection, n: int) -> TaskRow | None:
+    return conn.execute(_BY_ID, {"n": n}).first()
 
 
 def validate_request(req: TaskRequest) -> None:
     """Ask the type's executor to check command/params; raise BadRequest naming the field."""
     try:
         get_executor(req.type).validate(req)
-    except UnknownTaskType as exc:
-        raise BadRequest(str(exc)) from exc
-    except ValueError as exc:
+    except (UnknownTaskType, ValueError) as exc:
         raise BadRequest(str(exc)) from exc
 
 
-def create_task(session: Session, req: TaskCreate, *, offline_after: float) -> tuple[Task, bool]:
+def create_task(conn: Connection, req: TaskCreate, *, offline_after: float) -> tuple[TaskRow, bool]:
     """Queue a task; returns (task, created). A known request_id returns the existing task."""
     if req.request_id:
-        existing = session.exec(select(Task).where(Task.request_id == req.request_id)).first()
+        existing = conn.execute(_BY_REQUEST_ID, {"b_request_id": req.request_id}).first()
         if existing is not None:
             return existing, False
     validate_request(req)
-    agent = get_agent(session, req.agent_id)
+    agent = conn.execute(_AGENT, {"b_id": req.agent_id}).first()
+    if agent is None:
+        raise NotFound(f"agent_id: agent not found: {req.agent_id}")
     _check_agent_can_run(agent, req.type, offline_after)
     now = utcnow()
-    task = Task(
-        agent_id=req.agent_id,
-        type=req.type,
-        command=req.command,
-        params=req.params,
-        env=req.env,
-        file_id=req.file_id,
-        exec_timeout=req.exec_timeout or default_exec_timeout(req.type),
-        request_id=req.request_id,
-        created_at=now,
-        updated_at=now,
-    )
-    try:
-        with session.begin_nested():
-            session.add(task)
-    except IntegrityError:
-        # Another request with the same request_id won the insert first.
-        existing = session.exec(select(Task).where(Task.request_id == req.request_id)).first()
-        if existing is None:
-            raise
-        return existing, False
-    events.publish(session, f"agent:{req.agent_id}")
-    return task, True
+    values = {
+        "agent_id": req.agent_id,
+        "type": req.type,
+        "status": _PENDING,
+        "command": req.command,
+        "params": req.params,
+        "env": req.env,
+        "file_id": req.file_id,
+        "exec_timeout": req.exec_timeout or default_exec_timeout(req.type),
+        "result": "",
+        "data": None,
+        "error": "",
+        "attempts": 0,
+        "max_retries": 0,
+        "last_error": "",
+        "request_id": req.request_id,
+        "next_seq": 1,
+        "cancel_requested": False,
+        "created_at": now,
+        "updated_at": now,
+    }
+    if not req.request_id:
+        row = conn.execute(_INSERT, values).one()
+    else:
+        try:
+            with conn.begin_nested():
+                row = conn.execute(_INSERT, values).one()
+        except IntegrityError:
+            # Another request with the same request_id won the insert first.
+            existing = conn.execute(_BY_REQUEST_ID, {"b_request_id": req.request_id}).first()
+            if existing is None:
+                raise
+            return existing, False
+    events.publish(conn, f"agent:{req.agent_id}")
+    return row, True
 
 
-def _check_agent_can_run(agent: Agent, type_name: str, offline_after: float) -> None:
-    if not is_online(agent, offline_after):
+def _check_agent_can_run(agent: Any, type_name: str, offline_after: float) -> None:
+    if not is_online(agent.last_seen_at, offline_after):
         seen = agent.last_seen_at.isoformat() if agent.last_seen_at else "never"
         raise Conflict(f"agent_id: agent {agent.id} is offline (last seen {seen})")
     if agent.executors and type_name not in agent.executors:
         raise Conflict(f"type: agent {agent.id} cannot run {type_name!r} tasks; it has: {', '.join(agent.executors)}")
 
 
-def get_task(session: Session, task_id: str) -> Task:
+def get_task(conn: Connection, task_id: str) -> TaskRow:
     """The task named `task-<n>` (or `<n>`), or NotFound."""
     n = parse_task_id(task_id)
-    task = session.get(Task, n) if n is not None else None
-    if task is None:
+    row = _fetch(conn, n) if n is not None else None
+    if row is None:
         raise NotFound(f"task not found: {task_id}")
-    return task
+    return row
+
+
+def get_task_by_number(conn: Connection, n: int) -> TaskRow | None:
+    return _fetch(conn, n)
 
 
 @dataclass
@@ -110,183 +183,160 @@ class TaskFilter:
     q: str | None = None
 
 
-def list_tasks(session: Session, flt: TaskFilter, page: int, page_size: int) -> tuple[list[Task], int]:
+def list_tasks(conn: Connection, flt: TaskFilter, page: int, page_size: int) -> tuple[list[TaskRow], int]:
     """One page of tasks, newest first, and the total matching the filter."""
     conds: list[Any] = []
     if flt.agent_id:
-        conds.append(col(Task.agent_id) == flt.agent_id)
+        conds.append(T.c.agent_id == flt.agent_id)
     if flt.type:
-        conds.append(col(Task.type) == flt.type)
+        conds.append(T.c.type == flt.type)
     if flt.status:
-        conds.append(col(Task.status) == flt.status.value)
+        conds.append(T.c.status == flt.status.value)
     if flt.since:
-        conds.append(col(Task.created_at) >= flt.since)
+        conds.append(T.c.created_at >= flt.since)
     if flt.until:
-        conds.append(col(Task.created_at) < flt.until)
+        conds.append(T.c.created_at < flt.until)
     if flt.q:
-        conds.append(col(Task.command).contains(flt.q, autoescape=True))
-    total = session.exec(select(func.count()).select_from(Task).where(*conds)).one()
-    rows = session.exec(
-        select(Task).where(*conds).order_by(col(Task.id).desc()).offset((page - 1) * page_size).limit(page_size)
+        conds.append(T.c.command.contains(flt.q, autoescape=True))
+    total = conn.execute(select(func.count()).select_from(T).where(*conds)).scalar_one()
+    rows = conn.execute(
+        select(T).where(*conds).order_by(T.c.id.desc()).offset((page - 1) * page_size).limit(page_size)
     ).all()
     return list(rows), int(total)
 
 
-def cancel_task(session: Session, task: Task) -> Task:
+def cancel_task(conn: Connection, task: TaskRow) -> TaskRow:
     """Cancel a pending task at once; ask the agent to stop a running one. 409 when already final."""
     now = utcnow()
-    if task.status == TaskStatus.pending:
-        res = session.execute(
-            update(Task)
-            .where(col(Task.id) == task.id, col(Task.status) == TaskStatus.pending)
-            .values(
-                status=TaskStatus.canceled,
-                error="canceled before an agent claimed it",
-                finished_at=now,
-                updated_at=now,
-            )
+    if task.status == _PENDING:
+        message = "canceled before an agent claimed it"
+        res = conn.execute(
+            update(T)
+            .where(T.c.id == task.id, T.c.status == _PENDING)
+            .values(status=TaskStatus.canceled.value, error=message, finished_at=now, updated_at=now)
         )
-        if _rowcount(res) == 1:
-            _system_line(session, task, "canceled before an agent claimed it", LogLevel.warn)
-            events.publish(session, f"task:{task.id}", f"logs:{task.id}")
-            session.refresh(task)
-            return task
-        session.refresh(task)  # claimed meanwhile: fall through to the running case
-    if task.status == TaskStatus.running:
-        session.execute(
-            update(Task)
-            .where(col(Task.id) == task.id, col(Task.status) == TaskStatus.running)
-            .values(cancel_requested=True, updated_at=now)
+        if res.rowcount == 1:
+            _system_line(conn, task.id, message, LogLevel.warn)
+            events.publish(conn, f"task:{task.id}", f"logs:{task.id}")
+            return _fetch(conn, task.id) or task
+        task = _fetch(conn, task.id) or task  # claimed meanwhile: stop it as a running task
+    if task.status == _RUNNING:
+        conn.execute(
+            update(T).where(T.c.id == task.id, T.c.status == _RUNNING).values(cancel_requested=True, updated_at=now)
         )
-        events.publish(session, f"cancel:{task.agent_id}")
-        session.refresh(task)
-        return task
-    raise Conflict(f"task {format_task_id(task.id or 0)} already finished ({task.status})")
+        events.publish(conn, f"cancel:{task.agent_id}")
+        return _fetch(conn, task.id) or task
+    raise Conflict(f"task {format_task_id(task.id)} already finished ({task.status})")
 
 
-def delete_task(session: Session, task: Task) -> None:
+def delete_task(conn: Connection, task: TaskRow) -> None:
     """Delete a finished task and its log; 409 while it is pending or running."""
     if not TaskStatus(task.status).is_final:
-        raise Conflict(f"task {format_task_id(task.id or 0)} is {task.status}; cancel it first")
-    session.execute(delete(LogEntry).where(col(LogEntry.task_id) == task.id))
-    session.delete(task)
-    session.flush()
+        raise Conflict(f"task {format_task_id(task.id)} is {task.status}; cancel it first")
+    conn.execute(delete(L).where(L.c.task_id == task.id))
+    conn.execute(delete(T).where(T.c.id == task.id))
 
 
 def claim_tasks(
-    session: Session,
+    conn: Connection,
     agent_id: str,
     capacity: int,
     lease_seconds: float,
     max_log_bytes: int,
     claimer: str = "",
+    touch: bool = True,
 ) -> list[Assignment]:
-    """Hand up to `capacity` pending tasks to one claim; each gets a fresh task_token and lease."""
-    _touch_registered(session, agent_id)
-    candidates = session.exec(
-        select(Task)
-        .where(col(Task.agent_id) == agent_id, col(Task.status) == TaskStatus.pending)
-        .order_by(col(Task.id))
-        .limit(capacity)
-        .with_for_update(skip_locked=True)
-    ).all()
+    """Hand up to `capacity` pending tasks to one claim, in one compare-and-set UPDATE.
+
+    Each task gets a fresh, unguessable task_token for this attempt and a lease. `touch` records the
+    agent as seen (and checks it registered); a busy agent's claims may skip it for a while.
+    """
     now = utcnow()
-    out: list[Assignment] = []
-    for task in candidates:
-        token = secrets.token_hex(16)
-        res = session.execute(
-            update(Task)
-            .where(col(Task.id) == task.id, col(Task.status) == TaskStatus.pending)
-            .values(
-                status=TaskStatus.running,
-                task_token=token,
-                attempts=Task.attempts + 1,
-                next_seq=1,
-                cancel_requested=False,
-                started_at=now,
-                updated_at=now,
-                claimed_by=claimer or None,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-            )
-            .execution_options(synchronize_session=False)
+    if touch:
+        _touch_registered(conn, agent_id)
+    params = {
+        "b_agent_id": agent_id,
+        "b_capacity": capacity,
+        "b_token_prefix": secrets.token_hex(16) + "-",
+        "b_now": now,
+        "b_claimer": claimer or None,
+        "b_lease_until": now + timedelta(seconds=lease_seconds),
+    }
+    rows = conn.execute(_CLAIM, params).all()
+    if len(rows) == capacity:
+        events.publish(conn, f"agent:{agent_id}")  # maybe more are pending: wake the next claimer
+    return [
+        Assignment(
+            id=format_task_id(r.id),
+            type=r.type,
+            command=r.command,
+            params=r.params,
+            file_id=r.file_id,
+            env=r.env,
+            exec_timeout=r.exec_timeout,
+            attempt=r.attempts,
+            task_token=r.task_token,
+            max_log_bytes=max_log_bytes,
         )
-        if _rowcount(res) != 1:
-            continue  # another claim took it between our read and our write
-        out.append(
-            Assignment(
-                id=format_task_id(task.id or 0),
-                type=task.type,
-                command=task.command,
-                params=task.params,
-                file_id=task.file_id,
-                env=task.env,
-                exec_timeout=task.exec_timeout,
-                attempt=task.attempts + 1,
-                task_token=token,
-                max_log_bytes=max_log_bytes,
-            )
-        )
-    return out
+        for r in sorted(rows, key=lambda r: r.id)
+    ]
 
 
-def heartbeat(session: Session, agent_id: str, running: list[str], lease_seconds: float) -> list[str]:
-    """Renew the leases of the agent's running tasks; return the ids whose cancel was requested."""
-    _touch_registered(session, agent_id)
-    ids = [n for n in (parse_task_id(r) for r in running) if n is not None]
-    if not ids:
-        return []
-    now = utcnow()
-    session.execute(
-        update(Task)
-        .where(col(Task.id).in_(ids), col(Task.agent_id) == agent_id, col(Task.status) == TaskStatus.running)
-        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
-        .execution_options(synchronize_session=False)
-    )
-    return pending_cancels(session, agent_id, ids)
-
-
-def _touch_registered(session: Session, agent_id: str) -> None:
-    if not touch_agent(session, agent_id):
+def _touch_registered(conn: Connection, agent_id: str) -> None:
+    res = conn.execute(_TOUCH, {"b_agent_id": agent_id, "b_now": utcnow()})
+    if res.rowcount != 1:
         raise NotFound(f"agent_id: agent {agent_id} is not registered; POST /api/v1/agents/register first")
 
 
-def pending_cancels(session: Session, agent_id: str, ids: list[int]) -> list[str]:
+def heartbeat(conn: Connection, agent_id: str, running: list[str], lease_seconds: float) -> list[str]:
+    """Renew the leases of the agent's running tasks; return the ids whose cancel was requested."""
+    _touch_registered(conn, agent_id)
+    ids = [n for n in (parse_task_id(r) for r in running) if n is not None]
+    if not ids:
+        return []
+    conn.execute(
+        update(T)
+        .where(T.c.id.in_(ids), T.c.agent_id == agent_id, T.c.status == _RUNNING)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+    )
+    return pending_cancels(conn, agent_id, ids)
+
+
+def pending_cancels(conn: Connection, agent_id: str, ids: list[int]) -> list[str]:
     """Ids among `ids` that are running on this agent with a cancel requested."""
-    rows = session.exec(
-        select(Task.id).where(
-            col(Task.id).in_(ids),
-            col(Task.agent_id) == agent_id,
-            col(Task.status) == TaskStatus.running,
-            col(Task.cancel_requested),
+    rows = conn.execute(
+        select(T.c.id).where(
+            T.c.id.in_(ids), T.c.agent_id == agent_id, T.c.status == _RUNNING, T.c.cancel_requested.is_(True)
         )
-    ).all()
-    return [format_task_id(n or 0) for n in rows]
+    ).scalars()
+    return [format_task_id(n) for n in rows]
 
 
-def append_logs(session: Session, task_id: str, token: str, lines: list[LogLine]) -> int:
+def append_logs(conn: Connection, task_id: str, token: str, lines: list[LogLine]) -> int:
     """Store a batch of lines of the current attempt; returns the next seq expected.
 
     A repeated seq is ignored (the agent resent it); a gap is refused with 409 and the next expected
     seq so the agent resends from there.
     """
-    task = _task_for_agent(session, task_id, token)
-    if task.status != TaskStatus.running:
-        fresh = [ln for ln in lines if ln.seq >= task.next_seq]
-        if fresh:
+    task = _task_for_agent(conn, task_id, token)
+    if task.status != _RUNNING:
+        if any(ln.seq >= task.next_seq for ln in lines):
             raise Conflict(f"task {task_id} is {task.status}; no more log lines accepted", next_seq=task.next_seq)
-        return task.next_seq
-    return _store_lines(session, task, lines)
+        return int(task.next_seq)
+    next_seq = _store_lines(conn, task, lines)
+    events.publish(conn, f"logs:{task.id}")
+    return next_seq
 
 
-def _task_for_agent(session: Session, task_id: str, token: str) -> Task:
-    task = get_task(session, task_id)
+def _task_for_agent(conn: Connection, task_id: str, token: str) -> TaskRow:
+    task = get_task(conn, task_id)
     if not token or not secrets.compare_digest(task.task_token or "", token):
         raise Conflict(f"task_token: stale or unknown token for {task_id}; this attempt no longer owns it")
     return task
 
 
-def _store_lines(session: Session, task: Task, lines: list[LogLine]) -> int:
-    expected = task.next_seq
+def _store_lines(conn: Connection, task: TaskRow, lines: list[LogLine]) -> int:
+    expected = int(task.next_seq)
     fresh = sorted((ln for ln in lines if ln.seq >= expected), key=lambda ln: ln.seq)
     if not fresh:
         return expected
@@ -294,8 +344,8 @@ def _store_lines(session: Session, task: Task, lines: list[LogLine]) -> int:
         if line.seq != expected + i:
             raise Conflict(f"lines: log gap, expected seq {expected + i} but got {line.seq}", next_seq=expected + i)
     now = utcnow()
-    session.execute(
-        insert(LogEntry),
+    conn.execute(
+        insert(L),
         [
             {
                 "task_id": task.id,
@@ -310,92 +360,68 @@ def _store_lines(session: Session, task: Task, lines: list[LogLine]) -> int:
         ],
     )
     new_next = expected + len(fresh)
-    res = session.execute(
-        update(Task)
-        .where(col(Task.id) == task.id, col(Task.next_seq) == expected)
-        .values(next_seq=new_next)
-        .execution_options(synchronize_session=False)
-    )
-    if _rowcount(res) != 1:
+    res = conn.execute(update(T).where(T.c.id == task.id, T.c.next_seq == expected).values(next_seq=new_next))
+    if res.rowcount != 1:
         raise Conflict("lines: a concurrent batch moved the log on; resend", next_seq=expected)
-    task.next_seq = new_next
-    events.publish(session, f"logs:{task.id}")
     return new_next
 
 
-def _system_line(session: Session, task: Task, message: str, level: LogLevel) -> None:
+def _system_line(conn: Connection, n: int, message: str, level: LogLevel) -> None:
     """A line written by the cloud itself (cancel, lost agent), in the attempt's seq order."""
-    session.refresh(task)
-    line = LogLine(seq=task.next_seq, stream=LogStream.system, level=level, message=message)
-    _store_lines(session, task, [line])
+    task = _fetch(conn, n)
+    if task is not None:
+        _store_lines(conn, task, [LogLine(seq=task.next_seq, stream=LogStream.system, level=level, message=message)])
 
 
-def report_result(session: Session, task_id: str, report: TaskReport) -> Task:
+def report_result(conn: Connection, task_id: str, report: TaskReport) -> TaskRow:
     """Record the attempt's outcome (idempotent for the same report); 409 if stale or log incomplete."""
-    task = _task_for_agent(session, task_id, report.task_token)
+    task = _task_for_agent(conn, task_id, report.task_token)
     if TaskStatus(task.status).is_final:
-        if task.status == report.status:
+        if task.status == report.status.value:
             return task  # a resend of a result we already stored
         raise Conflict(f"task {task_id} already finished ({task.status})")
-    next_seq = _store_lines(session, task, report.lines)
+    next_seq = _store_lines(conn, task, report.lines)
     if next_seq - 1 != report.log_lines:
         raise Conflict(
-            f"log_lines: the cloud has {next_seq - 1} of {report.log_lines} lines; resend the rest",
-            next_seq=next_seq,
+            f"log_lines: the cloud has {next_seq - 1} of {report.log_lines} lines; resend the rest", next_seq=next_seq
         )
-    now = utcnow()
-    res = session.execute(
-        update(Task)
-        .where(
-            col(Task.id) == task.id,
-            col(Task.status) == TaskStatus.running,
-            col(Task.task_token) == report.task_token,
-        )
-        .values(
-            status=report.status,
-            exit_code=report.exit_code,
-            result=report.result,
-            data=report.data,
-            error=report.error,
-            finished_at=now,
-            updated_at=now,
-            lease_expires_at=None,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if _rowcount(res) != 1:
+    params = {
+        "n": task.id,
+        "b_token": report.task_token,
+        "b_status": report.status.value,
+        "b_exit_code": report.exit_code,
+        "b_result": report.result,
+        "b_data": report.data,
+        "b_error": report.error,
+        "b_now": utcnow(),
+    }
+    row = conn.execute(_FINISH, params).first()
+    if row is None:
         raise Conflict(f"task {task_id} changed while the result was stored; it is no longer running")
-    events.publish(session, f"task:{task.id}", f"logs:{task.id}")
-    session.refresh(task)
-    return task
+    events.publish(conn, f"task:{task.id}", payload=row)
+    events.publish(conn, f"logs:{task.id}")
+    return row
 
 
-def reap_expired(session: Session) -> int:
+def reap_expired(conn: Connection) -> int:
     """Fail running tasks whose lease expired (their agent stopped heartbeating)."""
     now = utcnow()
-    expired = session.exec(
-        select(Task).where(col(Task.status) == TaskStatus.running, col(Task.lease_expires_at) < now)
-    ).all()
+    expired = conn.execute(select(T.c.id).where(T.c.status == _RUNNING, T.c.lease_expires_at < now)).scalars().all()
     reaped = 0
-    for task in expired:
-        res = session.execute(
-            update(Task)
-            .where(
-                col(Task.id) == task.id,
-                col(Task.status) == TaskStatus.running,
-                col(Task.lease_expires_at) < now,
-            )
+    for n in expired:
+        res = conn.execute(
+            update(T)
+            .where(T.c.id == n, T.c.status == _RUNNING, T.c.lease_expires_at < now)
             .values(
-                status=TaskStatus.failed,
+                status=TaskStatus.failed.value,
                 error="agent lost",
                 last_error="agent lost",
                 finished_at=now,
                 updated_at=now,
             )
-            .execution_options(synchronize_session=False)
         )
-        if _rowcount(res) == 1:
+        if res.rowcount == 1:
             reaped += 1
-            _system_line(session, task, "agent lost: no heartbeat before the lease expired", LogLevel.error)
-            events.publish(session, f"task:{task.id}")
+            _system_line(conn, n, "agent lost: no heartbeat before the lease expired", LogLevel.error)
+            events.publish(conn, f"task:{n}", f"logs:{n}")
     return reaped

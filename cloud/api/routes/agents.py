@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from cloud.api.deps import AdminAuth, DbDep, SettingsDep
+from cloud.api.deps import AdminAuth, AppDep
 from cloud.services import agents as svc
 from wire.agents import AgentRead
 
@@ -12,12 +12,12 @@ router = APIRouter(prefix="/api/v1/agents", tags=["agents"], dependencies=[Admin
 
 
 @router.get("", response_model=list[AgentRead])
-async def list_agents(db: DbDep, settings: SettingsDep) -> list[AgentRead]:
-    with db.transaction() as s:
-        return [svc.to_read(a, settings.agent_offline_seconds) for a in svc.list_agents(s)]
+async def list_agents(app: AppDep) -> list[AgentRead]:
+    with app.db.transaction() as conn:
+        return [svc.to_read(a, app.settings.agent_offline_seconds) for a in svc.list_agents(conn)]
 
 
 @router.get("/{agent_id}", response_model=AgentRead)
-async def get_agent(agent_id: str, db: DbDep, settings: SettingsDep) -> AgentRead:
-    with db.transaction() as s:
-        return svc.to_read(svc.get_agent(s, agent_id), settings.agent_offline_seconds)
+async def get_agent(agent_id: str, app: AppDep) -> AgentRead:
+    with app.db.transaction() as conn:
+        return svc.to_read(svc.get_agent(conn, agent_id), app.settings.agent_offline_seconds)

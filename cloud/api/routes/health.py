@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from cloud.api.deps import DbDep
+from cloud.api.deps import AppDep
 
 router = APIRouter(tags=["health"])
 
@@ -18,11 +18,11 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", response_model=None)
-async def readyz(db: DbDep) -> dict[str, str] | JSONResponse:
+async def readyz(app: AppDep) -> dict[str, str] | JSONResponse:
     """The database answers."""
     try:
-        with db.transaction() as s:
-            s.execute(text("SELECT 1"))
+        with app.db.transaction() as conn:
+            conn.execute(text("SELECT 1"))
     except Exception as exc:  # any driver error means not ready
         return JSONResponse({"error": f"database unavailable: {type(exc).__name__}"}, status_code=503)
     return {"status": "ready"}

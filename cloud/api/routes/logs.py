@@ -9,10 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from cloud.api.deps import AdminAuth, DbDep, HubDep
-from cloud.db.engine import Database
-from cloud.db.models import Task
-from cloud.hub import Hub
+from cloud.api.deps import AdminAuth, AppContext, AppDep
 from cloud.services import tasks as svc
 from cloud.services.logs import list_logs
 from wire.tasks import LogRead, TaskStatus
@@ -27,39 +24,38 @@ PAGE = 1000
 async def get_logs(
     task_id: str,
     request: Request,
-    db: DbDep,
-    hub: HubDep,
+    app: AppDep,
     after: Annotated[int, Query(ge=0, description="Return lines with id > after.")] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     follow: bool = False,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response | list[LogRead]:
     """Lines in order. `follow=true` streams until the task ends (SSE, or raw text with Accept: text/plain)."""
-    with db.transaction() as s:
-        n = svc.get_task(s, task_id).id or 0
+    with app.db.transaction() as conn:
+        n = svc.get_task(conn, task_id).id
     if last_event_id and last_event_id.strip().isdigit():
         after = max(after, int(last_event_id.strip()))
     as_text = "text/plain" in request.headers.get("accept", "")
     if follow:
         media = "text/plain; charset=utf-8" if as_text else "text/event-stream"
-        stream = _follow(db, hub, n, after, as_text)
+        stream = _follow(app, n, after, as_text)
         return StreamingResponse(
             stream, media_type=media, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
-    with db.transaction() as s:
-        lines = list_logs(s, n, after, limit)
+    with app.db.transaction() as conn:
+        lines = list_logs(conn, n, after, limit)
     if as_text:
         return PlainTextResponse("".join(ln.message + "\n" for ln in lines))
     return lines
 
 
-async def _follow(db: Database, hub: Hub, task_id: int, after: int, as_text: bool) -> AsyncIterator[str]:
+async def _follow(app: AppContext, task_id: int, after: int, as_text: bool) -> AsyncIterator[str]:
     """Yield lines as they are stored; end with the final status. Never holds a session while waiting."""
     while True:
-        with hub.subscribe(f"logs:{task_id}", f"task:{task_id}") as sub:
-            with db.transaction() as s:
-                lines = list_logs(s, task_id, after, PAGE)
-                task = s.get(Task, task_id)
+        with app.hub.subscribe(f"logs:{task_id}", f"task:{task_id}") as sub:
+            with app.db.transaction() as conn:
+                lines = list_logs(conn, task_id, after, PAGE)
+                task = svc.get_task_by_number(conn, task_id)
             for ln in lines:
                 yield ln.message + "\n" if as_text else _sse(ln.model_dump_json(), event="log", id=ln.id)
             if lines:
@@ -68,7 +64,7 @@ async def _follow(db: Database, hub: Hub, task_id: int, after: int, as_text: boo
             if task is None or TaskStatus(task.status).is_final:
                 yield _end(task, as_text)
                 return
-            if hub.closing:
+            if app.hub.closing:
                 return  # the server is stopping; the client resumes with Last-Event-ID
             if not await sub.wait(KEEPALIVE_SECONDS) and not as_text:
                 yield ": keepalive\n\n"
@@ -79,7 +75,7 @@ def _sse(data: str, *, event: str, id: int | None = None) -> str:
     return f"{head}event: {event}\ndata: {data}\n\n"
 
 
-def _end(task: Task | None, as_text: bool) -> str:
+def _end(task: svc.TaskRow | None, as_text: bool) -> str:
     status = task.status if task else "deleted"
     if as_text:
         return ""

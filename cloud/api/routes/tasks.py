@@ -8,10 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 
-from cloud.api.deps import AdminAuth, DbDep, HubDep, SettingsDep
-from cloud.db.engine import Database
-from cloud.db.models import Task
-from cloud.hub import Hub
+from cloud.api.deps import AdminAuth, AppContext, AppDep
 from cloud.services import tasks as svc
 from cloud.services.errors import NotFound
 from cloud.services.present import task_read
@@ -24,37 +21,44 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], dependencies=[AdminAu
 async def create_task(
     body: TaskCreate,
     response: Response,
-    db: DbDep,
-    hub: HubDep,
-    settings: SettingsDep,
+    app: AppDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> TaskRead:
     """Queue a task; with `sync: true` wait until it ends or `timeout` seconds pass."""
     if idempotency_key and not body.request_id:
         body.request_id = idempotency_key
-    with db.transaction() as s:
-        task, created = svc.create_task(s, body, offline_after=settings.agent_offline_seconds)
+    with app.db.transaction() as conn:
+        task, created = svc.create_task(conn, body, offline_after=app.settings.agent_offline_seconds)
     if not created:
         response.status_code = 200  # the same request_id: this is the task created before
     if body.sync:
-        return await wait_until_final(db, hub, task.id or 0, body.timeout)
+        return await wait_until_final(app, task.id, body.timeout, current=task)
     return task_read(task)
 
 
-async def wait_until_final(db: Database, hub: Hub, task_id: int, timeout: float) -> TaskRead:
-    """The task once final, or as it stands after `timeout` with `sync_timed_out: true`."""
+async def wait_until_final(
+    app: AppContext, task_id: int, timeout: float, current: svc.TaskRow | None = None
+) -> TaskRead:
+    """The task once final, or as it stands after `timeout` with `sync_timed_out: true`.
+
+    `current` is the row the caller just read in the same turn of the event loop, so it is still
+    fresh; the final row usually arrives with the wake-up, so the database is read only as a fallback.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    task = current
     while True:
-        with hub.subscribe(f"task:{task_id}") as sub:
-            with db.transaction() as s:
-                task = s.get(Task, task_id)
+        with app.hub.subscribe(f"task:{task_id}") as sub:
+            if task is None:
+                with app.db.transaction() as conn:
+                    task = svc.get_task_by_number(conn, task_id)
             if task is None or TaskStatus(task.status).is_final:
                 return task_read(task) if task else await _gone(task_id)
             remaining = deadline - loop.time()
-            if remaining <= 0 or hub.closing:
+            if remaining <= 0 or app.hub.closing:
                 return task_read(task, sync_timed_out=True)
             await sub.wait(remaining)
+            task = sub.payload  # the final row when the result was stored by this process, else re-read
 
 
 async def _gone(task_id: int) -> TaskRead:
@@ -63,7 +67,7 @@ async def _gone(task_id: int) -> TaskRead:
 
 @router.get("", response_model=TaskList)
 async def list_tasks(
-    db: DbDep,
+    app: AppDep,
     page: Annotated[int, Query(ge=1)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 10,
     agent_id: str | None = None,
@@ -75,28 +79,28 @@ async def list_tasks(
 ) -> TaskList:
     """Tasks newest first, filtered; `{"list", "total", "page", "page_size"}`."""
     flt = svc.TaskFilter(agent_id=agent_id, type=type, status=status, since=since, until=until, q=q)
-    with db.transaction() as s:
-        rows, total = svc.list_tasks(s, flt, page, page_size)
+    with app.db.transaction() as conn:
+        rows, total = svc.list_tasks(conn, flt, page, page_size)
         items = [task_read(t) for t in rows]
     return TaskList(items=items, total=total, page=page, page_size=page_size)
 
 
 @router.get("/{task_id}", response_model=TaskRead)
-async def get_task(task_id: str, db: DbDep) -> TaskRead:
-    with db.transaction() as s:
-        return task_read(svc.get_task(s, task_id))
+async def get_task(task_id: str, app: AppDep) -> TaskRead:
+    with app.db.transaction() as conn:
+        return task_read(svc.get_task(conn, task_id))
 
 
 @router.post("/{task_id}/cancel", response_model=TaskRead)
-async def cancel_task(task_id: str, db: DbDep) -> TaskRead:
+async def cancel_task(task_id: str, app: AppDep) -> TaskRead:
     """Cancel: a pending task ends at once; a running one is stopped by its agent (group killed)."""
-    with db.transaction() as s:
-        return task_read(svc.cancel_task(s, svc.get_task(s, task_id)))
+    with app.db.transaction() as conn:
+        return task_read(svc.cancel_task(conn, svc.get_task(conn, task_id)))
 
 
 @router.delete("/{task_id}", status_code=204)
-async def delete_task(task_id: str, db: DbDep) -> Response:
+async def delete_task(task_id: str, app: AppDep) -> Response:
     """Delete a finished task and its log."""
-    with db.transaction() as s:
-        svc.delete_task(s, svc.get_task(s, task_id))
+    with app.db.transaction() as conn:
+        svc.delete_task(conn, svc.get_task(conn, task_id))
     return Response(status_code=204)
