@@ -87,8 +87,13 @@ async def throughput(url: str, token: str, agent_id: str, n: int, clients: int) 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(http) for _ in range(clients)))
         elapsed = time.perf_counter() - t0
-    return {"tasks": n, "seconds": round(elapsed, 3), "tasks_per_s": round(n / elapsed, 1),
-            "failures": len(failures), "first_failures": failures[:5]}
+    return {
+        "tasks": n,
+        "seconds": round(elapsed, 3),
+        "tasks_per_s": round(n / elapsed, 1),
+        "failures": len(failures),
+        "first_failures": failures[:5],
+    }
 
 
 def main() -> None:
