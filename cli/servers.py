@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -93,13 +94,13 @@ def up(
     )
     procs = [cloud_proc]
     try:
-        _wait_ready(url, cloud_proc)
-        procs.insert(
-            0,
-            subprocess.Popen(
-                [*me, "agent", "--server", url, "--agent-id", agent_id, "--data-dir", str(data_dir / "agent")], env=env
-            ),
+        _wait_until(lambda: _ready(url), cloud_proc, "the cloud to become ready")
+        agent_proc = subprocess.Popen(
+            [*me, "agent", "--server", url, "--agent-id", agent_id, "--data-dir", str(data_dir / "agent")], env=env
         )
+        procs.insert(0, agent_proc)
+        # Print the example only once it works: the agent must have registered first.
+        _wait_until(lambda: _agent_online(url, tokens.admin, agent_id), agent_proc, f"agent {agent_id} to come online")
         _banner(url, tokens.admin, agent_id)
         _wait_any(procs)
     finally:
@@ -112,22 +113,36 @@ def up(
                     proc.kill()
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+def _ready(url: str) -> bool:
     import httpx
 
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _agent_online(url: str, admin_token: str, agent_id: str) -> bool:
+    import httpx
+
+    try:
+        r = httpx.get(f"{url}/api/v1/agents/{agent_id}", headers={"Authorization": f"Bearer {admin_token}"}, timeout=1)
+    except httpx.TransportError:
+        return False
+    return r.status_code == 200 and r.json().get("status") == "online"
+
+
+def _wait_until(check: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
+    """Poll `check` until true; stop early with a clear message if `proc` exits."""
+    deadline = time.monotonic() + timeout
+    while not check():
         if proc.poll() is not None:
-            typer.echo(f"the cloud exited with code {proc.returncode}", err=True)
+            typer.echo(f"gave up waiting for {what}: the process exited with code {proc.returncode}", err=True)
             raise typer.Exit(1)
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
+        if time.monotonic() > deadline:
+            typer.echo(f"gave up waiting for {what} after {timeout:.0f} s", err=True)
+            raise typer.Exit(1)
         time.sleep(0.1)
-    typer.echo("the cloud did not become ready within 60 s", err=True)
-    raise typer.Exit(1)
 
 
 def _interrupt(signum: int, frame: object) -> None:

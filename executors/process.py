@@ -7,6 +7,7 @@ import codecs
 import math
 import os
 import signal
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, suppress
@@ -300,7 +301,7 @@ async def run_process(
         run.close()
 
 
-class ProcessExecutor:
+class ProcessExecutor(ABC):
     """Validation and file handling shared by the types that run one local process."""
 
     type: ClassVar[str]
@@ -312,6 +313,7 @@ class ProcessExecutor:
         kill_grace(req.params)
         self.check(req)
 
+    @abstractmethod
     def check(self, req: TaskRequest) -> None:
         """The type's own checks; raise ValueError naming the field."""
 
@@ -320,9 +322,9 @@ class ProcessExecutor:
         if not req.command.strip():
             raise ValueError(f"command: must not be empty for {self.type} tasks")
 
+    @abstractmethod
     def argv(self, task: Assignment, ctx: RunContext) -> AbstractContextManager[list[str]]:
         """The command line, valid inside the context (which may create and remove files)."""
-        raise NotImplementedError
 
     async def run(self, task: Assignment, ctx: RunContext) -> Outcome:
         """Fetch the task's file if it has one (as $TIANGONG_FILE), then run the command line."""

@@ -1,0 +1,149 @@
+"""The agent protocol spoken directly: a scripted agent against the real cloud, no agent process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.harness import AGENT, Cloud
+
+
+@pytest.fixture
+def agent(cloud: Cloud, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
+    """An HTTP client holding the agent token, registered under an id of the test's own."""
+    client = httpx.Client(base_url=cloud.url, headers={"Authorization": f"Bearer {AGENT}"}, timeout=60)
+    agent_id = f"scripted-{request.node.name}"[:100]
+    r = client.post("/api/v1/agents/register", json={"agent_id": agent_id, "executors": ["shell", "execute"]})
+    assert r.status_code == 200
+    client.headers["X-Agent-Id"] = agent_id  # where the tests read it back
+    yield client
+    client.close()
+
+
+def _claim(agent: httpx.Client, capacity: int = 1, wait_s: float = 0) -> list[dict[str, Any]]:
+    r = agent.post(f"/api/v1/agents/{agent.headers['X-Agent-Id']}/claim", json={"capacity": capacity, "wait_s": wait_s})
+    assert r.status_code == 200, r.text
+    return list(r.json())
+
+
+def _create(cloud: Cloud, agent: httpx.Client, command: str = "echo hi") -> dict[str, Any]:
+    r = cloud.create(agent_id=agent.headers["X-Agent-Id"], type="shell", command=command)
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def _line(seq: int, message: str, stream: str = "stdout") -> dict[str, Any]:
+    return {"seq": seq, "stream": stream, "message": message}
+
+
+def test_claim_hands_out_the_task_with_secrets_and_a_token(cloud: Cloud, agent: httpx.Client) -> None:
+    r = cloud.create(
+        agent_id=agent.headers["X-Agent-Id"],
+        type="shell",
+        command="echo",
+        params={"password": "pw"},
+        env={"TOKEN": "t"},
+    )
+    task = r.json()
+    assert task["params"]["password"] == "******"
+    [assigned] = _claim(agent)
+    assert assigned["id"] == task["id"]
+    assert assigned["params"]["password"] == "pw" and assigned["env"]["TOKEN"] == "t"
+    assert assigned["attempt"] == 1 and len(assigned["task_token"]) >= 32
+    assert cloud.task(task["id"])["status"] == "running"
+    assert _claim(agent) == []  # handed out once
+
+
+def test_claim_long_poll_wakes_on_create_and_times_out_empty(cloud: Cloud, agent: httpx.Client) -> None:
+    assert _claim(agent, wait_s=0.2) == []
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(_claim, agent, 1, 30)
+        created = _create(cloud, agent)
+        # The claim answers with the new task, long before its 30 s wait would have run out.
+        got = waiting.result(timeout=10)
+    assert [t["id"] for t in got] == [created["id"]]
+
+
+def test_log_seq_repeat_ignored_gap_refused(cloud: Cloud, agent: httpx.Client) -> None:
+    created = _create(cloud, agent)
+    [a] = _claim(agent)
+    url, token = f"/api/v1/agent/tasks/{a['id']}/logs", a["task_token"]
+    r = agent.post(url, json={"task_token": token, "lines": [_line(1, "one"), _line(2, "two")]})
+    assert r.status_code == 200 and r.json() == {"next_seq": 3}
+    r = agent.post(url, json={"task_token": token, "lines": [_line(2, "two"), _line(3, "three")]})
+    assert r.status_code == 200 and r.json() == {"next_seq": 4}  # seq 2 was a repeat
+    r = agent.post(url, json={"task_token": token, "lines": [_line(6, "six")]})
+    assert r.status_code == 409 and r.json()["next_seq"] == 4
+    assert [ln["message"] for ln in cloud.logs(created["id"])] == ["one", "two", "three"]
+
+
+def test_result_needs_the_whole_log_and_is_idempotent(cloud: Cloud, agent: httpx.Client) -> None:
+    created = _create(cloud, agent)
+    [a] = _claim(agent)
+    url = f"/api/v1/agent/tasks/{a['id']}/result"
+    report = {
+        "task_token": a["task_token"],
+        "status": "success",
+        "exit_code": 0,
+        "result": "hi\n",
+        "log_lines": 2,
+        "lines": [_line(1, "hi")],
+    }
+    r = agent.post(url, json=report)
+    assert r.status_code == 409 and r.json()["next_seq"] == 2  # line 2 never arrived
+    assert cloud.task(created["id"])["status"] == "running"
+    report["lines"] = [_line(1, "hi"), _line(2, "bye", "stderr")]
+    assert agent.post(url, json=report).status_code == 200
+    assert agent.post(url, json=report).status_code == 200  # a resend is accepted, changes nothing
+    done = cloud.task(created["id"])
+    assert (done["status"], done["result"], done["exit_code"]) == ("success", "hi\n", 0)
+    assert [(ln["message"], ln["stream"]) for ln in cloud.logs(created["id"])] == [("hi", "stdout"), ("bye", "stderr")]
+    other = dict(report, status="failed")
+    r = agent.post(url, json=other)
+    assert r.status_code == 409 and cloud.task(created["id"])["status"] == "success"
+
+
+def test_stale_token_changes_nothing(cloud: Cloud, agent: httpx.Client) -> None:
+    created = _create(cloud, agent)
+    [a] = _claim(agent)
+    stale = {"task_token": "0" * 32 + "-1", "status": "failed", "log_lines": 0}
+    r = agent.post(f"/api/v1/agent/tasks/{a['id']}/result", json=stale)
+    assert r.status_code == 409 and "task_token" in r.json()["error"]
+    r = agent.post(f"/api/v1/agent/tasks/{a['id']}/logs", json={"task_token": "nope", "lines": [_line(1, "x")]})
+    assert r.status_code == 409
+    assert cloud.task(created["id"])["status"] == "running" and cloud.logs(created["id"]) == []
+
+
+def test_heartbeat_returns_cancel_requests(cloud: Cloud, agent: httpx.Client) -> None:
+    created = _create(cloud, agent, "sleep 60")
+    [a] = _claim(agent)
+    hb = f"/api/v1/agents/{agent.headers['X-Agent-Id']}/heartbeat"
+    assert agent.post(hb, json={"running": [a["id"]]}).json()["cancel"] == []
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(agent.post, hb, json={"running": [a["id"]], "wait_s": 30})
+        assert cloud.http.post(f"/api/v1/tasks/{created['id']}/cancel").status_code == 200
+        assert waiting.result(timeout=10).json()["cancel"] == [a["id"]]
+    r = agent.post(
+        f"/api/v1/agent/tasks/{a['id']}/result",
+        json={"task_token": a["task_token"], "status": "canceled", "error": "canceled", "log_lines": 0},
+    )
+    assert r.status_code == 200
+    assert cloud.task(created["id"])["status"] == "canceled"
+
+
+def test_unregistered_agent_cannot_claim(cloud: Cloud) -> None:
+    r = httpx.post(
+        f"{cloud.url}/api/v1/agents/never-registered/claim",
+        json={"wait_s": 0},
+        headers={"Authorization": f"Bearer {AGENT}"},
+    )
+    assert r.status_code == 404 and "register" in r.json()["error"]
+
+
+def test_agent_cannot_run_a_type_it_lacks(cloud: Cloud, agent: httpx.Client) -> None:
+    r = cloud.create(agent_id=agent.headers["X-Agent-Id"], type="python", command="print(1)")
+    assert r.status_code == 409 and "cannot run 'python'" in r.json()["error"]
