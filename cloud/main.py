@@ -15,7 +15,7 @@ from cloud.api.routes import agent_protocol, agents, health, logs, tasks
 from cloud.background import reap_forever
 from cloud.db.engine import Database, migrate
 from cloud.hub import Hub
-from cloud.services.agents import SeenThrottle
+from cloud.services.agents import AgentCache, SeenThrottle
 from cloud.settings import CloudSettings, get_settings
 from cloud.tokens import load_tokens
 from wire import API_VERSION
@@ -32,7 +32,9 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         db = Database(settings.resolved_database_url(), hub)
         migrate(db.engine)
         tokens = load_tokens(settings.data_dir, settings.admin_token, settings.agent_token)
-        app.state.ctx = AppContext(settings=settings, db=db, hub=hub, tokens=tokens, seen=SeenThrottle())
+        app.state.ctx = AppContext(
+            settings=settings, db=db, hub=hub, tokens=tokens, seen=SeenThrottle(), agents=AgentCache()
+        )
         reaper = asyncio.create_task(reap_forever(db, settings.reaper_interval_seconds))
         try:
             yield

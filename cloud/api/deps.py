@@ -15,7 +15,7 @@ from fastapi import Depends, HTTPException, Request
 
 from cloud.db.engine import Database
 from cloud.hub import Hub
-from cloud.services.agents import SeenThrottle
+from cloud.services.agents import AgentCache, SeenThrottle
 from cloud.settings import CloudSettings
 from cloud.tokens import Tokens
 
@@ -29,6 +29,7 @@ class AppContext:
     hub: Hub
     tokens: Tokens
     seen: SeenThrottle
+    agents: AgentCache
 
 
 async def get_context(request: Request) -> AppContext:

@@ -6,7 +6,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, select, update
 
 from cloud.db.models import AGENTS as A
 from cloud.db.types import utcnow
@@ -79,3 +79,31 @@ class SeenThrottle:
             return False
         self._last[agent_id] = now
         return True
+
+
+_AGENT_BY_ID = select(A).where(A.c.id == bindparam("b_id"))
+
+
+class AgentCache:
+    """Agent rows as task creation sees them, read at most once per `ttl` per agent by this process.
+
+    Creating a task needs the agent's liveness and executors; reading them on every create cost a
+    query per task. A second of staleness is far below the offline threshold. Misses are not cached,
+    so a newly registered agent can be used at once.
+    """
+
+    def __init__(self, ttl: float = 1.0) -> None:
+        self.ttl = ttl
+        self._rows: dict[str, tuple[float, AgentRow]] = {}
+
+    def get(self, conn: Connection, agent_id: str) -> AgentRow | None:
+        now = time.monotonic()
+        hit = self._rows.get(agent_id)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        row = conn.execute(_AGENT_BY_ID, {"b_id": agent_id}).first()
+        if row is None:
+            self._rows.pop(agent_id, None)
+        else:
+            self._rows[agent_id] = (now, row)
+        return row

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from cloud.db.models import AGENTS, TASK_LOGS, TASKS
 from cloud.db.types import utcnow
 from cloud.services import events
-from cloud.services.agents import is_online
+from cloud.services.agents import AgentCache, is_online
 from cloud.services.errors import BadRequest, Conflict, NotFound
 from executors.registry import UnknownTaskType, default_exec_timeout, get_executor
 from wire.tasks import (
@@ -72,7 +72,12 @@ _CLAIM = (
 )
 _FINISH = (
     update(T)
-    .where(T.c.id == bindparam("n"), T.c.status == _RUNNING, T.c.task_token == bindparam("b_token"))
+    .where(
+        T.c.id == bindparam("n"),
+        T.c.status == _RUNNING,
+        T.c.task_token == bindparam("b_token"),
+        T.c.next_seq == bindparam("b_next_seq"),  # the whole log is stored
+    )
     .values(
         status=bindparam("b_status"),
         exit_code=bindparam("b_exit_code"),
@@ -86,7 +91,6 @@ _FINISH = (
     .returning(*T.c)
 )
 _INSERT = insert(T).returning(*T.c)
-_AGENT = select(A.c.id, A.c.last_seen_at, A.c.executors).where(A.c.id == bindparam("b_id"))
 _BY_REQUEST_ID = select(T).where(T.c.request_id == bindparam("b_request_id"))
 _TOUCH = update(A).where(A.c.id == bindparam("b_agent_id")).values(last_seen_at=bindparam("b_now"))
 
@@ -103,14 +107,14 @@ def validate_request(req: TaskRequest) -> None:
         raise BadRequest(str(exc)) from exc
 
 
-def create_task(conn: Connection, req: TaskCreate, *, offline_after: float) -> tuple[TaskRow, bool]:
+def create_task(conn: Connection, req: TaskCreate, *, agents: AgentCache, offline_after: float) -> tuple[TaskRow, bool]:
     """Queue a task; returns (task, created). A known request_id returns the existing task."""
     if req.request_id:
         existing = conn.execute(_BY_REQUEST_ID, {"b_request_id": req.request_id}).first()
         if existing is not None:
             return existing, False
     validate_request(req)
-    agent = conn.execute(_AGENT, {"b_id": req.agent_id}).first()
+    agent = agents.get(conn, req.agent_id)
     if agent is None:
         raise NotFound(f"agent_id: agent not found: {req.agent_id}")
     _check_agent_can_run(agent, req.type, offline_after)
@@ -374,7 +378,16 @@ def _system_line(conn: Connection, n: int, message: str, level: LogLevel) -> Non
 
 
 def report_result(conn: Connection, task_id: str, report: TaskReport) -> TaskRow:
-    """Record the attempt's outcome (idempotent for the same report); 409 if stale or log incomplete."""
+    """Record the attempt's outcome (idempotent for the same report); 409 if stale or log incomplete.
+
+    The usual case (every line already shipped, token current) is one compare-and-set UPDATE; the
+    reads that explain a refusal happen only when it matches nothing.
+    """
+    n = parse_task_id(task_id)
+    if n is not None and not report.lines:
+        row = _finish(conn, n, report, next_seq=report.log_lines + 1)
+        if row is not None:
+            return row
     task = _task_for_agent(conn, task_id, report.task_token)
     if TaskStatus(task.status).is_final:
         if task.status == report.status.value:
@@ -385,9 +398,18 @@ def report_result(conn: Connection, task_id: str, report: TaskReport) -> TaskRow
         raise Conflict(
             f"log_lines: the cloud has {next_seq - 1} of {report.log_lines} lines; resend the rest", next_seq=next_seq
         )
+    row = _finish(conn, task.id, report, next_seq)
+    if row is None:
+        raise Conflict(f"task {task_id} changed while the result was stored; it is no longer running")
+    return row
+
+
+def _finish(conn: Connection, n: int, report: TaskReport, next_seq: int) -> TaskRow | None:
+    """The compare-and-set to the final status; None when the task is not in the expected state."""
     params = {
-        "n": task.id,
+        "n": n,
         "b_token": report.task_token,
+        "b_next_seq": next_seq,
         "b_status": report.status.value,
         "b_exit_code": report.exit_code,
         "b_result": report.result,
@@ -396,10 +418,9 @@ def report_result(conn: Connection, task_id: str, report: TaskReport) -> TaskRow
         "b_now": utcnow(),
     }
     row = conn.execute(_FINISH, params).first()
-    if row is None:
-        raise Conflict(f"task {task_id} changed while the result was stored; it is no longer running")
-    events.publish(conn, f"task:{task.id}", payload=row)
-    events.publish(conn, f"logs:{task.id}")
+    if row is not None:
+        events.publish(conn, f"task:{n}", payload=row)
+        events.publish(conn, f"logs:{n}")
     return row
 
 
