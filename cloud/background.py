@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from cloud.db.engine import Database
-from cloud.services.tasks import reap_expired
+from cloud.services.runs import reap_expired
 
 log = logging.getLogger("tiangong.cloud")
 
@@ -15,8 +15,8 @@ async def reap_forever(db: Database, interval: float) -> None:
     """Fail running tasks whose agent stopped heartbeating, every `interval` seconds."""
     while True:
         try:
-            with db.transaction() as s:
-                n = reap_expired(s)
+            with db.transaction() as conn:
+                n = reap_expired(conn)
             if n:
                 log.warning("reaper: %d task(s) failed with 'agent lost'", n)
         except Exception:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from cloud.api.deps import AgentAuth, AppDep
 from cloud.services import agents as agents_svc
-from cloud.services import tasks as svc
+from cloud.services import runs as svc
 from wire.agents import AgentRegister, ClaimRequest, Heartbeat, HeartbeatReply, RegisterReply
 from wire.tasks import Assignment, LogBatch, TaskReport, parse_task_id
 

@@ -1,0 +1,238 @@
+"""The agent's side of the task state machine: claim, heartbeat, log batches, results, and the
+reaper for attempts whose agent went silent. Each step is a compare-and-set on the attempt's
+task_token, so a stale agent can never change a task it no longer owns.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+from sqlalchemy import Connection, String, bindparam, func, select, update
+
+from cloud.db.models import AGENTS as A
+from cloud.db.models import TASKS as T
+from cloud.db.types import utcnow
+from cloud.services import events
+from cloud.services.errors import Conflict, NotFound
+from cloud.services.logs import store_lines, system_line
+from cloud.services.tasks import PENDING, RUNNING, TaskRow, get_task
+from wire.tasks import Assignment, LogLevel, LogLine, TaskReport, TaskStatus, format_task_id, parse_task_id
+
+_CLAIM = (
+    update(T)
+    .where(
+        T.c.id.in_(
+            select(T.c.id)
+            .where(T.c.agent_id == bindparam("b_agent_id"), T.c.status == PENDING)
+            .order_by(T.c.id)
+            .limit(bindparam("b_capacity"))
+            .with_for_update(skip_locked=True)
+        ),
+        T.c.status == PENDING,
+    )
+    # One random prefix per claim plus the task number: unique and unguessable per task and attempt.
+    .values(
+        status=RUNNING,
+        task_token=bindparam("b_token_prefix", type_=String) + func.cast(T.c.id, String),
+        attempts=T.c.attempts + 1,
+        next_seq=1,
+        cancel_requested=False,
+        started_at=bindparam("b_now"),
+        updated_at=bindparam("b_now"),
+        claimed_by=bindparam("b_claimer"),
+        lease_expires_at=bindparam("b_lease_until"),
+    )
+    .returning(*T.c)
+)
+_FINISH = (
+    update(T)
+    .where(
+        T.c.id == bindparam("n"),
+        T.c.status == RUNNING,
+        T.c.task_token == bindparam("b_token"),
+        T.c.next_seq == bindparam("b_next_seq"),  # the whole log is stored
+    )
+    .values(
+        status=bindparam("b_status"),
+        exit_code=bindparam("b_exit_code"),
+        result=bindparam("b_result"),
+        data=bindparam("b_data", type_=T.c.data.type),
+        error=bindparam("b_error"),
+        finished_at=bindparam("b_now"),
+        updated_at=bindparam("b_now"),
+        lease_expires_at=None,
+    )
+    .returning(*T.c)
+)
+_TOUCH = update(A).where(A.c.id == bindparam("b_agent_id")).values(last_seen_at=bindparam("b_now"))
+
+
+def claim_tasks(
+    conn: Connection,
+    agent_id: str,
+    capacity: int,
+    lease_seconds: float,
+    max_log_bytes: int,
+    claimer: str = "",
+    touch: bool = True,
+) -> list[Assignment]:
+    """Hand up to `capacity` pending tasks to one claim, in one compare-and-set UPDATE.
+
+    Each task gets a fresh, unguessable task_token for this attempt and a lease. `touch` records the
+    agent as seen (and checks it registered); a busy agent's claims may skip it for a while.
+    """
+    now = utcnow()
+    if touch:
+        _touch_registered(conn, agent_id)
+    params = {
+        "b_agent_id": agent_id,
+        "b_capacity": capacity,
+        "b_token_prefix": secrets.token_hex(16) + "-",
+        "b_now": now,
+        "b_claimer": claimer or None,
+        "b_lease_until": now + timedelta(seconds=lease_seconds),
+    }
+    rows = conn.execute(_CLAIM, params).all()
+    if len(rows) == capacity:
+        events.publish(conn, f"agent:{agent_id}")  # maybe more are pending: wake the next claimer
+    return [
+        Assignment(
+            id=format_task_id(r.id),
+            type=r.type,
+            command=r.command,
+            params=r.params,
+            file_id=r.file_id,
+            env=r.env,
+            exec_timeout=r.exec_timeout,
+            attempt=r.attempts,
+            task_token=r.task_token,
+            max_log_bytes=max_log_bytes,
+        )
+        for r in sorted(rows, key=lambda r: r.id)
+    ]
+
+
+def _touch_registered(conn: Connection, agent_id: str) -> None:
+    res = conn.execute(_TOUCH, {"b_agent_id": agent_id, "b_now": utcnow()})
+    if res.rowcount != 1:
+        raise NotFound(f"agent_id: agent {agent_id} is not registered; POST /api/v1/agents/register first")
+
+
+def heartbeat(conn: Connection, agent_id: str, running: list[str], lease_seconds: float) -> list[str]:
+    """Renew the leases of the agent's running tasks; return the ids whose cancel was requested."""
+    _touch_registered(conn, agent_id)
+    ids = [n for n in (parse_task_id(r) for r in running) if n is not None]
+    if not ids:
+        return []
+    conn.execute(
+        update(T)
+        .where(T.c.id.in_(ids), T.c.agent_id == agent_id, T.c.status == RUNNING)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+    )
+    return pending_cancels(conn, agent_id, ids)
+
+
+def pending_cancels(conn: Connection, agent_id: str, ids: list[int]) -> list[str]:
+    """Ids among `ids` that are running on this agent with a cancel requested."""
+    rows = conn.execute(
+        select(T.c.id).where(
+            T.c.id.in_(ids), T.c.agent_id == agent_id, T.c.status == RUNNING, T.c.cancel_requested.is_(True)
+        )
+    ).scalars()
+    return [format_task_id(n) for n in rows]
+
+
+def append_logs(conn: Connection, task_id: str, token: str, lines: list[LogLine]) -> int:
+    """Store a batch of lines of the current attempt; returns the next seq expected.
+
+    A repeated seq is ignored (the agent resent it); a gap is refused with 409 and the next expected
+    seq so the agent resends from there.
+    """
+    task = _task_for_agent(conn, task_id, token)
+    if task.status != RUNNING:
+        if any(ln.seq >= task.next_seq for ln in lines):
+            raise Conflict(f"task {task_id} is {task.status}; no more log lines accepted", next_seq=task.next_seq)
+        return int(task.next_seq)
+    next_seq = store_lines(conn, task, lines)
+    events.publish(conn, f"logs:{task.id}")
+    return next_seq
+
+
+def _task_for_agent(conn: Connection, task_id: str, token: str) -> TaskRow:
+    task = get_task(conn, task_id)
+    if not token or not secrets.compare_digest(task.task_token or "", token):
+        raise Conflict(f"task_token: stale or unknown token for {task_id}; this attempt no longer owns it")
+    return task
+
+
+def report_result(conn: Connection, task_id: str, report: TaskReport) -> TaskRow:
+    """Record the attempt's outcome (idempotent for the same report); 409 if stale or log incomplete.
+
+    The usual case (every line already shipped, token current) is one compare-and-set UPDATE; the
+    reads that explain a refusal happen only when it matches nothing.
+    """
+    n = parse_task_id(task_id)
+    if n is not None and not report.lines:
+        row = _finish(conn, n, report, next_seq=report.log_lines + 1)
+        if row is not None:
+            return row
+    task = _task_for_agent(conn, task_id, report.task_token)
+    if TaskStatus(task.status).is_final:
+        if task.status == report.status.value:
+            return task  # a resend of a result we already stored
+        raise Conflict(f"task {task_id} already finished ({task.status})")
+    next_seq = store_lines(conn, task, report.lines)
+    if next_seq - 1 != report.log_lines:
+        raise Conflict(
+            f"log_lines: the cloud has {next_seq - 1} of {report.log_lines} lines; resend the rest", next_seq=next_seq
+        )
+    row = _finish(conn, task.id, report, next_seq)
+    if row is None:
+        raise Conflict(f"task {task_id} changed while the result was stored; it is no longer running")
+    return row
+
+
+def _finish(conn: Connection, n: int, report: TaskReport, next_seq: int) -> TaskRow | None:
+    """The compare-and-set to the final status; None when the task is not in the expected state."""
+    params = {
+        "n": n,
+        "b_token": report.task_token,
+        "b_next_seq": next_seq,
+        "b_status": report.status.value,
+        "b_exit_code": report.exit_code,
+        "b_result": report.result,
+        "b_data": report.data,
+        "b_error": report.error,
+        "b_now": utcnow(),
+    }
+    row = conn.execute(_FINISH, params).first()
+    if row is not None:
+        events.publish(conn, f"task:{n}", payload=row)
+        events.publish(conn, f"logs:{n}")
+    return row
+
+
+def reap_expired(conn: Connection) -> int:
+    """Fail running tasks whose lease expired (their agent stopped heartbeating)."""
+    now = utcnow()
+    expired = conn.execute(select(T).where(T.c.status == RUNNING, T.c.lease_expires_at < now)).all()
+    reaped = 0
+    for task in expired:
+        n = task.id
+        res = conn.execute(
+            update(T)
+            .where(T.c.id == n, T.c.status == RUNNING, T.c.lease_expires_at < now)
+            .values(
+                status=TaskStatus.failed.value,
+                error="agent lost",
+                last_error="agent lost",
+                finished_at=now,
+                updated_at=now,
+            )
+        )
+        if res.rowcount == 1:
+            reaped += 1
+            system_line(conn, task, "agent lost: no heartbeat before the lease expired", LogLevel.error)
+            events.publish(conn, f"task:{n}", f"logs:{n}")
+    return reaped
