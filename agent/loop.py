@@ -20,6 +20,10 @@ from wire.tasks import Assignment
 log = logging.getLogger("tiangong.agent")
 
 
+class AgentRefused(Exception):
+    """The cloud will not accept this agent; the message says why."""
+
+
 class Agent:
     """One agent process; several may serve the same agent id."""
 
@@ -34,20 +38,35 @@ class Agent:
         self._heartbeat_seconds = 5.0
 
     async def run(self) -> None:
-        """Serve until stop() is called, then drain and return."""
+        """Serve until stop() is called, then drain and return.
+
+        Raises AgentRefused when the cloud rejects this agent (wrong token, bad id): retrying would not help.
+        """
         self.workdir.mkdir(parents=True, exist_ok=True)
-        await self._register()
+        try:
+            try:
+                await self._register()
+            except CloudUnavailable:
+                return  # stopped while the cloud was still out of reach
+            except Rejected as exc:
+                raise AgentRefused(f"the cloud refused to register agent {self.settings.agent_id}: {exc}") from exc
+            await self._serve()
+        finally:
+            await self.client.aclose()
+
+    async def _serve(self) -> None:
         heart = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         claimer = asyncio.create_task(self._claim_loop(), name="claim")
         await self.stopping.wait()
-        claimer.cancel()  # abandons the long-poll in flight; the cloud hands out nothing to a gone caller
+        # Abandon the long-poll in flight. The cloud checks that a claim's caller is still there before
+        # handing it tasks, except in the first second of its wait (see the claim route).
+        claimer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await claimer
         await self._drain()
         heart.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heart
-        await self.client.aclose()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -157,4 +176,8 @@ async def serve(settings: AgentSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.stop)
-    await agent.run()
+    try:
+        await agent.run()
+    except AgentRefused as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from cloud.api.deps import AppContext
 from cloud.api.errors import install_error_handlers
@@ -19,6 +20,8 @@ from cloud.services.agents import AgentCache, SeenThrottle
 from cloud.settings import CloudSettings, get_settings
 from cloud.tokens import load_tokens
 from wire import API_VERSION
+
+_TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 
 
 def create_app(settings: CloudSettings | None = None) -> FastAPI:
@@ -50,6 +53,9 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         version=API_VERSION,
         lifespan=lifespan,
         description="Deploy-and-execute service: queue tasks for agents and follow them.",
+        # FastAPI's native OpenTelemetry costs time on every request even with no exporter configured;
+        # it is on only when asked for.
+        telemetry=None if settings.otel_enabled else _TELEMETRY_OFF,
     )
     install_error_handlers(app)
     for module in (tasks, logs, agents, agent_protocol, health):

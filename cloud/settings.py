@@ -35,6 +35,9 @@ class CloudSettings(BaseSettings):
     max_log_bytes: int = Field(
         10 * 1024 * 1024, ge=1024, description="Output kept per task; head and tail are kept past it."
     )
+    otel_enabled: bool = Field(
+        False, description="FastAPI's native OpenTelemetry (traces, metrics, logs) through the global providers."
+    )
     claim_wait_max_seconds: float = Field(60.0, gt=0, description="Upper bound for a claim long-poll.")
 
     def resolved_database_url(self) -> str:

@@ -234,3 +234,9 @@ def test_openapi_and_health(cloud: Cloud) -> None:
     spec = httpx.get(f"{cloud.url}/openapi.json").json()
     assert "/api/v1/tasks" in spec["paths"]
     assert httpx.get(f"{cloud.url}/docs").status_code == 200
+
+
+def test_agent_with_a_wrong_token_exits_with_a_clear_error(cloud: Cloud) -> None:
+    bad = cloud.agent("intruder", wait_online=False, TIANGONG_AGENT_TOKEN="wrong-token")
+    assert bad.proc.wait(timeout=30) == 2
+    assert cloud.http.get("/api/v1/agents/intruder").status_code == 404
