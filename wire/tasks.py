@@ -100,7 +100,8 @@ class TaskRead(BaseModel):
     finished_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
-    sync_timed_out: bool | None = None
+    sync_timed_out: bool = False
+    """True when a sync call returned at its wait timeout while the task goes on."""
 
 
 class TaskList(BaseModel):

@@ -7,7 +7,7 @@ from wire.secrets import mask_secrets, mask_text
 from wire.tasks import TaskRead, TaskStatus, format_task_id
 
 
-def task_read(task: TaskRow, *, sync_timed_out: bool | None = None) -> TaskRead:
+def task_read(task: TaskRow, *, sync_timed_out: bool = False) -> TaskRead:
     """The public shape of a task."""
     return TaskRead(
         id=format_task_id(task.id),
