@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -84,16 +86,36 @@ class CloudClient:
                 status, raw = resp.status, await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise CloudUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        if status >= 500:
-            raise CloudUnavailable(f"HTTP {status}")
+        return _decode(status, raw)
+
+    async def file_info(self, file_id: str) -> dict[str, Any]:
+        """A file's record (name, size, md5)."""
         try:
-            payload = json.loads(raw) if raw else None
-        except ValueError:
-            payload = {"error": raw[:200].decode(errors="replace")}
-        if status >= 400:
-            payload = payload if isinstance(payload, dict) else {}
-            raise Rejected(status, str(payload.get("error", "")), payload.get("next_seq"))
-        return payload
+            async with self._http().get(f"/api/v1/files/{file_id}") as resp:
+                status, raw = resp.status, await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise CloudUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        payload = _decode(status, raw)
+        return dict(payload)
+
+    async def download(self, file_id: str, dest: Path) -> str:
+        """Stream a file's content to `dest`; returns the MD5 of what arrived."""
+        md5 = hashlib.md5(usedforsecurity=False)
+        timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_read=60)
+        try:
+            async with self._http().get(f"/api/v1/files/{file_id}/content", timeout=timeout) as resp:
+                if resp.status != 200:
+                    _decode(resp.status, await resp.read())
+                fh = await asyncio.to_thread(dest.open, "wb")
+                try:
+                    async for chunk in resp.content.iter_chunked(1024 * 1024):
+                        md5.update(chunk)
+                        await asyncio.to_thread(fh.write, chunk)  # disk writes off the agent's loop
+                finally:
+                    await asyncio.to_thread(fh.close)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise CloudUnavailable(f"download of {file_id}: {type(exc).__name__}: {exc}") from exc
+        return md5.hexdigest()
 
     async def register(self, reg: AgentRegister) -> RegisterReply:
         return RegisterReply.model_validate(await self._post("/api/v1/agents/register", reg))
@@ -114,6 +136,20 @@ class CloudClient:
 
     async def post_result(self, task_id: str, report: TaskReport) -> None:
         await self._post(f"/api/v1/agent/tasks/{task_id}/result", report)
+
+
+def _decode(status: int, raw: bytes) -> Any:
+    """The JSON body of a 2xx answer; CloudUnavailable for 5xx, Rejected (with next_seq) for 4xx."""
+    if status >= 500:
+        raise CloudUnavailable(f"HTTP {status}")
+    try:
+        payload = json.loads(raw) if raw else None
+    except ValueError:
+        payload = {"error": raw[:200].decode(errors="replace")}
+    if status >= 400:
+        payload = payload if isinstance(payload, dict) else {}
+        raise Rejected(status, str(payload.get("error", "")), payload.get("next_seq"))
+    return payload
 
 
 async def retrying(call: Callable[[], Awaitable[T]], what: str, stop: asyncio.Event | None = None) -> T:

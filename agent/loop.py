@@ -10,6 +10,7 @@ import socket
 import sys
 
 from agent.client import Backoff, CloudClient, CloudUnavailable, Rejected, retrying
+from agent.files import FileCache
 from agent.runner import LogShipper, TaskContext, execute, report
 from agent.settings import AgentSettings
 from executors.registry import known_types
@@ -18,6 +19,10 @@ from wire.agents import AgentRegister
 from wire.tasks import Assignment
 
 log = logging.getLogger("tiangong.agent")
+
+REPORT_GRACE_SECONDS = 90.0
+"""After the drain's grace, how long canceled tasks get to stop (at most MAX_KILL_GRACE_S + overrun) and
+report before the agent stops retrying an unreachable cloud."""
 
 
 class AgentRefused(Exception):
@@ -31,10 +36,13 @@ class Agent:
         self.settings = settings
         self.client = CloudClient(settings.server, settings.agent_token.get_secret_value(), settings.agent_id)
         self.workdir = settings.data_dir.resolve() / "work"
+        self.files = FileCache(self.client, settings.data_dir.resolve() / "cache" / "files")
         self.running: dict[str, TaskContext] = {}
         self._jobs: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
         self.stopping = asyncio.Event()
+        # Set when the drain gives up: reports still waiting for an unreachable cloud stop retrying.
+        self.give_up = asyncio.Event()
         self._heartbeat_seconds = 5.0
 
     async def run(self) -> None:
@@ -61,8 +69,12 @@ class Agent:
         # Abandon the long-poll in flight. The cloud checks that a claim's caller is still there before
         # handing it tasks, except in the first second of its wait (see the claim route).
         claimer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await claimer
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # the claim loop died on its own: still drain what runs
+            log.exception("claim loop failed")
         await self._drain()
         heart.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -120,6 +132,8 @@ class Agent:
             deadline=loop.time() + task.exec_timeout,
             max_output_bytes=task.max_log_bytes,
             shipper=shipper,
+            files=self.files,
+            params=task.params,
         )
         self.running[task.id] = ctx
         job = asyncio.create_task(self._run_task(task, ctx), name=f"task-{task.id}")
@@ -129,7 +143,11 @@ class Agent:
     async def _run_task(self, task: Assignment, ctx: TaskContext) -> None:
         try:
             outcome = await execute(task, ctx)
-            await report(self.client, task, ctx, outcome)
+            await report(self.client, task, ctx, outcome, stop=self.give_up)
+        except CloudUnavailable as exc:
+            # Only after give_up: the agent is exiting and the cloud is still away. (An on-disk outbox
+            # that survives the restart is issue 7's; until then the task ends `agent lost`.)
+            log.error("%s: result not delivered before exit (%s)", task.id, exc)
         finally:
             self.running.pop(task.id, None)
             self._slot_freed.set()
@@ -156,6 +174,9 @@ class Agent:
             if pending:
                 for ctx in self.running.values():
                     ctx.cancel("agent shutting down: canceled after the grace period")
+                _, pending = await asyncio.wait(pending, timeout=REPORT_GRACE_SECONDS)
+            if pending:
+                self.give_up.set()
                 await asyncio.wait(pending)
 
 

@@ -13,16 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from agent.client import CloudClient, CloudUnavailable, Rejected, retrying
+from agent.files import FileCache, find_file
 from executors.base import Outcome
 from executors.capture import HeadTail
+from executors.process import MAX_KILL_GRACE_S
 from executors.registry import UnknownTaskType, get_executor
 from wire.secrets import mask_text
 from wire.tasks import Assignment, LogLevel, LogLine, LogStream, TaskReport, TaskStatus
 
 log = logging.getLogger("tiangong.agent")
 
-# Room for the executor to stop its processes (SIGTERM grace) before the runner gives up on it.
-EXECUTOR_OVERRUN_SECONDS = 15.0
+# Room for the executor to stop its processes (SIGTERM grace, at most MAX_KILL_GRACE_S) before the
+# runner gives up on it.
+EXECUTOR_OVERRUN_SECONDS = MAX_KILL_GRACE_S + 15.0
 
 
 class LogShipper:
@@ -34,7 +37,7 @@ class LogShipper:
 
     def __init__(self, client: CloudClient, task: Assignment, flush_seconds: float, batch_lines: int) -> None:
         self._client, self._task = client, task
-        self._flush_seconds, self._batch_lines = flush_seconds, batch_lines
+        self._flush_seconds, self.batch_lines = flush_seconds, batch_lines
         self._pending: list[LogLine] = []
         self._next_seq = 1
         self._wake = asyncio.Event()
@@ -63,7 +66,7 @@ class LogShipper:
         while not self._closing:
             await self._wake.wait()
             self._wake.clear()
-            if len(self._pending) < self._batch_lines:
+            if len(self._pending) < self.batch_lines:
                 # Let lines gather (or the task end, so they ride with the result).
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._until_full(), self._flush_seconds)
@@ -72,13 +75,13 @@ class LogShipper:
             await self._ship()
 
     async def _until_full(self) -> None:
-        while len(self._pending) < self._batch_lines and not self._closing:
+        while len(self._pending) < self.batch_lines and not self._closing:
             await self._wake.wait()
             self._wake.clear()
 
     async def _ship(self) -> None:
         while self._pending and not self._closing:
-            batch = self._pending[: self._batch_lines]
+            batch = self._pending[: self.batch_lines]
             try:
                 self.acknowledge(await self._client.post_logs(self._task.id, self._task.task_token, batch))
             except Rejected as exc:
@@ -109,6 +112,8 @@ class TaskContext:
     deadline: float
     max_output_bytes: int
     shipper: LogShipper
+    files: FileCache
+    params: Mapping[str, Any] = field(default_factory=dict)
     connections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
     cancel_reason: str = ""
@@ -128,13 +133,8 @@ class TaskContext:
             self.shipper.add(line.removesuffix("\n"), stream, level)
 
     async def fetch_file(self, file_id: str) -> Path:
-        """Find an uploaded file on this machine: the agent's workdir/tmp, then /tmp."""
-        for candidate in (self.workdir / "tmp" / file_id, Path("/tmp") / file_id):
-            if candidate.is_file():
-                return candidate
-        raise FileNotFoundError(
-            f"file_id: {file_id} not found on this agent (looked in {self.workdir / 'tmp'} and /tmp)"
-        )
+        """The file on this machine (params.file_path, workdir/tmp, /tmp) or downloaded and verified."""
+        return await find_file(file_id, self.params, self.workdir, self.files)
 
     def cancel(self, reason: str) -> None:
         if not self.cancel_event.is_set():
@@ -170,6 +170,23 @@ async def report(
     if outcome.status == TaskStatus.canceled and ctx.cancel_reason:
         error = ctx.cancel_reason
     for _ in range(100):
+        # A result carries at most one batch of lines; a long tail (output past half the cap is held
+        # back until the end) goes ahead in batches first.
+        while len(shipper.unsent()) > shipper.batch_lines:
+            batch = shipper.unsent()[: shipper.batch_lines]
+            next_seq: int | None
+            try:
+                next_seq = await retrying(
+                    functools.partial(client.post_logs, task.id, task.task_token, batch), f"{task.id} log", stop
+                )
+            except Rejected as exc:
+                next_seq = exc.next_seq
+            if next_seq is None:
+                log.warning("%s: log refused; the attempt no longer owns the task", task.id)
+                return
+            if not shipper.acknowledge(next_seq):
+                log.error("%s: cloud wants lines from seq %s, which this agent no longer has", task.id, next_seq)
+                return
         body = TaskReport(
             task_token=task.task_token,
             status=outcome.status,

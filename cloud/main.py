@@ -12,13 +12,14 @@ from fastapi.telemetry import TelemetryConfig
 
 from cloud.api.deps import AppContext
 from cloud.api.errors import install_error_handlers
-from cloud.api.routes import agent_protocol, agents, health, logs, tasks
+from cloud.api.routes import agent_protocol, agents, files, health, logs, tasks
 from cloud.background import reap_forever
 from cloud.db.engine import Database, migrate
 from cloud.hub import Hub
 from cloud.services.agents import AgentCache, SeenThrottle
 from cloud.settings import CloudSettings, get_settings
 from cloud.tokens import load_tokens
+from files.store import FileStore
 from wire import API_VERSION
 
 _TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
@@ -34,9 +35,11 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         hub = Hub()
         db = Database(settings.resolved_database_url(), hub)
         migrate(db.engine)
+        store = FileStore(settings.data_dir)
+        store.clean_tmp()  # partial uploads of a previous run that crashed
         tokens = load_tokens(settings.data_dir, settings.admin_token, settings.agent_token)
         app.state.ctx = AppContext(
-            settings=settings, db=db, hub=hub, tokens=tokens, seen=SeenThrottle(), agents=AgentCache()
+            settings=settings, db=db, hub=hub, tokens=tokens, seen=SeenThrottle(), agents=AgentCache(), store=store
         )
         reaper = asyncio.create_task(reap_forever(db, settings.reaper_interval_seconds))
         try:
@@ -58,6 +61,6 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         telemetry=None if settings.otel_enabled else _TELEMETRY_OFF,
     )
     install_error_handlers(app)
-    for module in (tasks, logs, agents, agent_protocol, health):
+    for module in (tasks, logs, files, agents, agent_protocol, health):
         app.include_router(module.router)
     return app

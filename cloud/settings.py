@@ -35,6 +35,9 @@ class CloudSettings(BaseSettings):
     max_log_bytes: int = Field(
         10 * 1024 * 1024, ge=1024, description="Output kept per task; head and tail are kept past it."
     )
+    max_upload_bytes: int = Field(
+        1024**3, ge=1, description="Largest file accepted by POST /api/v1/files; checked while the body streams in."
+    )
     otel_enabled: bool = Field(
         False, description="FastAPI's native OpenTelemetry (traces, metrics, logs) through the global providers."
     )

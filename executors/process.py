@@ -28,6 +28,8 @@ POLL_S = 0.05
 STDERR_TAIL_LINES = 20
 ERROR_LINE_CHARS = 500
 DEFAULT_KILL_GRACE_S = 5.0
+MAX_KILL_GRACE_S = 60.0
+"""Upper bound for params.kill_grace_s; the agent allows an executor this much past its deadline."""
 
 
 class _Pipe:
@@ -122,6 +124,7 @@ class _ProcessRun:
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self.proc: asyncio.subprocess.Process | None = None
         self.pumps: list[asyncio.Task[None]] = []
+        self.stop_requested = False
 
     async def start(self, argv: list[str], cwd: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
         for pipe in self.pipes.values():
@@ -181,6 +184,7 @@ class _ProcessRun:
 
     async def stop(self, proc: asyncio.subprocess.Process, reason: TaskStatus) -> None:
         """SIGTERM the whole group, SIGKILL it after the grace period, and wait until none of it runs."""
+        self.stop_requested = True
         pgid = proc.pid
         what = "canceled" if reason is TaskStatus.canceled else self.timeout_error()
         _signal_group(pgid, signal.SIGTERM)
@@ -243,7 +247,11 @@ class _ProcessRun:
 
     def close(self) -> None:
         """Leave nothing behind, even when the run itself was canceled midway."""
-        if self.proc is not None and self.proc.returncode is None:
+        if self.proc is not None and (
+            self.proc.returncode is None or (self.stop_requested and group_running(self.proc.pid))
+        ):
+            # A normal exit may leave daemons on purpose; a stop (cancel, timeout) that was itself cut
+            # short must still take the whole group down.
             _signal_group(self.proc.pid, signal.SIGKILL)
         for pump in self.pumps:
             pump.cancel()
@@ -258,8 +266,8 @@ def kill_grace(params: Mapping[str, Any]) -> float:
         grace = float(value)
     except (TypeError, ValueError):
         grace = -1.0
-    if isinstance(value, bool) or not math.isfinite(grace) or grace < 0:
-        raise ValueError("params.kill_grace_s: must be a number of seconds >= 0")
+    if isinstance(value, bool) or not math.isfinite(grace) or not 0 <= grace <= MAX_KILL_GRACE_S:
+        raise ValueError(f"params.kill_grace_s: must be a number of seconds from 0 to {MAX_KILL_GRACE_S:g}")
     return grace
 
 
@@ -284,7 +292,9 @@ async def run_process(
         return Outcome(TaskStatus.failed, error=str(exc))
     if ctx.cancel_event.is_set():
         return Outcome(TaskStatus.canceled, error="canceled")
-    env = {**os.environ, **task.env, **(extra_env or {}), "TIANGONG_TASK_ID": task.id}
+    # The agent's own TIANGONG_* settings (its token among them) are not the task's business.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("TIANGONG_")}
+    env = {**inherited, **task.env, **(extra_env or {}), "TIANGONG_TASK_ID": task.id}
     run = _ProcessRun(task, ctx, grace)
     try:
         try:

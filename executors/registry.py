@@ -14,6 +14,7 @@ BUILTINS: dict[str, str] = {
     "shell": "executors.shell:ShellExecutor",
     "python": "executors.python:PythonExecutor",
     "execute": "executors.execute:ExecuteExecutor",
+    "file": "executors.file:FileExecutor",
 }
 
 

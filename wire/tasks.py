@@ -37,7 +37,7 @@ def format_task_id(n: int) -> str:
 def parse_task_id(value: str) -> int | None:
     """Accept `task-12` or `12`; None when it is neither."""
     raw = value.removeprefix("task-")
-    return int(raw) if raw.isdigit() and len(raw) < 19 else None
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else None
 
 
 class TaskRequest(BaseModel):

@@ -18,6 +18,7 @@ from cloud.hub import Hub
 from cloud.services.agents import AgentCache, SeenThrottle
 from cloud.settings import CloudSettings
 from cloud.tokens import Tokens
+from files.store import FileStore
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class AppContext:
     tokens: Tokens
     seen: SeenThrottle
     agents: AgentCache
+    store: FileStore
 
 
 async def get_context(request: Request) -> AppContext:
@@ -50,6 +52,13 @@ def _bearer(request: Request) -> str:
 async def require_admin(request: Request) -> None:
     """Callers: the admin token."""
     if not secrets.compare_digest(_bearer(request), request.app.state.ctx.tokens.admin):
+        raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
+
+
+async def require_admin_or_agent(request: Request) -> None:
+    """Reads agents need too (a task's file): either token."""
+    token, tokens = _bearer(request), request.app.state.ctx.tokens
+    if not (secrets.compare_digest(token, tokens.admin) or secrets.compare_digest(token, tokens.agent)):
         raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
 
 

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud.services.errors import ServiceError
+from files.store import TooLarge
 
 log = logging.getLogger("tiangong.cloud")
 
@@ -44,6 +45,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service(_: Request, exc: ServiceError) -> JSONResponse:
         return JSONResponse({"error": exc.message, **exc.extra}, status_code=exc.status_code)
+
+    @app.exception_handler(TooLarge)
+    async def _too_large(_: Request, exc: TooLarge) -> JSONResponse:
+        # The client may still be sending; close the connection rather than read the rest.
+        return JSONResponse({"error": str(exc)}, status_code=413, headers={"Connection": "close"})
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -21,6 +21,7 @@ class Task(SQLModel, table=True):
     __table_args__ = (
         Index("ix_tasks_agent_status", "agent_id", "status"),
         Index("ix_tasks_status_lease", "status", "lease_expires_at"),
+        Index("ix_tasks_file_id", "file_id"),
         {"sqlite_autoincrement": True},
     )
 
@@ -89,7 +90,24 @@ class Agent(SQLModel, table=True):
     registered_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+class StoredFile(SQLModel, table=True):
+    """An uploaded file; its content lives once per MD5 in the file store."""
+
+    __tablename__ = "files"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True))
+    name: str = Field(max_length=255, index=True)
+    size: int = Field(sa_type=BigInteger)
+    content_type: str = Field(max_length=255)
+    md5: str = Field(max_length=32, unique=True)
+    sha256: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 # The Core tables, for the hot paths that skip the ORM's unit of work.
 TASKS: Table = Task.__table__  # type: ignore[attr-defined]
 TASK_LOGS: Table = LogEntry.__table__  # type: ignore[attr-defined]
 AGENTS: Table = Agent.__table__  # type: ignore[attr-defined]
+FILES: Table = StoredFile.__table__  # type: ignore[attr-defined]

@@ -51,7 +51,8 @@ def store_lines(conn: Connection, task: Any, lines: list[LogLine]) -> int:
         return expected
     for i, line in enumerate(fresh):
         if line.seq != expected + i:
-            raise Conflict(f"lines: log gap, expected seq {expected + i} but got {line.seq}", next_seq=expected + i)
+            # Nothing of this batch is stored (the transaction rolls back), so resend from `expected`.
+            raise Conflict(f"lines: log gap, expected seq {expected + i} but got {line.seq}", next_seq=expected)
     now = utcnow()
     conn.execute(
         insert(L),

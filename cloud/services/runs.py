@@ -134,13 +134,11 @@ def heartbeat(conn: Connection, agent_id: str, running: list[str], lease_seconds
 
 
 def pending_cancels(conn: Connection, agent_id: str, ids: list[int]) -> list[str]:
-    """Ids among `ids` that are running on this agent with a cancel requested."""
-    rows = conn.execute(
-        select(T.c.id).where(
-            T.c.id.in_(ids), T.c.agent_id == agent_id, T.c.status == RUNNING, T.c.cancel_requested.is_(True)
-        )
-    ).scalars()
-    return [format_task_id(n) for n in rows]
+    """Ids among `ids` the agent should stop: a cancel was requested, or the task no longer runs here
+    (the reaper failed it while the agent was cut off, or it was deleted), so its work is unwanted."""
+    rows = conn.execute(select(T.c.id, T.c.status, T.c.agent_id, T.c.cancel_requested).where(T.c.id.in_(ids)))
+    keep = {r.id for r in rows if r.status == RUNNING and r.agent_id == agent_id and not r.cancel_requested}
+    return [format_task_id(n) for n in ids if n not in keep]
 
 
 def append_logs(conn: Connection, task_id: str, token: str, lines: list[LogLine]) -> int:
@@ -152,7 +150,8 @@ def append_logs(conn: Connection, task_id: str, token: str, lines: list[LogLine]
     task = _task_for_agent(conn, task_id, token)
     if task.status != RUNNING:
         if any(ln.seq >= task.next_seq for ln in lines):
-            raise Conflict(f"task {task_id} is {task.status}; no more log lines accepted", next_seq=task.next_seq)
+            # No next_seq: resending cannot help, so the agent stops shipping this attempt.
+            raise Conflict(f"task {task_id} is {task.status}; no more log lines accepted")
         return int(task.next_seq)
     next_seq = store_lines(conn, task, lines)
     events.publish(conn, f"logs:{task.id}")
@@ -185,7 +184,8 @@ def report_result(conn: Connection, task_id: str, report: TaskReport) -> TaskRow
     next_seq = store_lines(conn, task, report.lines)
     if next_seq - 1 != report.log_lines:
         raise Conflict(
-            f"log_lines: the cloud has {next_seq - 1} of {report.log_lines} lines; resend the rest", next_seq=next_seq
+            f"log_lines: the cloud has {next_seq - 1} of {report.log_lines} lines; resend the rest",
+            next_seq=task.next_seq,  # the lines of this request are rolled back with it
         )
     row = _finish(conn, task.id, report, next_seq)
     if row is None:

@@ -94,8 +94,9 @@ def test_result_needs_the_whole_log_and_is_idempotent(cloud: Cloud, agent: httpx
         "lines": [_line(1, "hi")],
     }
     r = agent.post(url, json=report)
-    assert r.status_code == 409 and r.json()["next_seq"] == 2  # line 2 never arrived
-    assert cloud.task(created["id"])["status"] == "running"
+    # Line 2 never arrived; the refused request stored nothing, so the agent resends from seq 1.
+    assert r.status_code == 409 and r.json()["next_seq"] == 1
+    assert cloud.task(created["id"])["status"] == "running" and cloud.logs(created["id"]) == []
     report["lines"] = [_line(1, "hi"), _line(2, "bye", "stderr")]
     assert agent.post(url, json=report).status_code == 200
     assert agent.post(url, json=report).status_code == 200  # a resend is accepted, changes nothing
@@ -147,3 +148,30 @@ def test_unregistered_agent_cannot_claim(cloud: Cloud) -> None:
 def test_agent_cannot_run_a_type_it_lacks(cloud: Cloud, agent: httpx.Client) -> None:
     r = cloud.create(agent_id=agent.headers["X-Agent-Id"], type="python", command="print(1)")
     assert r.status_code == 409 and "cannot run 'python'" in r.json()["error"]
+
+
+def test_finished_task_refuses_new_lines_and_is_stopped_by_heartbeat(cloud: Cloud, agent: httpx.Client) -> None:
+    created = _create(cloud, agent)
+    [a] = _claim(agent)
+    r = agent.post(
+        f"/api/v1/agent/tasks/{a['id']}/result",
+        json={"task_token": a["task_token"], "status": "success", "log_lines": 0},
+    )
+    assert r.status_code == 200
+    late = agent.post(
+        f"/api/v1/agent/tasks/{a['id']}/logs", json={"task_token": a["task_token"], "lines": [_line(1, "late")]}
+    )
+    assert late.status_code == 409 and "next_seq" not in late.json()  # nothing to resend: stop shipping
+    hb = agent.post(f"/api/v1/agents/{agent.headers['X-Agent-Id']}/heartbeat", json={"running": [a["id"]]})
+    assert hb.json()["cancel"] == [a["id"]]  # no longer running here: whatever still runs should stop
+    assert cloud.logs(created["id"]) == []
+
+
+def test_odd_ids_and_cursors_are_caller_errors_not_500(cloud: Cloud) -> None:
+    assert cloud.http.get("/api/v1/tasks/task-\u00b2").status_code == 404
+    assert cloud.http.get("/api/v1/files/file-\u00b2").status_code == 404
+    created = cloud.run(type="shell", command="echo x")
+    url = f"/api/v1/tasks/{created['id']}/logs"
+    assert cloud.http.get(url, params={"after": 10**20}).status_code == 400
+    assert cloud.http.get(url, headers={"Last-Event-ID": "\u00b2".encode()}).status_code == 200
+    assert cloud.http.get("/api/v1/tasks", params={"page": 10**12}).status_code == 400

@@ -240,3 +240,8 @@ def test_agent_with_a_wrong_token_exits_with_a_clear_error(cloud: Cloud) -> None
     bad = cloud.agent("intruder", wait_online=False, TIANGONG_AGENT_TOKEN="wrong-token")
     assert bad.proc.wait(timeout=30) == 2
     assert cloud.http.get("/api/v1/agents/intruder").status_code == 404
+
+
+def test_agent_settings_and_tokens_do_not_reach_tasks(cloud: Cloud) -> None:
+    task = cloud.run(type="shell", command="env | grep '^TIANGONG_' | cut -d= -f1 | sort")
+    assert task["result"].split() == ["TIANGONG_TASK_ID"]

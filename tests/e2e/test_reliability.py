@@ -29,6 +29,20 @@ def test_output_over_the_cap_keeps_head_and_tail(make_cloud: MakeCloud) -> None:
     assert task["data"]["truncated"] is True
 
 
+def test_long_tail_past_the_cap_arrives_whole(make_cloud: MakeCloud) -> None:
+    """Lines past half the cap are held until the end; more of them than fit one request still arrive."""
+    cloud = make_cloud(max_log_bytes=200_000)
+    cloud.agent("local")
+    task = cloud.run(type="shell", command="seq 1 200000", timeout=120)  # ~1.3 MB of short lines
+    assert task["status"] == "success", task
+    messages = [ln["message"] for ln in cloud.logs(task["id"])]
+    marker = [m for m in messages if "bytes of output dropped" in m]
+    assert len(marker) == 1
+    tail = messages[messages.index(marker[0]) + 1 :]
+    assert len(tail) > 10_000  # more than one result request may carry
+    assert tail[-1] == "200000" and [int(m) for m in tail] == list(range(int(tail[0]), 200001))
+
+
 def test_cloud_restart_keeps_tasks_and_logs(make_cloud: MakeCloud) -> None:
     cloud = make_cloud()
     cloud.agent("local")

@@ -14,9 +14,6 @@ from wire.tasks import Assignment, LogBatch, TaskReport, parse_task_id
 
 router = APIRouter(prefix="/api/v1", tags=["agent protocol"], dependencies=[AgentAuth])
 
-# A claim woken after waiting longer than this checks that its caller is still there before claiming.
-DISCONNECT_CHECK_AFTER_S = 1.0
-
 
 @router.post("/agents/register", response_model=RegisterReply)
 async def register(body: AgentRegister, app: AppDep) -> RegisterReply:
@@ -51,11 +48,10 @@ async def claim(agent_id: str, body: ClaimRequest, request: Request, app: AppDep
             remaining = deadline - loop.time()
             if got or remaining <= 0 or app.hub.closing:
                 return got
-            started = loop.time()
             await sub.wait(remaining)
-        # Claiming for a caller that hung up would strand its tasks until their lease ran out. The
-        # check costs a little, so a claim that waited only briefly skips it.
-        if loop.time() - started > DISCONNECT_CHECK_AFTER_S and await request.is_disconnected():
+        # Claiming for a caller that hung up (an agent stopping) would strand its tasks until their
+        # lease ran out.
+        if await request.is_disconnected():
             return []
 
 

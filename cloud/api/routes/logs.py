@@ -25,7 +25,7 @@ async def get_logs(
     task_id: str,
     request: Request,
     app: AppDep,
-    after: Annotated[int, Query(ge=0, description="Return lines with id > after.")] = 0,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1, description="Return lines with id > after.")] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     follow: bool = False,
     last_event_id: Annotated[str | None, Header()] = None,
@@ -33,8 +33,9 @@ async def get_logs(
     """Lines in order. `follow=true` streams until the task ends (SSE, or raw text with Accept: text/plain)."""
     with app.db.transaction() as conn:
         n = svc.get_task(conn, task_id).id
-    if last_event_id and last_event_id.strip().isdigit():
-        after = max(after, int(last_event_id.strip()))
+    resume = (last_event_id or "").strip()
+    if resume.isascii() and resume.isdigit() and len(resume) < 19:
+        after = max(after, int(resume))
     as_text = "text/plain" in request.headers.get("accept", "")
     if follow:
         media = "text/plain; charset=utf-8" if as_text else "text/event-stream"
@@ -54,8 +55,9 @@ async def _follow(app: AppContext, task_id: int, after: int, as_text: bool) -> A
     while True:
         with app.hub.subscribe(f"logs:{task_id}", f"task:{task_id}") as sub:
             with app.db.transaction() as conn:
-                lines = list_logs(conn, task_id, after, PAGE)
+                # The task before its lines: a task seen final then has all its lines in the read after.
                 task = svc.get_task_by_number(conn, task_id)
+                lines = list_logs(conn, task_id, after, PAGE)
             for ln in lines:
                 yield ln.message + "\n" if as_text else _sse(ln.model_dump_json(), event="log", id=ln.id)
             if lines:

@@ -68,7 +68,7 @@ async def _gone(task_id: int) -> TaskRead:
 @router.get("", response_model=TaskList)
 async def list_tasks(
     app: AppDep,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 10,
     agent_id: str | None = None,
     type: str | None = None,

@@ -1,0 +1,114 @@
+"""Streaming the `file` part of a multipart/form-data body into the file store.
+
+Starlette's form parser would first spool the whole upload to a temp file of its own and only then
+call us; this reads the request body as it arrives, so the size limit applies while streaming, memory
+stays flat, and the bytes are written (and hashed) once. Hashing and writing run in a worker thread,
+a megabyte at a time, so the event loop keeps serving other requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from fastapi import Request
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from cloud.services.errors import BadRequest
+from files.store import CHUNK, BlobWriter, FileStore, Received
+
+FIELD = "file"
+
+
+@dataclass
+class Upload:
+    received: Received
+    filename: str | None
+    content_type: str | None
+
+
+@dataclass
+class _PartState:
+    """What the parser callbacks learn about the current part, and the bytes waiting to be written."""
+
+    header_field: bytearray = field(default_factory=bytearray)
+    header_value: bytearray = field(default_factory=bytearray)
+    headers: dict[str, str] = field(default_factory=dict)
+    in_file: bool = False
+    seen_file: bool = False
+    filename: str | None = None
+    content_type: str | None = None
+    buffer: bytearray = field(default_factory=bytearray)
+
+    def callbacks(self) -> dict[str, object]:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda d, s, e: self.header_field.extend(d[s:e]),
+            "on_header_value": lambda d, s, e: self.header_value.extend(d[s:e]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+
+    def _part_begin(self) -> None:
+        self.headers.clear()
+
+    def _header_end(self) -> None:
+        self.headers[self.header_field.decode("latin-1").lower()] = self.header_value.decode("utf-8", "replace")
+        self.header_field.clear()
+        self.header_value.clear()
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self.headers.get("content-disposition", ""))
+        name = options.get(b"name", b"").decode("utf-8", "replace")
+        self.in_file = name == FIELD and not self.seen_file  # only the first `file` part counts
+        if self.in_file:
+            self.seen_file = True
+            raw = options.get(b"filename")
+            self.filename = raw.decode("utf-8", "replace") if raw is not None else None
+            self.content_type = self.headers.get("content-type")
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.in_file:
+            self.buffer.extend(data[start:end])
+
+    def _part_end(self) -> None:
+        self.in_file = False
+
+
+async def receive_file(request: Request, store: FileStore, max_bytes: int) -> Upload:
+    """Stream the request's `file` part into a temp file of the store; raises BadRequest, TooLarge,
+    or ClientDisconnect, and leaves no temp file behind when it raises."""
+    ctype, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if ctype != b"multipart/form-data" or not boundary:
+        raise BadRequest("body: expected multipart/form-data with a `file` part (curl -F file=@path)")
+    state = _PartState()
+    writer: BlobWriter = store.writer(max_bytes)
+    try:
+        parser = MultipartParser(boundary, state.callbacks())  # type: ignore[arg-type]
+        async for chunk in request.stream():
+            parser.write(chunk)
+            if len(state.buffer) >= CHUNK:
+                await _flush(writer, state.buffer)
+        parser.finalize()
+        if not state.seen_file:
+            raise BadRequest("file: is required (a multipart part named `file`, as curl -F file=@path sends)")
+        await _flush(writer, state.buffer)
+        received = await asyncio.to_thread(writer.finish)
+    except FormParserError as exc:
+        writer.discard()
+        raise BadRequest(f"body: malformed multipart data ({exc})") from exc
+    except BaseException:
+        writer.discard()
+        raise
+    return Upload(received, state.filename, state.content_type)
+
+
+async def _flush(writer: BlobWriter, buffer: bytearray) -> None:
+    if buffer:
+        data = bytes(buffer)
+        buffer.clear()
+        await asyncio.to_thread(writer.write, data)

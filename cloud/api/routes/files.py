@@ -1,0 +1,76 @@
+"""Files: streaming upload (deduplicated by MD5), listing, metadata, download with Range/ETag, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+
+from cloud.api.deps import AdminAuth, AppDep, require_admin_or_agent
+from cloud.api.multipart import receive_file
+from cloud.services import files as svc
+from wire.files import FileList, FileRead
+
+router = APIRouter(prefix="/api/v1/files", tags=["files"])
+# Agents download the files their tasks name, so reading takes either token.
+ReadAuth = Depends(require_admin_or_agent)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=FileRead,
+    dependencies=[AdminAuth],
+    responses={200: {"description": "The same content was uploaded before: its record, nothing stored"}},
+)
+async def upload_file(request: Request, app: AppDep) -> JSONResponse:
+    """Upload with `curl -F file=@path`: 201 with the new record, or 200 with the record of identical content."""
+    upload = await receive_file(request, app.store, app.settings.max_upload_bytes)
+    try:
+        with app.db.transaction() as conn:
+            row, created = svc.save_upload(conn, app.store, upload.received, upload.filename, upload.content_type)
+            body = svc.file_read(row, app.store)
+    finally:
+        upload.received.temp_path.unlink(missing_ok=True)  # already moved or dropped, unless something failed
+    return JSONResponse(body.model_dump(mode="json"), status_code=201 if created else 200)
+
+
+@router.get("", response_model=FileList, dependencies=[AdminAuth])
+async def list_files(
+    app: AppDep,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 10,
+    q: Annotated[str | None, Query(max_length=200, description="Part of the name.")] = None,
+) -> FileList:
+    with app.db.transaction() as conn:
+        rows, total = svc.list_files(conn, q, page, page_size)
+    return FileList(items=[svc.file_read(r, app.store) for r in rows], total=total, page=page, page_size=page_size)
+
+
+@router.get("/{file_id}", response_model=FileRead, dependencies=[ReadAuth])
+async def get_file(file_id: str, app: AppDep) -> FileRead:
+    with app.db.transaction() as conn:
+        return svc.file_read(svc.get_file(conn, file_id), app.store)
+
+
+@router.get("/{file_id}/content", dependencies=[ReadAuth], response_class=FileResponse)
+async def download_file(file_id: str, app: AppDep, if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    """The bytes, streamed; `ETag` is the MD5, `Range` gives 206, `If-None-Match` gives 304."""
+    with app.db.transaction() as conn:
+        row = svc.get_file(conn, file_id)
+    etag = f'"{row.md5}"'
+    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=304, headers={"ETag": etag})
+    path = app.store.blob_path(row.md5)
+    if not path.is_file():
+        return JSONResponse({"error": f"file {file_id}: its content is missing from the store"}, status_code=410)
+    return FileResponse(path, media_type=row.content_type, filename=row.name, headers={"ETag": etag})
+
+
+@router.delete("/{file_id}", status_code=204, dependencies=[AdminAuth])
+async def delete_file(file_id: str, app: AppDep) -> Response:
+    """Delete the record and its content; 409 while an unfinished task names the file."""
+    with app.db.transaction() as conn:
+        svc.delete_file(conn, app.store, svc.get_file(conn, file_id))
+    return Response(status_code=204)
