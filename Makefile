@@ -28,6 +28,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/roundtrip.py
+	$(BIN)/python bench/upload.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -2,13 +2,16 @@
 
 Starlette's form parser would first spool the whole upload to a temp file of its own and only then
 call us; this reads the request body as it arrives, so the size limit applies while streaming, memory
-stays flat, and the bytes are written (and hashed) once. Hashing and writing run in a worker thread,
-a megabyte at a time, so the event loop keeps serving other requests.
+stays flat, and the bytes are written (and hashed) once. Hashing and writing run in a worker thread of
+the upload's own, a megabyte at a time and a few megabytes behind the network, so receiving and
+writing overlap and the event loop keeps serving other requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from fastapi import Request
@@ -86,29 +89,57 @@ async def receive_file(request: Request, store: FileStore, max_bytes: int) -> Up
     if ctype != b"multipart/form-data" or not boundary:
         raise BadRequest("body: expected multipart/form-data with a `file` part (curl -F file=@path)")
     state = _PartState()
-    writer: BlobWriter = store.writer(max_bytes)
+    writer = _Pipeline(store.writer(max_bytes))
     try:
         parser = MultipartParser(boundary, state.callbacks())  # type: ignore[arg-type]
         async for chunk in request.stream():
             parser.write(chunk)
             if len(state.buffer) >= CHUNK:
-                await _flush(writer, state.buffer)
+                await writer.write(state.buffer)
         parser.finalize()
         if not state.seen_file:
             raise BadRequest("file: is required (a multipart part named `file`, as curl -F file=@path sends)")
-        await _flush(writer, state.buffer)
-        received = await asyncio.to_thread(writer.finish)
+        await writer.write(state.buffer)
+        received = await writer.finish()
     except FormParserError as exc:
-        writer.discard()
+        await writer.discard()
         raise BadRequest(f"body: malformed multipart data ({exc})") from exc
     except BaseException:
-        writer.discard()
+        await writer.discard()
         raise
     return Upload(received, state.filename, state.content_type)
 
 
-async def _flush(writer: BlobWriter, buffer: bytearray) -> None:
-    if buffer:
+class _Pipeline:
+    """Feeds a BlobWriter from one worker thread, in order, with at most MAX_IN_FLIGHT chunks queued."""
+
+    MAX_IN_FLIGHT = 4
+
+    def __init__(self, blob: BlobWriter) -> None:
+        self.blob = blob
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
+        self._queued: deque[asyncio.Future[None]] = deque()
+
+    async def write(self, buffer: bytearray) -> None:
+        if not buffer:
+            return
         data = bytes(buffer)
         buffer.clear()
-        await asyncio.to_thread(writer.write, data)
+        self._queued.append(asyncio.get_running_loop().run_in_executor(self._pool, self.blob.write, data))
+        while len(self._queued) > self.MAX_IN_FLIGHT:
+            await self._queued.popleft()  # raises TooLarge from the writer
+
+    async def finish(self) -> Received:
+        while self._queued:
+            await self._queued.popleft()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, self.blob.finish)
+        finally:
+            self._pool.shutdown(wait=False)
+
+    async def discard(self) -> None:
+        # Let queued writes settle first, so the file is not removed under the worker's feet.
+        await asyncio.gather(*self._queued, return_exceptions=True)
+        self._queued.clear()
+        self._pool.shutdown(wait=True)
+        self.blob.discard()
