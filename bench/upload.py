@@ -43,8 +43,10 @@ async def upload(url: str, mib: int) -> tuple[float, dict[str, object], str]:
     expected = hashlib.md5(usedforsecurity=False)
     for _ in range(mib):
         expected.update(block)
-    head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
     tail = f"\r\n--{BOUNDARY}--\r\n".encode()
 
     async def body() -> AsyncIterator[bytes]:
@@ -53,8 +55,11 @@ async def upload(url: str, mib: int) -> tuple[float, dict[str, object], str]:
             yield block
         yield tail
 
-    headers = {"Authorization": f"Bearer {ADMIN}", "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
-               "Content-Length": str(len(head) + mib * MIB + len(tail))}
+    headers = {
+        "Authorization": f"Bearer {ADMIN}",
+        "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+        "Content-Length": str(len(head) + mib * MIB + len(tail)),
+    }
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600)) as http:
         t0 = time.perf_counter()
         async with http.post(f"{url}/api/v1/files", data=body(), headers=headers) as resp:
@@ -81,16 +86,21 @@ def main() -> None:
         finally:
             cloud.close()
     size = args.mib * MIB
-    print(json.dumps({
-        "cores": os.cpu_count(),
-        "bytes": size,
-        "seconds": round(elapsed, 3),
-        "mb_per_s": round(size / elapsed / 1e6, 1),
-        "mib_per_s": round(size / elapsed / MIB, 1),
-        "cloud_rss_before_mib": round(rss_before / 1024, 1),
-        "cloud_peak_rss_growth_mib": round((peak - rss_before) / 1024, 1),
-        "md5_matches": record["md5"] == md5,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "cores": os.cpu_count(),
+                "bytes": size,
+                "seconds": round(elapsed, 3),
+                "mb_per_s": round(size / elapsed / 1e6, 1),
+                "mib_per_s": round(size / elapsed / MIB, 1),
+                "cloud_rss_before_mib": round(rss_before / 1024, 1),
+                "cloud_peak_rss_growth_mib": round((peak - rss_before) / 1024, 1),
+                "md5_matches": record["md5"] == md5,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":
