@@ -15,6 +15,9 @@ BUILTINS: dict[str, str] = {
     "python": "executors.python:PythonExecutor",
     "execute": "executors.execute:ExecuteExecutor",
     "file": "executors.file:FileExecutor",
+    "api": "executors.http:ApiExecutor",
+    "http_request": "executors.http:HttpRequestExecutor",
+    "ping": "executors.ping:PingExecutor",
 }
 
 
