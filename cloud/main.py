@@ -12,7 +12,7 @@ from fastapi.telemetry import TelemetryConfig
 
 from cloud.api.deps import AppContext
 from cloud.api.errors import install_error_handlers
-from cloud.api.routes import agent_protocol, agents, files, health, logs, tasks
+from cloud.api.routes import agent_protocol, agents, files, health, logs, rpc, tasks
 from cloud.background import reap_forever
 from cloud.db.engine import Database, migrate
 from cloud.hub import Hub
@@ -61,6 +61,6 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         telemetry=None if settings.otel_enabled else _TELEMETRY_OFF,
     )
     install_error_handlers(app)
-    for module in (tasks, logs, files, agents, agent_protocol, health):
+    for module in (tasks, logs, files, agents, agent_protocol, rpc, health):
         app.include_router(module.router)
     return app

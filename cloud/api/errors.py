@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud.services.errors import ServiceError
@@ -32,7 +33,12 @@ def _describe(err: dict[str, Any]) -> str:
 
 def validation_message(exc: RequestValidationError) -> str:
     """One line naming each bad field, e.g. `timeout: Input should be less than or equal to 300`."""
-    return "; ".join(_describe(e) for e in exc.errors()[:5])
+    return "; ".join(_describe(dict(e)) for e in exc.errors()[:5])
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """The same one-line description for a pydantic model validated by hand."""
+    return "; ".join(_describe(dict(e)) for e in exc.errors()[:5])
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 
-from cloud.api.deps import AdminAuth, AppContext, AppDep
+from cloud.api.deps import AdminAuth, AppDep
+from cloud.api.waits import wait_until_final
 from cloud.services import tasks as svc
-from cloud.services.errors import NotFound
 from cloud.services.present import task_read
 from wire.tasks import TaskCreate, TaskList, TaskRead, TaskStatus
 
@@ -34,35 +33,6 @@ async def create_task(
     if body.sync:
         return await wait_until_final(app, task.id, body.timeout, current=task)
     return task_read(task)
-
-
-async def wait_until_final(
-    app: AppContext, task_id: int, timeout: float, current: svc.TaskRow | None = None
-) -> TaskRead:
-    """The task once final, or as it stands after `timeout` with `sync_timed_out: true`.
-
-    `current` is the row the caller just read in the same turn of the event loop, so it is still
-    fresh; the final row usually arrives with the wake-up, so the database is read only as a fallback.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    task = current
-    while True:
-        with app.hub.subscribe(f"task:{task_id}") as sub:
-            if task is None:
-                with app.db.transaction() as conn:
-                    task = svc.get_task_by_number(conn, task_id)
-            if task is None or TaskStatus(task.status).is_final:
-                return task_read(task) if task else await _gone(task_id)
-            remaining = deadline - loop.time()
-            if remaining <= 0 or app.hub.closing:
-                return task_read(task, sync_timed_out=True)
-            await sub.wait(remaining)
-            task = sub.payload  # the final row when the result was stored by this process, else re-read
-
-
-async def _gone(task_id: int) -> TaskRead:
-    raise NotFound(f"task not found: task-{task_id} (deleted while waiting)")
 
 
 @router.get("", response_model=TaskList)

@@ -1,0 +1,86 @@
+"""JSON-RPC 2.0 framing (single and batch requests, the spec's error codes); the methods are elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from cloud.api.errors import describe_validation
+
+log = logging.getLogger("tiangong.cloud")
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+UNAUTHORIZED = -32001
+
+Method = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class RpcError(Exception):
+    """An error answer: a JSON-RPC code and a message for the caller."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _error(req_id: Any, code: int, message: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": req_id, "error": {"code": code, "message": message}}
+
+
+async def dispatch(body: bytes, methods: dict[str, Method]) -> Any:
+    """The response document for a request body: an object, a list (batch), or None (notifications only)."""
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:
+        return _error(None, PARSE_ERROR, f"Parse error: {exc}")
+    if isinstance(payload, list):
+        if not payload:
+            return _error(None, INVALID_REQUEST, "Invalid Request: empty batch")
+        answers = await asyncio.gather(*(_one(item, methods) for item in payload))
+        return [a for a in answers if a is not None] or None
+    return await _one(payload, methods)
+
+
+async def _one(req: Any, methods: dict[str, Method]) -> dict[str, Any] | None:
+    if not isinstance(req, dict):
+        return _error(None, INVALID_REQUEST, "Invalid Request: expected an object")
+    req_id = req.get("id")
+    if (
+        req.get("jsonrpc") != "2.0"
+        or not isinstance(req.get("method"), str)
+        or not isinstance(req_id, str | int | float | type(None))
+        or isinstance(req_id, bool)
+    ):
+        return _error(
+            req_id if isinstance(req_id, str | int) else None,
+            INVALID_REQUEST,
+            'Invalid Request: needs "jsonrpc": "2.0", a string "method" and an optional id',
+        )
+    notification = "id" not in req
+    method = methods.get(req["method"])
+    if method is None:
+        answer = _error(req_id, METHOD_NOT_FOUND, f"Method not found: {req['method']}; known: {', '.join(methods)}")
+        return None if notification else answer
+    params = req.get("params", {})
+    try:
+        if not isinstance(params, dict):
+            raise RpcError(INVALID_PARAMS, "Invalid params: params must be an object (by name)")
+        result = await method(params)
+    except RpcError as exc:
+        return None if notification else _error(req_id, exc.code, exc.message)
+    except ValidationError as exc:
+        return None if notification else _error(req_id, INVALID_PARAMS, f"Invalid params: {describe_validation(exc)}")
+    except Exception:
+        log.exception("JSON-RPC method %s failed", req["method"])
+        return None if notification else _error(req_id, INTERNAL_ERROR, "Internal error; see the cloud's log")
+    return None if notification else {"jsonrpc": "2.0", "id": req_id, "result": result}

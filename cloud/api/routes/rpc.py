@@ -1,0 +1,208 @@
+"""JSON-RPC 2.0 at POST /api/rpc (seed 000): task_create_task, task_create_task_blocking, task_query,
+task_delete. Same services and tokens as REST; the token travels in `params.token`."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from cloud.api.deps import AppContext
+from cloud.api.jsonrpc import INVALID_PARAMS, UNAUTHORIZED, Method, RpcError, dispatch
+from cloud.api.waits import wait_until_final
+from cloud.services import task_query
+from cloud.services import tasks as svc
+from cloud.services.errors import BadRequest, Conflict, NotFound
+from executors.registry import known_types
+from wire.secrets import mask_secrets
+from wire.tasks import TaskCreate, TaskStatus
+
+router = APIRouter(tags=["json-rpc"])
+
+AGENT_NOT_CONNECTED = 104
+TIMED_OUT = 999
+MAX_BLOCKING_MS = 300_000
+
+
+class _Auth(BaseModel):
+    token: str
+
+
+class CreateParams(_Auth):
+    target_uuid: str = Field(min_length=1)
+    task_type: dict[str, Any]
+
+
+class BlockingParams(CreateParams):
+    timeout_ms: int = Field(30_000, ge=1, le=MAX_BLOCKING_MS)
+
+
+class QueryBody(BaseModel):
+    condition: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class QueryParams(_Auth):
+    task_data_query: QueryBody = Field(default_factory=QueryBody)
+
+
+class DeleteParams(_Auth):
+    conditions: list[dict[str, Any]]
+
+
+@router.post("/api/rpc", summary="JSON-RPC 2.0 endpoint (single or batch)")
+async def rpc(request: Request) -> Response:
+    app: AppContext = request.app.state.ctx
+    answer = await dispatch(await request.body(), _methods(app))
+    return Response(status_code=204) if answer is None else JSONResponse(answer)
+
+
+def _methods(app: AppContext) -> dict[str, Method]:
+    def check(token: str) -> None:
+        if not secrets.compare_digest(token, app.tokens.admin):
+            raise RpcError(UNAUTHORIZED, "Unauthorized: invalid token")
+
+    async def create(params: dict[str, Any]) -> dict[str, int]:
+        p = CreateParams.model_validate(params)
+        check(p.token)
+        return {"id": _create(app, p)}
+
+    async def create_blocking(params: dict[str, Any]) -> dict[str, Any]:
+        p = BlockingParams.model_validate(params)
+        check(p.token)
+        n = _create(app, p)
+        task = await wait_until_final(app, n, p.timeout_ms / 1000)
+        if task.sync_timed_out:
+            raise RpcError(TIMED_OUT, f"Task {n} timed out after {p.timeout_ms}ms")
+        with app.db.transaction() as conn:
+            row = svc.get_task_by_number(conn, n)
+        if row is None:
+            raise RpcError(INVALID_PARAMS, f"Task {n} was deleted while waiting")
+        return _event_response(row)
+
+    async def query(params: dict[str, Any]) -> list[dict[str, Any]]:
+        p = QueryParams.model_validate(params)
+        check(p.token)
+        with app.db.transaction() as conn:
+            rows = _bad_params(task_query.query_tasks, conn, p.task_data_query.condition)
+        return [_record(r) for r in rows]
+
+    async def delete(params: dict[str, Any]) -> dict[str, Any]:
+        p = DeleteParams.model_validate(params)
+        check(p.token)
+        with app.db.transaction() as conn:
+            deleted = _bad_params(task_query.delete_tasks, conn, p.conditions)
+        return {"success": True, "deleted": deleted, "condition_count": len(p.conditions)}
+
+    return {
+        "task_create_task": create,
+        "task_create_task_blocking": create_blocking,
+        "task_query": query,
+        "task_delete": delete,
+    }
+
+
+def _bad_params(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except BadRequest as exc:
+        raise RpcError(INVALID_PARAMS, f"Invalid params: {exc.message}") from exc
+
+
+def _create(app: AppContext, p: CreateParams) -> int:
+    req = to_task_create(p.target_uuid, p.task_type)
+    try:
+        with app.db.transaction() as conn:
+            row, _ = svc.create_task(conn, req, agents=app.agents, offline_after=app.settings.agent_offline_seconds)
+    except (NotFound, Conflict) as exc:
+        if "agent_id:" in exc.message and ("offline" in exc.message or "not found" in exc.message):
+            raise RpcError(
+                AGENT_NOT_CONNECTED, f"Error sending task event: Agent {p.target_uuid} is not connected"
+            ) from exc
+        raise RpcError(INVALID_PARAMS, f"Invalid params: {exc.message}") from exc
+    except BadRequest as exc:
+        raise RpcError(INVALID_PARAMS, f"Invalid params: {exc.message}") from exc
+    return int(row.id)
+
+
+def to_task_create(agent_id: str, task_type: dict[str, Any]) -> TaskCreate:
+    """Seed 000's TaskEventType -> the REST task: `{"ping": host}`, `{"execute": {cmd, args}}`,
+    `{"http_request": {...}}`, or any type as `{"<type>": {"command", "params", "file_id", "env"}}`."""
+    if len(task_type) != 1:
+        raise RpcError(INVALID_PARAMS, "Invalid params: task_type must have exactly one key, the task type")
+    ((kind, body),) = task_type.items()
+    if kind == "ping":
+        host = body if isinstance(body, str) else (body or {}).get("host", "") if isinstance(body, dict) else ""
+        return TaskCreate(agent_id=agent_id, type="ping", command=str(host))
+    if kind in ("execute", "http_request"):
+        if not isinstance(body, dict):
+            raise RpcError(INVALID_PARAMS, f"Invalid params: task_type.{kind} must be an object")
+        return TaskCreate(agent_id=agent_id, type=kind, params=body)
+    if kind not in known_types():
+        raise RpcError(
+            INVALID_PARAMS, f"Invalid params: task_type {kind!r} is not supported; known: {', '.join(known_types())}"
+        )
+    if not isinstance(body, dict):
+        raise RpcError(INVALID_PARAMS, f"Invalid params: task_type.{kind} must be an object with command/params")
+    fields = {k: body[k] for k in ("command", "params", "file_id", "env", "exec_timeout") if k in body}
+    return TaskCreate(agent_id=agent_id, type=kind, **fields)
+
+
+def _ms(value: Any) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def _event_result(row: Any) -> dict[str, Any]:
+    """`task_event_result` keyed by type: ping -> rtt in ms, process types -> stdout, else the data."""
+    if row.type == "ping":
+        return {"ping": (row.data or {}).get("rtt_ms")}
+    if row.type in ("execute", "shell", "python"):
+        return {row.type: row.result}
+    return {row.type: row.data if row.data is not None else row.result}
+
+
+def _event_type(row: Any) -> dict[str, Any]:
+    if row.type == "ping":
+        return {"ping": row.command}
+    if row.type == "execute":
+        return {"execute": {"cmd": row.params.get("cmd"), "args": row.params.get("args") or []}}
+    if row.type == "http_request":
+        return {"http_request": mask_secrets(row.params)}
+    return {row.type: {"command": row.command, "params": mask_secrets(row.params)}}
+
+
+def _error_message(row: Any) -> str | None:
+    if row.status == TaskStatus.success.value:
+        return None
+    return row.error or row.status
+
+
+def _event_response(row: Any) -> dict[str, Any]:
+    """Seed 000's TaskEventResponse. `task_token` identifies the attempt without revealing its fencing token."""
+    return {
+        "task_id": int(row.id),
+        "agent_uuid": row.agent_id,
+        "task_token": hashlib.sha256((row.task_token or "").encode()).hexdigest()[:16],
+        "timestamp": _ms(row.created_at),
+        "success": row.status == TaskStatus.success.value,
+        "error_message": _error_message(row),
+        "task_event_result": _event_result(row),
+    }
+
+
+def _record(row: Any) -> dict[str, Any]:
+    """Seed 000's task_query record."""
+    final = TaskStatus(row.status).is_final
+    return {
+        "cron_source": row.cron_source,
+        "error_message": _error_message(row) if final else None,
+        "success": row.status == TaskStatus.success.value,
+        "task_event_result": _event_result(row) if final else None,
+        "task_event_type": _event_type(row),
+        "task_id": int(row.id),
+        "timestamp": _ms(row.created_at),
+        "uuid": row.agent_id,
+    }

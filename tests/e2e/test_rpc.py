@@ -1,0 +1,137 @@
+"""JSON-RPC 2.0 at /api/rpc (seed 000) over the real cloud and agent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.e2e.harness import ADMIN, Cloud
+
+
+def call(cloud: Cloud, method: str, params: dict[str, Any], req_id: Any = 1) -> dict[str, Any]:
+    r = cloud.http.post("/api/rpc", json={"jsonrpc": "2.0", "method": method, "params": params, "id": req_id})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["jsonrpc"] == "2.0" and body["id"] == req_id
+    return dict(body)
+
+
+def p(**kw: Any) -> dict[str, Any]:
+    return {"token": ADMIN, "target_uuid": "local", **kw}
+
+
+def test_create_task_seed_shapes(cloud: Cloud) -> None:
+    ping = call(cloud, "task_create_task", p(task_type={"ping": "127.0.0.1"}))["result"]
+    assert isinstance(ping["id"], int)
+    assert cloud.wait_final(f"task-{ping['id']}")["status"] == "success"
+    ex = call(cloud, "task_create_task", p(task_type={"execute": {"cmd": "ls", "args": ["-1", "/"]}}))["result"]
+    done = cloud.wait_final(f"task-{ex['id']}")
+    assert done["status"] == "success" and "etc" in done["result"].split()
+
+
+def test_blocking_returns_the_event_response(cloud: Cloud) -> None:
+    res = call(
+        cloud,
+        "task_create_task_blocking",
+        p(task_type={"execute": {"cmd": "echo", "args": ["a", "b"]}}, timeout_ms=30000),
+    )["result"]
+    assert set(res) == {
+        "task_id",
+        "agent_uuid",
+        "task_token",
+        "timestamp",
+        "success",
+        "error_message",
+        "task_event_result",
+    }
+    assert res["success"] is True and res["error_message"] is None and res["agent_uuid"] == "local"
+    assert res["task_event_result"] == {"execute": "a b\n"}
+    ping = call(cloud, "task_create_task_blocking", p(task_type={"ping": "127.0.0.1"}, timeout_ms=10000))["result"]
+    assert isinstance(ping["task_event_result"]["ping"], float)
+    shell = call(cloud, "task_create_task_blocking", p(task_type={"shell": {"command": "exit 3"}}, timeout_ms=10000))[
+        "result"
+    ]
+    assert shell["success"] is False and "exit code 3" in shell["error_message"]
+
+
+def test_blocking_timeout_keeps_the_task(cloud: Cloud) -> None:
+    body = call(
+        cloud, "task_create_task_blocking", p(task_type={"shell": {"command": "sleep 1; echo late"}}, timeout_ms=200)
+    )
+    assert body["error"]["code"] == 999
+    message = body["error"]["message"]
+    assert message.startswith("Task ") and message.endswith("timed out after 200ms")
+    n = int(message.split()[1])
+    assert cloud.wait_final(f"task-{n}")["result"] == "late\n"  # the late result is still stored
+
+
+def test_unknown_agent_is_not_connected(cloud: Cloud) -> None:
+    body = call(cloud, "task_create_task", {"token": ADMIN, "target_uuid": "nobody", "task_type": {"ping": "x"}})
+    assert body["error"] == {"code": 104, "message": "Error sending task event: Agent nobody is not connected"}
+
+
+def test_query_and_delete(cloud: Cloud) -> None:
+    ids = [
+        call(cloud, "task_create_task_blocking", p(task_type={"execute": {"cmd": "true"}}, timeout_ms=10000))["result"][
+            "task_id"
+        ]
+        for _ in range(3)
+    ]
+    failed = call(cloud, "task_create_task_blocking", p(task_type={"execute": {"cmd": "false"}}, timeout_ms=10000))[
+        "result"
+    ]["task_id"]
+    running = call(cloud, "task_create_task", p(task_type={"execute": {"cmd": "sleep", "args": ["30"]}}))["result"][
+        "id"
+    ]
+    rows = call(
+        cloud,
+        "task_query",
+        {"token": ADMIN, "task_data_query": {"condition": [{"uuid": "local"}, {"type": "execute"}, {"limit": 10}]}},
+    )["result"]
+    got = [r["task_id"] for r in rows]
+    assert got[:5] == [running, failed, *reversed(ids)]  # newest first
+    rec = next(r for r in rows if r["task_id"] == ids[0])
+    assert rec["task_event_type"] == {"execute": {"cmd": "true", "args": []}}
+    assert rec["success"] is True and rec["uuid"] == "local" and rec["cron_source"] is None
+    only_failed = call(
+        cloud,
+        "task_query",
+        {"token": ADMIN, "task_data_query": {"condition": [{"type": "execute"}, {"is_failure": True}]}},
+    )["result"]
+    assert [r["task_id"] for r in only_failed] == [failed]
+    last = call(cloud, "task_query", {"token": ADMIN, "task_data_query": {"condition": [{"last": True}]}})["result"]
+    assert len(last) == 1
+    deleted = call(cloud, "task_delete", {"token": ADMIN, "conditions": [{"type": "execute"}, {"uuid": "local"}]})
+    assert deleted["result"]["success"] is True and deleted["result"]["condition_count"] == 2
+    assert deleted["result"]["deleted"] >= 4
+    left = call(cloud, "task_query", {"token": ADMIN, "task_data_query": {"condition": [{"type": "execute"}]}})
+    assert [r["task_id"] for r in left["result"]] == [running]  # never a running task
+    cloud.http.post(f"/api/v1/tasks/task-{running}/cancel")
+    bad = call(cloud, "task_query", {"token": ADMIN, "task_data_query": {"condition": [{"colour": "red"}]}})
+    assert bad["error"]["code"] == -32602 and "colour" in bad["error"]["message"]
+
+
+def test_protocol_errors_and_batches(cloud: Cloud) -> None:
+    r = cloud.http.post("/api/rpc", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.json()["error"]["code"] == -32700 and r.json()["id"] is None
+    assert cloud.http.post("/api/rpc", json=[]).json()["error"]["code"] == -32600
+    assert cloud.http.post("/api/rpc", json={"method": "task_query"}).json()["error"]["code"] == -32600
+    assert call(cloud, "no_such_method", {})["error"]["code"] == -32601
+    missing = call(cloud, "task_create_task", {"token": ADMIN})
+    assert missing["error"]["code"] == -32602 and "target_uuid" in missing["error"]["message"]
+    bad_token = call(cloud, "task_query", {"token": "wrong"})
+    assert bad_token["error"]["code"] == -32001
+    empty_cmd = call(cloud, "task_create_task", p(task_type={"execute": {"cmd": ""}}))
+    assert empty_cmd["error"]["code"] == -32602 and "params.cmd" in empty_cmd["error"]["message"]
+    batch = cloud.http.post(
+        "/api/rpc",
+        json=[
+            {"jsonrpc": "2.0", "method": "task_query", "params": {"token": ADMIN}, "id": "a"},
+            {"jsonrpc": "2.0", "method": "nope", "id": "b"},
+            {"jsonrpc": "2.0", "method": "task_query", "params": {"token": ADMIN}},  # a notification: no answer
+            7,
+        ],
+    ).json()
+    assert [a.get("id") for a in batch] == ["a", "b", None]
+    assert "result" in batch[0] and batch[1]["error"]["code"] == -32601 and batch[2]["error"]["code"] == -32600
+    only_notes = cloud.http.post("/api/rpc", json=[{"jsonrpc": "2.0", "method": "task_query", "params": {}}])
+    assert only_notes.status_code == 204
