@@ -173,3 +173,10 @@ def test_ping_loopback_icmp_and_tcp(cloud: Cloud, web: str) -> None:
         closed = s.getsockname()[1]
     down = cloud.run(type="ping", params={"host": "127.0.0.1", "method": "tcp", "port": closed})
     assert down["status"] == "failed" and "unreachable" in down["error"]
+
+
+def test_api_body_is_capped_and_marked(cloud: Cloud, web: str) -> None:
+    task = cloud.run(type="api", params={"url": f"{web}/binary", "max_body_bytes": 100})
+    assert task["status"] == "success" and task["data"]["truncated"] is True
+    assert len(base64.b64decode(task["data"]["body_base64"])) == 100
+    assert task["result"].endswith("[tiangong: body cut at the size limit]")
