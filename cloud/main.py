@@ -16,6 +16,7 @@ from cloud.api.routes import agent_protocol, agents, files, health, logs, rpc, t
 from cloud.background import reap_forever
 from cloud.db.engine import Database, migrate
 from cloud.hub import Hub
+from cloud.metrics import Metrics
 from cloud.services.agents import AgentCache, SeenThrottle
 from cloud.settings import CloudSettings, get_settings
 from cloud.tokens import load_tokens
@@ -39,7 +40,14 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         store.clean_tmp()  # partial uploads of a previous run that crashed
         tokens = load_tokens(settings.data_dir, settings.admin_token, settings.agent_token)
         app.state.ctx = AppContext(
-            settings=settings, db=db, hub=hub, tokens=tokens, seen=SeenThrottle(), agents=AgentCache(), store=store
+            settings=settings,
+            db=db,
+            hub=hub,
+            tokens=tokens,
+            seen=SeenThrottle(),
+            agents=AgentCache(),
+            store=store,
+            metrics=Metrics(db, settings.agent_offline_seconds),
         )
         reaper = asyncio.create_task(reap_forever(db, settings.reaper_interval_seconds))
         try:

@@ -15,6 +15,7 @@ from fastapi import Depends, HTTPException, Request
 
 from cloud.db.engine import Database
 from cloud.hub import Hub
+from cloud.metrics import Metrics
 from cloud.services.agents import AgentCache, SeenThrottle
 from cloud.settings import CloudSettings
 from cloud.tokens import Tokens
@@ -32,6 +33,7 @@ class AppContext:
     seen: SeenThrottle
     agents: AgentCache
     store: FileStore
+    metrics: Metrics
 
 
 async def get_context(request: Request) -> AppContext:

@@ -236,3 +236,20 @@ def test_zip_upload_roundtrip_is_readable_safely(cloud: Cloud, tmp_path: Path) -
         file_id=rec["id"],
     )
     assert task["result"].strip() == "select 1;"
+
+
+def _downloads(cloud: Cloud) -> float:
+    text = cloud.http.get("/metrics").text
+    return float(next(ln.split()[1] for ln in text.splitlines() if ln.startswith("tiangong_file_downloads_total")))
+
+
+def test_concurrent_tasks_share_one_download(cloud: Cloud, tmp_path: Path) -> None:
+    (tmp_path / "shared.txt").write_bytes(os.urandom(2 * 1024 * 1024))
+    _, rec = curl_upload(cloud, tmp_path / "shared.txt")
+    before = _downloads(cloud)
+    ids = [
+        cloud.create(type="shell", command='md5sum "$TIANGONG_FILE"', file_id=rec["id"]).json()["id"] for _ in range(4)
+    ]
+    results = [cloud.wait_final(i) for i in ids]
+    assert all(t["status"] == "success" and t["result"].startswith(rec["md5"]) for t in results)
+    assert _downloads(cloud) == before + 1

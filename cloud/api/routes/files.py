@@ -33,6 +33,7 @@ async def upload_file(request: Request, app: AppDep) -> JSONResponse:
             body = svc.file_read(row, app.store)
     finally:
         upload.received.temp_path.unlink(missing_ok=True)  # already moved or dropped, unless something failed
+    app.metrics.uploads.labels(outcome="stored" if created else "deduplicated").inc()
     return JSONResponse(body.model_dump(mode="json"), status_code=201 if created else 200)
 
 
@@ -65,6 +66,7 @@ async def download_file(file_id: str, app: AppDep, if_none_match: Annotated[str 
     path = app.store.blob_path(row.md5)
     if not path.is_file():
         return JSONResponse({"error": f"file {file_id}: its content is missing from the store"}, status_code=410)
+    app.metrics.file_downloads.inc()
     return FileResponse(path, media_type=row.content_type, filename=row.name, headers={"ETag": etag})
 
 
