@@ -6,6 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from wire.ids import parse_numbered
+
 
 def format_file_id(n: int) -> str:
     return f"file-{n}"
@@ -13,8 +15,7 @@ def format_file_id(n: int) -> str:
 
 def parse_file_id(value: str) -> int | None:
     """Accept `file-12` or `12`; None when it is neither."""
-    raw = value.removeprefix("file-")
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else None
+    return parse_numbered(value, "file-")
 
 
 class FileRead(BaseModel):

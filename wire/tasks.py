@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from wire.ids import parse_numbered
+
 MAX_SYNC_WAIT_SECONDS = 300
 
 
@@ -36,8 +38,7 @@ def format_task_id(n: int) -> str:
 
 def parse_task_id(value: str) -> int | None:
     """Accept `task-12` or `12`; None when it is neither."""
-    raw = value.removeprefix("task-")
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else None
+    return parse_numbered(value, "task-")
 
 
 class TaskRequest(BaseModel):
