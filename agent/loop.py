@@ -10,6 +10,7 @@ import socket
 import sys
 
 from agent.client import Backoff, CloudClient, CloudUnavailable, Rejected, retrying
+from agent.config import load_config
 from agent.files import FileCache
 from agent.runner import LogShipper, TaskContext, execute, report
 from agent.settings import AgentSettings
@@ -34,6 +35,7 @@ class Agent:
 
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
+        self.config = load_config(settings.agent_config)
         self.client = CloudClient(settings.server, settings.agent_token.get_secret_value(), settings.agent_id)
         self.workdir = settings.data_dir.resolve() / "work"
         self.files = FileCache(self.client, settings.data_dir.resolve() / "cache" / "files")
@@ -134,6 +136,8 @@ class Agent:
             shipper=shipper,
             files=self.files,
             params=task.params,
+            connections=self.config.connections,
+            config=self.config.model_dump(exclude={"connections"}),
         )
         self.running[task.id] = ctx
         job = asyncio.create_task(self._run_task(task, ctx), name=f"task-{task.id}")

@@ -115,6 +115,7 @@ class TaskContext:
     files: FileCache
     params: Mapping[str, Any] = field(default_factory=dict)
     connections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    config: Mapping[str, Any] = field(default_factory=dict)
     cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
     cancel_reason: str = ""
 

@@ -25,6 +25,9 @@ class AgentSettings(BaseSettings):
     )
     log_flush_seconds: float = Field(0.05, gt=0, description="Log lines are shipped at least this often.")
     log_batch_lines: int = Field(500, ge=1, le=10_000, description="A batch is shipped once it has this many lines.")
+    agent_config: Path | None = Field(
+        None, description="YAML file with named connections, goinception_url, kubeconfig (TIANGONG_AGENT_CONFIG)."
+    )
 
     @field_validator("server")
     @classmethod

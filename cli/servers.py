@@ -41,12 +41,16 @@ def agent(
     max_concurrency: Annotated[int | None, typer.Option(help="Tasks at once (TIANGONG_MAX_CONCURRENCY).")] = None,
     labels: Annotated[list[str] | None, typer.Option(help="k=v, repeatable (TIANGONG_LABELS as JSON).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Work dir and caches (TIANGONG_DATA_DIR).")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML: connections, goinception_url, kubeconfig (TIANGONG_AGENT_CONFIG).")
+    ] = None,
 ) -> None:
     """Run an agent: long-poll the cloud for tasks and run them."""
     import asyncio
 
     from pydantic import ValidationError
 
+    from agent.config import load_config
     from agent.loop import serve
     from agent.settings import AgentSettings, parse_labels
 
@@ -59,6 +63,7 @@ def agent(
             "agent_token": token,
             "max_concurrency": max_concurrency,
             "data_dir": data_dir,
+            "agent_config": config,
         }.items()
         if v is not None
     }
@@ -66,6 +71,7 @@ def agent(
         if labels:
             overrides["labels"] = parse_labels(labels)
         settings = AgentSettings(**overrides)  # type: ignore[arg-type]
+        load_config(settings.agent_config)  # a bad file stops the agent here, with the reason
     except (ValueError, ValidationError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     if not settings.agent_token.get_secret_value():

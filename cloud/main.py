@@ -19,6 +19,7 @@ from cloud.hub import Hub
 from cloud.metrics import Metrics
 from cloud.services.agents import AgentCache, SeenThrottle
 from cloud.settings import CloudSettings, get_settings
+from cloud.sealing import load_sealer
 from cloud.tokens import load_tokens
 from files.store import FileStore
 from wire import API_VERSION
@@ -39,11 +40,13 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         store = FileStore(settings.data_dir)
         store.clean_tmp()  # partial uploads of a previous run that crashed
         tokens = load_tokens(settings.data_dir, settings.admin_token, settings.agent_token)
+        sealer = load_sealer(settings.data_dir, settings.secret_key)
         app.state.ctx = AppContext(
             settings=settings,
             db=db,
             hub=hub,
             tokens=tokens,
+            sealer=sealer,
             seen=SeenThrottle(),
             agents=AgentCache(),
             store=store,

@@ -24,6 +24,11 @@ class CloudSettings(BaseSettings):
     agent_token: SecretStr | None = Field(
         None, description="Bearer token for agents; generated and saved in the data dir when unset."
     )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Fernet key(s), comma-separated, newest first, sealing secrets in stored task params; "
+        "generated into <data_dir>/secret.key when unset. Replicas must share it.",
+    )
     lease_seconds: float = Field(
         30.0, gt=0, description="A running task whose agent sends no heartbeat for this long is lost."
     )

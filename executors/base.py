@@ -40,6 +40,8 @@ class RunContext(Protocol):
     """Cap for output kept per task (log and result each keep head and tail within it)."""
     connections: Mapping[str, Mapping[str, Any]]
     """Named connections from the agent's config file."""
+    config: Mapping[str, Any]
+    """The rest of the agent's config file: `goinception_url`, `kubeconfig`, `context`, `namespace`."""
 
     def log(self, message: str, stream: LogStream = LogStream.stdout, level: LogLevel | None = None) -> None:
         """Record one log line (no trailing newline); shipped to the cloud in batches."""

@@ -7,6 +7,7 @@ from functools import cache
 from importlib.metadata import entry_points
 
 from executors.base import DEFAULT_EXEC_TIMEOUT, Executor
+from wire.tasks import TaskRequest
 
 ENTRY_POINT_GROUP = "tiangong.executors"
 
@@ -18,6 +19,12 @@ BUILTINS: dict[str, str] = {
     "api": "executors.http:ApiExecutor",
     "http_request": "executors.http:HttpRequestExecutor",
     "ping": "executors.ping:PingExecutor",
+    "mysql": "executors.db.mysql:MySqlExecutor",
+    "doris": "executors.db.mysql:DorisExecutor",
+    "postgres": "executors.db.postgres:PostgresExecutor",
+    "clickhouse": "executors.db.clickhouse:ClickHouseExecutor",
+    "mongo": "executors.db.mongo:MongoExecutor",
+    "elasticsearch": "executors.db.search:SearchExecutor",
 }
 
 
@@ -50,6 +57,11 @@ def get_executor(type_name: str) -> Executor:
     return executor
 
 
-def default_exec_timeout(type_name: str) -> int:
-    """The execution limit a type uses when the task gives none."""
-    return int(getattr(get_executor(type_name), "default_exec_timeout", DEFAULT_EXEC_TIMEOUT))
+def default_exec_timeout(req: TaskRequest) -> int:
+    """The execution limit a task gets when it gives none: the executor's `exec_timeout_for(req)` if it has
+    one (database types derive it from `exec_options.timeout_ms`), else its `default_exec_timeout`."""
+    executor = get_executor(req.type)
+    per_request = getattr(executor, "exec_timeout_for", None)
+    if per_request is not None:
+        return int(per_request(req))
+    return int(getattr(executor, "default_exec_timeout", DEFAULT_EXEC_TIMEOUT))

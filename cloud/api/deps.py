@@ -18,6 +18,7 @@ from cloud.hub import Hub
 from cloud.metrics import Metrics
 from cloud.services.agents import AgentCache, SeenThrottle
 from cloud.settings import CloudSettings
+from cloud.sealing import Sealer
 from cloud.tokens import Tokens
 from files.store import FileStore
 
@@ -30,6 +31,7 @@ class AppContext:
     db: Database
     hub: Hub
     tokens: Tokens
+    sealer: Sealer
     seen: SeenThrottle
     agents: AgentCache
     store: FileStore

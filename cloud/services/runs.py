@@ -14,6 +14,7 @@ from cloud.db.models import AGENTS as A
 from cloud.db.models import TASKS as T
 from cloud.db.types import utcnow
 from cloud.services import events
+from cloud.sealing import Sealer
 from cloud.services.errors import Conflict, NotFound
 from cloud.services.logs import store_lines, system_line
 from cloud.services.tasks import PENDING, RUNNING, TaskRow, get_task
@@ -76,6 +77,8 @@ def claim_tasks(
     max_log_bytes: int,
     claimer: str = "",
     touch: bool = True,
+    *,
+    sealer: Sealer,
 ) -> list[Assignment]:
     """Hand up to `capacity` pending tasks to one claim, in one compare-and-set UPDATE.
 
@@ -101,9 +104,9 @@ def claim_tasks(
             id=format_task_id(r.id),
             type=r.type,
             command=r.command,
-            params=r.params,
+            params=sealer.unseal(r.params),
             file_id=r.file_id,
-            env=r.env,
+            env=sealer.unseal(r.env),
             exec_timeout=r.exec_timeout,
             attempt=r.attempts,
             task_token=r.task_token,

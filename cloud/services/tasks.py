@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from cloud.db.models import TASK_LOGS as L
 from cloud.db.models import TASKS as T
 from cloud.db.types import utcnow
+from cloud.sealing import Sealer
 from cloud.services import events
 from cloud.services.agents import AgentCache, is_online
 from cloud.services.errors import BadRequest, Conflict, NotFound
@@ -49,8 +50,12 @@ def validate_request(req: TaskRequest) -> None:
         raise BadRequest(str(exc)) from exc
 
 
-def create_task(conn: Connection, req: TaskCreate, *, agents: AgentCache, offline_after: float) -> tuple[TaskRow, bool]:
-    """Queue a task; returns (task, created). A known request_id returns the existing task."""
+def create_task(
+    conn: Connection, req: TaskCreate, *, agents: AgentCache, offline_after: float, sealer: Sealer
+) -> tuple[TaskRow, bool]:
+    """Queue a task; returns (task, created). A known request_id returns the existing task.
+
+    Secret-named values in params and env are stored sealed (see cloud.sealing)."""
     if req.request_id:
         existing = conn.execute(_BY_REQUEST_ID, {"b_request_id": req.request_id}).first()
         if existing is not None:
@@ -66,10 +71,10 @@ def create_task(conn: Connection, req: TaskCreate, *, agents: AgentCache, offlin
         "type": req.type,
         "status": PENDING,
         "command": req.command,
-        "params": req.params,
-        "env": req.env,
+        "params": sealer.seal(req.params),
+        "env": sealer.seal(req.env),
         "file_id": req.file_id,
-        "exec_timeout": req.exec_timeout or default_exec_timeout(req.type),
+        "exec_timeout": req.exec_timeout or default_exec_timeout(req),
         "result": "",
         "data": None,
         "error": "",

@@ -44,6 +44,7 @@ async def claim(agent_id: str, body: ClaimRequest, request: Request, app: AppDep
                     settings.max_log_bytes,
                     claimer,
                     touch=app.seen.due(agent_id),
+                    sealer=app.sealer,
                 )
             remaining = deadline - loop.time()
             if got or remaining <= 0 or app.hub.closing:

@@ -116,7 +116,9 @@ def _create(app: AppContext, p: CreateParams) -> int:
     req = to_task_create(p.target_uuid, p.task_type)
     try:
         with app.db.transaction() as conn:
-            row, _ = svc.create_task(conn, req, agents=app.agents, offline_after=app.settings.agent_offline_seconds)
+            row, _ = svc.create_task(
+                conn, req, agents=app.agents, offline_after=app.settings.agent_offline_seconds, sealer=app.sealer
+            )
     except (NotFound, Conflict) as exc:
         if "agent_id:" in exc.message and ("offline" in exc.message or "not found" in exc.message):
             raise RpcError(

@@ -27,7 +27,9 @@ async def create_task(
     if idempotency_key and not body.request_id:
         body.request_id = idempotency_key
     with app.db.transaction() as conn:
-        task, created = svc.create_task(conn, body, agents=app.agents, offline_after=app.settings.agent_offline_seconds)
+        task, created = svc.create_task(
+            conn, body, agents=app.agents, offline_after=app.settings.agent_offline_seconds, sealer=app.sealer
+        )
     if not created:
         response.status_code = 200  # the same request_id: this is the task created before
     if body.sync:

@@ -1,0 +1,1 @@
+"""Database task types: mysql, doris, postgres, clickhouse (SQL) and mongo, elasticsearch (JSON operations)."""

@@ -1,0 +1,62 @@
+"""Running a blocking driver call in a worker thread while still honouring cancel and deadline.
+
+Abandoning the thread is not enough: the statement would go on running on the server. So when the task
+is canceled or its time is up, `interrupt` (KILL QUERY, a PostgreSQL cancel request...) is called from
+another thread, and the worker is awaited until the driver returns with the server's error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger("tiangong.executors.db")
+
+INTERRUPT_GRACE_SECONDS = 10.0
+"""How long a worker gets to return after its statement was interrupted before it is abandoned."""
+
+
+class Stopped(Exception):
+    """The call was interrupted: `reason` is "canceled" or "timeout"."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def call(
+    fn: Callable[[], T],
+    *,
+    cancel: asyncio.Event,
+    deadline: float,
+    interrupt: Callable[[], None] | None = None,
+) -> T:
+    """`fn()` in a thread; raises Stopped after interrupting it on cancel or at `deadline` (loop time)."""
+    loop = asyncio.get_running_loop()
+    if cancel.is_set():
+        raise Stopped("canceled")
+    if loop.time() >= deadline:
+        raise Stopped("timeout")
+    work = asyncio.ensure_future(asyncio.to_thread(fn))
+    waiter = asyncio.ensure_future(cancel.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {work, waiter}, timeout=max(0.0, deadline - loop.time()), return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        waiter.cancel()
+    if work in done:
+        return work.result()
+    reason = "canceled" if cancel.is_set() else "timeout"
+    if interrupt is not None:
+        try:
+            await asyncio.to_thread(interrupt)
+        except Exception as exc:  # the server may already be gone; the result says what happened
+            log.warning("interrupting the running statement failed: %s", exc)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(asyncio.shield(work), INTERRUPT_GRACE_SECONDS)
+    raise Stopped(reason)

@@ -1,0 +1,179 @@
+"""Connections of the `mysql` type: pooled sessions, catalog reads for rollback SQL, interrupts."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from sqlglot import exp
+
+from executors.db import pools
+from executors.db.params import Target
+from executors.db.rollback import BackupDb, Executed, run_with_backup
+from executors.db.split import Statement
+from executors.db.sql import SqlSession, StatementOutput
+
+if TYPE_CHECKING:
+    from sqlalchemy.pool import QueuePool
+
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def _connect_args(target: Target) -> dict[str, Any]:
+    return {
+        "host": target.host,
+        "port": target.port,
+        "user": target.user or "",
+        "password": target.password or "",
+        "database": target.database,
+        "charset": "utf8mb4",
+        "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "autocommit": False,
+    }
+
+
+def _new_pool(target: Target) -> QueuePool:
+    import pymysql
+    from sqlalchemy.dialects.mysql.pymysql import MySQLDialect_pymysql
+    from sqlalchemy.pool import QueuePool
+
+    args = _connect_args(target)
+    # Seed 004's pool: 10 open (5 kept + 5 overflow), 5 idle, one hour's lifetime. The creator runs in
+    # the caller's thread, so a refused connection fails the task at once with the server's reason.
+    return QueuePool(
+        lambda: pymysql.connect(**args),
+        pool_size=pools.MAX_IDLE,
+        max_overflow=pools.MAX_OPEN - pools.MAX_IDLE,
+        recycle=pools.MAX_LIFETIME_SECONDS,
+        pre_ping=True,
+        dialect=MySQLDialect_pymysql(),  # the pool's pre-ping asks the dialect how to ping
+        timeout=30,
+        reset_on_return="rollback",
+    )
+
+
+_POOLS: pools.PoolCache[QueuePool] = pools.PoolCache(lambda p: p.dispose())
+
+
+class MySqlSession(SqlSession, BackupDb):
+    """One pooled pymysql connection: statements, catalog reads for backups, KILL QUERY to interrupt."""
+
+    dialect = "mysql"
+
+    def __init__(self, target: Target, pool: QueuePool, lease: contextlib.ExitStack, transactional: bool) -> None:
+        self.target = target
+        self.transactional = transactional  # type: ignore[misc]
+        self._lease = lease
+        self._fairy = pool.connect()
+        conn: Any = self._fairy.dbapi_connection
+        conn.autocommit(not transactional)
+        self._thread_id = conn.thread_id()
+        self.conn = conn
+
+    # SqlSession
+    def execute(self, stmt: Statement, max_rows: int, backup: bool) -> StatementOutput:
+        if backup and self.transactional:
+            b = run_with_backup(self, stmt, max_rows)
+            e = b.executed
+            return StatementOutput(e.rowcount, e.columns, e.rows, e.truncated, b.rollback_sql, b.note)
+        e = self.run(stmt.sql, max_rows)
+        return StatementOutput(e.rowcount, e.columns, e.rows, e.truncated)
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def rollback(self) -> None:
+        self.conn.rollback()
+
+    def interrupt(self) -> None:
+        import pymysql
+
+        killer = pymysql.connect(**{**_connect_args(self.target), "database": None, "autocommit": True})
+        try:
+            with killer.cursor() as cur:
+                cur.execute(f"KILL QUERY {int(self._thread_id)}")
+        finally:
+            killer.close()
+
+    def close(self, reusable: bool) -> None:
+        try:
+            if not reusable:
+                self._fairy.invalidate()
+            self._fairy.close()
+        finally:
+            self._lease.close()
+
+    # BackupDb
+    def run(self, sql: str, max_rows: int) -> Executed:
+        import pymysql.cursors
+
+        # Unbuffered: a huge SELECT streams and only max_rows + 1 rows are kept.
+        with self.conn.cursor(pymysql.cursors.SSCursor) as cur:
+            cur.execute(sql)
+            if cur.description is None:
+                return Executed(max(cur.rowcount, 0), lastrowid=cur.lastrowid or None)
+            rows = cur.fetchmany(max_rows + 1)
+            return Executed(
+                0,
+                [d[0] for d in cur.description],
+                [list(r) for r in rows[:max_rows]],
+                len(rows) > max_rows,
+            )
+
+    def _catalog(self, sql: str, table: exp.Table) -> list[tuple[Any, ...]]:
+        with self.conn.cursor() as cur:
+            cur.execute(sql, (table.db or None, table.name))
+            return list(cur.fetchall())
+
+    def primary_key(self, table: exp.Table) -> list[str]:
+        rows = self._catalog(
+            "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE())"
+            " AND TABLE_NAME = %s AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
+            table,
+        )
+        return [r[0] for r in rows]
+
+    def columns(self, table: exp.Table) -> list[str]:
+        rows = self._catalog(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE())"
+            " AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+            table,
+        )
+        return [r[0] for r in rows]
+
+    def exists(self, table: exp.Table) -> bool:
+        return bool(
+            self._catalog(
+                "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE())"
+                " AND TABLE_NAME = %s",
+                table,
+            )
+        )
+
+    def literal(self, value: Any) -> str:
+        return str(self.conn.escape(value))
+
+    def auto_increment_id(self, table: exp.Table, pk: list[str], first_id: int | None, count: int) -> list[Any] | None:
+        # A multi-row INSERT gets consecutive ids from one auto-increment column, and LAST_INSERT_ID() is
+        # the first (innodb_autoinc_lock_mode 0 or 1; with 2 a concurrent insert may interleave).
+        if len(pk) != 1 or not first_id or count <= 0:
+            return None
+        rows = self._catalog(
+            "SELECT EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE())"
+            f" AND TABLE_NAME = %s AND COLUMN_NAME = {self.literal(pk[0])}",
+            table,
+        )
+        if not rows or "auto_increment" not in str(rows[0][0]).lower():
+            return None
+        return list(range(first_id, first_id + count))
+
+
+def open_session(target: Target, transactional: bool) -> MySqlSession:
+    """A session on a connection from the target's pool (created on first use)."""
+    lease = contextlib.ExitStack()
+    try:
+        pool = lease.enter_context(_POOLS.lease(target.pool_key(), lambda: _new_pool(target)))
+        return MySqlSession(target, pool, lease, transactional)
+    except BaseException:
+        lease.close()
+        raise

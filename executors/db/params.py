@@ -1,0 +1,231 @@
+"""`params` of the database types: which servers (target, targets, connection), options, audit metadata.
+
+The models check a request in the cloud (no I/O); `resolve_targets` turns them into concrete servers on
+the agent, where the named connections of its config file are known. Precedence (seed 004): connection
+details from `target` over the named `connection`; database name from `target.db`/`target.database`, then
+`params.database`, then the connection's, then the type's default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DbType = Literal["mysql", "doris", "postgres", "clickhouse", "mongo", "elasticsearch"]
+
+
+@dataclass(frozen=True)
+class TypeDefaults:
+    port: int
+    user: str | None
+    database: str | None
+    timeout_ms: int
+
+
+DEFAULTS: dict[str, TypeDefaults] = {
+    "mysql": TypeDefaults(3306, "root", "mysql", 600_000),
+    # Doris' MySQL-protocol port is the FE query port; it has no `mysql` database to fall back on.
+    "doris": TypeDefaults(9030, "root", None, 1_800_000),
+    "postgres": TypeDefaults(5432, "postgres", "postgres", 600_000),
+    "clickhouse": TypeDefaults(9000, "default", "default", 600_000),
+    "mongo": TypeDefaults(27017, None, "admin", 600_000),
+    "elasticsearch": TypeDefaults(9200, None, None, 600_000),
+}
+CLICKHOUSE_HTTP_PORT = 8123
+
+
+class TargetSpec(BaseModel):
+    """One server as a caller gives it (`params.target`, an item of `params.targets`, or a named connection)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=200, description="Label for this target in results and logs.")
+    type: str | None = Field(None, description="Only in the agent's config: the type a named connection is for.")
+    host: str | None = Field(None, min_length=1, max_length=255)
+    port: int | None = Field(None, ge=1, le=65535)
+    user: str | None = Field(None, max_length=255)
+    username: str | None = Field(None, max_length=255, description="Alias of user.")
+    password: str | None = None
+    db: str | None = Field(None, max_length=255)
+    database: str | None = Field(None, max_length=255)
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
+    protocol: Literal["native", "http"] | None = None
+    scheme: Literal["http", "https"] | None = None
+    api_key: str | None = None
+    flavor: Literal["elasticsearch", "opensearch"] | None = None
+    verify_tls: bool | None = None
+    secret_ref: str | None = None
+
+    @model_validator(mode="after")
+    def _no_secret_ref(self) -> TargetSpec:
+        if self.secret_ref is not None:
+            raise ValueError("secret_ref is reserved and not supported yet; give password or use params.connection")
+        return self
+
+
+class ExecOptions(BaseModel):
+    """`params.exec_options` (seed 004), plus `max_rows` and `allow_all`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trans_batch_size: int = Field(200, ge=1, le=100_000, description="DML statements per transaction.")
+    sleep_ms: int = Field(0, ge=0, le=3_600_000, description="Pause between batches.")
+    timeout_ms: int | None = Field(None, ge=1, le=7 * 24 * 3600 * 1000, description="Limit per target.")
+    backup: bool = Field(True, description="Record before-images and produce rollback SQL.")
+    concurrency: int = Field(1, ge=1, le=64, description="Targets worked on at once.")
+    max_rows: int = Field(1000, ge=0, le=1_000_000, description="Rows of a query kept in the result.")
+    allow_all: bool = Field(False, description="mongo: allow a delete or update with an empty filter.")
+
+
+class Metadata(BaseModel):
+    """Audit fields kept with the task and shown at the top of the result."""
+
+    model_config = ConfigDict(extra="allow")
+
+    env: str | None = None
+    creator: str | None = None
+    ticket: str | None = None
+
+
+class DbParams(BaseModel):
+    """`params` of every database type."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: TargetSpec | None = None
+    targets: list[TargetSpec] | None = Field(None, min_length=1, max_length=256)
+    connection: str | None = Field(None, min_length=1, max_length=200)
+    database: str | None = Field(None, max_length=255)
+    file_name: str | None = Field(None, min_length=1, max_length=1000, description="Entry of a .zip file_id.")
+    file_path: str | None = Field(None, min_length=1, description="Where file_id already lies on the agent.")
+    exec_options: ExecOptions = Field(default_factory=ExecOptions)
+    metadata: Metadata | None = None
+
+    @model_validator(mode="after")
+    def _where(self) -> DbParams:
+        if self.target is not None and self.targets is not None:
+            raise ValueError("give either target or targets, not both")
+        if self.target is None and self.targets is None and self.connection is None:
+            raise ValueError("one of target, targets or connection is required")
+        if self.connection is None:
+            for i, spec in enumerate([self.target] if self.target else self.targets or []):
+                if not spec.host:
+                    where = "target" if self.target else f"targets[{i}]"
+                    raise ValueError(f"{where}.host is required (or name a params.connection)")
+        return self
+
+
+def parse_params(params: Mapping[str, Any]) -> DbParams:
+    """The checked params; ValueError names the first bad field as `params.<path>: <problem>`."""
+    try:
+        return DbParams.model_validate(dict(params))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        raise ValueError(f"params{'.' + loc if loc else ''}: {msg}") from None
+
+
+@dataclass(frozen=True)
+class Target:
+    """One concrete server to work on, after defaults and the agent's named connection are applied."""
+
+    type: str
+    host: str
+    port: int
+    user: str | None
+    password: str | None
+    database: str | None
+    label: str
+    sslmode: str = "disable"
+    protocol: str = "native"
+    scheme: str = "http"
+    api_key: str | None = None
+    flavor: str = "elasticsearch"
+    verify_tls: bool = True
+
+    @property
+    def secrets(self) -> list[str]:
+        """Values that must never appear in a log line, an error or a result."""
+        return [s for s in (self.password, self.api_key) if s]
+
+    def pool_key(self) -> tuple[Any, ...]:
+        """Identifies a pool: same server, account and database share one (the password only as a digest)."""
+        digest = hashlib.sha256("\0".join(self.secrets).encode()).hexdigest()
+        return (self.type, self.host, self.port, self.user, self.database, self.sslmode, self.protocol, digest)
+
+
+class TargetError(ValueError):
+    """A target cannot be resolved on this agent (unknown connection name, no host)."""
+
+
+def resolve_targets(type_name: str, params: DbParams, connections: Mapping[str, Mapping[str, Any]]) -> list[Target]:
+    """Concrete targets in the order given; raises TargetError naming the field."""
+    base: dict[str, Any] = {}
+    if params.connection is not None:
+        if params.connection not in connections:
+            known = ", ".join(sorted(connections)) or "none"
+            raise TargetError(
+                f"params.connection: no connection named {params.connection!r} in the agent's config (known: {known})"
+            )
+        try:
+            named = TargetSpec.model_validate(dict(connections[params.connection]))
+        except ValidationError as exc:
+            raise TargetError(f"agent config connections.{params.connection}: {exc.errors()[0]['msg']}") from None
+        if named.type not in (None, type_name):
+            raise TargetError(f"params.connection: {params.connection!r} is a {named.type} connection, not {type_name}")
+        base = named.model_dump(exclude_none=True)
+    specs: list[TargetSpec | None] = [None]
+    if params.target is not None:
+        specs = [params.target]
+    elif params.targets:
+        specs = list(params.targets)
+    out: list[Target] = []
+    for i, spec in enumerate(specs):
+        given = spec.model_dump(exclude_none=True) if spec is not None else {}
+        where = "params.target" if params.target else f"params.targets[{i}]" if params.targets else "params.connection"
+        out.append(_target(type_name, base, given, params.database, where))
+    return out
+
+
+def _target(type_name: str, base: dict[str, Any], given: dict[str, Any], database: str | None, where: str) -> Target:
+    d = DEFAULTS[type_name]
+    merged = {**base, **given}
+    host = merged.get("host")
+    if not host:
+        raise TargetError(f"{where}.host is required")
+    protocol = merged.get("protocol", "native")
+    default_port = CLICKHOUSE_HTTP_PORT if type_name == "clickhouse" and protocol == "http" else d.port
+    port = int(merged.get("port") or default_port)
+    db = given.get("db") or given.get("database") or database or base.get("db") or base.get("database") or d.database
+    user = merged.get("user") or merged.get("username") or d.user
+    label = merged.get("name") or f"{host}:{port}" + (f"/{db}" if db else "")
+    return Target(
+        type=type_name,
+        host=host,
+        port=port,
+        user=user,
+        password=merged.get("password"),
+        database=db,
+        label=label,
+        sslmode=merged.get("sslmode", "disable"),
+        protocol=protocol,
+        scheme=merged.get("scheme", "http"),
+        api_key=merged.get("api_key"),
+        flavor=merged.get("flavor", "elasticsearch"),
+        verify_tls=merged.get("verify_tls", True),
+    )
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """`text` with every secret value replaced; drivers sometimes echo connection strings in errors."""
+    for s in secrets:
+        if len(s) >= 3:
+            text = text.replace(s, "******")
+    return text

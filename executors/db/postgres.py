@@ -1,0 +1,20 @@
+"""`postgres`: psycopg 3 with psycopg_pool; batches, rollback SQL, and server-side cancel."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from executors.db.base import TargetRun
+from executors.db.params import Target
+from executors.db.sql import SqlExecutor, SqlSession
+
+
+class PostgresExecutor(SqlExecutor):
+    """`postgres`."""
+
+    type: ClassVar[str] = "postgres"
+
+    def connect(self, target: Target, run: TargetRun) -> SqlSession:
+        from executors.db.postgres_conn import open_session  # psycopg and sqlglot: agent side only
+
+        return open_session(target)

@@ -1,0 +1,267 @@
+"""`mysql` and `doris` against the machine's real MariaDB: batches, rollback SQL, interrupts, sources."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from executors.db.params import DEFAULTS
+from executors.registry import default_exec_timeout
+from tests.integration.db.conftest import PASSWORD, MariaDb
+from tests.unit.executors.harness import Harness, make_task, run_task
+from wire.tasks import TaskRequest, TaskStatus
+
+USERS = "CREATE TABLE users (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(50) NOT NULL UNIQUE, age INT)"
+
+
+def mysql(command: str, db: MariaDb, file_id: str = "", **params: Any) -> Any:
+    params.setdefault("target", db.target())
+    return make_task(command, type="mysql", file_id=file_id, **params)
+
+
+def assert_no_secret(out: Any, ctx: Harness) -> None:
+    """The account's password shows nowhere a user can read."""
+    assert PASSWORD not in out.result
+    assert PASSWORD not in out.error
+    assert PASSWORD not in repr(out.data)
+    assert all(PASSWORD not in line for _, line in ctx.lines)
+
+
+def test_ddl_dml_select_report_each_statement(mariadb: MariaDb, tmp_path: Path) -> None:
+    script = f"""
+        {USERS};
+        INSERT INTO users (name, age) VALUES ('ann', 30), ('bob', 40), ('cy', 50);
+        UPDATE users SET age = age + 1 WHERE age >= 40;  -- two rows
+        SELECT id, name, age FROM users ORDER BY id;
+    """
+    out, ctx = run_task(mysql(script, mariadb, metadata={"env": "prod", "creator": "ann", "ticket": "T-7"}), tmp_path)
+    assert out.status is TaskStatus.success, out.error
+    _, insert, update, select = out.data
+    assert [e["affected_rows"] for e in (insert, update)] == [3, 2]
+    assert select["columns"] == ["id", "name", "age"]
+    assert select["rows"] == [[1, "ann", 30], [2, "bob", 41], [3, "cy", 51]]
+    assert all(e["stage"] == "EXECUTED" and e["error"] == "" for e in out.data)
+    assert out.result.startswith("Env: prod\nCreator: ann\nTicket: T-7\n")
+    assert "Order ID: 3\nStage: EXECUTED\nStatus: Execute Successfully\nAffected Rows: 2\n" in out.result
+    assert "Rollback SQL: DROP TABLE IF EXISTS `users`" in out.result
+    lines = [line for _, line in ctx.lines]
+    assert any(
+        line.startswith("[3/4] UPDATE users SET age = age + 1 WHERE age >= 40: affected 2 rows in ") for line in lines
+    )
+    assert mariadb.query("SELECT name, age FROM users ORDER BY id") == [("ann", 30), ("bob", 41), ("cy", 51)]
+    assert_no_secret(out, ctx)
+
+
+def test_batches_commit_every_trans_batch_size_dml(mariadb: MariaDb, tmp_path: Path) -> None:
+    inserts = "".join(f"INSERT INTO users (name) VALUES ('u{i}');" for i in range(5))
+    out, ctx = run_task(mysql(f"{USERS}; {inserts}", mariadb, exec_options={"trans_batch_size": 2}), tmp_path)
+    assert out.status is TaskStatus.success, out.error
+    assert [e["batch"] for e in out.data] == [1, 2, 2, 3, 3, 4]
+    commits = [line for _, line in ctx.lines if line.startswith("committed batch")]
+    assert commits == [
+        "committed batch 2 (statements 2-3)",
+        "committed batch 3 (statements 4-5)",
+        "committed batch 4 (statements 6-6)",
+    ]
+
+
+def test_failure_rolls_back_only_its_batch_and_stops(mariadb: MariaDb, tmp_path: Path) -> None:
+    mariadb.query(USERS)
+    script = """
+        INSERT INTO users (name) VALUES ('a');
+        INSERT INTO users (name) VALUES ('b');
+        INSERT INTO users (name) VALUES ('c');
+        INSERT INTO users (name) VALUES ('a');
+        INSERT INTO users (name) VALUES ('never');
+    """
+    out, ctx = run_task(mysql(script, mariadb, exec_options={"trans_batch_size": 2}), tmp_path)
+    assert out.status is TaskStatus.failed
+    assert out.error.startswith("statement 4 failed: (1062) Duplicate entry 'a'")
+    assert [e["stage"] for e in out.data] == ["EXECUTED", "EXECUTED", "ROLLED_BACK", "FAILED"]
+    assert mariadb.query("SELECT name FROM users ORDER BY id") == [("a",), ("b",)]
+    assert "Summary: 5 statements; 2 executed and committed; 1 rolled back; statement 4 failed" in out.result
+    assert out.result.rstrip().endswith("1 not run")
+    assert "rolled back batch 2 (statements 3-4)" in [line for _, line in ctx.lines]
+
+
+def test_rollback_sql_restores_the_data(mariadb: MariaDb, tmp_path: Path) -> None:
+    mariadb.query(USERS)
+    mariadb.query("INSERT INTO users (name, age) VALUES ('ann', 30), ('bob', NULL), ('cy', 50), ('dee', 60)")
+    before = mariadb.query("SELECT * FROM users ORDER BY id")
+    script = """
+        UPDATE users SET age = 99, name = CONCAT(name, '!') WHERE age IS NULL OR age > 40;
+        DELETE FROM users WHERE name = 'ann';
+        INSERT INTO users (name, age) VALUES ('new1', 1), ('new2', 2);
+        INSERT INTO users (id, name) VALUES (100, 'hundred');
+        CREATE TABLE extra (k INT PRIMARY KEY);
+        ALTER TABLE extra ADD COLUMN v INT;
+    """
+    out, _ = run_task(mysql(script, mariadb), tmp_path)
+    assert out.status is TaskStatus.success, out.error
+    update, delete, insert, insert_id, create, alter = out.data
+    assert update["affected_rows"] == 3 and len(update["rollback_sql"]) == 3
+    assert insert["rollback_sql"] == ["DELETE FROM `users` WHERE `id` = 5;", "DELETE FROM `users` WHERE `id` = 6;"]
+    assert insert_id["rollback_sql"] == ["DELETE FROM `users` WHERE `id` = 100;"]
+    assert create["rollback_sql"] == ["DROP TABLE IF EXISTS `extra`"]
+    assert alter["rollback_sql"] == [] and alter["rollback_note"] == "not reversible: ALTER TABLE"
+    assert mariadb.query("SELECT * FROM users ORDER BY id") != before
+    for entry in reversed([update, delete, insert, insert_id]):
+        for sql in entry["rollback_sql"]:
+            mariadb.query(sql)
+    assert mariadb.query("SELECT * FROM users ORDER BY id") == before
+
+
+def test_backup_off_and_tables_without_a_key_say_so(mariadb: MariaDb, tmp_path: Path) -> None:
+    mariadb.query("CREATE TABLE logbook (msg TEXT)")
+    out, _ = run_task(mysql("INSERT INTO logbook VALUES ('x'); DELETE FROM logbook", mariadb), tmp_path)
+    assert out.status is TaskStatus.success
+    assert [e["rollback_note"] for e in out.data] == ["not reversible: `logbook` has no primary key"] * 2
+    out, _ = run_task(mysql("INSERT INTO logbook VALUES ('y')", mariadb, exec_options={"backup": False}), tmp_path)
+    assert out.status is TaskStatus.success, out
+    assert "rollback_sql" not in out.data[0] and "Rollback SQL" not in out.result
+
+
+def test_max_rows_cuts_a_select_and_marks_it(mariadb: MariaDb, tmp_path: Path) -> None:
+    out, _ = run_task(mysql("SELECT seq FROM seq_1_to_2500", mariadb, exec_options={"max_rows": 1000}), tmp_path)
+    assert out.status is TaskStatus.success, out.error
+    (entry,) = out.data
+    assert len(entry["rows"]) == 1000 and entry["truncated"] is True
+    assert "Rows: 1000 (first 1000; cut at max_rows)" in out.result
+
+
+def _running(db: MariaDb, fragment: str) -> bool:
+    return any(fragment in (info or "") for (info,) in db.query("SELECT INFO FROM information_schema.PROCESSLIST"))
+
+
+def test_timeout_interrupts_the_statement_on_the_server(mariadb: MariaDb, tmp_path: Path) -> None:
+    out, _ = run_task(mysql("SELECT 1; SELECT SLEEP(30)", mariadb, exec_options={"timeout_ms": 1000}), tmp_path)
+    assert out.status is TaskStatus.timeout
+    assert out.error == "statement 2 interrupted (timeout)"
+    assert [e["stage"] for e in out.data] == ["EXECUTED", "INTERRUPTED"]
+    assert not _running(mariadb, "SLEEP(30)")
+
+
+def cancel_when_running(db_running: Any) -> Any:
+    """A setup that cancels the task as soon as its statement is seen running on the server."""
+
+    def setup(ctx: Harness) -> None:
+        loop = asyncio.get_running_loop()
+
+        def watch() -> None:
+            end = time.monotonic() + 20
+            while time.monotonic() < end and not db_running():
+                time.sleep(0.05)
+            loop.call_soon_threadsafe(ctx.cancel_event.set)
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    return setup
+
+
+def test_cancel_interrupts_the_statement_on_the_server(mariadb: MariaDb, tmp_path: Path) -> None:
+    setup = cancel_when_running(lambda: _running(mariadb, "SLEEP(30)"))
+    out, _ = run_task(mysql("SELECT SLEEP(30)", mariadb), tmp_path, setup=setup)
+    assert out.status is TaskStatus.canceled
+    assert not _running(mariadb, "SLEEP(30)")
+
+
+def test_sql_from_a_file_and_from_a_zip(mariadb: MariaDb, tmp_path: Path) -> None:
+    sql = tmp_path / "up.sql"
+    sql.write_text(f"{USERS};\nINSERT INTO users (name) VALUES ('from-file');\n")
+    archive = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("README.txt", "not sql")
+        zf.writestr("migrations/001.sql", "INSERT INTO users (name) VALUES ('first-sql');")
+        zf.writestr("migrations/002.sql", "INSERT INTO users (name) VALUES ('named');")
+
+    def files(ctx: Harness) -> None:
+        ctx.files.update({"file-1": sql, "file-2": archive})
+
+    out, ctx = run_task(mysql("SELECT 'command is ignored'", mariadb, file_id="file-1"), tmp_path, setup=files)
+    assert out.status is TaskStatus.success, out.error
+    assert ctx.lines[0][1].startswith("2 statements from file-1 on ")
+    out, _ = run_task(mysql("", mariadb, file_id="file-2"), tmp_path, setup=files)
+    assert out.status is TaskStatus.success, out.error
+    out, _ = run_task(mysql("", mariadb, file_id="file-2", file_name="002.sql"), tmp_path, setup=files)
+    assert out.status is TaskStatus.success, out.error
+    assert mariadb.query("SELECT name FROM users ORDER BY id") == [("from-file",), ("first-sql",), ("named",)]
+    out, _ = run_task(mysql("", mariadb, file_id="file-2", file_name="nope.sql"), tmp_path, setup=files)
+    assert out.status is TaskStatus.failed and out.error == "params.file_name: 'nope.sql' is not in the zip"
+
+
+def test_two_targets_at_once_each_with_its_result(mariadb: MariaDb, tmp_path: Path, request: Any) -> None:
+    other = request.getfixturevalue("mariadb_second")
+    targets = [mariadb.target(name="first"), other.target(name="second")]
+    out, ctx = run_task(
+        mysql(
+            f"{USERS}; INSERT INTO users (name) VALUES ('x')",
+            mariadb,
+            target=None,
+            targets=targets,
+            exec_options={"concurrency": 2},
+        ),
+        tmp_path,
+    )
+    assert out.status is TaskStatus.success, out.error
+    assert [(d["target"], d["status"], len(d["results"])) for d in out.data] == [
+        ("first", "success", 2),
+        ("second", "success", 2),
+    ]
+    assert "=== Target: first (success) ===" in out.result and "=== Target: second (success) ===" in out.result
+    assert any(line.startswith("[second] [2/2] INSERT") for _, line in ctx.lines)
+    assert mariadb.query("SELECT name FROM users") == other.query("SELECT name FROM users") == [("x",)]
+
+
+def test_one_failing_target_fails_the_task_and_names_it(mariadb: MariaDb, tmp_path: Path) -> None:
+    targets = [mariadb.target(name="good"), mariadb.target(name="bad", db="no_such_db_here")]
+    out, _ = run_task(mysql("SELECT 1", mariadb, target=None, targets=targets), tmp_path)
+    assert out.status is TaskStatus.failed
+    assert out.error.startswith("bad: cannot connect to bad: (1044) Access denied") or out.error.startswith(
+        "bad: cannot connect to bad: (1049) Unknown database"
+    )
+    assert [d["status"] for d in out.data] == ["success", "failed"]
+
+
+def test_wrong_password_fails_fast_without_showing_it(mariadb: MariaDb, tmp_path: Path) -> None:
+    target = {**mariadb.target(), "password": "Wrong-" + PASSWORD}
+    out, ctx = run_task(mysql("SELECT 1", mariadb, target=target), tmp_path)
+    assert out.status is TaskStatus.failed
+    assert "(1045) Access denied for user" in out.error
+    assert "Wrong-" not in out.error + out.result + repr(ctx.lines)
+
+
+def test_named_connection_and_database_precedence(mariadb: MariaDb, tmp_path: Path) -> None:
+    conn = {**mariadb.target(), "db": "information_schema"}
+
+    def config(ctx: Harness) -> None:
+        ctx.connections = {"main": conn}
+
+    out, _ = run_task(mysql("SELECT DATABASE()", mariadb, target=None, connection="main"), tmp_path, setup=config)
+    assert out.data[0]["rows"] == [["information_schema"]]
+    out, _ = run_task(
+        mysql("SELECT DATABASE()", mariadb, target=None, connection="main", database=mariadb.name),
+        tmp_path,
+        setup=config,
+    )
+    assert out.data[0]["rows"] == [[mariadb.name]]
+    out, _ = run_task(mysql("SELECT 1", mariadb, target=None, connection="other"), tmp_path, setup=config)
+    assert out.error == "params.connection: no connection named 'other' in the agent's config (known: main)"
+
+
+def test_doris_runs_statement_by_statement_over_the_mysql_protocol(mariadb: MariaDb, tmp_path: Path) -> None:
+    """MariaDB stands in for Doris' MySQL-protocol front end (no Doris server can run here)."""
+    mariadb.query(USERS)
+    script = "INSERT INTO users (name) VALUES ('a'); INSERT INTO users (name) VALUES ('a'); SELECT 1"
+    out, _ = run_task(make_task(script, type="doris", target=mariadb.target(port=3306)), tmp_path)
+    assert out.status is TaskStatus.failed
+    # No transactions: the first insert stays, and no rollback SQL is offered.
+    assert [e["stage"] for e in out.data] == ["EXECUTED", "FAILED"]
+    assert mariadb.query("SELECT name FROM users") == [("a",)]
+    assert "Rollback SQL" not in out.result
+    assert DEFAULTS["doris"].port == 9030
+    req = TaskRequest(type="doris", command="SELECT 1", params={"target": {"host": "fe"}})
+    assert default_exec_timeout(req) == 1800 + 30

@@ -1,0 +1,130 @@
+"""`postgres` against the machine's real PostgreSQL: batches, rollback SQL, cancel requests, sources."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from tests.integration.db.conftest import PASSWORD, PgDb
+from tests.integration.db.test_mysql import cancel_when_running
+from tests.unit.executors.harness import Harness, make_task, run_task
+from wire.tasks import TaskStatus
+
+ITEMS = "CREATE TABLE items (id SERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, qty INT, tags JSONB)"
+
+
+def postgres(command: str, db: PgDb, file_id: str = "", **params: Any) -> Any:
+    params.setdefault("target", db.target())
+    return make_task(command, type="postgres", file_id=file_id, **params)
+
+
+def test_ddl_dml_select_and_a_dollar_quoted_function(pg: PgDb, tmp_path: Path) -> None:
+    script = f"""
+        {ITEMS};
+        CREATE FUNCTION bump(n int) RETURNS int LANGUAGE plpgsql AS $body$
+        BEGIN
+          UPDATE items SET qty = qty + n; -- a semicolon inside the body
+          RETURN n;
+        END;
+        $body$;
+        INSERT INTO items (name, qty) VALUES ('a;b', 1), ('c', 2);
+        SELECT bump(10);
+        SELECT name, qty FROM items ORDER BY id;
+    """
+    out, ctx = run_task(postgres(script, pg), tmp_path)
+    assert out.status is TaskStatus.success, out.error
+    assert [e["kind"] for e in out.data] == ["ddl", "ddl", "dml", "query", "query"]
+    assert out.data[2]["affected_rows"] == 2
+    assert out.data[4]["columns"] == ["name", "qty"] and out.data[4]["rows"] == [["a;b", 11], ["c", 12]]
+    assert 'Rollback SQL: DROP TABLE IF EXISTS "items"' in out.result
+    assert any(
+        line.startswith("[3/5] INSERT INTO items (name, qty) VALUES ('a;b', 1), ('c', 2): affected 2 rows in ")
+        for _, line in ctx.lines
+    )
+    assert PASSWORD not in out.result + out.error + repr(ctx.lines)
+
+
+def test_failure_rolls_back_only_its_batch(pg: PgDb, tmp_path: Path) -> None:
+    pg.query(ITEMS)
+    script = "".join(f"INSERT INTO items (name) VALUES ('{n}');" for n in ["a", "b", "c", "d", "c", "e"])
+    out, ctx = run_task(postgres(script, pg, exec_options={"trans_batch_size": 3}), tmp_path)
+    assert out.status is TaskStatus.failed
+    assert out.error.startswith('statement 5 failed: duplicate key value violates unique constraint "items_name_key"')
+    assert [e["stage"] for e in out.data] == ["EXECUTED"] * 3 + ["ROLLED_BACK", "FAILED"]
+    assert pg.query("SELECT name FROM items ORDER BY name") == [("a",), ("b",), ("c",)]
+    assert "rolled back batch 2 (statements 4-5)" in [line for _, line in ctx.lines]
+
+
+def test_rollback_sql_restores_the_data(pg: PgDb, tmp_path: Path) -> None:
+    pg.query(ITEMS)
+    pg.query(
+        """INSERT INTO items (name, qty, tags) VALUES ('a', 1, '{"k": [1, "x"]}'), ('b', NULL, NULL), ('c', 3, '[]')"""
+    )
+    before = pg.query("SELECT * FROM items ORDER BY id")
+    script = """
+        UPDATE items SET qty = 0, tags = '{}' WHERE qty IS NULL OR qty > 2;
+        DELETE FROM items WHERE name = 'a';
+        INSERT INTO items (name) SELECT 'copy-' || name FROM items;
+        INSERT INTO items (id, name) VALUES (50, 'fifty');
+    """
+    out, _ = run_task(postgres(script, pg), tmp_path)
+    assert out.status is TaskStatus.success, out.error
+    update, delete, insert_select, insert_values = out.data
+    assert update["affected_rows"] == 2 and delete["affected_rows"] == 1
+    assert insert_select["affected_rows"] == 2 and len(insert_select["rollback_sql"]) == 2
+    assert insert_values["rollback_sql"] == ['DELETE FROM "items" WHERE "id" = 50;']
+    for entry in reversed(out.data):
+        for sql in entry["rollback_sql"]:
+            pg.query(sql)
+    assert pg.query("SELECT * FROM items ORDER BY id") == before
+
+
+def _running(db: PgDb, fragment: str) -> bool:
+    rows = db.query("SELECT query FROM pg_stat_activity WHERE state = 'active' AND datname = current_database()")
+    return any(fragment in q and "pg_stat_activity" not in q for (q,) in rows)
+
+
+def test_timeout_cancels_the_statement_on_the_server(pg: PgDb, tmp_path: Path) -> None:
+    out, _ = run_task(postgres("SELECT pg_sleep(30)", pg, exec_options={"timeout_ms": 1000}), tmp_path)
+    assert out.status is TaskStatus.timeout
+    assert out.error == "statement 1 interrupted (timeout)"
+    assert not _running(pg, "pg_sleep(30)")
+
+
+def test_cancel_cancels_the_statement_on_the_server(pg: PgDb, tmp_path: Path) -> None:
+    pg.query(ITEMS)
+    script = "INSERT INTO items (name) VALUES ('kept-back'); SELECT pg_sleep(30)"
+    setup = cancel_when_running(lambda: _running(pg, "pg_sleep(30)"))
+    out, _ = run_task(postgres(script, pg), tmp_path, setup=setup)
+    assert out.status is TaskStatus.canceled
+    assert not _running(pg, "pg_sleep(30)")
+    assert pg.query("SELECT count(*) FROM items") == [(0,)]  # the open batch was rolled back
+
+
+def test_zip_and_two_databases_at_once(pg: PgDb, tmp_path: Path, request: Any) -> None:
+    other: PgDb = request.getfixturevalue("pg_second")
+    archive = tmp_path / "m.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("m/001_items.sql", f"{ITEMS};\nINSERT INTO items (name) VALUES ('z');\n")
+
+    def files(ctx: Harness) -> None:
+        ctx.files["file-9"] = archive
+
+    targets = [pg.target(), other.target()]
+    out, _ = run_task(
+        postgres("", pg, file_id="file-9", target=None, targets=targets, exec_options={"concurrency": 2}),
+        tmp_path,
+        setup=files,
+    )
+    assert out.status is TaskStatus.success, out.error
+    assert [d["status"] for d in out.data] == ["success", "success"]
+    assert pg.query("SELECT name FROM items") == other.query("SELECT name FROM items") == [("z",)]
+
+
+def test_unreachable_server_fails_fast_with_the_reason(tmp_path: Path) -> None:
+    target = {"host": "127.0.0.1", "port": 1, "password": PASSWORD}
+    out, _ = run_task(make_task("SELECT 1", type="postgres", target=target), tmp_path)
+    assert out.status is TaskStatus.failed
+    assert out.error.startswith("cannot connect to 127.0.0.1:1/postgres: connection failed")
+    assert PASSWORD not in out.error
