@@ -265,3 +265,13 @@ def test_doris_runs_statement_by_statement_over_the_mysql_protocol(mariadb: Mari
     assert DEFAULTS["doris"].port == 9030
     req = TaskRequest(type="doris", command="SELECT 1", params={"target": {"host": "fe"}})
     assert default_exec_timeout(req) == 1800 + 30
+
+
+def test_tasks_on_one_target_share_a_pooled_connection(mariadb: MariaDb, tmp_path: Path) -> None:
+    first, _ = run_task(mysql("SELECT CONNECTION_ID()", mariadb), tmp_path)
+    second, _ = run_task(mysql("SELECT CONNECTION_ID()", mariadb), tmp_path)
+    assert first.data[0]["rows"] == second.data[0]["rows"]
+    # A failed task's connection may be mid-transaction: it is discarded, not handed to the next task.
+    failed, _ = run_task(mysql("SELECT CONNECTION_ID(); SELECT nope FROM nowhere", mariadb), tmp_path)
+    third, _ = run_task(mysql("SELECT CONNECTION_ID()", mariadb), tmp_path)
+    assert failed.data[0]["rows"] != third.data[0]["rows"]
