@@ -89,6 +89,9 @@ def up(
     from cloud.settings import CloudSettings
     from cloud.tokens import load_tokens
 
+    # From the start, not only once the banner is out: a SIGTERM right after the banner must still stop
+    # the children cleanly (the default action would kill this process and orphan them).
+    signal.signal(signal.SIGTERM, _interrupt)
     data_dir = data_dir.resolve()
     settings = CloudSettings(data_dir=data_dir)
     tokens = load_tokens(data_dir, settings.admin_token, settings.agent_token)
@@ -109,6 +112,8 @@ def up(
         _wait_until(lambda: _agent_online(url, tokens.admin, agent_id), agent_proc, f"agent {agent_id} to come online")
         _banner(url, tokens.admin, agent_id)
         _wait_any(procs)
+    except KeyboardInterrupt:
+        pass  # SIGINT/SIGTERM while starting: stop what was started
     finally:
         for proc in procs:  # the agent first, so it can drain while the cloud still answers
             if proc.poll() is None:
@@ -157,7 +162,6 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _wait_any(procs: list[subprocess.Popen[bytes]]) -> None:
     """Until one child exits or we get SIGINT/SIGTERM."""
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
