@@ -8,24 +8,42 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import Cloud, cloud_env
+from tests.e2e.pgdb import PgDatabases
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Iterator[PgDatabases | None]:
+    """Every API test runs on the embedded SQLite and on the machine's PostgreSQL (a database per cloud)."""
+    if request.param == "sqlite":
+        yield None
+        return
+    dbs = PgDatabases()
+    yield dbs
+    dbs.drop_all()
+
+
+def _backend_env(backend: PgDatabases | None) -> dict[str, str]:
+    return {} if backend is None else {"TIANGONG_DATABASE_URL": backend.create()}
 
 
 @pytest.fixture(scope="module")
-def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+def cloud(tmp_path_factory: pytest.TempPathFactory, backend: PgDatabases | None) -> Iterator[Cloud]:
     """A cloud with one agent `local` (concurrency 4), shared by a module's tests."""
-    c = Cloud(tmp_path_factory.mktemp("cloud"), cloud_env()).start()
+    c = Cloud(tmp_path_factory.mktemp("cloud"), cloud_env(**_backend_env(backend))).start()
     c.agent("local", max_concurrency=4)
     yield c
     c.close()
 
 
 @pytest.fixture
-def make_cloud(tmp_path: Path) -> Iterator[Callable[..., Cloud]]:
+def make_cloud(tmp_path: Path, backend: PgDatabases | None) -> Iterator[Callable[..., Cloud]]:
     """Start a cloud of the test's own, with TIANGONG_* settings given as keyword arguments."""
     started: list[Cloud] = []
 
     def factory(**settings: str) -> Cloud:
-        env = cloud_env(**{f"TIANGONG_{k.upper()}": str(v) for k, v in settings.items()})
+        env = cloud_env(**_backend_env(backend), **{f"TIANGONG_{k.upper()}": str(v) for k, v in settings.items()})
         c = Cloud(tmp_path / f"cloud{len(started)}", env).start()
         started.append(c)
         return c

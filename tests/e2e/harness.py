@@ -76,6 +76,21 @@ class Cloud:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def database_url(self) -> str:
+        return self.env.get("TIANGONG_DATABASE_URL") or f"sqlite:///{self.data_dir / 'tiangong.db'}"
+
+    def sql(self, statement: str) -> list[tuple[Any, ...]]:
+        """Read the cloud's database directly (SQLite or PostgreSQL), as an operator or a backup would."""
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.database_url)
+        try:
+            with engine.connect() as conn:
+                return [tuple(r) for r in conn.execute(text(statement))]
+        finally:
+            engine.dispose()
+
     def start(self) -> Cloud:
         cmd = [sys.executable, "-m", "cli.main", "cloud", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env)
