@@ -21,6 +21,28 @@ from wire.secrets import is_secret_key
 SEALED = "$sealed"
 
 
+class Unsealable(ValueError):
+    """A sealed value this cloud cannot open (sealed with another key, or not ours at all)."""
+
+
+def find_sealed_marker(value: Any, path: str = "") -> str | None:
+    """Where a caller's own data uses our `$sealed` marker (refused: it would pass for a sealed secret)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            here = f"{path}.{k}" if path else str(k)
+            if k == SEALED:
+                return here
+            found = find_sealed_marker(v, here)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = find_sealed_marker(v, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
 class Sealer:
     """Seal and unseal the secret-named values of a params/env structure."""
 
@@ -39,6 +61,7 @@ class Sealer:
         return value
 
     def unseal(self, value: Any) -> Any:
+        """The clear structure; raises Unsealable when a sealed value cannot be opened."""
         if isinstance(value, dict):
             if set(value) == {SEALED}:
                 return self._open(value[SEALED])
@@ -52,12 +75,13 @@ class Sealer:
             return value  # already sealed
         return {SEALED: self._fernet.encrypt(json.dumps(value).encode()).decode()}
 
-    def _open(self, token: str) -> Any:
+    def _open(self, token: Any) -> Any:
         try:
-            return json.loads(self._fernet.decrypt(token.encode()))
-        except InvalidToken:
-            # Sealed with a key this cloud does not have: the agent gets no secret rather than garbage.
-            return None
+            return json.loads(self._fernet.decrypt(str(token).encode()))
+        except (InvalidToken, ValueError, TypeError) as exc:
+            raise Unsealable(
+                "a secret in this task cannot be unsealed: it was sealed with another key (TIANGONG_SECRET_KEY)"
+            ) from exc
 
 
 def load_sealer(data_dir: Path, configured: SecretStr | None) -> Sealer:
@@ -67,11 +91,18 @@ def load_sealer(data_dir: Path, configured: SecretStr | None) -> Sealer:
     path = data_dir / "secret.key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole under another name, then linked into place: a process starting at the same moment
+        # sees either no file or the complete key, and the first link wins.
+        tmp = path.with_name(f".secret.key.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(Fernet.generate_key() + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.link(tmp, path)
         except FileExistsError:
-            pass  # another process of this cloud made it first
-        else:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(Fernet.generate_key() + b"\n")
+            pass
+        finally:
+            tmp.unlink()
     return Sealer([path.read_bytes().strip()])

@@ -25,6 +25,7 @@ BUILTINS: dict[str, str] = {
     "clickhouse": "executors.db.clickhouse:ClickHouseExecutor",
     "mongo": "executors.db.mongo:MongoExecutor",
     "elasticsearch": "executors.db.search:SearchExecutor",
+    "k8s": "executors.k8s:KubernetesExecutor",
 }
 
 

@@ -21,11 +21,16 @@ INTERRUPT_GRACE_SECONDS = 10.0
 
 
 class Stopped(Exception):
-    """The call was interrupted: `reason` is "canceled" or "timeout"."""
+    """The call was interrupted: `reason` is "canceled" or "timeout".
 
-    def __init__(self, reason: str) -> None:
+    `abandoned` means the worker had still not returned after the interrupt and its grace: it still owns
+    whatever it was using (a connection), which must then not be used again, only dropped.
+    """
+
+    def __init__(self, reason: str, abandoned: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.abandoned = abandoned
 
 
 async def call(
@@ -34,8 +39,13 @@ async def call(
     cancel: asyncio.Event,
     deadline: float,
     interrupt: Callable[[], None] | None = None,
+    on_late_result: Callable[[T], None] | None = None,
 ) -> T:
-    """`fn()` in a thread; raises Stopped after interrupting it on cancel or at `deadline` (loop time)."""
+    """`fn()` in a thread; raises Stopped after interrupting it on cancel or at `deadline` (loop time).
+
+    `on_late_result` receives what `fn` returns if it returns only after Stopped was raised (a
+    connection checked out too late must still go back to its pool).
+    """
     loop = asyncio.get_running_loop()
     if cancel.is_set():
         raise Stopped("canceled")
@@ -57,6 +67,14 @@ async def call(
             await asyncio.to_thread(interrupt)
         except Exception as exc:  # the server may already be gone; the result says what happened
             log.warning("interrupting the running statement failed: %s", exc)
+    if on_late_result is not None:
+        late = on_late_result
+
+        def hand_over(fut: asyncio.Future[T]) -> None:
+            if not fut.cancelled() and fut.exception() is None:
+                late(fut.result())
+
+        work.add_done_callback(hand_over)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(asyncio.shield(work), INTERRUPT_GRACE_SECONDS)
-    raise Stopped(reason)
+    raise Stopped(reason, abandoned=not work.done())

@@ -69,14 +69,19 @@ class MySqlSession(SqlSession, BackupDb):
         conn.autocommit(not transactional)
         self._thread_id = conn.thread_id()
         self.conn = conn
+        self._clean = True
+        """False once a statement may have changed session state (USE, SET, variables, temporary tables):
+        such a connection is not handed to the next task."""
 
     # SqlSession
     def execute(self, stmt: Statement, max_rows: int, backup: bool) -> StatementOutput:
+        if stmt.kind not in ("dml", "query", "ddl") or "@" in stmt.sql or "TEMPORARY" in stmt.sql.upper():
+            self._clean = False
         if backup and self.transactional:
             b = run_with_backup(self, stmt, max_rows)
             e = b.executed
             return StatementOutput(e.rowcount, e.columns, e.rows, e.truncated, b.rollback_sql, b.note)
-        e = self.run(stmt.sql, max_rows)
+        e = self.run(stmt.sql, max_rows, rows=stmt.kind == "query")
         return StatementOutput(e.rowcount, e.columns, e.rows, e.truncated)
 
     def commit(self) -> None:
@@ -97,28 +102,23 @@ class MySqlSession(SqlSession, BackupDb):
 
     def close(self, reusable: bool) -> None:
         try:
-            if not reusable:
+            if not (reusable and self._clean):
                 self._fairy.invalidate()
             self._fairy.close()
         finally:
             self._lease.close()
 
     # BackupDb
-    def run(self, sql: str, max_rows: int) -> Executed:
+    def run(self, sql: str, max_rows: int, rows: bool = False) -> Executed:
         import pymysql.cursors
 
-        # Unbuffered: a huge SELECT streams and only max_rows + 1 rows are kept.
+        # Unbuffered whatever `rows` says: a huge SELECT streams and only max_rows + 1 rows are kept.
         with self.conn.cursor(pymysql.cursors.SSCursor) as cur:
             cur.execute(sql)
             if cur.description is None:
                 return Executed(max(cur.rowcount, 0), lastrowid=cur.lastrowid or None)
-            rows = cur.fetchmany(max_rows + 1)
-            return Executed(
-                0,
-                [d[0] for d in cur.description],
-                [list(r) for r in rows[:max_rows]],
-                len(rows) > max_rows,
-            )
+            got = cur.fetchmany(max_rows + 1)
+            return Executed(0, [d[0] for d in cur.description], [list(r) for r in got[:max_rows]], len(got) > max_rows)
 
     def _catalog(self, sql: str, table: exp.Table) -> list[tuple[Any, ...]]:
         with self.conn.cursor() as cur:
@@ -153,19 +153,24 @@ class MySqlSession(SqlSession, BackupDb):
     def literal(self, value: Any) -> str:
         return str(self.conn.escape(value))
 
-    def auto_increment_id(self, table: exp.Table, pk: list[str], first_id: int | None, count: int) -> list[Any] | None:
-        # A multi-row INSERT gets consecutive ids from one auto-increment column, and LAST_INSERT_ID() is
-        # the first (innodb_autoinc_lock_mode 0 or 1; with 2 a concurrent insert may interleave).
-        if len(pk) != 1 or not first_id or count <= 0:
-            return None
+    def auto_increment(self, table: exp.Table) -> str | None:
         rows = self._catalog(
-            "SELECT EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE())"
-            f" AND TABLE_NAME = %s AND COLUMN_NAME = {self.literal(pk[0])}",
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE())"
+            " AND TABLE_NAME = %s AND EXTRA LIKE '%%auto_increment%%'",
             table,
         )
-        if not rows or "auto_increment" not in str(rows[0][0]).lower():
+        return str(rows[0][0]) if rows else None
+
+    def inserted_ids(self, first_id: int | None, count: int) -> list[int] | None:
+        # A multi-row INSERT that names no key gets ids LAST_INSERT_ID(), + increment, ... from the
+        # auto-increment column (innodb_autoinc_lock_mode 0 or 1; with 2 a concurrent insert may interleave).
+        if not first_id or count <= 0:
             return None
-        return list(range(first_id, first_id + count))
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT @@auto_increment_increment")
+            row = cur.fetchone()
+        step = int(row[0]) if row else 1
+        return [first_id + i * step for i in range(count)]
 
 
 def open_session(target: Target, transactional: bool) -> MySqlSession:

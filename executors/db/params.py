@@ -78,7 +78,11 @@ class ExecOptions(BaseModel):
     backup: bool = Field(True, description="Record before-images and produce rollback SQL.")
     concurrency: int = Field(1, ge=1, le=64, description="Targets worked on at once.")
     max_rows: int = Field(1000, ge=0, le=1_000_000, description="Rows of a query kept in the result.")
-    allow_all: bool = Field(False, description="mongo: allow a delete or update with an empty filter.")
+    allow_all: bool = Field(
+        False,
+        description="mongo: allow an update or delete with an empty filter; elasticsearch: a match_all "
+        "delete_by_query.",
+    )
 
 
 class Metadata(BaseModel):
@@ -158,7 +162,10 @@ class Target:
     def pool_key(self) -> tuple[Any, ...]:
         """Identifies a pool: same server, account and database share one (the password only as a digest)."""
         digest = hashlib.sha256("\0".join(self.secrets).encode()).hexdigest()
-        return (self.type, self.host, self.port, self.user, self.database, self.sslmode, self.protocol, digest)
+        return (
+            self.type, self.host, self.port, self.user, self.database, self.sslmode, self.protocol, self.scheme,
+            self.flavor, self.verify_tls, digest,
+        )  # fmt: skip
 
 
 class TargetError(ValueError):
@@ -194,8 +201,16 @@ def resolve_targets(type_name: str, params: DbParams, connections: Mapping[str, 
     return out
 
 
+# Changing where or how the named connection's credentials travel would hand them to whoever wrote the
+# task (a host of theirs, plain text instead of TLS): then the connection's secrets are not used.
+_ROUTE_FIELDS = ("host", "port", "sslmode", "scheme", "protocol", "verify_tls")
+
+
 def _target(type_name: str, base: dict[str, Any], given: dict[str, Any], database: str | None, where: str) -> Target:
     d = DEFAULTS[type_name]
+    base, given = _normal(base), _normal(given)
+    if base and any(k in given and given[k] != base.get(k) for k in _ROUTE_FIELDS):
+        base = {k: v for k, v in base.items() if k not in ("password", "api_key")}
     merged = {**base, **given}
     host = merged.get("host")
     if not host:
@@ -204,7 +219,7 @@ def _target(type_name: str, base: dict[str, Any], given: dict[str, Any], databas
     default_port = CLICKHOUSE_HTTP_PORT if type_name == "clickhouse" and protocol == "http" else d.port
     port = int(merged.get("port") or default_port)
     db = given.get("db") or given.get("database") or database or base.get("db") or base.get("database") or d.database
-    user = merged.get("user") or merged.get("username") or d.user
+    user = merged.get("user") or d.user
     label = merged.get("name") or f"{host}:{port}" + (f"/{db}" if db else "")
     return Target(
         type=type_name,
@@ -221,6 +236,15 @@ def _target(type_name: str, base: dict[str, Any], given: dict[str, Any], databas
         flavor=merged.get("flavor", "elasticsearch"),
         verify_tls=merged.get("verify_tls", True),
     )
+
+
+def _normal(spec: dict[str, Any]) -> dict[str, Any]:
+    """`username` is an alias of `user`: one key, so a caller's username overrides a connection's user."""
+    out = dict(spec)
+    if "username" in out:
+        out.setdefault("user", out["username"])
+        del out["username"]
+    return out
 
 
 def scrub(text: str, secrets: list[str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import TYPE_CHECKING, Any
 
 from sqlglot import exp
@@ -17,6 +18,13 @@ if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
 CONNECT_TIMEOUT_SECONDS = 10
+_OUTSIDE_TRANSACTION = re.compile(
+    r"\s*(VACUUM|ALTER\s+SYSTEM|(CREATE|DROP)\s+(DATABASE|TABLESPACE)|"
+    r"(CREATE\s+(UNIQUE\s+)?|DROP\s+|REINDEX\s+.*)INDEX\s+CONCURRENTLY|REINDEX\s+.*\bCONCURRENTLY)",
+    re.IGNORECASE | re.DOTALL,
+)
+_DECLARABLE = re.compile(r"\s*(SELECT|VALUES|TABLE|WITH)\b", re.IGNORECASE)
+"""Statements a server-side cursor can run (DECLARE ... CURSOR FOR <query>)."""
 POOL_WAIT_SECONDS = 30
 
 
@@ -29,10 +37,23 @@ def _connect_args(target: Target) -> dict[str, Any]:
         "sslmode": target.sslmode,
         "connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "application_name": "tiangong",
+        # A server or network that vanishes mid-statement is noticed instead of waited on forever.
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
     }
     if target.password:
         args["password"] = target.password
     return args
+
+
+def _reset(conn: Any) -> None:
+    """Before a connection goes back to the pool: nothing of this task's session (search_path, roles,
+    settings, temporary tables, prepared statements) may reach the next task."""
+    conn.autocommit = True
+    conn.execute("DISCARD ALL")
+    conn.autocommit = False
 
 
 def _new_pool(target: Target) -> ConnectionPool:
@@ -54,6 +75,7 @@ def _new_pool(target: Target) -> ConnectionPool:
         max_idle=pools.IDLE_SECONDS,
         timeout=POOL_WAIT_SECONDS,
         check=ConnectionPool.check_connection,
+        reset=_reset,
         open=True,
         name=f"tiangong-{target.host}:{target.port}",
     )
@@ -72,15 +94,30 @@ class PostgresSession(SqlSession, BackupDb):
         self._pool = pool
         self._lease = lease
         self.conn: Any = pool.getconn()
+        self._types: dict[str, dict[str, str]] = {}
+        self._cursors = 0
 
     # SqlSession
     def execute(self, stmt: Statement, max_rows: int, backup: bool) -> StatementOutput:
+        if _OUTSIDE_TRANSACTION.match(stmt.sql):
+            return self._autocommit(stmt, max_rows)
         if backup:
             b = run_with_backup(self, stmt, max_rows)
             e = b.executed
             return StatementOutput(e.rowcount, e.columns, e.rows, e.truncated, b.rollback_sql, b.note)
-        e = self.run(stmt.sql, max_rows)
+        e = self.run(stmt.sql, max_rows, rows=stmt.kind == "query")
         return StatementOutput(e.rowcount, e.columns, e.rows, e.truncated)
+
+    def _autocommit(self, stmt: Statement, max_rows: int) -> StatementOutput:
+        """VACUUM, CREATE INDEX CONCURRENTLY, CREATE DATABASE...: refused inside a transaction block. The
+        loop has committed the batch before them (they are batch boundaries)."""
+        self.conn.commit()
+        self.conn.autocommit = True
+        try:
+            e = self.run(stmt.sql, max_rows)
+        finally:
+            self.conn.autocommit = False
+        return StatementOutput(e.rowcount, e.columns, e.rows, e.truncated, [], f"not reversible: {stmt.verb}")
 
     def commit(self) -> None:
         self.conn.commit()
@@ -96,29 +133,65 @@ class PostgresSession(SqlSession, BackupDb):
     def close(self, reusable: bool) -> None:
         try:
             if not reusable:
-                with contextlib.suppress(Exception):
-                    self.conn.rollback()
-                self.conn.close()  # the pool replaces a closed connection
+                # No rollback here: the connection may still be busy with an interrupted statement, and a
+                # command would wait behind it. Closing it makes the server roll back; the pool replaces it.
+                self.conn.close()
             self._pool.putconn(self.conn)
         finally:
             self._lease.close()
 
     # BackupDb
-    def run(self, sql: str, max_rows: int) -> Executed:
+    def run(self, sql: str, max_rows: int, rows: bool = False) -> Executed:
+        if rows and _DECLARABLE.match(sql) and " INTO " not in sql.upper():
+            return self._stream(sql, max_rows)
         with self.conn.cursor() as cur:
-            cur.execute(sql.encode())  # bytes: never taken for a query with placeholders
+            # prepare=True: the extended protocol runs exactly one statement, so text the splitter got
+            # wrong fails loudly instead of running two statements as one.
+            cur.execute(sql, prepare=True)
             if cur.description is None:
                 return Executed(max(cur.rowcount, 0))
-            rows = cur.fetchmany(max_rows + 1)
-            affected = max(cur.rowcount, 0) if cur.statusmessage and not cur.statusmessage.startswith("SELECT") else 0
+            got = cur.fetchmany(max_rows + 1)
+            affected = max(cur.rowcount, 0) if not (cur.statusmessage or "").startswith("SELECT") else 0
             return Executed(
-                affected, [d.name for d in cur.description], [list(r) for r in rows[:max_rows]], len(rows) > max_rows
+                affected, [d.name for d in cur.description], [list(r) for r in got[:max_rows]], len(got) > max_rows
             )
+
+    def _stream(self, sql: str, max_rows: int) -> Executed:
+        """A query through a server-side cursor: only max_rows + 1 rows ever reach the agent."""
+        self._cursors += 1
+        with self.conn.cursor(name=f"tiangong_{self._cursors}") as cur:
+            cur.execute(sql)
+            got = cur.fetchmany(max_rows + 1)
+            cols = [d.name for d in cur.description or []]
+        return Executed(0, cols, [list(r) for r in got[:max_rows]], len(got) > max_rows)
+
+    def try_run(self, sql: str, max_rows: int) -> Executed | Exception:
+        # A failed statement aborts a PostgreSQL transaction: a savepoint keeps the batch usable.
+        self.conn.execute("SAVEPOINT tiangong_backup")
+        try:
+            out = self.run(sql, max_rows, rows=True)
+        except Exception as exc:
+            self.conn.execute("ROLLBACK TO SAVEPOINT tiangong_backup")
+            return exc
+        self.conn.execute("RELEASE SAVEPOINT tiangong_backup")
+        return out
 
     def _regclass(self, table: exp.Table) -> str:
         bare = table.copy()
         bare.set("alias", None)
         return bare.sql(dialect="postgres")  # keeps the script's quoting, so case folding matches
+
+    def _column_types(self, table: exp.Table) -> dict[str, str]:
+        key = self._regclass(table)
+        if key not in self._types:
+            with self.conn.cursor() as cur:
+                cur.execute(
+                    "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid ="
+                    " to_regclass(%s) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                    (key,),
+                )
+                self._types[key] = {name: typ for name, typ in cur.fetchall()}
+        return self._types[key]
 
     def primary_key(self, table: exp.Table) -> list[str]:
         with self.conn.cursor() as cur:
@@ -131,13 +204,7 @@ class PostgresSession(SqlSession, BackupDb):
             return [r[0] for r in cur.fetchall()]
 
     def columns(self, table: exp.Table) -> list[str]:
-        with self.conn.cursor() as cur:
-            cur.execute(
-                "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0"
-                " AND NOT attisdropped ORDER BY attnum",
-                (self._regclass(table),),
-            )
-            return [r[0] for r in cur.fetchall()]
+        return list(self._column_types(table))
 
     def exists(self, table: exp.Table) -> bool:
         with self.conn.cursor() as cur:
@@ -147,14 +214,27 @@ class PostgresSession(SqlSession, BackupDb):
 
     def literal(self, value: Any) -> str:
         from psycopg import sql
-        from psycopg.types.json import Jsonb
 
-        if isinstance(value, (dict, list)):
-            value = Jsonb(value)
         return str(sql.Literal(value).as_string(self.conn))
 
+    def image_columns(self, table: exp.Table, columns: list[str]) -> list[exp.Expression]:
+        # Every value as its text form, written back with a cast to the column's own type: arrays, json
+        # scalars, ranges and 'infinity' dates survive the round trip exactly.
+        out: list[exp.Expression] = []
+        for c in columns:
+            out.append(exp.alias_(exp.cast(exp.column(c, quoted=True), "text"), c, quoted=True))  # type: ignore[arg-type]
+        return out
+
+    def restore_literal(self, table: exp.Table, column: str, value: Any) -> str:
+        if value is None:
+            return "NULL"
+        return f"{self.literal(str(value))}::{self._column_types(table)[column]}"
+
     def returning(self, stmt_sql: str, pk: list[str]) -> str | None:
-        return f"{stmt_sql} RETURNING {', '.join(self.quote(c) for c in pk)}"
+        return f"{stmt_sql} RETURNING {', '.join(self.quote(c) + '::text' for c in pk)}"
+
+    def fold(self, ident: exp.Identifier) -> str:
+        return str(ident.this) if ident.quoted else str(ident.this).lower()
 
 
 def open_session(target: Target) -> PostgresSession:

@@ -121,6 +121,12 @@ def render(entries: list[Entry], total: int, summary: str, *, show_rollback: boo
         lines.append(f"SQL: {sql}")
         blocks.append("\n".join(lines))
     blocks.append(f"Summary: {summary}")
+    if show_rollback:
+        # Undoing several statements means undoing the newest first (an UPDATE then a DELETE of the same
+        # row is restored by re-inserting, then un-updating).
+        script = [sql for e in reversed(entries) if e.committed and not e.error for sql in e.rollback_sql]
+        if script:
+            blocks.append("Rollback script (newest first):\n" + "\n".join(script))
     return "\n\n".join(blocks) + "\n"
 
 

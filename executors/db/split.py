@@ -1,8 +1,11 @@
-"""Splitting a script into statements (sqlparse) and telling what each one is.
+"""Splitting a script into statements with the target's own lexical rules, and telling what each one is.
 
-sqlparse's lexer knows quotes, comments (`--`, `#`, `/* */`), PostgreSQL dollar-quoted bodies and
-BEGIN ... END blocks of MySQL procedures and triggers. The mysql client's `DELIMITER` directive is not
-SQL at all, so it is handled here: the text between two directives is cut at the custom delimiter.
+sqlglot's tokenizer lexes per dialect, which matters: `#` starts a comment in MySQL but is an operator in
+PostgreSQL, `stock--1` is arithmetic in MySQL, `'C:\\'` is a whole string in PostgreSQL, dollar-quoted
+bodies hold semicolons. Statements are cut at top-level semicolons and sent as the exact text the script
+holds (comments included: MySQL's `/*! ... */` are code), without the final `;`. Semicolons inside
+`BEGIN ... END` bodies of MySQL procedures, functions, triggers and events (and PostgreSQL's
+`BEGIN ATOMIC`) do not cut. The mysql client's `DELIMITER` directive is handled for mysql and doris.
 """
 
 from __future__ import annotations
@@ -11,20 +14,38 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-import sqlparse
-from sqlparse import tokens as T
+from sqlglot.dialects import Dialect
+from sqlglot.errors import TokenError
+from sqlglot.tokens import Token, TokenType
 
 Kind = Literal["ddl", "dml", "query", "tx", "other"]
 
-_DDL = {"CREATE", "ALTER", "DROP", "TRUNCATE", "RENAME", "COMMENT", "GRANT", "REVOKE", "OPTIMIZE", "ANALYZE"}
+_DDL = {
+    "CREATE", "ALTER", "DROP", "TRUNCATE", "RENAME", "COMMENT", "GRANT", "REVOKE",
+    # MySQL commits implicitly before these (and PostgreSQL runs VACUUM and friends outside transactions),
+    # so they are batch boundaries too.
+    "LOCK", "UNLOCK", "FLUSH", "OPTIMIZE", "ANALYZE", "CHECK", "REPAIR", "CHECKSUM", "CACHE", "RESET",
+    "INSTALL", "UNINSTALL", "VACUUM", "REINDEX", "CLUSTER",
+}  # fmt: skip
 _DML = {"INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE", "UPSERT", "LOAD", "COPY"}
-_QUERY = {"SELECT", "SHOW", "DESC", "DESCRIBE", "EXPLAIN", "VALUES", "TABLE", "EXISTS", "CHECK"}
+_QUERY = {"SELECT", "SHOW", "DESC", "DESCRIBE", "EXPLAIN", "VALUES", "TABLE", "EXISTS"}
 _TX = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"}
 _OBJECTS = {
     "TABLE", "VIEW", "INDEX", "DATABASE", "SCHEMA", "FUNCTION", "PROCEDURE", "TRIGGER", "SEQUENCE", "TYPE",
     "EVENT", "USER", "ROLE", "EXTENSION", "MATERIALIZED", "DICTIONARY",
 }  # fmt: skip
+_ROUTINES = {"PROCEDURE", "FUNCTION", "TRIGGER", "EVENT"}
+_BLOCK_ENDS = {"IF", "LOOP", "WHILE", "REPEAT"}  # END IF etc. close constructs not counted as blocks
+_STRINGS = {
+    TokenType.STRING, TokenType.IDENTIFIER, TokenType.HEREDOC_STRING, TokenType.BYTE_STRING,
+    TokenType.NATIONAL_STRING, TokenType.RAW_STRING, TokenType.HEX_STRING, TokenType.BIT_STRING,
+}  # fmt: skip
 _DELIMITER = re.compile(r"^[ \t]*DELIMITER[ \t]+(\S+)[ \t]*$", re.IGNORECASE | re.MULTILINE)
+_DELIMITER_DIALECTS = {"mysql", "doris"}
+
+
+class SplitError(ValueError):
+    """The script cannot be lexed (an unterminated string or comment); the message says where."""
 
 
 @dataclass(frozen=True)
@@ -43,21 +64,62 @@ class Statement:
         return one if len(one) <= width else one[: width - 3] + "..."
 
 
-def split_sql(script: str) -> list[Statement]:
-    """The statements of `script` in order; comment-only pieces are dropped."""
-    pieces: list[str] = []
-    for delimiter, chunk in _by_delimiter(script):
-        if delimiter == ";":
-            pieces.extend(sqlparse.split(chunk))
-        else:
-            pieces.extend(chunk.split(delimiter))
+def split_sql(script: str, dialect: str = "mysql") -> list[Statement]:
+    """The statements of `script` in order; pieces holding only comments are dropped."""
     out: list[Statement] = []
-    for piece in pieces:
-        text = _clean(piece)
-        if text:
-            kind, verb = classify(text)
-            out.append(Statement(len(out) + 1, text, kind, verb))
+    runs = _by_delimiter(script) if dialect in _DELIMITER_DIALECTS else [(";", script)]
+    for delimiter, chunk in runs:
+        pieces = _split(chunk, dialect) if delimiter == ";" else _split_custom(chunk, delimiter, dialect)
+        for text, tokens in pieces:
+            if tokens or "/*!" in text:  # MySQL's executable comments are statements
+                kind, verb = classify(tokens)
+                out.append(Statement(len(out) + 1, text, kind, verb))
     return out
+
+
+def _tokens(text: str, dialect: str) -> list[Token]:
+    try:
+        return list(Dialect.get_or_raise(dialect).tokenize(text))
+    except TokenError as exc:
+        raise SplitError(f"cannot split the script: {exc}") from None
+
+
+def _split(text: str, dialect: str) -> list[tuple[str, list[Token]]]:
+    tokens = _tokens(text, dialect)
+    pieces: list[tuple[str, list[Token]]] = []
+    start, first, depth, routine = 0, 0, 0, False
+    for i, tok in enumerate(tokens):
+        tt, word = tok.token_type, tok.text.upper()
+        if tt == TokenType.SEMICOLON and depth == 0:
+            pieces.append((text[start : tok.start].strip(), tokens[first:i]))
+            start, first, routine = tok.end + 1, i + 1, False
+            continue
+        if i - first < 12 and word in _ROUTINES and tokens[first].text.upper() == "CREATE":
+            routine = True
+        nxt = tokens[i + 1].text.upper() if i + 1 < len(tokens) else ";"
+        opens_body = tt == TokenType.BEGIN and word == "BEGIN" and (routine or nxt == "ATOMIC")
+        if (opens_body and nxt not in {";", "WORK"}) or (tt == TokenType.CASE and depth > 0):
+            depth += 1
+        elif tt == TokenType.END and depth > 0 and nxt not in _BLOCK_ENDS:
+            depth -= 1
+    pieces.append((text[start:].strip(), tokens[first:]))
+    return pieces
+
+
+def _split_custom(text: str, delimiter: str, dialect: str) -> list[tuple[str, list[Token]]]:
+    """Cut at `delimiter` where it is not inside a string or quoted name (`DELIMITER //` runs)."""
+    try:
+        inside = [(t.start, t.end) for t in Dialect.get_or_raise(dialect).tokenize(text) if t.token_type in _STRINGS]
+    except TokenError:
+        inside = []  # a custom delimiter often does not lex (`$$`): cut at every occurrence
+    pieces, start = [], 0
+    for m in re.finditer(re.escape(delimiter), text):
+        if any(a <= m.start() <= b for a, b in inside) or m.start() < start:
+            continue
+        pieces.append(text[start : m.start()].strip())
+        start = m.end()
+    pieces.append(text[start:].strip())
+    return [(p, _tokens(p, dialect) if p else []) for p in pieces]
 
 
 def _by_delimiter(script: str) -> list[tuple[str, str]]:
@@ -71,41 +133,31 @@ def _by_delimiter(script: str) -> list[tuple[str, str]]:
     return runs
 
 
-def _clean(piece: str) -> str:
-    """Drop surrounding whitespace, trailing comments and the final `;`: drivers run one statement each."""
-    parsed = sqlparse.parse(piece)
-    if not parsed:
-        return ""
-    tokens = list(parsed[0].flatten())
-    while tokens and (
-        tokens[-1].is_whitespace or tokens[-1].ttype in T.Comment or tokens[-1].match(T.Punctuation, ";")
-    ):
-        tokens.pop()
-    while tokens and (tokens[0].is_whitespace or tokens[0].ttype in T.Comment):
-        tokens.pop(0)
-    return "".join(t.value for t in tokens).strip()
-
-
-def classify(sql: str) -> tuple[Kind, str]:
+def classify(tokens: list[Token]) -> tuple[Kind, str]:
     """(kind, verb) from the leading keywords; `WITH ...` takes the kind of the statement it leads to."""
-    # Top-level tokens only: a CTE's own SELECT sits inside a group and does not decide the kind.
-    words = [
-        t.normalized.upper() for t in sqlparse.parse(sql)[0].tokens if t.ttype is not None and t.ttype in T.Keyword
-    ]
+    # Some keywords come as one token ("LOCK TABLES", "ORDER BY"): look at words.
+    words = " ".join(t.text.upper() for t in tokens).split()
     if not words:
-        return "other", sql.split(None, 1)[0].upper() if sql.split() else ""
-    flat = " ".join(words).split()  # sqlparse groups some keywords ("CREATE OR REPLACE", "ORDER BY")
-    first = flat[0]
+        return "other", ""
+    first = words[0]
     if first == "WITH":
-        body = next((w for w in words[1:] if w in _DML or w == "SELECT"), "SELECT")
-        return ("dml" if body in _DML else "query"), body
+        level = 0
+        for t in tokens[1:]:
+            level += t.token_type == TokenType.L_PAREN
+            level -= t.token_type == TokenType.R_PAREN
+            if level == 0 and t.text.upper() in _DML | {"SELECT"}:
+                body = t.text.upper()
+                return ("dml" if body in _DML else "query"), body
+        return "query", "SELECT"
     if first in _DDL:
-        noun = next((w for w in flat[1:] if w in _OBJECTS), "") if first in {"CREATE", "ALTER", "DROP"} else ""
+        noun = next((w for w in words[1:8] if w in _OBJECTS), "") if first in {"CREATE", "ALTER", "DROP"} else ""
         return "ddl", f"{first} {noun}".strip()
     if first in _DML:
         return "dml", first
     if first in _QUERY:
         return "query", first
     if first in _TX:
-        return "tx", " ".join(flat[:2]) if first == "START" else first
+        return "tx", " ".join(words[:2]) if first == "START" else first
+    if first == "SET" and len(words) > 1 and words[1] in {"AUTOCOMMIT", "@@AUTOCOMMIT"}:
+        return "tx", "SET AUTOCOMMIT"
     return "other", first

@@ -20,7 +20,7 @@ from executors.db.base import DbExecutor, TargetResult, TargetRun
 from executors.db.params import Target
 from executors.db.report import Entry, render
 from executors.db.source import SourceError, read_source
-from executors.db.split import Statement, split_sql
+from executors.db.split import SplitError, Statement, split_sql
 from wire.tasks import LogLevel, TaskStatus
 
 ROLLBACK_GRACE_SECONDS = 30.0
@@ -78,13 +78,19 @@ class SqlExecutor(DbExecutor):
             where, script = await read_source(run.task, run.params, run.ctx)
         except SourceError as exc:
             return TargetResult(target, TaskStatus.failed, str(exc))
-        statements = split_sql(script)
+        try:
+            statements = split_sql(script, self.type)
+        except SplitError as exc:
+            return TargetResult(target, TaskStatus.failed, f"{where}: {exc}")
         if not statements:
             return TargetResult(target, TaskStatus.failed, f"{where}: no SQL statements found")
         run.log(f"{len(statements)} statements from {where} on {target.label}")
         try:
             session = await blocking.call(
-                lambda: self.connect(target, run), cancel=run.ctx.cancel_event, deadline=run.deadline
+                lambda: self.connect(target, run),
+                cancel=run.ctx.cancel_event,
+                deadline=run.deadline,
+                on_late_result=lambda late: late.close(False),  # a connection that came too late goes back
             )
         except blocking.Stopped as exc:
             return TargetResult(target, _stopped_status(exc.reason), f"{exc.reason} while connecting to {target.label}")
@@ -94,7 +100,8 @@ class SqlExecutor(DbExecutor):
         reusable = False
         try:
             await batch.run_all()
-            reusable = batch.status == TaskStatus.success
+            # A failed or interrupted session may sit mid-transaction or still be busy: never reuse it.
+            reusable = batch.status == TaskStatus.success and not batch.abandoned
         finally:
             await asyncio.to_thread(session.close, reusable)
         text = render(batch.entries, len(statements), batch.summary(), show_rollback=self.shows_rollback)
@@ -114,12 +121,14 @@ class _Batch:
         self.entries: list[Entry] = []
         self.open: list[Entry] = []  # executed, not yet committed
         self.batches = 0
+        self.dml_in_batch = 0
+        self.abandoned = False
+        """The server never confirmed an interrupt, commit or rollback: the connection is still busy."""
         self.status = TaskStatus.success
         self.error = ""
 
     async def run_all(self) -> None:
         n = len(self.statements)
-        dml_in_batch = 0
         for stmt in self.statements:
             if stmt.kind == "tx":
                 if not await self._tx(stmt):
@@ -134,6 +143,7 @@ class _Batch:
                 out = await self._call(lambda s=stmt: self.session.execute(s, self.opts.max_rows, self.opts.backup))
             except blocking.Stopped as exc:
                 entry.finish_failed(f"interrupted: {exc.reason}", started, interrupted=True)
+                self.abandoned = exc.abandoned
                 await self._fail(_stopped_status(exc.reason), f"statement {stmt.index} interrupted ({exc.reason})")
                 return
             except Exception as exc:
@@ -151,11 +161,10 @@ class _Batch:
                 if not await self._commit():
                     return
             elif stmt.kind == "dml":
-                dml_in_batch += 1
-                if dml_in_batch >= self.opts.trans_batch_size:
-                    dml_in_batch = 0
-                    if not await self._commit() or not await self._pause(stmt.index < n):
-                        return
+                self.dml_in_batch += 1
+                full = self.dml_in_batch >= self.opts.trans_batch_size
+                if full and (not await self._commit() or not await self._pause(stmt.index < n)):
+                    return
         if self.open:
             await self._commit()
 
@@ -174,10 +183,18 @@ class _Batch:
             return True
         try:
             await self._call(self.session.commit, grace=True)
+        except blocking.Stopped:
+            # The commit may or may not have happened: say so rather than guess, and drop the connection.
+            self.abandoned = True
+            self.status = TaskStatus.failed
+            self.error = f"commit of batch {self.batches + 1} got no answer: its outcome is unknown, check the server"
+            self.open = []
+            return False
         except Exception as exc:
             await self._fail(TaskStatus.failed, f"commit of batch {self.batches + 1} failed: {_message(exc)}")
             return False
         self.batches += 1
+        self.dml_in_batch = 0
         for e in self.open:
             e.committed = True
         if len(self.open) > 1 or self.open[0].stmt.kind != "ddl":
@@ -188,6 +205,15 @@ class _Batch:
 
     async def _fail(self, status: TaskStatus, error: str) -> None:
         self.status, self.error = status, error
+        if self.abandoned:
+            # The connection is still busy with the interrupted statement: a rollback would queue behind
+            # it (or hang). Dropping the connection makes the server roll the batch back.
+            self.error += (
+                "; the server did not confirm the interrupt: the connection was dropped, "
+                "which rolls back the open batch"
+            )
+            self.open = []
+            return
         if self.session.transactional:
             try:
                 await self._call(self.session.rollback, grace=True)
@@ -199,6 +225,9 @@ class _Batch:
                     first = self.open[0].stmt.index if self.open else self.entries[-1].stmt.index
                     last = self.entries[-1].stmt.index if self.entries else first
                     self.run.log(f"rolled back batch {self.batches + 1} (statements {first}-{last})", LogLevel.warn)
+            except blocking.Stopped:
+                self.abandoned = True
+                self.error += "; the rollback got no answer: the connection was dropped"
             except Exception as exc:
                 self.error += f"; rollback failed: {_message(exc)}"
         self.open = []

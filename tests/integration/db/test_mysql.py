@@ -47,7 +47,7 @@ def test_ddl_dml_select_report_each_statement(mariadb: MariaDb, tmp_path: Path) 
     assert all(e["stage"] == "EXECUTED" and e["error"] == "" for e in out.data)
     assert out.result.startswith("Env: prod\nCreator: ann\nTicket: T-7\n")
     assert "Order ID: 3\nStage: EXECUTED\nStatus: Execute Successfully\nAffected Rows: 2\n" in out.result
-    assert "Rollback SQL: DROP TABLE IF EXISTS `users`" in out.result
+    assert "Rollback SQL: DROP TABLE IF EXISTS `users`;" in out.result
     lines = [line for _, line in ctx.lines]
     assert any(
         line.startswith("[3/4] UPDATE users SET age = age + 1 WHERE age >= 40: affected 2 rows in ") for line in lines
@@ -84,7 +84,7 @@ def test_failure_rolls_back_only_its_batch_and_stops(mariadb: MariaDb, tmp_path:
     assert [e["stage"] for e in out.data] == ["EXECUTED", "EXECUTED", "ROLLED_BACK", "FAILED"]
     assert mariadb.query("SELECT name FROM users ORDER BY id") == [("a",), ("b",)]
     assert "Summary: 5 statements; 2 executed and committed; 1 rolled back; statement 4 failed" in out.result
-    assert out.result.rstrip().endswith("1 not run")
+    assert "statement 4 failed: (1062) Duplicate entry 'a' for key 'name'; 1 not run" in out.result
     assert "rolled back batch 2 (statements 3-4)" in [line for _, line in ctx.lines]
 
 
@@ -106,7 +106,7 @@ def test_rollback_sql_restores_the_data(mariadb: MariaDb, tmp_path: Path) -> Non
     assert update["affected_rows"] == 3 and len(update["rollback_sql"]) == 3
     assert insert["rollback_sql"] == ["DELETE FROM `users` WHERE `id` = 5;", "DELETE FROM `users` WHERE `id` = 6;"]
     assert insert_id["rollback_sql"] == ["DELETE FROM `users` WHERE `id` = 100;"]
-    assert create["rollback_sql"] == ["DROP TABLE IF EXISTS `extra`"]
+    assert create["rollback_sql"] == ["DROP TABLE IF EXISTS `extra`;"]
     assert alter["rollback_sql"] == [] and alter["rollback_note"] == "not reversible: ALTER TABLE"
     assert mariadb.query("SELECT * FROM users ORDER BY id") != before
     for entry in reversed([update, delete, insert, insert_id]):
@@ -275,3 +275,74 @@ def test_tasks_on_one_target_share_a_pooled_connection(mariadb: MariaDb, tmp_pat
     failed, _ = run_task(mysql("SELECT CONNECTION_ID(); SELECT nope FROM nowhere", mariadb), tmp_path)
     third, _ = run_task(mysql("SELECT CONNECTION_ID()", mariadb), tmp_path)
     assert failed.data[0]["rows"] != third.data[0]["rows"]
+
+
+def test_mysql_lexing_runs_exactly_what_was_written(mariadb: MariaDb, tmp_path: Path) -> None:
+    mariadb.query("CREATE TABLE s (id INT PRIMARY KEY, stock INT)")
+    mariadb.query("INSERT INTO s VALUES (1, 10), (2, 20)")
+    script = "UPDATE s SET stock = stock--1 WHERE id = 1; DELETE FROM s WHERE id = 2;\n/*!40101 SET @tg = 1 */;"
+    out, _ = run_task(mysql(script, mariadb), tmp_path)
+    assert out.status is TaskStatus.success, out.error
+    assert [e["sql"] for e in out.data][:2] == [
+        "UPDATE s SET stock = stock--1 WHERE id = 1",
+        "DELETE FROM s WHERE id = 2",
+    ]
+    assert mariadb.query("SELECT id, stock FROM s") == [(1, 11)]
+
+
+def test_session_state_does_not_reach_the_next_task(mariadb: MariaDb, tmp_path: Path, request: Any) -> None:
+    other: MariaDb = request.getfixturevalue("mariadb_second")
+    out, _ = run_task(mysql(f"USE `{other.name}`; SET @leak = 'x'; SELECT DATABASE()", mariadb), tmp_path)
+    assert out.data[2]["rows"] == [[other.name]]
+    out, _ = run_task(mysql("SELECT DATABASE(), @leak", mariadb), tmp_path)
+    assert out.data[0]["rows"] == [[mariadb.name, None]]
+
+
+def test_insert_rollback_keys_follow_what_the_server_generated(mariadb: MariaDb, tmp_path: Path) -> None:
+    mariadb.query(USERS)
+    mariadb.query("INSERT INTO users (name) VALUES ('first')")
+    script = """
+        INSERT INTO users (id, name) VALUES (0, 'zero-means-generate');
+        SET SESSION auto_increment_increment = 5;
+        INSERT INTO users (name) VALUES ('p'), ('q');
+    """
+    out, _ = run_task(mysql(script, mariadb), tmp_path)
+    assert out.status is TaskStatus.success, out.error
+    zero, _, spaced = out.data
+    assert zero["rollback_sql"] == [] and zero["rollback_note"].startswith("not reversible: the key 'id'")
+    ids = [r[0] for r in mariadb.query("SELECT id FROM users WHERE name IN ('p', 'q') ORDER BY id")]
+    assert spaced["rollback_sql"] == [f"DELETE FROM `users` WHERE `id` = {i};" for i in ids]
+
+
+def test_implicit_commits_are_batch_boundaries(mariadb: MariaDb, tmp_path: Path) -> None:
+    mariadb.query(USERS)
+    out, _ = run_task(
+        mysql("INSERT INTO users (name) VALUES ('kept'); CHECK TABLE users; SELECT * FROM nope", mariadb), tmp_path
+    )
+    assert out.status is TaskStatus.failed
+    assert [e["stage"] for e in out.data] == ["EXECUTED", "EXECUTED", "FAILED"]
+    assert mariadb.query("SELECT name FROM users") == [("kept",)]
+    out, _ = run_task(mysql("SET autocommit = 1", mariadb), tmp_path)
+    assert out.status is TaskStatus.failed and "SET AUTOCOMMIT is not supported" in out.error
+
+
+def test_rollback_sql_for_odd_shapes(mariadb: MariaDb, tmp_path: Path) -> None:
+    mariadb.query("CREATE TABLE Items (Id INT PRIMARY KEY, Name VARCHAR(20), n INT)")
+    mariadb.query("INSERT INTO Items VALUES (1, 'a', 1), (2, 'b', 2), (3, 'c', 3)")
+    before = mariadb.query("SELECT * FROM Items ORDER BY Id")
+    script = """
+        UPDATE Items SET name = 'changed' WHERE id = 1;
+        DELETE FROM Items WHERE N > 2;
+        CREATE TEMPORARY TABLE Items (x INT);
+    """
+    out, _ = run_task(mysql(script, mariadb), tmp_path)
+    assert out.status is TaskStatus.success, out.error
+    update, delete, temp = out.data
+    assert update["rollback_sql"] == ["UPDATE `Items` SET `Name` = 'a' WHERE `Id` = 1;"]
+    assert len(delete["rollback_sql"]) == 1
+    assert temp["rollback_sql"] == [] and temp["rollback_note"] == "nothing to roll back: a temporary table"
+    for entry in (delete, update):
+        for sql in entry["rollback_sql"]:
+            mariadb.query(sql)
+    assert mariadb.query("SELECT * FROM Items ORDER BY Id") == before
+    assert "Rollback script (newest first):" in out.result

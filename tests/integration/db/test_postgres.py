@@ -37,7 +37,7 @@ def test_ddl_dml_select_and_a_dollar_quoted_function(pg: PgDb, tmp_path: Path) -
     assert [e["kind"] for e in out.data] == ["ddl", "ddl", "dml", "query", "query"]
     assert out.data[2]["affected_rows"] == 2
     assert out.data[4]["columns"] == ["name", "qty"] and out.data[4]["rows"] == [["a;b", 11], ["c", 12]]
-    assert 'Rollback SQL: DROP TABLE IF EXISTS "items"' in out.result
+    assert 'Rollback SQL: DROP TABLE IF EXISTS "items";' in out.result
     assert any(
         line.startswith("[3/5] INSERT INTO items (name, qty) VALUES ('a;b', 1), ('c', 2): affected 2 rows in ")
         for _, line in ctx.lines
@@ -81,8 +81,15 @@ def test_rollback_sql_restores_the_data(pg: PgDb, tmp_path: Path) -> None:
 
 
 def _running(db: PgDb, fragment: str) -> bool:
-    rows = db.query("SELECT query FROM pg_stat_activity WHERE state = 'active' AND datname = current_database()")
-    return any(fragment in q and "pg_stat_activity" not in q for (q,) in rows)
+    """Whether the agent's statement is running on the server. A query read through a server-side cursor
+    shows as its FETCH in pg_stat_activity, so an active FETCH of ours counts as well."""
+    rows = db.query(
+        "SELECT query, application_name FROM pg_stat_activity WHERE state = 'active' AND datname = current_database()"
+    )
+    return any(
+        (fragment in q and "pg_stat_activity" not in q) or (app == "tiangong" and q.startswith("FETCH "))
+        for q, app in rows
+    )
 
 
 def test_timeout_cancels_the_statement_on_the_server(pg: PgDb, tmp_path: Path) -> None:
@@ -128,3 +135,51 @@ def test_unreachable_server_fails_fast_with_the_reason(tmp_path: Path) -> None:
     assert out.status is TaskStatus.failed
     assert out.error.startswith("cannot connect to 127.0.0.1:1/postgres: connection failed")
     assert PASSWORD not in out.error
+
+
+def test_postgres_lexing_runs_exactly_what_was_written(pg: PgDb, tmp_path: Path) -> None:
+    pg.query("CREATE TABLE acct (id INT PRIMARY KEY, flags INT, active BOOL, path TEXT)")
+    pg.query("INSERT INTO acct VALUES (1, 1, true, ''), (3, 1, true, '')")
+    script = (
+        r"UPDATE acct SET active = false, flags = flags # 4 WHERE id = 3; UPDATE acct SET path = 'C:\' WHERE id = 1"
+    )
+    out, _ = run_task(postgres(script, pg), tmp_path)
+    assert out.status is TaskStatus.success, out.error
+    assert pg.query("SELECT id, flags, active, path FROM acct ORDER BY id") == [(1, 1, True, "C:\\"), (3, 5, False, "")]
+
+
+def test_session_state_does_not_reach_the_next_task(pg: PgDb, tmp_path: Path) -> None:
+    pg.query("CREATE SCHEMA staging; CREATE TABLE t (id int); CREATE TABLE staging.t (id int)")
+    out, _ = run_task(postgres("SET search_path TO staging; INSERT INTO t VALUES (1)", pg), tmp_path)
+    assert out.status is TaskStatus.success, out.error
+    out, _ = run_task(postgres("SHOW search_path; INSERT INTO t VALUES (2)", pg), tmp_path)
+    assert out.data[0]["rows"] == [['"$user", public']]
+    assert pg.query("SELECT id FROM public.t") == [(2,)] and pg.query("SELECT id FROM staging.t") == [(1,)]
+
+
+def test_rollback_sql_keeps_every_type_exact(pg: PgDb, tmp_path: Path) -> None:
+    pg.query("CREATE TABLE Odd (id INT PRIMARY KEY, tags TEXT[], doc JSONB, j JSON, d DATE, r INT4RANGE)")
+    pg.query(
+        """INSERT INTO Odd VALUES (1, '{a,"b c"}', '"scalar"', '{"b": 1,  "a": [1]}', 'infinity', '[1,5)'),"""
+        """ (2, NULL, 'null', 'null', '2024-02-29', 'empty')"""
+    )
+    before = pg.query("SELECT id, tags, doc::text, j::text, d::text, r::text FROM Odd ORDER BY id")
+    script = (
+        "UPDATE odd SET tags = '{}', doc = '1', j = '[]', d = 'today', r = NULL;"
+        "WITH two AS (SELECT 2 AS id) DELETE FROM Odd WHERE id IN (SELECT id FROM two)"
+    )
+    out, _ = run_task(postgres(script, pg), tmp_path)
+    assert out.status is TaskStatus.success, out.error
+    assert out.data[0]["rollback_sql"][0].startswith('UPDATE "odd" SET "tags" = ')
+    for entry in reversed(out.data):
+        for sql in entry["rollback_sql"]:
+            pg.query(sql)
+    assert pg.query("SELECT id, tags, doc::text, j::text, d::text, r::text FROM Odd ORDER BY id") == before
+
+
+def test_statements_that_refuse_a_transaction_block_run(pg: PgDb, tmp_path: Path) -> None:
+    pg.query(ITEMS)
+    script = "INSERT INTO items (name) VALUES ('x'); CREATE INDEX CONCURRENTLY items_qty ON items (qty); VACUUM items"
+    out, _ = run_task(postgres(script, pg), tmp_path)
+    assert out.status is TaskStatus.success, out.error
+    assert pg.query("SELECT count(*) FROM pg_indexes WHERE indexname = 'items_qty'") == [(1,)]

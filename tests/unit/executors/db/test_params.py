@@ -83,3 +83,19 @@ def test_exec_timeout_follows_timeout_ms_and_waves_of_targets() -> None:
     assert limit("postgres", target={"host": "h"}, exec_options={"timeout_ms": 5000}) == 5 + 30
     three = [{"host": "a"}, {"host": "b"}, {"host": "c"}]
     assert limit("postgres", targets=three, exec_options={"timeout_ms": 10_000, "concurrency": 2}) == 20 + 30
+
+
+def test_a_caller_redirecting_a_named_connection_does_not_get_its_password() -> None:
+    conns = {"prod": {"host": "db1", "user": "admin", "password": "agent-secret", "sslmode": "require"}}
+    steal = resolve_targets("postgres", parse_params({"connection": "prod", "target": {"host": "evil"}}), conns)[0]
+    assert (steal.host, steal.user, steal.password) == ("evil", "admin", None)
+    weaker = resolve_targets("postgres", parse_params({"connection": "prod", "target": {"sslmode": "disable"}}), conns)
+    assert weaker[0].password is None
+    same = resolve_targets("postgres", parse_params({"connection": "prod", "target": {"database": "other"}}), conns)
+    assert (same[0].host, same[0].password, same[0].database) == ("db1", "agent-secret", "other")
+
+
+def test_username_given_by_the_caller_wins_over_the_connections_user() -> None:
+    conns = {"prod": {"host": "db1", "user": "admin", "password": "pw"}}
+    t = resolve_targets("mysql", parse_params({"connection": "prod", "target": {"username": "readonly"}}), conns)[0]
+    assert t.user == "readonly"

@@ -1,0 +1,91 @@
+"""Secrets sealed at rest: round trip, the reserved marker, and a task whose secret cannot be opened."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
+
+from cloud.db.engine import Database, migrate
+from cloud.hub import Hub
+from cloud.sealing import Sealer, Unsealable, load_sealer
+from cloud.services import agents, runs, tasks
+from cloud.services.errors import BadRequest
+from wire.agents import AgentRegister
+from wire.tasks import TaskCreate
+
+
+def test_secret_values_are_sealed_and_come_back() -> None:
+    sealer = Sealer([Fernet.generate_key()])
+    params = {"target": {"host": "db", "password": "pw", "api_key": {"id": "x", "key": "y"}}, "n": [1, {"token": 7}]}
+    sealed = sealer.seal(params)
+    assert sealed["target"]["host"] == "db"
+    assert set(sealed["target"]["password"]) == {"$sealed"} and "pw" not in str(sealed)
+    assert sealer.unseal(sealed) == params
+    assert sealer.seal(sealed) == sealed  # sealing twice changes nothing
+
+
+def test_another_key_cannot_unseal() -> None:
+    sealed = Sealer([Fernet.generate_key()]).seal({"password": "pw"})
+    with pytest.raises(Unsealable, match="sealed with another key"):
+        Sealer([Fernet.generate_key()]).unseal(sealed)
+
+
+def test_rotation_keeps_old_tasks_readable(tmp_path: Path) -> None:
+    old, new = Fernet.generate_key(), Fernet.generate_key()
+    sealed = Sealer([old]).seal({"password": "pw"})
+    rotated = load_sealer(tmp_path, SecretStr(f"{new.decode()},{old.decode()}"))
+    assert rotated.unseal(sealed) == {"password": "pw"}
+
+
+def test_generated_key_file_is_private_and_stable(tmp_path: Path) -> None:
+    first = load_sealer(tmp_path, None).seal({"password": "pw"})
+    assert stat.S_IMODE((tmp_path / "secret.key").stat().st_mode) == 0o600
+    assert load_sealer(tmp_path, None).unseal(first) == {"password": "pw"}
+    assert [p.name for p in tmp_path.iterdir()] == ["secret.key"]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    database = Database(f"sqlite:///{tmp_path / 't.db'}", Hub())
+    migrate(database.engine)
+    with database.transaction() as conn:
+        agents.register_agent(conn, AgentRegister(agent_id="a1", hostname=os.uname().nodename, executors=[]))
+    return database
+
+
+def create(db: Database, sealer: Sealer, **body: object) -> str:
+    with db.transaction() as conn:
+        row, _ = tasks.create_task(
+            conn, TaskCreate(agent_id="a1", **body), agents=agents.AgentCache(), offline_after=60, sealer=sealer
+        )
+    return str(row.id)
+
+
+def test_the_marker_is_reserved_for_sealed_values(db: Database) -> None:
+    with pytest.raises(BadRequest, match=r"params\.metadata\.note\.\$sealed: the key '\$sealed' is reserved"):
+        create(
+            db,
+            Sealer([Fernet.generate_key()]),
+            type="shell",
+            command="true",
+            params={"metadata": {"note": {"$sealed": 5}}},
+        )
+
+
+def test_a_task_that_cannot_be_unsealed_fails_alone(db: Database) -> None:
+    before = Sealer([Fernet.generate_key()])
+    bad = create(db, before, type="shell", command="true", env={"DB_PASSWORD": "pw"})
+    good = create(db, before, type="shell", command="echo ok")
+    after = Sealer([Fernet.generate_key()])  # the key changed, e.g. TIANGONG_SECRET_KEY set later
+    with db.transaction() as conn:
+        got = runs.claim_tasks(conn, "a1", 10, 30, 1024, sealer=after)
+    assert [a.id for a in got] == [f"task-{good}"]
+    with db.transaction() as conn:
+        row = tasks.get_task(conn, bad)
+    assert row.status == "failed"
+    assert row.error == "a secret in this task cannot be unsealed: it was sealed with another key (TIANGONG_SECRET_KEY)"
