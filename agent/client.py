@@ -125,8 +125,9 @@ class CloudClient:
         data = await self._post(f"/api/v1/agents/{self.agent_id}/claim", body, timeout=wait_s + 15)
         return [Assignment.model_validate(item) for item in data]
 
-    async def heartbeat(self, running: list[str], wait_s: float) -> HeartbeatReply:
-        body = Heartbeat(running=running, wait_s=wait_s)
+    async def heartbeat(self, tokens: dict[str, str], wait_s: float) -> HeartbeatReply:
+        """Renew the leases of the attempts in `tokens` (task id -> task_token); wait up to wait_s for a cancel."""
+        body = Heartbeat(running=list(tokens), tokens=tokens, wait_s=wait_s)
         data = await self._post(f"/api/v1/agents/{self.agent_id}/heartbeat", body, timeout=wait_s + 15)
         return HeartbeatReply.model_validate(data)
 

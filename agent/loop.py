@@ -1,4 +1,5 @@
-"""The agent process: register, claim (bounded concurrency), heartbeat, and drain on SIGTERM."""
+"""The agent process: recover its outbox, register, claim (bounded concurrency), heartbeat, deliver
+results through the outbox, and drain on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import sys
 
 from agent.client import Backoff, CloudClient, CloudUnavailable, Rejected, retrying
 from agent.config import load_config
+from agent.delivery import Pending, deliver, recover
 from agent.files import FileCache
-from agent.runner import LogShipper, TaskContext, execute, report
+from agent.ledger import StartedLedger
+from agent.outbox import DataDirInUse, Entry, Outbox
+from agent.runner import EXECUTOR_OVERRUN_SECONDS, LogShipper, TaskContext, execute, finish
 from agent.settings import AgentSettings
 from executors.registry import known_types
 from wire import API_VERSION
@@ -21,13 +25,19 @@ from wire.tasks import Assignment
 
 log = logging.getLogger("tiangong.agent")
 
-REPORT_GRACE_SECONDS = 90.0
-"""After the drain's grace, how long canceled tasks get to stop (at most MAX_KILL_GRACE_S + overrun) and
-report before the agent stops retrying an unreachable cloud."""
+STOP_GRACE_SECONDS = EXECUTOR_OVERRUN_SECONDS + 15.0
+"""After the drain's grace, how long canceled tasks get to stop (their executors stop processes within
+MAX_KILL_GRACE_S). A task still running then is abandoned as in a crash: the next start reports it."""
+DELIVERY_GRACE_SECONDS = 5.0
+"""At shutdown, results get the rest of the grace period, and at least this long, to reach the cloud;
+what is not delivered by then stays in the outbox and the next start delivers it."""
+SHUTDOWN_OVERRUN_SECONDS = STOP_GRACE_SECONDS + 2 * DELIVERY_GRACE_SECONDS
+"""The most a stopping agent takes beyond its grace period (a process manager's stop timeout must exceed
+grace + this): canceled tasks stopping, abandoned ones settling, results in flight."""
 
 
 class AgentRefused(Exception):
-    """The cloud will not accept this agent; the message says why."""
+    """The agent cannot serve (the cloud refuses it, or its data dir is in use); the message says why."""
 
 
 class Agent:
@@ -37,23 +47,36 @@ class Agent:
         self.settings = settings
         self.config = load_config(settings.agent_config)
         self.client = CloudClient(settings.server, settings.agent_token.get_secret_value(), settings.agent_id)
-        self.workdir = settings.data_dir.resolve() / "work"
-        self.files = FileCache(self.client, settings.data_dir.resolve() / "cache" / "files")
+        data_dir = settings.data_dir.resolve()
+        self.workdir = data_dir / "work"
+        self.files = FileCache(self.client, data_dir / "cache" / "files")
+        self.outbox = Outbox(data_dir / "outbox")
+        try:
+            self.outbox.lock()
+        except DataDirInUse as exc:
+            raise AgentRefused(str(exc)) from None
+        self.ledger = StartedLedger(self.outbox.root / "started")
         self.running: dict[str, TaskContext] = {}
+        self._tokens: dict[str, str] = {}
+        """Task id -> the task_token of the attempt this process runs or is delivering."""
         self._jobs: set[asyncio.Task[None]] = set()
+        self._deliveries: dict[asyncio.Task[bool], str] = {}
+        """Results on their way to the cloud (task ids): their leases are kept alive meanwhile."""
         self._slot_freed = asyncio.Event()
         self.stopping = asyncio.Event()
-        # Set when the drain gives up: reports still waiting for an unreachable cloud stop retrying.
-        self.give_up = asyncio.Event()
         self._heartbeat_seconds = 5.0
 
     async def run(self) -> None:
-        """Serve until stop() is called, then drain and return.
+        """Deliver what a previous process left, serve until stop() is called, then drain and return.
 
         Raises AgentRefused when the cloud rejects this agent (wrong token, bad id): retrying would not help.
         """
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
+            for item in recover(self.outbox):
+                if not self.ledger.started(item.entry.task_id, item.entry.attempt):
+                    self.ledger.add(item.entry.task_id, item.entry.attempt)
+                self._deliver(item)
             try:
                 await self._register()
             except CloudUnavailable:
@@ -62,6 +85,9 @@ class Agent:
                 raise AgentRefused(f"the cloud refused to register agent {self.settings.agent_id}: {exc}") from exc
             await self._serve()
         finally:
+            await self._settle_deliveries(0.0)
+            self.ledger.close()
+            self.outbox.unlock()
             await self.client.aclose()
 
     async def _serve(self) -> None:
@@ -126,62 +152,118 @@ class Agent:
                 self._start(task)
 
     def _start(self, task: Assignment) -> None:
+        if self.ledger.started(task.id, task.attempt):
+            log.warning("%s: attempt %d was started here before; it is never run twice", task.id, task.attempt)
+            return
+        try:
+            self.ledger.add(task.id, task.attempt)
+        except OSError as exc:  # remembered in memory all the same
+            log.error("%s: cannot record the start on disk: %s", task.id, exc)
+        entry, journal = self.outbox.create(task)
         loop = asyncio.get_running_loop()
-        shipper = LogShipper(self.client, task, self.settings.log_flush_seconds, self.settings.log_batch_lines)
+        shipper = LogShipper(
+            self.client, task, self.settings.log_flush_seconds, self.settings.log_batch_lines, entry, journal
+        )
         ctx = TaskContext(
             task_id=task.id,
             workdir=self.workdir,
             deadline=loop.time() + task.exec_timeout,
             max_output_bytes=task.max_log_bytes,
             shipper=shipper,
+            journal=journal,
             files=self.files,
             params=task.params,
             connections=self.config.connections,
             config=self.config.model_dump(exclude={"connections"}),
         )
         self.running[task.id] = ctx
-        job = asyncio.create_task(self._run_task(task, ctx), name=f"task-{task.id}")
+        self._tokens[task.id] = task.task_token
+        job = asyncio.create_task(self._run_task(task, ctx, entry), name=f"task-{task.id}")
         self._jobs.add(job)
         job.add_done_callback(self._jobs.discard)
 
-    async def _run_task(self, task: Assignment, ctx: TaskContext) -> None:
+    async def _run_task(self, task: Assignment, ctx: TaskContext, entry: Entry) -> None:
         try:
             outcome = await execute(task, ctx)
-            await report(self.client, task, ctx, outcome, stop=self.give_up)
-        except CloudUnavailable as exc:
-            # Only after give_up: the agent is exiting and the cloud is still away. (An on-disk outbox
-            # that survives the restart is issue 7's; until then the task ends `agent lost`.)
-            log.error("%s: result not delivered before exit (%s)", task.id, exc)
+            result = await finish(task, ctx, outcome)
+        except asyncio.CancelledError:  # abandoned at shutdown: the journal lets the next start report it
+            ctx.shipper.abort()
+            ctx.journal.close()
+            raise
         finally:
-            self.running.pop(task.id, None)
+            if self.running.get(task.id) is ctx:
+                del self.running[task.id]
             self._slot_freed.set()
+        try:
+            entry.write_result(result)  # before the first send
+        except OSError as exc:
+            log.error("%s: cannot store the result in the outbox (%s); sending it from memory", task.id, exc)
+        self._deliver(Pending(entry, result, ctx.shipper.unsent(), ctx.shipper.lines_from))
+
+    def _deliver(self, item: Pending) -> None:
+        job = asyncio.create_task(
+            deliver(self.client, item, self.settings.log_batch_lines), name=f"deliver-{item.entry.task_id}"
+        )
+        self._deliveries[job] = item.entry.task_id
+        self._tokens[item.entry.task_id] = item.entry.task_token
+        job.add_done_callback(self._delivered)
+
+    def _delivered(self, job: asyncio.Task[bool]) -> None:
+        task_id = self._deliveries.pop(job, "?")
+        if task_id not in self.running and task_id not in self._deliveries.values():
+            self._tokens.pop(task_id, None)
+        if not job.cancelled() and (exc := job.exception()) is not None:
+            log.error("%s: delivery failed; the result stays in the outbox", task_id, exc_info=exc)
 
     async def _heartbeat_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
             try:
-                reply = await self.client.heartbeat(list(self.running), wait_s=self._heartbeat_seconds)
+                # Results still on their way count as running: the cloud must not reap them meanwhile.
+                listed = dict(self._tokens)
+                reply = await self.client.heartbeat(listed, wait_s=self._heartbeat_seconds)
                 for task_id in reply.cancel:
                     if ctx := self.running.get(task_id):
                         ctx.cancel("canceled by request")
+                if any(task_id not in listed for task_id in reply.cancel):
+                    # A task that started after this beat was sent: beat again at once, listing it.
+                    continue
             except (CloudUnavailable, Rejected) as exc:
                 log.warning("heartbeat failed: %s", exc)
-            # The cloud holds a heartbeat open while tasks run; without tasks it answers at once.
+            # The cloud holds a heartbeat open until a cancel is requested or wait_s passes.
             await asyncio.sleep(max(0.0, self._heartbeat_seconds - (loop.time() - started)))
 
     async def _drain(self) -> None:
-        """Let running tasks finish within the grace period (still heartbeating), then cancel the rest."""
+        """Let running tasks finish within the grace period (still heartbeating), cancel the rest, then
+        give their results the rest of the grace (at least DELIVERY_GRACE_SECONDS) to reach the cloud."""
+        loop = asyncio.get_running_loop()
+        grace = self.settings.shutdown_grace_seconds
+        end = loop.time() + grace
         if self._jobs:
-            log.info("draining %d running task(s), grace %.0fs", len(self._jobs), self.settings.shutdown_grace_seconds)
-            _, pending = await asyncio.wait(set(self._jobs), timeout=self.settings.shutdown_grace_seconds)
+            log.info("draining %d running task(s), grace %.0fs", len(self._jobs), grace)
+            _, pending = await asyncio.wait(set(self._jobs), timeout=grace)
             if pending:
-                for ctx in self.running.values():
+                for ctx in list(self.running.values()):
                     ctx.cancel("agent shutting down: canceled after the grace period")
-                _, pending = await asyncio.wait(pending, timeout=REPORT_GRACE_SECONDS)
+                _, pending = await asyncio.wait(pending, timeout=STOP_GRACE_SECONDS)
             if pending:
-                self.give_up.set()
-                await asyncio.wait(pending)
+                log.error("%d task(s) did not stop when canceled; abandoned for the next start to report", len(pending))
+                for job in pending:
+                    job.cancel()
+                await asyncio.wait(pending, timeout=DELIVERY_GRACE_SECONDS)
+        await self._settle_deliveries(max(end - loop.time(), DELIVERY_GRACE_SECONDS))
+
+    async def _settle_deliveries(self, timeout: float) -> None:
+        """Wait up to `timeout` for results in flight; the rest stay in the outbox for the next start."""
+        pending: set[asyncio.Task[bool]] = set(self._deliveries)
+        if pending and timeout > 0:
+            _, pending = await asyncio.wait(pending, timeout=timeout)
+        if pending:
+            log.warning("%d result(s) not delivered yet; kept in the outbox for the next start", len(pending))
+            for job in pending:
+                job.cancel()
+            await asyncio.wait(pending)
 
 
 def install_child_watcher() -> None:
@@ -197,7 +279,11 @@ def install_child_watcher() -> None:
 async def serve(settings: AgentSettings) -> None:
     """Run an agent until SIGTERM or SIGINT."""
     install_child_watcher()
-    agent = Agent(settings)
+    try:
+        agent = Agent(settings)
+    except AgentRefused as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.stop)

@@ -1,19 +1,20 @@
-"""One task on the agent: its context (log capture, files, cancel, deadline), live log shipping in
-batches, the executor call, and the final report carrying whatever lines were not yet shipped."""
+"""One task on the agent: its context (log capture, files, cancel, deadline, process groups), live log
+shipping in batches through the outbox journal, the executor call, and the result it ends with."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.client import CloudClient, CloudUnavailable, Rejected, retrying
+from agent.client import CloudClient, CloudUnavailable, Rejected
 from agent.files import FileCache, find_file
+from agent.orphans import record
+from agent.outbox import Entry, Journal
 from executors.base import Outcome
 from executors.capture import HeadTail
 from executors.process import MAX_KILL_GRACE_S
@@ -29,15 +30,25 @@ EXECUTOR_OVERRUN_SECONDS = MAX_KILL_GRACE_S + 15.0
 
 
 class LogShipper:
-    """Numbers lines (contiguous seq from 1) and ships them in batches by size or age.
+    """Numbers lines (contiguous seq from 1), journals them in the outbox, ships them in batches by size or age.
 
     Unacknowledged lines are kept and travel with the result when the task ends first, so a short
-    task costs no extra request. On a 409 gap the cloud names the next seq and we resend from there.
+    task costs no extra request. On a 409 gap the cloud names the next seq and we resend from there
+    (read back from the journal when memory no longer has them).
     """
 
-    def __init__(self, client: CloudClient, task: Assignment, flush_seconds: float, batch_lines: int) -> None:
+    def __init__(
+        self,
+        client: CloudClient,
+        task: Assignment,
+        flush_seconds: float,
+        batch_lines: int,
+        entry: Entry,
+        journal: Journal,
+    ) -> None:
         self._client, self._task = client, task
         self._flush_seconds, self.batch_lines = flush_seconds, batch_lines
+        self._entry, self._journal = entry, journal
         self._pending: list[LogLine] = []
         self._next_seq = 1
         self._wake = asyncio.Event()
@@ -49,15 +60,30 @@ class LogShipper:
         return self._next_seq - 1
 
     def add(self, message: str, stream: LogStream, level: LogLevel | None) -> None:
-        self._pending.append(LogLine(seq=self._next_seq, stream=stream, level=level, message=message))
+        line = LogLine(seq=self._next_seq, stream=stream, level=level, message=message)
+        self._journal.line(line)  # on disk (the kernel's) before anyone may see it
+        self._pending.append(line)
         self._next_seq += 1
         self._wake.set()
 
     def acknowledge(self, next_seq: int) -> bool:
         """The cloud holds every line below `next_seq`; False when it wants lines we no longer have."""
-        self._pending = [ln for ln in self._pending if ln.seq >= next_seq]
+        lines = self.lines_from(next_seq)
+        if lines is None:
+            return False
+        self._pending = lines
+        return True
+
+    def lines_from(self, seq: int) -> list[LogLine] | None:
+        """This attempt's lines from `seq` on, from memory or else from the journal; None if lost."""
         first = self._pending[0].seq if self._pending else self._next_seq
-        return first == next_seq
+        if seq >= first:
+            return [ln for ln in self._pending if ln.seq >= seq]
+        try:
+            lines = self._entry.read().lines
+        except OSError:
+            return None
+        return lines[seq - 1 :] if len(lines) >= self.total and seq >= 1 else None
 
     def unsent(self) -> list[LogLine]:
         return list(self._pending)
@@ -102,6 +128,11 @@ class LogShipper:
         self._wake.set()
         await self._runner
 
+    def abort(self) -> None:
+        """Stop at once (the attempt was abandoned; its journal tells a restarted agent the rest)."""
+        self._closing = True
+        self._runner.cancel()
+
 
 @dataclass
 class TaskContext:
@@ -112,6 +143,7 @@ class TaskContext:
     deadline: float
     max_output_bytes: int
     shipper: LogShipper
+    journal: Journal
     files: FileCache
     params: Mapping[str, Any] = field(default_factory=dict)
     connections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -137,6 +169,10 @@ class TaskContext:
         """The file on this machine (params.file_path, workdir/tmp, /tmp) or downloaded and verified."""
         return await find_file(file_id, self.params, self.workdir, self.files)
 
+    def process_started(self, pid: int) -> None:
+        """Journal the process group so that an agent restarted after a crash can kill it."""
+        self.journal.process(record(pid))
+
     def cancel(self, reason: str) -> None:
         if not self.cancel_event.is_set():
             self.cancel_reason = reason
@@ -160,52 +196,20 @@ async def execute(task: Assignment, ctx: TaskContext) -> Outcome:
         return Outcome(status=TaskStatus.failed, error=mask_text(f"{type(exc).__name__}: {exc}"))
 
 
-async def report(
-    client: CloudClient, task: Assignment, ctx: TaskContext, outcome: Outcome, stop: asyncio.Event | None = None
-) -> None:
-    """Send the result with the unshipped lines; resend lines the cloud asks for; retry while it is away."""
+async def finish(task: Assignment, ctx: TaskContext, outcome: Outcome) -> TaskReport:
+    """Close the attempt's log (numbering the held tail) and make its result, lines not included."""
     await ctx.shipper.close()
     ctx.finish_log()
-    shipper = ctx.shipper
+    ctx.journal.close()
     error = outcome.error
     if outcome.status == TaskStatus.canceled and ctx.cancel_reason:
         error = ctx.cancel_reason
-    for _ in range(100):
-        # A result carries at most one batch of lines; a long tail (output past half the cap is held
-        # back until the end) goes ahead in batches first.
-        while len(shipper.unsent()) > shipper.batch_lines:
-            batch = shipper.unsent()[: shipper.batch_lines]
-            next_seq: int | None
-            try:
-                next_seq = await retrying(
-                    functools.partial(client.post_logs, task.id, task.task_token, batch), f"{task.id} log", stop
-                )
-            except Rejected as exc:
-                next_seq = exc.next_seq
-            if next_seq is None:
-                log.warning("%s: log refused; the attempt no longer owns the task", task.id)
-                return
-            if not shipper.acknowledge(next_seq):
-                log.error("%s: cloud wants lines from seq %s, which this agent no longer has", task.id, next_seq)
-                return
-        body = TaskReport(
-            task_token=task.task_token,
-            status=outcome.status,
-            exit_code=outcome.exit_code,
-            result=outcome.result,
-            data=outcome.data,
-            error=error,
-            log_lines=shipper.total,
-            lines=shipper.unsent(),
-        )
-        try:
-            await retrying(functools.partial(client.post_result, task.id, body), f"{task.id} result", stop)
-            return
-        except Rejected as exc:
-            if exc.next_seq is None:
-                log.warning("%s: result refused: %s", task.id, exc.message)
-                return
-            if not shipper.acknowledge(exc.next_seq):
-                log.error("%s: cloud wants lines from seq %s, which this agent no longer has", task.id, exc.next_seq)
-                return
-    log.error("%s: result not accepted after repeated log resends", task.id)
+    return TaskReport(
+        task_token=task.task_token,
+        status=outcome.status,
+        exit_code=outcome.exit_code,
+        result=outcome.result,
+        data=outcome.data,
+        error=error,
+        log_lines=ctx.shipper.total,
+    )

@@ -1,10 +1,17 @@
 """Round-trip latency and throughput of the whole loop (cloud + agents + `execute true`); prints JSON.
 
     .venv/bin/python bench/roundtrip.py [--latency-tasks 500] [--throughput-tasks 2000]
-        [--agents 4] [--concurrency 8] [--clients 64]
+        [--agents 4] [--concurrency 8] [--clients 64] [--setups sqlite,postgres-1,postgres-2]
 
 Latency: sequential sync tasks through one agent, measured at the caller, next to the floor of a
 bare local `subprocess.run(["true"])`. Throughput: N agents x concurrency, fed by concurrent sync callers.
+
+Setups: the embedded SQLite (one cloud), and the machine's PostgreSQL (a fresh database each) with one
+and with two cloud replicas. With two, the latency caller talks to replica A and its agent to replica B
+(every task crosses over LISTEN/NOTIFY both ways; the target is checked on this figure; the
+same-replica one is printed beside it), and the throughput agents and callers are spread evenly over
+both. The PostgreSQL targets (round-trip p50 <= 15 ms; >= 300 tasks/s with two replicas)
+are reported as met or not; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -19,13 +26,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.harness import Cloud, cloud_env  # noqa: E402
+from tests.e2e.harness import ADMIN  # noqa: E402
+from tests.e2e.pgdb import PgDatabases  # noqa: E402
+from tests.faults.harness import Cluster  # noqa: E402
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
@@ -42,22 +53,22 @@ def floor_ms(n: int) -> dict[str, float]:
     return percentiles(samples)
 
 
-def latency_ms(cloud: Cloud, agent_id: str, n: int) -> dict[str, float]:
+def latency_ms(http: httpx.Client, agent_id: str, n: int) -> dict[str, float]:
     body = {"agent_id": agent_id, "type": "execute", "params": {"cmd": "true"}, "sync": True, "timeout": 30}
     for _ in range(20):  # warm up connections and caches
-        cloud.http.post("/api/v1/tasks", json=body)
+        http.post("/api/v1/tasks", json=body)
     samples = []
     for _ in range(n):
         t0 = time.perf_counter()
-        r = cloud.http.post("/api/v1/tasks", json=body)
+        r = http.post("/api/v1/tasks", json=body)
         samples.append((time.perf_counter() - t0) * 1000)
         if r.json()["status"] != "success":
             raise SystemExit(f"task failed: {r.text}")
     return percentiles(samples)
 
 
-async def throughput(url: str, token: str, agent_id: str, n: int, clients: int) -> dict[str, object]:
-    """`clients` concurrent callers each creating sync tasks until `n` are done.
+async def throughput(urls: list[str], token: str, agent_id: str, n: int, clients: int) -> dict[str, object]:
+    """`clients` concurrent callers, spread over `urls`, each creating sync tasks until `n` are done.
 
     The callers use aiohttp: with httpx's async pool at 64 connections the caller itself, not the
     system under test, was the bottleneck (measured: ~85 tasks/s, the cloud ~45 % busy).
@@ -80,13 +91,19 @@ async def throughput(url: str, token: str, agent_id: str, n: int, clients: int) 
             if r.status != 201 or task["status"] != "success":
                 failures.append(f"{r.status}: {str(task)[:200]}")
 
-    connector = aiohttp.TCPConnector(limit=clients)
     headers = {"Authorization": f"Bearer {token}"}
     timeout = aiohttp.ClientTimeout(total=180)
-    async with aiohttp.ClientSession(url, headers=headers, connector=connector, timeout=timeout) as http:
+    sessions = [
+        aiohttp.ClientSession(url, headers=headers, connector=aiohttp.TCPConnector(limit=clients), timeout=timeout)
+        for url in urls
+    ]
+    try:
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker(http) for _ in range(clients)))
+        await asyncio.gather(*(worker(sessions[k % len(sessions)]) for k in range(clients)))
         elapsed = time.perf_counter() - t0
+    finally:
+        for session in sessions:
+            await session.close()
     return {
         "tasks": n,
         "seconds": round(elapsed, 3),
@@ -96,6 +113,60 @@ async def throughput(url: str, token: str, agent_id: str, n: int, clients: int) 
     }
 
 
+def measure(cluster: Cluster, args: argparse.Namespace) -> dict[str, object]:
+    """Latency then throughput on a started cluster (one or more replicas on one database)."""
+    replicas = cluster.replicas
+    # With two replicas the latency agent waits on B while the caller asks A: the cross-replica path.
+    cluster.agent("lat", via=replicas[-1].url, max_concurrency=1)
+    out: dict[str, object] = {"replicas": len(replicas)}
+    out["roundtrip_execute_true_ms"] = latency_ms(replicas[0].http, "lat", args.latency_tasks)
+    if len(replicas) > 1:  # for comparison: caller and agent on the same replica (no NOTIFY on the path)
+        cluster.agent("lat-a", via=replicas[0].url, max_concurrency=1)
+        out["roundtrip_same_replica_ms"] = latency_ms(replicas[0].http, "lat-a", args.latency_tasks)
+    for i in range(args.agents):
+        cluster.agent("tput", via=replicas[i % len(replicas)].url, max_concurrency=args.concurrency)
+    out["throughput"] = {
+        "agents": args.agents,
+        "concurrency": args.concurrency,
+        "clients": args.clients,
+        **asyncio.run(throughput([r.url for r in replicas], ADMIN, "tput", args.throughput_tasks, args.clients)),
+    }
+    return out
+
+
+def run_setup(name: str, args: argparse.Namespace) -> dict[str, object]:
+    """`sqlite`, or `postgres-<replicas>` on a fresh database of the machine's PostgreSQL."""
+    backend, _, count = name.partition("-")
+    if backend not in ("sqlite", "postgres"):
+        raise SystemExit(f"--setups: unknown setup {name!r}; expected sqlite or postgres-<replicas>")
+    dbs = PgDatabases() if backend == "postgres" else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="tiangong-bench-") as tmp:
+            url = dbs.create() if dbs is not None else None
+            cluster = Cluster(Path(tmp), url, int(count or 1)).start()
+            try:
+                return measure(cluster, args)
+            finally:
+                cluster.close()
+    finally:
+        if dbs is not None:
+            dbs.drop_all()
+
+
+def targets(result: dict[str, Any]) -> dict[str, object]:
+    """Issue 7's PostgreSQL targets, met or not (nothing is asserted)."""
+    out: dict[str, object] = {}
+    for name, figures in result.items():
+        if not name.startswith("postgres-") or not isinstance(figures, dict):
+            continue
+        p50 = figures["roundtrip_execute_true_ms"]["p50"]
+        out[f"{name}: roundtrip p50 {p50} ms <= 15 ms"] = p50 <= 15
+        if figures["replicas"] >= 2:
+            tps = figures["throughput"]["tasks_per_s"]
+            out[f"{name}: throughput {tps} tasks/s >= 300"] = tps >= 300
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--latency-tasks", type=int, default=500)
@@ -103,36 +174,18 @@ def main() -> None:
     ap.add_argument("--agents", type=int, default=4)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--setups", default="sqlite,postgres-1,postgres-2")
     args = ap.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="tiangong-bench-") as tmp:
-        cloud = Cloud(Path(tmp), cloud_env(TIANGONG_LOG_LEVEL="WARNING")).start()
-        try:
-            cloud.agent("lat", max_concurrency=1)
-            result: dict[str, object] = {"cores": os.cpu_count(), "python": sys.version.split()[0]}
-            result["floor_subprocess_true_ms"] = floor_ms(args.latency_tasks)
-            result["roundtrip_execute_true_ms"] = latency_ms(cloud, "lat", args.latency_tasks)
-            floor = result["floor_subprocess_true_ms"]["p50"]  # type: ignore[index]
-            rt = result["roundtrip_execute_true_ms"]["p50"]  # type: ignore[index]
-            result["roundtrip_p50_over_floor_p50"] = round(rt / floor, 2)
-            for _ in range(args.agents):
-                cloud.agent("tput", max_concurrency=args.concurrency)
-            result["throughput"] = {
-                "agents": args.agents,
-                "concurrency": args.concurrency,
-                "clients": args.clients,
-                **asyncio.run(
-                    throughput(
-                        cloud.url,
-                        cloud.http.headers["Authorization"].split()[1],
-                        "tput",
-                        args.throughput_tasks,
-                        args.clients,
-                    )
-                ),
-            }
-        finally:
-            cloud.close()
+    result: dict[str, Any] = {"cores": os.cpu_count(), "python": sys.version.split()[0]}
+    result["floor_subprocess_true_ms"] = floor_ms(args.latency_tasks)
+    floor = result["floor_subprocess_true_ms"]["p50"]
+    for name in args.setups.split(","):
+        figures = run_setup(name.strip(), args)
+        rt = figures["roundtrip_execute_true_ms"]["p50"]  # type: ignore[index]
+        figures["roundtrip_p50_over_floor_p50"] = round(rt / floor, 2)
+        result[name.strip()] = figures
+    result["targets_met"] = targets(result)
     print(json.dumps(result, indent=2))
 
 

@@ -42,6 +42,10 @@ def run(
     type: Annotated[str, typer.Option("--type", "-t", help="Task type.")] = "shell",
     params: Annotated[str, typer.Option(help="JSON object of params.")] = "{}",
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the log until the task ends.")] = True,
+    max_retries: Annotated[
+        int, typer.Option(help="Retries after a lost agent (or any failure with --retry-on any).")
+    ] = 0,
+    retry_on: Annotated[str, typer.Option(help="lost or any.")] = "lost",
     server: ServerOpt = "http://127.0.0.1:8080",
     token: TokenOpt = "",
 ) -> None:
@@ -52,7 +56,17 @@ def run(
         raise typer.BadParameter(f"--params is not JSON: {exc}") from exc
     with _client(server, token) as http:
         task = _check(
-            http.post("/api/v1/tasks", json={"agent_id": agent_id, "type": type, "command": command, "params": parsed})
+            http.post(
+                "/api/v1/tasks",
+                json={
+                    "agent_id": agent_id,
+                    "type": type,
+                    "command": command,
+                    "params": parsed,
+                    "max_retries": max_retries,
+                    "retry_on": retry_on,
+                },
+            )
         )
         if not wait:
             _print(task)
@@ -117,6 +131,13 @@ def cancel(task_id: str, server: ServerOpt = "http://127.0.0.1:8080", token: Tok
     """Cancel a pending or running task."""
     with _client(server, token) as http:
         _print(_check(http.post(f"/api/v1/tasks/{task_id}/cancel")))
+
+
+@app.command("retry")
+def retry(task_id: str, server: ServerOpt = "http://127.0.0.1:8080", token: TokenOpt = "") -> None:
+    """Run a finished task again (a new attempt, queued at once)."""
+    with _client(server, token) as http:
+        _print(_check(http.post(f"/api/v1/tasks/{task_id}/retry")))
 
 
 @app.command("list")

@@ -1,24 +1,45 @@
-"""Background jobs of a cloud process: the lease reaper."""
+"""Background pass of a cloud process: expired leases, undelivered tasks, retries that came due.
+
+With several replicas on PostgreSQL each pass runs in one of them only (Database.lead); every change it
+makes is a compare-and-set anyway, so a task that just succeeded is never reaped.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 from cloud.db.engine import Database
+from cloud.db.types import utcnow
+from cloud.services.retries import announce_due_retries, expire_undelivered
 from cloud.services.runs import reap_expired
 
 log = logging.getLogger("tiangong.cloud")
 
 
-async def reap_forever(db: Database, interval: float) -> None:
-    """Fail running tasks whose agent stopped heartbeating, every `interval` seconds."""
+def run_pass(db: Database, since_seconds: float) -> None:
+    """One pass; `since_seconds` back is where the last one looked for retries coming due (with some
+    overlap: waking an agent twice costs one empty claim)."""
+    with db.transaction() as conn:
+        if not db.lead(conn):
+            return
+        now = utcnow()
+        reaped = reap_expired(conn)
+        expired = expire_undelivered(conn, now)
+        announce_due_retries(conn, now - timedelta(seconds=since_seconds), now)
+    if reaped:
+        log.warning("background: %d task(s) whose agent was lost failed or were retried", reaped)
+    if expired:
+        log.warning("background: %d task(s) not delivered in time", expired)
+
+
+async def background_forever(db: Database, interval: float) -> None:
+    """The background pass every `interval` seconds until canceled."""
     while True:
         try:
-            with db.transaction() as conn:
-                n = reap_expired(conn)
-            if n:
-                log.warning("reaper: %d task(s) failed with 'agent lost'", n)
+            # In the loop's thread, as the requests' transactions are: the hub is not thread-safe.
+            run_pass(db, 2 * interval + 1)
         except Exception:
-            log.exception("reaper: pass failed; retrying")
+            log.exception("background: pass failed; retrying")
         await asyncio.sleep(interval)

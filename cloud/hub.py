@@ -82,6 +82,12 @@ class Hub:
             for sub in tuple(self._subs.get(key, ())):
                 sub._wake(payload)
 
+    def wake_all(self) -> None:
+        """Wake every waiter without a payload: each re-reads the database (after a lost wake-up)."""
+        for subs in tuple(self._subs.values()):
+            for sub in tuple(subs):
+                sub._wake()
+
     def close(self) -> None:
         """Wake every waiter so long-polls answer before the server stops."""
         self.closing = True

@@ -13,13 +13,14 @@ from fastapi.telemetry import TelemetryConfig
 from cloud.api.deps import AppContext
 from cloud.api.errors import install_error_handlers
 from cloud.api.routes import agent_protocol, agents, files, health, logs, rpc, tasks
-from cloud.background import reap_forever
+from cloud.background import background_forever
+from cloud.db import notify
 from cloud.db.engine import Database, migrate
 from cloud.hub import Hub
 from cloud.metrics import Metrics
+from cloud.sealing import load_sealer
 from cloud.services.agents import AgentCache, SeenThrottle
 from cloud.settings import CloudSettings, get_settings
-from cloud.sealing import load_sealer
 from cloud.tokens import load_tokens
 from files.store import FileStore
 from wire import API_VERSION
@@ -52,14 +53,18 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
             store=store,
             metrics=Metrics(db, settings.agent_offline_seconds),
         )
-        reaper = asyncio.create_task(reap_forever(db, settings.reaper_interval_seconds))
+        jobs = [asyncio.create_task(background_forever(db, settings.reaper_interval_seconds), name="background")]
+        if db.notifies:
+            jobs.append(asyncio.create_task(notify.listen_forever(db.engine.url, db.origin, hub), name="listen"))
         try:
             yield
         finally:
             hub.close()
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+            for job in jobs:
+                job.cancel()
+            for job in jobs:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await job
             db.dispose()
 
     app = FastAPI(

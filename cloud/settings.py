@@ -36,7 +36,21 @@ class CloudSettings(BaseSettings):
     agent_offline_seconds: float = Field(
         30.0, gt=0, description="An agent not heard from for this long is shown offline."
     )
-    reaper_interval_seconds: float = Field(1.0, gt=0, description="How often expired leases are looked for.")
+    reaper_interval_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often the background pass runs (expired leases, undelivered tasks, retries coming due); "
+        "with several replicas one of them runs each pass.",
+    )
+    task_expires_seconds: int = Field(
+        3600, ge=1, description="Default `expires_in`: a pending task no agent claims in time fails `not delivered`."
+    )
+    recheck_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="Waiting requests (claims, sync calls, log follows) re-read the database at least this often, "
+        "so a wake-up lost between replicas only delays them.",
+    )
     max_log_bytes: int = Field(
         10 * 1024 * 1024, ge=1024, description="Output kept per task; head and tail are kept past it."
     )

@@ -51,6 +51,11 @@ class RunContext(Protocol):
         """Return a local path holding the uploaded file `file_id` (downloaded and verified if needed)."""
         ...
 
+    def process_started(self, pid: int) -> None:
+        """Call right after starting a process in its own process group (pid = group id): the agent
+        records it, so that if the agent dies while the task runs, its next start kills the group."""
+        ...
+
 
 class Executor(Protocol):
     """One task type. `validate` runs in the cloud at POST time: no heavy imports, no I/O."""

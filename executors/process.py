@@ -90,15 +90,21 @@ def group_running(pgid: int) -> bool:
     return any(_running_member(entry, pgid) for entry in entries if entry.isdigit())
 
 
-def _running_member(pid: str, pgid: int) -> bool:
+def proc_stat(pid: int | str) -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat after the command name, from the state (field 3) on; None when the
+    process is gone or there is no procfs."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat_file:
             stat = stat_file.read()
     except OSError:
-        return False
-    # After the command name (which may hold spaces and parentheses): state, ppid, pgrp, ...
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    return len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] not in (b"Z", b"X")
+        return None
+    # The command name may hold spaces and parentheses: the fields start after its last ")".
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def _running_member(pid: str, pgid: int) -> bool:
+    fields = proc_stat(pid)  # state, ppid, pgrp, ...
+    return fields is not None and len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] not in (b"Z", b"X")
 
 
 def _exit_code(returncode: int | None) -> tuple[int | None, str]:
@@ -138,6 +144,7 @@ class _ProcessRun:
             env=env,
             start_new_session=True,
         )
+        self.ctx.process_started(self.proc.pid)
         for pipe in self.pipes.values():
             pipe.close_write_end()  # else our own copy would keep the pipe from ever reaching EOF
         self.pumps = [asyncio.create_task(self._pump(stream)) for stream in self.pipes]

@@ -53,6 +53,12 @@ class Heartbeat(BaseModel):
     """
 
     running: list[str] = Field(default_factory=list, max_length=10_000)
+    tokens: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=10_000,
+        description="task id -> the task_token of the attempt this process runs. With it, only that attempt's "
+        "lease is renewed, and a task now in another attempt is answered in `cancel` (this one is stale).",
+    )
     wait_s: float = Field(0.0, ge=0, le=60)
 
 

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wire.ids import parse_numbered
 
 MAX_SYNC_WAIT_SECONDS = 300
+MAX_RETRIES = 20
+AGENT_LOST = "agent lost"
+"""The error of an attempt whose agent went away (lease expired, or the agent restarted mid-run); an
+error equal to it or starting with `agent lost:` is retryable."""
+NOT_DELIVERED = "not delivered"
+"""The error prefix of a task no agent claimed within its `expires_in`; retryable."""
+
+
+def is_lost(error: str) -> bool:
+    """Whether an attempt's error says its agent went away (rather than the work failing)."""
+    return error == AGENT_LOST or error.startswith(AGENT_LOST + ":")
 
 
 class TaskStatus(StrEnum):
@@ -65,6 +76,24 @@ class TaskCreate(TaskRequest):
     request_id: str | None = Field(
         None, min_length=1, max_length=200, description="Idempotency key: the same id returns the same task."
     )
+    max_retries: int = Field(
+        0, ge=0, le=MAX_RETRIES, description="Further attempts after a retryable failure (see retry_on)."
+    )
+    retry_backoff: float = Field(
+        5.0, ge=0, le=3600, description="Seconds before the first retry; doubled for each later one, with jitter."
+    )
+    retry_on: Literal["lost", "any"] = Field(
+        "lost",
+        description="`lost`: retry when the agent was lost or the task was not delivered; `any`: also after "
+        "any failure or timeout of the work itself (never after a cancel).",
+    )
+    expires_in: int | None = Field(
+        None,
+        ge=1,
+        le=30 * 24 * 3600,
+        description="Seconds an agent has to claim the task before it fails `not delivered`; "
+        "the cloud's default (1 h) when absent.",
+    )
 
     @field_validator("agent_id", "type")
     @classmethod
@@ -91,8 +120,16 @@ class TaskRead(BaseModel):
     exit_code: int | None = None
     error: str
     attempts: int
+    """Runs started so far (claims by an agent)."""
     max_retries: int
+    retries: int = 0
+    """Retries used so far (each one a new attempt after a retryable failure, or a manual retry)."""
+    retry_backoff: float = 5.0
+    retry_on: str = "lost"
     next_retry_at: datetime | None = None
+    """While pending after a retryable failure: when the next attempt may be claimed."""
+    expires_at: datetime | None = None
+    """While pending: when the task fails `not delivered` if no agent has claimed it."""
     last_error: str
     request_id: str | None = None
     cron_source: str | None = None
@@ -185,6 +222,8 @@ class LogRead(BaseModel):
 
     id: int
     task_id: str
+    attempt: int = 1
+    """The attempt that wrote it (system lines of a task never claimed: 0)."""
     seq: int
     level: LogLevel
     stream: LogStream

@@ -16,9 +16,9 @@ from fastapi import Depends, HTTPException, Request
 from cloud.db.engine import Database
 from cloud.hub import Hub
 from cloud.metrics import Metrics
+from cloud.sealing import Sealer
 from cloud.services.agents import AgentCache, SeenThrottle
 from cloud.settings import CloudSettings
-from cloud.sealing import Sealer
 from cloud.tokens import Tokens
 from files.store import FileStore
 

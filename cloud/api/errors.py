@@ -1,4 +1,5 @@
-"""Every error leaves as `{"error": "..."}` with 400/401/404/409; validation failures become 400."""
+"""Every error leaves as `{"error": "..."}` with 400/401/404/409; validation failures become 400; an
+unreachable database is 503."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud.services.errors import ServiceError
@@ -56,6 +58,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _too_large(_: Request, exc: TooLarge) -> JSONResponse:
         # The client may still be sending; close the connection rather than read the rest.
         return JSONResponse({"error": str(exc)}, status_code=413, headers={"Connection": "close"})
+
+    @app.exception_handler(OperationalError)
+    async def _database_away(_: Request, exc: OperationalError) -> JSONResponse:
+        # The database is unreachable or restarting: callers and agents retry. No statement or
+        # parameter goes out (hide_parameters keeps them out of the message; we send only the class).
+        log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+        return JSONResponse(
+            {"error": "database unavailable; try again shortly"}, status_code=503, headers={"Retry-After": "1"}
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -32,7 +32,8 @@ async def wait_until_final(
             remaining = deadline - loop.time()
             if remaining <= 0 or app.hub.closing:
                 return task_read(task, sync_timed_out=True)
-            await sub.wait(remaining)
+            # Re-read at least every recheck_seconds: a wake-up from another replica may have been lost.
+            await sub.wait(min(remaining, app.settings.recheck_seconds))
             task = sub.payload  # the final row when the result was stored by this process, else re-read
 
 

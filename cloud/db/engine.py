@@ -11,10 +11,13 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 
+from cloud.db import notify
 from cloud.hub import Hub
 from cloud.services import events
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_MIGRATE_LOCK = 0x7469616E_0001  # "tian" + 1: PostgreSQL advisory lock keys are bigints
+_BACKGROUND_LOCK = 0x7469616E_0002
 
 
 def make_engine(url: str) -> Engine:
@@ -41,6 +44,9 @@ def migrate(engine: Engine) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Replicas starting together: one migrates, the others wait and then find nothing to do.
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATE_LOCK})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
@@ -52,6 +58,9 @@ class Database:
         self.url = url
         self.hub = hub
         self.engine = make_engine(url)
+        self.notifies = self.engine.dialect.name == "postgresql"
+        """PostgreSQL: wake-ups also go to other replicas through LISTEN/NOTIFY (cloud.db.notify)."""
+        self.origin = notify.new_origin()
 
     @property
     def is_sqlite(self) -> bool:
@@ -68,7 +77,17 @@ class Database:
             events.take(conn)
             yield conn
             queued = events.take(conn)
+            if queued and self.notifies:
+                # Other replicas hear of it at commit (NOTIFY is transactional), never before.
+                notify.send(conn, self.origin, queued)
         self.hub.publish(queued)
+
+    def lead(self, conn: Connection) -> bool:
+        """Whether this transaction runs the background pass: on PostgreSQL only one replica at a time
+        (a transaction-scoped advisory lock, released at commit); SQLite has one writer process anyway."""
+        if not self.notifies:
+            return True
+        return bool(conn.exec_driver_sql(f"SELECT pg_try_advisory_xact_lock({_BACKGROUND_LOCK})").scalar())
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -22,6 +22,8 @@ class Task(SQLModel, table=True):
         Index("ix_tasks_agent_status", "agent_id", "status"),
         Index("ix_tasks_status_lease", "status", "lease_expires_at"),
         Index("ix_tasks_file_id", "file_id"),
+        Index("ix_tasks_status_retry", "status", "next_retry_at"),
+        Index("ix_tasks_status_expires", "status", "expires_at"),
         {"sqlite_autoincrement": True},
     )
 
@@ -40,8 +42,14 @@ class Task(SQLModel, table=True):
     error: str = Field(default="", sa_type=Text)
     attempts: int = 0
     max_retries: int = 0
+    retries: int = 0
+    retry_backoff: float = 5.0
+    retry_on: str = Field(default="lost", max_length=8)
     next_retry_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_error: str = Field(default="", sa_type=Text)
+    # Delivery: a pending task no agent claims by expires_at fails `not delivered` (or is retried).
+    expires_in: int | None = None
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     request_id: str | None = Field(default=None, max_length=200, unique=True)
     cron_source: str | None = Field(default=None, max_length=200)
     # The current attempt: its fencing token, lease, and the next log seq the cloud expects.

@@ -14,7 +14,7 @@ from cloud.services.errors import Conflict
 from wire.tasks import LogLevel, LogLine, LogRead, LogStream, format_task_id
 
 _PAGE = (
-    select(L.c.id, L.c.seq, L.c.level, L.c.stream, L.c.message, L.c.timestamp)
+    select(L.c.id, L.c.attempt, L.c.seq, L.c.level, L.c.stream, L.c.message, L.c.timestamp)
     .where(L.c.task_id == bindparam("b_task"), L.c.id > bindparam("b_after"))
     .order_by(L.c.id)
     .limit(bindparam("b_limit"))
@@ -29,6 +29,7 @@ def list_logs(conn: Connection, task_id: int, after: int, limit: int) -> list[Lo
         LogRead(
             id=r.id,
             task_id=tid,
+            attempt=r.attempt,
             seq=r.seq,
             level=LogLevel(r.level),
             stream=LogStream(r.stream),

@@ -6,26 +6,44 @@ task_token, so a stale agent can never change a task it no longer owns.
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, String, bindparam, func, select, update
+from pydantic import ValidationError
+from sqlalchemy import Connection, String, bindparam, func, or_, select, update
 
 from cloud.db.models import AGENTS as A
 from cloud.db.models import TASKS as T
 from cloud.db.types import utcnow
+from cloud.sealing import Sealer, Unsealable
 from cloud.services import events
-from cloud.sealing import Sealer
 from cloud.services.errors import Conflict, NotFound
 from cloud.services.logs import store_lines, system_line
+from cloud.services.retries import retryable, schedule_retry
 from cloud.services.tasks import PENDING, RUNNING, TaskRow, get_task
-from wire.tasks import Assignment, LogLevel, LogLine, TaskReport, TaskStatus, format_task_id, parse_task_id
+from wire.tasks import (
+    AGENT_LOST,
+    Assignment,
+    LogLevel,
+    LogLine,
+    TaskReport,
+    TaskStatus,
+    format_task_id,
+    parse_task_id,
+)
 
 _CLAIM = (
     update(T)
     .where(
         T.c.id.in_(
             select(T.c.id)
-            .where(T.c.agent_id == bindparam("b_agent_id"), T.c.status == PENDING)
+            .where(
+                T.c.agent_id == bindparam("b_agent_id"),
+                T.c.status == PENDING,
+                # A retry waits out its backoff; an expired task is never handed out, even before the
+                # background pass has failed it.
+                or_(T.c.next_retry_at.is_(None), T.c.next_retry_at <= bindparam("b_now")),
+                or_(T.c.expires_at.is_(None), T.c.expires_at > bindparam("b_now")),
+            )
             .order_by(T.c.id)
             .limit(bindparam("b_capacity"))
             .with_for_update(skip_locked=True)
@@ -43,6 +61,8 @@ _CLAIM = (
         updated_at=bindparam("b_now"),
         claimed_by=bindparam("b_claimer"),
         lease_expires_at=bindparam("b_lease_until"),
+        next_retry_at=None,
+        expires_at=None,
     )
     .returning(*T.c)
 )
@@ -66,6 +86,8 @@ _FINISH = (
     )
     .returning(*T.c)
 )
+_NEVER_RETRIED = (TaskStatus.success, TaskStatus.canceled)
+"""Outcomes recorded in one statement; a failure or timeout first checks the task's retry policy."""
 _TOUCH = update(A).where(A.c.id == bindparam("b_agent_id")).values(last_seen_at=bindparam("b_now"))
 
 
@@ -99,21 +121,45 @@ def claim_tasks(
     rows = conn.execute(_CLAIM, params).all()
     if len(rows) == capacity:
         events.publish(conn, f"agent:{agent_id}")  # maybe more are pending: wake the next claimer
-    return [
-        Assignment(
-            id=format_task_id(r.id),
-            type=r.type,
-            command=r.command,
-            params=sealer.unseal(r.params),
-            file_id=r.file_id,
-            env=sealer.unseal(r.env),
-            exec_timeout=r.exec_timeout,
-            attempt=r.attempts,
-            task_token=r.task_token,
-            max_log_bytes=max_log_bytes,
+    out = []
+    for r in sorted(rows, key=lambda r: r.id):
+        try:
+            out.append(
+                Assignment(
+                    id=format_task_id(r.id),
+                    type=r.type,
+                    command=r.command,
+                    params=sealer.unseal(r.params),
+                    file_id=r.file_id,
+                    env=sealer.unseal(r.env),
+                    exec_timeout=r.exec_timeout,
+                    attempt=r.attempts,
+                    task_token=r.task_token,
+                    max_log_bytes=max_log_bytes,
+                )
+            )
+        except (Unsealable, ValidationError) as exc:
+            # One task that cannot be handed out fails on its own; it must not block the agent's queue.
+            _fail_unassignable(conn, r, str(exc).splitlines()[0], now)
+    return out
+
+
+def _fail_unassignable(conn: Connection, task: TaskRow, error: str, now: datetime) -> None:
+    res = conn.execute(
+        update(T)
+        .where(T.c.id == task.id, T.c.status == RUNNING, T.c.task_token == task.task_token)
+        .values(
+            status=TaskStatus.failed.value,
+            error=error,
+            last_error=error,
+            finished_at=now,
+            updated_at=now,
+            lease_expires_at=None,
         )
-        for r in sorted(rows, key=lambda r: r.id)
-    ]
+    )
+    if res.rowcount == 1:
+        system_line(conn, task, f"not assigned: {error}", LogLevel.error)
+        events.publish(conn, f"task:{task.id}", f"logs:{task.id}")
 
 
 def _touch_registered(conn: Connection, agent_id: str) -> None:
@@ -122,26 +168,62 @@ def _touch_registered(conn: Connection, agent_id: str) -> None:
         raise NotFound(f"agent_id: agent {agent_id} is not registered; POST /api/v1/agents/register first")
 
 
-def heartbeat(conn: Connection, agent_id: str, running: list[str], lease_seconds: float) -> list[str]:
-    """Renew the leases of the agent's running tasks; return the ids whose cancel was requested."""
+def heartbeat(
+    conn: Connection, agent_id: str, running: list[str], lease_seconds: float, tokens: dict[str, str] | None = None
+) -> list[str]:
+    """Renew the leases of the agent's running tasks; return the ids whose cancel was requested or that
+    this process should no longer run. With `tokens` (id -> task_token) a lease is renewed only for the
+    attempt the process holds: a stale process of a pool must not keep another process's attempt alive."""
     _touch_registered(conn, agent_id)
     ids = [n for n in (parse_task_id(r) for r in running) if n is not None]
     if not ids:
         return []
-    conn.execute(
-        update(T)
-        .where(T.c.id.in_(ids), T.c.agent_id == agent_id, T.c.status == RUNNING)
-        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
-    )
-    return pending_cancels(conn, agent_id, ids)
+    until = utcnow() + timedelta(seconds=lease_seconds)
+    by_token = {n: tokens[r] for r in running if tokens and r in tokens and (n := parse_task_id(r)) is not None}
+    plain = [n for n in ids if n not in by_token]
+    if plain:
+        conn.execute(
+            update(T)
+            .where(T.c.id.in_(plain), T.c.agent_id == agent_id, T.c.status == RUNNING)
+            .values(lease_expires_at=until)
+        )
+    if by_token:
+        conn.execute(
+            update(T)
+            .where(T.c.id == bindparam("b_id"), T.c.task_token == bindparam("b_token"), T.c.status == RUNNING)
+            .values(lease_expires_at=bindparam("b_until")),
+            [{"b_id": n, "b_token": t, "b_until": until} for n, t in by_token.items()],
+        )
+    return pending_cancels(conn, agent_id, ids, by_token)
 
 
-def pending_cancels(conn: Connection, agent_id: str, ids: list[int]) -> list[str]:
+def pending_cancels(conn: Connection, agent_id: str, ids: list[int], tokens: dict[int, str] | None = None) -> list[str]:
     """Ids among `ids` the agent should stop: a cancel was requested, or the task no longer runs here
-    (the reaper failed it while the agent was cut off, or it was deleted), so its work is unwanted."""
-    rows = conn.execute(select(T.c.id, T.c.status, T.c.agent_id, T.c.cancel_requested).where(T.c.id.in_(ids)))
-    keep = {r.id for r in rows if r.status == RUNNING and r.agent_id == agent_id and not r.cancel_requested}
+    (the reaper failed it while the agent was cut off, it was deleted, or, when the process said which
+    attempt it holds, it is now in another attempt), so its work is unwanted."""
+    rows = conn.execute(
+        select(T.c.id, T.c.status, T.c.agent_id, T.c.cancel_requested, T.c.task_token).where(T.c.id.in_(ids))
+    )
+    tokens = tokens or {}
+    keep = {
+        r.id
+        for r in rows
+        if r.status == RUNNING
+        and r.agent_id == agent_id
+        and not r.cancel_requested
+        and (r.id not in tokens or secrets.compare_digest(r.task_token or "", tokens[r.id]))
+    }
     return [format_task_id(n) for n in ids if n not in keep]
+
+
+def requested_cancels(conn: Connection, agent_id: str, exclude: list[int]) -> list[str]:
+    """Ids of the agent's running tasks whose cancel was requested, other than `exclude` (the ones the
+    agent listed, already answered by pending_cancels)."""
+    rows = conn.execute(
+        select(T.c.id).where(T.c.agent_id == agent_id, T.c.status == RUNNING, T.c.cancel_requested.is_(True))
+    )
+    skip = set(exclude)
+    return [format_task_id(r.id) for r in rows if r.id not in skip]
 
 
 def append_logs(conn: Connection, task_id: str, token: str, lines: list[LogLine]) -> int:
@@ -175,7 +257,7 @@ def report_result(conn: Connection, task_id: str, report: TaskReport) -> TaskRow
     reads that explain a refusal happen only when it matches nothing.
     """
     n = parse_task_id(task_id)
-    if n is not None and not report.lines:
+    if n is not None and not report.lines and report.status in _NEVER_RETRIED:
         row = _finish(conn, n, report, next_seq=report.log_lines + 1)
         if row is not None:
             return row
@@ -190,7 +272,12 @@ def report_result(conn: Connection, task_id: str, report: TaskReport) -> TaskRow
             f"log_lines: the cloud has {next_seq - 1} of {report.log_lines} lines; resend the rest",
             next_seq=task.next_seq,  # the lines of this request are rolled back with it
         )
-    row = _finish(conn, task.id, report, next_seq)
+    error = report.error or f"{report.status.value} (exit code {report.exit_code})"
+    if retryable(task, report.status.value, error):
+        guard = (T.c.status == RUNNING, T.c.task_token == report.task_token)
+        row = schedule_retry(conn, task, error, utcnow(), *guard)
+    else:
+        row = _finish(conn, task.id, report, next_seq)
     if row is None:
         raise Conflict(f"task {task_id} changed while the result was stored; it is no longer running")
     return row
@@ -217,15 +304,21 @@ def _finish(conn: Connection, n: int, report: TaskReport, next_seq: int) -> Task
 
 
 def reap_expired(conn: Connection) -> int:
-    """Fail running tasks whose lease expired (their agent stopped heartbeating)."""
+    """Running tasks whose lease expired (their agent stopped heartbeating): retried when they have
+    retries left, else failed `agent lost`. Returns how many were handled."""
     now = utcnow()
     expired = conn.execute(select(T).where(T.c.status == RUNNING, T.c.lease_expires_at < now)).all()
     reaped = 0
     for task in expired:
         n = task.id
+        guard = (T.c.status == RUNNING, T.c.lease_expires_at < now, T.c.task_token == task.task_token)
+        if retryable(task, TaskStatus.failed.value, AGENT_LOST):
+            error = f"{AGENT_LOST}: no heartbeat before the lease expired"
+            reaped += schedule_retry(conn, task, error, now, *guard) is not None
+            continue
         res = conn.execute(
             update(T)
-            .where(T.c.id == n, T.c.status == RUNNING, T.c.lease_expires_at < now)
+            .where(T.c.id == n, *guard)
             .values(
                 status=TaskStatus.failed.value,
                 error="agent lost",

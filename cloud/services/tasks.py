@@ -10,7 +10,7 @@ reason.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from cloud.db.models import TASK_LOGS as L
 from cloud.db.models import TASKS as T
 from cloud.db.types import utcnow
-from cloud.sealing import Sealer
+from cloud.sealing import SEALED, Sealer, find_sealed_marker
 from cloud.services import events
 from cloud.services.agents import AgentCache, is_online
 from cloud.services.errors import BadRequest, Conflict, NotFound
@@ -44,6 +44,10 @@ def fetch(conn: Connection, n: int) -> TaskRow | None:
 
 def validate_request(req: TaskRequest) -> None:
     """Ask the type's executor to check command/params; raise BadRequest naming the field."""
+    for name, value in (("params", req.params), ("env", req.env)):
+        marker = find_sealed_marker(value)
+        if marker:
+            raise BadRequest(f"{name}.{marker}: the key {SEALED!r} is reserved")
     try:
         get_executor(req.type).validate(req)
     except (UnknownTaskType, ValueError) as exc:
@@ -51,7 +55,13 @@ def validate_request(req: TaskRequest) -> None:
 
 
 def create_task(
-    conn: Connection, req: TaskCreate, *, agents: AgentCache, offline_after: float, sealer: Sealer
+    conn: Connection,
+    req: TaskCreate,
+    *,
+    agents: AgentCache,
+    offline_after: float,
+    sealer: Sealer,
+    default_expires_in: int = 3600,
 ) -> tuple[TaskRow, bool]:
     """Queue a task; returns (task, created). A known request_id returns the existing task.
 
@@ -66,6 +76,7 @@ def create_task(
         raise NotFound(f"agent_id: agent not found: {req.agent_id}")
     _check_agent_can_run(agent, req.type, offline_after)
     now = utcnow()
+    expires_in = req.expires_in or default_expires_in
     values = {
         "agent_id": req.agent_id,
         "type": req.type,
@@ -79,7 +90,12 @@ def create_task(
         "data": None,
         "error": "",
         "attempts": 0,
-        "max_retries": 0,
+        "max_retries": req.max_retries,
+        "retries": 0,
+        "retry_backoff": req.retry_backoff,
+        "retry_on": req.retry_on,
+        "expires_in": expires_in,
+        "expires_at": now + timedelta(seconds=expires_in),
         "last_error": "",
         "request_id": req.request_id,
         "next_seq": 1,
@@ -101,6 +117,14 @@ def create_task(
             return existing, False
     events.publish(conn, f"agent:{req.agent_id}")
     return row, True
+
+
+def check_agent_for_retry(conn: Connection, task: TaskRow, *, agents: AgentCache, offline_after: float) -> None:
+    """A retried task goes to its agent again: it must still exist, be online and run the type."""
+    agent = agents.get(conn, task.agent_id)
+    if agent is None:
+        raise Conflict(f"agent_id: agent {task.agent_id} no longer exists")
+    _check_agent_can_run(agent, task.type, offline_after)
 
 
 def _check_agent_can_run(agent: Any, type_name: str, offline_after: float) -> None:
@@ -164,7 +188,14 @@ def cancel_task(conn: Connection, task: TaskRow) -> TaskRow:
         res = conn.execute(
             update(T)
             .where(T.c.id == task.id, T.c.status == PENDING)
-            .values(status=TaskStatus.canceled.value, error=message, finished_at=now, updated_at=now)
+            .values(
+                status=TaskStatus.canceled.value,
+                error=message,
+                next_retry_at=None,
+                expires_at=None,
+                finished_at=now,
+                updated_at=now,
+            )
         )
         if res.rowcount == 1:
             system_line(conn, task, message, LogLevel.warn)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -110,6 +112,18 @@ def test_cancel_pending_task(make_cloud: MakeCloud) -> None:
     assert final["status"] == "canceled" and final["started_at"] is None and final["result"] == ""
 
 
+def test_cancel_reaches_a_task_started_after_the_last_heartbeat(make_cloud: MakeCloud) -> None:
+    """With a minute between beats, the cancel of a task that started since the last beat still
+    arrives at once: the held heartbeat is woken for it, not only for the tasks it listed."""
+    cloud = make_cloud(heartbeat_seconds=60, lease_seconds=600, agent_offline_seconds=600)
+    cloud.agent("solo")
+    created = cloud.create(agent_id="solo", type="shell", command="echo start; sleep 120").json()
+    wait_for(lambda: cloud.logs(created["id"]), 20, "the task to start")
+    assert cloud.http.post(f"/api/v1/tasks/{created['id']}/cancel").status_code == 200
+    done = cloud.wait_final(created["id"], 30)
+    assert done["status"] == "canceled" and done["error"] == "canceled by request", done
+
+
 def test_sigterm_drains_running_tasks(make_cloud: MakeCloud) -> None:
     cloud = make_cloud()
     agent = cloud.agent("local", TIANGONG_SHUTDOWN_GRACE_SECONDS="20")
@@ -139,3 +153,30 @@ def test_sync_wait_times_out_and_task_goes_on(make_cloud: MakeCloud) -> None:
     body = r.json()
     assert body["sync_timed_out"] is True and body["status"] == "running"
     assert cloud.wait_final(body["id"])["result"] == "late\n"
+
+
+def test_cloud_sigterm_answers_long_polls_and_exits(make_cloud: MakeCloud) -> None:
+    """A stopping cloud answers a held claim, heartbeat and sync wait at once instead of letting them
+    run out (25 s, 25 s, 60 s here), then exits cleanly."""
+    cloud = make_cloud()
+    agent = httpx.Client(base_url=cloud.url, headers={"Authorization": f"Bearer {AGENT}"}, timeout=90)
+    for agent_id in ("idle", "busy"):
+        r = agent.post("/api/v1/agents/register", json={"agent_id": agent_id, "executors": ["shell"]})
+        assert r.status_code == 200, r.text
+    with ThreadPoolExecutor(3) as pool:
+        claim = pool.submit(agent.post, "/api/v1/agents/idle/claim", json={"capacity": 1, "wait_s": 25})
+        beat = pool.submit(agent.post, "/api/v1/agents/idle/heartbeat", json={"running": [], "wait_s": 25})
+        sync = pool.submit(cloud.create, agent_id="busy", type="shell", command="echo", sync=True, timeout=60)
+        wait_for(lambda: cloud.http.get("/api/v1/tasks", params={"agent_id": "busy"}).json(), 20, "the sync task")
+        assert not (claim.done() or beat.done() or sync.done())
+        started = time.monotonic()
+        assert cloud.proc is not None
+        cloud.proc.send_signal(signal.SIGTERM)
+        # uvicorn re-raises the signal once shut down, as a service manager expects of a stopped service.
+        assert cloud.proc.wait(timeout=20) in (0, -signal.SIGTERM)
+        claimed, beaten, waited = claim.result(), beat.result(), sync.result()
+    assert time.monotonic() - started < 20  # well before any of the waits would have run out
+    assert claimed.status_code == 200 and claimed.json() == []
+    assert beaten.status_code == 200 and beaten.json()["cancel"] == []
+    assert waited.status_code == 201 and waited.json()["status"] == "pending" and waited.json()["sync_timed_out"]
+    agent.close()

@@ -49,7 +49,8 @@ async def claim(agent_id: str, body: ClaimRequest, request: Request, app: AppDep
             remaining = deadline - loop.time()
             if got or remaining <= 0 or app.hub.closing:
                 return got
-            await sub.wait(remaining)
+            # Re-read at least every recheck_seconds: a wake-up from another replica may have been lost.
+            await sub.wait(min(remaining, settings.recheck_seconds))
         # Claiming for a caller that hung up (an agent stopping) would strand its tasks until their
         # lease ran out.
         if await request.is_disconnected():
@@ -58,16 +59,22 @@ async def claim(agent_id: str, body: ClaimRequest, request: Request, app: AppDep
 
 @router.post("/agents/{agent_id}/heartbeat", response_model=HeartbeatReply)
 async def heartbeat(agent_id: str, body: Heartbeat, app: AppDep) -> HeartbeatReply:
-    """Renew leases; return cancels at once, or wait up to wait_s for one to be requested."""
+    """Renew leases; return cancels at once, or wait up to wait_s for one to be requested.
+
+    The wait also covers tasks the agent has not listed yet (started since it sent this beat), so a
+    cancel of a task that just started reaches the agent at once rather than at its next beat.
+    """
     with app.hub.subscribe(f"cancel:{agent_id}") as sub:
         with app.db.transaction() as conn:
-            cancel = svc.heartbeat(conn, agent_id, body.running, app.settings.lease_seconds)
-        if not cancel and body.running and body.wait_s > 0 and not app.hub.closing:
+            cancel = svc.heartbeat(conn, agent_id, body.running, app.settings.lease_seconds, body.tokens)
+        if not cancel and body.wait_s > 0 and not app.hub.closing:
             wait = min(body.wait_s, app.settings.lease_seconds / 3)
             if await sub.wait(wait):
                 ids = [n for n in (parse_task_id(r) for r in body.running) if n is not None]
+                tokens = {n: body.tokens[r] for r in body.running if r in body.tokens and (n := parse_task_id(r))}
                 with app.db.transaction() as conn:
-                    cancel = svc.pending_cancels(conn, agent_id, ids)
+                    cancel = svc.pending_cancels(conn, agent_id, ids, tokens)
+                    cancel += svc.requested_cancels(conn, agent_id, exclude=ids)
     return HeartbeatReply(cancel=cancel, lease_seconds=app.settings.lease_seconds)
 
 

@@ -52,6 +52,7 @@ async def get_logs(
 
 async def _follow(app: AppContext, task_id: int, after: int, as_text: bool) -> AsyncIterator[str]:
     """Yield lines as they are stored; end with the final status. Never holds a session while waiting."""
+    quiet = 0.0
     while True:
         with app.hub.subscribe(f"logs:{task_id}", f"task:{task_id}") as sub:
             with app.db.transaction() as conn:
@@ -68,8 +69,16 @@ async def _follow(app: AppContext, task_id: int, after: int, as_text: bool) -> A
                 return
             if app.hub.closing:
                 return  # the server is stopping; the client resumes with Last-Event-ID
-            if not await sub.wait(KEEPALIVE_SECONDS) and not as_text:
-                yield ": keepalive\n\n"
+            # Re-read at least every recheck_seconds (a wake-up from another replica may have been lost);
+            # an SSE comment now and then keeps proxies from closing a quiet stream.
+            step = min(KEEPALIVE_SECONDS, app.settings.recheck_seconds)
+            if await sub.wait(step):
+                quiet = 0.0
+            else:
+                quiet += step
+                if quiet >= KEEPALIVE_SECONDS and not as_text:
+                    quiet = 0.0
+                    yield ": keepalive\n\n"
 
 
 def _sse(data: str, *, event: str, id: int | None = None) -> str:

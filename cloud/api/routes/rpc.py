@@ -117,7 +117,12 @@ def _create(app: AppContext, p: CreateParams) -> int:
     try:
         with app.db.transaction() as conn:
             row, _ = svc.create_task(
-                conn, req, agents=app.agents, offline_after=app.settings.agent_offline_seconds, sealer=app.sealer
+                conn,
+                req,
+                agents=app.agents,
+                offline_after=app.settings.agent_offline_seconds,
+                sealer=app.sealer,
+                default_expires_in=app.settings.task_expires_seconds,
             )
     except (NotFound, Conflict) as exc:
         if "agent_id:" in exc.message and ("offline" in exc.message or "not found" in exc.message):

@@ -9,6 +9,8 @@ from fastapi import APIRouter, Header, Query, Response
 
 from cloud.api.deps import AdminAuth, AppDep
 from cloud.api.waits import wait_until_final
+from cloud.db.types import utcnow
+from cloud.services import retries
 from cloud.services import tasks as svc
 from cloud.services.present import task_read
 from wire.tasks import TaskCreate, TaskList, TaskRead, TaskStatus
@@ -28,7 +30,12 @@ async def create_task(
         body.request_id = idempotency_key
     with app.db.transaction() as conn:
         task, created = svc.create_task(
-            conn, body, agents=app.agents, offline_after=app.settings.agent_offline_seconds, sealer=app.sealer
+            conn,
+            body,
+            agents=app.agents,
+            offline_after=app.settings.agent_offline_seconds,
+            sealer=app.sealer,
+            default_expires_in=app.settings.task_expires_seconds,
         )
     if not created:
         response.status_code = 200  # the same request_id: this is the task created before
@@ -68,6 +75,17 @@ async def cancel_task(task_id: str, app: AppDep) -> TaskRead:
     """Cancel: a pending task ends at once; a running one is stopped by its agent (group killed)."""
     with app.db.transaction() as conn:
         return task_read(svc.cancel_task(conn, svc.get_task(conn, task_id)))
+
+
+@router.post("/{task_id}/retry", response_model=TaskRead)
+async def retry_task(task_id: str, app: AppDep) -> TaskRead:
+    """A new attempt of a finished task (any final status), queued at once for the same agent. It does not
+    use up the task's automatic retries; 409 while it is pending or running, or when its agent is offline."""
+    with app.db.transaction() as conn:
+        task = svc.get_task(conn, task_id)
+        retries.check_finished(task)
+        svc.check_agent_for_retry(conn, task, agents=app.agents, offline_after=app.settings.agent_offline_seconds)
+        return task_read(retries.retry_task(conn, task, utcnow()))
 
 
 @router.delete("/{task_id}", status_code=204)

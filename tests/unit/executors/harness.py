@@ -26,6 +26,7 @@ class Harness:
     config: Mapping[str, Any] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     lines: list[tuple[LogStream, str]] = field(default_factory=list)
+    process_groups: list[int] = field(default_factory=list)
     on_line: Callable[[Harness, str], None] | None = None
 
     def log(self, message: str, stream: LogStream = LogStream.stdout, level: LogLevel | None = None) -> None:
@@ -38,6 +39,9 @@ class Harness:
             return self.files[file_id]
         except KeyError:
             raise FileNotFoundError(f"no file {file_id!r} on this agent") from None
+
+    def process_started(self, pid: int) -> None:
+        self.process_groups.append(pid)
 
     def stream(self, stream: LogStream) -> list[str]:
         return [message for s, message in self.lines if s is stream]

@@ -1,0 +1,84 @@
+"""Wake-ups between cloud replicas on PostgreSQL: LISTEN/NOTIFY on one channel.
+
+A unit of work that queued wake-up keys (cloud.services.events) also NOTIFYs them inside its
+transaction, so PostgreSQL delivers them at commit to every listening replica, which publishes them on
+its own hub. A replica ignores its own notifications (it published them in-process already). A lost
+notification (a listener reconnecting) only delays work: every waiting request re-reads the database at
+least every `recheck_seconds`, and the listener wakes every waiter after it reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import URL
+
+from cloud.hub import Hub
+
+log = logging.getLogger("tiangong.cloud")
+
+CHANNEL = "tiangong"
+MAX_PAYLOAD = 7900
+"""PostgreSQL refuses payloads of 8000 bytes or more; longer key lists go as several notifications."""
+RECONNECT_MAX_SECONDS = 10.0
+
+
+def new_origin() -> str:
+    """This process's tag on its notifications."""
+    return secrets.token_hex(6)
+
+
+def send(conn: Connection, origin: str, keys: Iterable[str]) -> None:
+    """NOTIFY `keys` (space-separated after `origin|`) in the current transaction."""
+    head = origin + "|"
+    chunk = head
+    payloads = []
+    for key in keys:
+        if len(chunk) + len(key) + 1 > MAX_PAYLOAD and chunk != head:
+            payloads.append(chunk)
+            chunk = head
+        chunk += key + " "
+    payloads.append(chunk)
+    for payload in payloads:
+        conn.exec_driver_sql("SELECT pg_notify(%(channel)s, %(payload)s)", {"channel": CHANNEL, "payload": payload})
+
+
+def parse(payload: str, origin: str) -> list[str]:
+    """The keys of a notification, or none when it is this process's own."""
+    sender, _, keys = payload.partition("|")
+    return [] if sender == origin else keys.split()
+
+
+def conninfo(url: URL) -> str:
+    """A libpq connection string for the listener, from the SQLAlchemy URL (`postgresql+psycopg://...`)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def listen_forever(url: URL, origin: str, hub: Hub) -> None:
+    """Hold a LISTEN connection and publish what other replicas notify; reconnect with backoff."""
+    import psycopg
+
+    delay = 0.5
+    while True:
+        try:
+            conn: Any = await psycopg.AsyncConnection.connect(conninfo(url), autocommit=True)
+            async with conn:
+                await conn.execute(f"LISTEN {CHANNEL}")
+                # Whatever was notified while no one listened is unknown: let every waiter look again.
+                hub.wake_all()
+                delay = 0.5
+                async for note in conn.notifies():
+                    keys = parse(note.payload, origin)
+                    if keys:
+                        hub.publish(keys)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("notify listener: %s; reconnecting in %.1fs", exc, delay)
+        await asyncio.sleep(delay)
+        delay = min(RECONNECT_MAX_SECONDS, delay * 2)

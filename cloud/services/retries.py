@@ -1,0 +1,178 @@
+"""Retries and delivery expiry: when a failed attempt gets another one, the backoff before it, the
+manual retry of a finished task, and the passes that expire undelivered tasks and wake agents whose
+retry came due.
+
+A retry puts the task back to `pending` (a status that is not final) with `next_retry_at`; a final status
+is reached only when no retry is left. Every change is a compare-and-set on the state it was decided in.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, select, update
+
+from cloud.db.models import TASKS as T
+from cloud.services import events
+from cloud.services.errors import Conflict
+from cloud.services.logs import system_line
+from cloud.services.tasks import PENDING, TaskRow, fetch
+from wire.tasks import NOT_DELIVERED, LogLevel, TaskStatus, format_task_id, is_lost
+
+MAX_BACKOFF_SECONDS = 3600.0
+EXPIRE_BATCH = 500
+"""Undelivered tasks failed per pass at most; the next pass takes the rest."""
+
+FAILED, TIMEOUT, CANCELED = TaskStatus.failed.value, TaskStatus.timeout.value, TaskStatus.canceled.value
+
+
+def backoff_seconds(base: float, retries_used: int) -> float:
+    """Exponential backoff with jitter: base * 2^n, then a random point in its upper half (so replicas
+    and agents retrying together spread out), at most an hour."""
+    full = min(MAX_BACKOFF_SECONDS, base * 2.0 ** min(retries_used, 30))
+    return random.uniform(full / 2, full)
+
+
+def retryable(task: Any, status: str, error: str) -> bool:
+    """Whether an attempt that ended with `status` and `error` gets another one."""
+    if task.retries >= task.max_retries or status == CANCELED:
+        return False
+    if is_lost(error) or error.startswith(NOT_DELIVERED):
+        return True
+    return bool(task.retry_on == "any" and status in (FAILED, TIMEOUT))
+
+
+def schedule_retry(conn: Connection, task: TaskRow, error: str, now: datetime, *guard: Any) -> TaskRow | None:
+    """Back to pending for attempt n+1 after the backoff, if the task is still as `guard` says (the
+    compare-and-set of the caller's decision); returns the new row, or None when it changed meanwhile.
+
+    The token is cleared, so the old attempt's late lines and result get 409. The log line saying so goes
+    into the ending attempt's log."""
+    delay = backoff_seconds(task.retry_backoff, task.retries)
+    at = now + timedelta(seconds=delay)
+    row = conn.execute(
+        update(T)
+        .where(T.c.id == task.id, *guard)
+        .values(
+            **_fresh_attempt(now),
+            retries=T.c.retries + 1,
+            last_error=error,
+            next_retry_at=at,
+            expires_at=_expiry(task, at),
+        )
+        .returning(*T.c)
+    ).first()
+    if row is None:
+        return None
+    system_line(conn, row, f"{error}; retry {row.retries} of {row.max_retries} in {delay:.1f}s", LogLevel.warn)
+    events.publish(conn, f"task:{task.id}", f"logs:{task.id}")
+    return fetch(conn, task.id)
+
+
+def _fresh_attempt(now: datetime) -> dict[str, Any]:
+    """Column values that make a task pending again with nothing of its previous attempt but the log."""
+    return {
+        "status": PENDING,
+        "error": "",
+        "result": "",
+        "data": None,
+        "exit_code": None,
+        "task_token": None,
+        "claimed_by": None,
+        "lease_expires_at": None,
+        "cancel_requested": False,
+        "finished_at": None,
+        "updated_at": now,
+    }
+
+
+def _expiry(task: Any, start: datetime) -> datetime | None:
+    return start + timedelta(seconds=task.expires_in) if task.expires_in else None
+
+
+def check_finished(task: TaskRow) -> None:
+    """Only a finished task can be retried by request: 409 otherwise."""
+    if not TaskStatus(task.status).is_final:
+        raise Conflict(f"task {format_task_id(task.id)} is {task.status}; only a finished task can be retried")
+
+
+def retry_task(conn: Connection, task: TaskRow, now: datetime) -> TaskRow:
+    """POST /tasks/{id}/retry: a new attempt of a finished task, at once. It does not use up the task's
+    automatic retries. 409 while the task is pending or running."""
+    check_finished(task)
+    row = conn.execute(
+        update(T)
+        .where(T.c.id == task.id, T.c.status == task.status, T.c.attempts == task.attempts)
+        .values(
+            **_fresh_attempt(now),
+            last_error=task.error or task.status,
+            next_retry_at=None,
+            expires_at=_expiry(task, now),
+        )
+        .returning(*T.c)
+    ).first()
+    if row is None:
+        raise Conflict(f"task {format_task_id(task.id)} changed meanwhile; read it and try again")
+    system_line(conn, row, f"retried by request (was {task.status})", LogLevel.info)
+    events.publish(conn, f"agent:{task.agent_id}", f"task:{task.id}", f"logs:{task.id}")
+    return fetch(conn, task.id) or row
+
+
+_EXPIRED = (
+    select(T)
+    .where(T.c.status == PENDING, T.c.expires_at < bindparam("b_now"))
+    .order_by(T.c.expires_at)
+    .limit(EXPIRE_BATCH)
+)
+
+
+def expire_undelivered(conn: Connection, now: datetime) -> int:
+    """Pending tasks no agent claimed before `expires_at`: retried when they have retries left, else
+    failed `not delivered`. The claim refuses them already, so none runs after its expiry."""
+    ended = 0
+    for task in conn.execute(_EXPIRED, {"b_now": now}).all():
+        error = f"{NOT_DELIVERED}: agent {task.agent_id} did not claim it within {task.expires_in} s"
+        guard = (T.c.status == PENDING, T.c.expires_at < now)
+        if retryable(task, FAILED, error):
+            schedule_retry(conn, task, error, now, *guard)
+            continue
+        res = conn.execute(
+            update(T)
+            .where(T.c.id == task.id, *guard)
+            .values(
+                status=FAILED,
+                error=error,
+                last_error=error,
+                expires_at=None,
+                next_retry_at=None,
+                finished_at=now,
+                updated_at=now,
+            )
+        )
+        if res.rowcount == 1:
+            ended += 1
+            system_line(conn, task, error, LogLevel.error)
+            events.publish(conn, f"task:{task.id}", f"logs:{task.id}")
+    return ended
+
+
+_DUE = (
+    select(T.c.agent_id)
+    .where(
+        T.c.status == PENDING,
+        T.c.next_retry_at > bindparam("b_since"),
+        T.c.next_retry_at <= bindparam("b_now"),
+    )
+    .distinct()
+)
+
+
+def announce_due_retries(conn: Connection, since: datetime, now: datetime) -> int:
+    """Wake the claims of agents with a retry that came due in (since, now]: nothing else would, since
+    its task was already pending."""
+    agents = conn.execute(_DUE, {"b_since": since, "b_now": now}).scalars().all()
+    for agent_id in agents:
+        events.publish(conn, f"agent:{agent_id}")
+    return len(agents)

@@ -1,0 +1,108 @@
+"""Two cloud replicas on one PostgreSQL database: wake-ups cross between them (LISTEN/NOTIFY), so work
+created on A reaches an agent waiting on B, and waiters on A hear of what B stored, promptly.
+
+`recheck_seconds` is set far above the bounds asserted here: only a cross-replica wake-up can meet them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.harness import ADMIN, wait_for
+from tests.faults.conftest import MakeCluster
+from tests.faults.harness import Cluster
+
+pytestmark = pytest.mark.slow
+
+BOUND_S = 2.0
+ROUNDS = 5
+
+
+@pytest.fixture
+def cluster(make_cluster: MakeCluster) -> Cluster:
+    cluster = make_cluster("postgres", replicas=2, recheck_seconds=120, heartbeat_seconds=5)
+    proxy = cluster.proxy(cluster.b, record=True)  # only to see the agent's requests; it never pauses
+    cluster.agent("on-b", via=proxy.url, max_concurrency=2)
+    return cluster
+
+
+def _at(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+def test_task_created_on_a_is_claimed_through_b_and_the_sync_caller_on_a_returns(cluster: Cluster) -> None:
+    claim_s, return_s, total_s = [], [], []
+    for _ in range(ROUNDS):
+        # Let the agent's next long-poll reach B and wait there, so the claim has to be woken by A.
+        time.sleep(0.3)
+        t0 = time.perf_counter()
+        r = cluster.a.create(agent_id="on-b", type="shell", command="echo hi", sync=True, timeout=60)
+        total_s.append(time.perf_counter() - t0)
+        returned = datetime.now(UTC).timestamp()
+        task = r.json()
+        assert r.status_code == 201 and task["status"] == "success" and not task["sync_timed_out"], task
+        claim_s.append(_at(task["started_at"]) - _at(task["created_at"]))
+        return_s.append(returned - _at(task["finished_at"]))
+    figures = {"claim_delay_s": claim_s, "sync_return_delay_s": return_s, "round_trip_s": total_s}
+    print(json.dumps({k: [round(v, 4) for v in vs] for k, vs in figures.items()}))
+    assert max(claim_s) < BOUND_S, claim_s
+    assert max(return_s) < BOUND_S, return_s
+
+
+def _follow(cluster: Cluster, task_id: str) -> tuple[list[tuple[float, dict[str, Any]]], dict[str, Any]]:
+    """Follow the task's log on replica A as SSE: (arrival time, line) for each line, and the end event."""
+    got: list[tuple[float, dict[str, Any]]] = []
+    headers = {"Authorization": f"Bearer {ADMIN}", "Accept": "text/event-stream"}
+    url = f"{cluster.a.url}/api/v1/tasks/{task_id}/logs"
+    with httpx.stream("GET", url, params={"follow": "true"}, headers=headers, timeout=60) as r:
+        assert r.status_code == 200
+        event = ""
+        for raw in r.iter_lines():
+            if raw.startswith("event: "):
+                event = raw.removeprefix("event: ")
+            elif raw.startswith("data: "):
+                data = json.loads(raw.removeprefix("data: "))
+                if event == "end":
+                    return got, data
+                got.append((datetime.now(UTC).timestamp(), data))
+    raise AssertionError(f"the stream ended without an end event after {len(got)} lines")
+
+
+def test_log_follower_on_a_sees_lines_written_through_b(cluster: Cluster, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    command = f"while [ ! -e {go} ]; do sleep 0.05; done; for i in 1 2 3 4 5; do echo line$i; sleep 0.3; done"
+    task_id = cluster.a.create(agent_id="on-b", type="shell", command=command).json()["id"]
+    wait_for(lambda: cluster.a.task(task_id)["status"] == "running", 30, "the agent on B to start it")
+    with ThreadPoolExecutor(1) as pool:
+        following = pool.submit(_follow, cluster, task_id)
+        go.touch()
+        lines, end = following.result(timeout=60)
+    assert [ln["message"] for _, ln in lines] == [f"line{i}" for i in range(1, 6)]
+    assert end["status"] == "success"
+    lags = [arrived - _at(ln["timestamp"]) for arrived, ln in lines]
+    print(json.dumps({"follow_lag_s": [round(v, 4) for v in lags]}))
+    assert max(lags) < BOUND_S, lags
+
+
+def test_cancel_on_a_reaches_the_agent_heartbeating_on_b(cluster: Cluster) -> None:
+    task_id = cluster.a.create(agent_id="on-b", type="shell", command="echo up; sleep 60").json()["id"]
+    # A heartbeat naming the task is held open on B (up to 10 s) waiting for a cancel to hand back.
+    naming = f'"running":["{task_id}"]'.encode()
+    wait_for(lambda: naming in cluster.proxies[0].sent(), 30, "a heartbeat naming the running task")
+    t0 = time.perf_counter()
+    r = cluster.a.http.post(f"/api/v1/tasks/{task_id}/cancel")
+    assert r.status_code == 200, r.text
+    done = cluster.a.wait_final(task_id, 30)
+    elapsed = time.perf_counter() - t0
+    print(json.dumps({"cancel_s": round(elapsed, 4)}))
+    assert done["status"] == "canceled"
+    # The heartbeat waits up to 5 s on B for a cancel: only a wake-up from A makes this quick.
+    assert elapsed < BOUND_S, elapsed
