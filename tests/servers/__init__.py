@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import NoReturn
+import subprocess
+import threading
+from typing import IO, NoReturn
 
 import pytest
 
@@ -26,3 +28,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def stop_server(proc: subprocess.Popen[bytes], watcher: threading.Thread, pipe: IO[bytes] | None) -> None:
+    """Stop a server the tests started (SIGTERM, SIGKILL after 10 s), then the thread reading its output."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    watcher.join(10)
+    if pipe is not None:
+        pipe.close()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from tests.servers import free_port, unavailable
+from tests.servers import free_port, stop_server, unavailable
 
 ENV = "TIANGONG_TEST_CLICKHOUSE_URL"
 START_SECONDS = 60.0
@@ -172,12 +172,4 @@ def chdb_http_server() -> Iterator[ClickHouseServer]:
         yield _checked(server, "the chdb HTTP stand-in")
     finally:
         server.close()
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        watcher.join(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        stop_server(proc, watcher, proc.stdout)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from tests.servers import free_port, unavailable
+from tests.servers import free_port, stop_server, unavailable
 
 START_SECONDS = 30.0
 ENV = "TIANGONG_TEST_MONGO_URL"
@@ -106,12 +106,4 @@ def _run_nx(exe: Path, workdir: Path) -> Iterator[MongoServer]:
             unavailable("nx-27017", f"did not start (exit {proc.poll()}): {' | '.join(output[-5:])}")
         yield MongoServer("127.0.0.1", port)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        watcher.join(10)
-        if proc.stderr is not None:
-            proc.stderr.close()
+        stop_server(proc, watcher, proc.stderr)
