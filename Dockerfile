@@ -50,7 +50,9 @@ VOLUME /data
 EXPOSE 8080
 USER 10001:10001
 # Docker only (Kubernetes ignores it and uses the probes in deploy/). The agent serves no port, so
-# the check passes for it; for the cloud (and `up`) it asks /healthz.
+# the check passes for it; for the cloud (and `up`) it asks /healthz on TIANGONG_PORT. It does not read a
+# `--port` flag: to listen elsewhere set the variable (`docker run -e TIANGONG_PORT=9000 IMAGE cloud`,
+# which the cloud reads too); `up` reads only its flag, so give it both.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request; args = open('/proc/1/cmdline', 'rb').read().split(b'\\0'); sys.exit(0) if not {b'cloud', b'up'} & set(args) else urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('TIANGONG_PORT', '8080'), timeout=4)"]
 ENTRYPOINT ["tiangong"]

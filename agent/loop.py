@@ -9,18 +9,20 @@ import logging
 import signal
 import socket
 import sys
+from collections.abc import Awaitable
 
 from agent.client import Backoff, CloudClient, CloudUnavailable, Rejected, retrying
 from agent.config import load_config
 from agent.delivery import Pending, deliver, recover
 from agent.files import FileCache
+from agent.health import Health
 from agent.ledger import StartedLedger
 from agent.outbox import DataDirInUse, Entry, Outbox
 from agent.runner import EXECUTOR_OVERRUN_SECONDS, LogShipper, TaskContext, execute, finish
 from agent.settings import AgentSettings
 from executors.registry import known_types
 from wire import API_VERSION
-from wire.agents import AgentRegister
+from wire.agents import AgentRegister, RegisterReply
 from wire.tasks import Assignment
 
 log = logging.getLogger("tiangong.agent")
@@ -56,6 +58,7 @@ class Agent:
         except DataDirInUse as exc:
             raise AgentRefused(str(exc)) from None
         self.ledger = StartedLedger(self.outbox.root / "started")
+        self.health = Health(data_dir)
         self.running: dict[str, TaskContext] = {}
         self._tokens: dict[str, str] = {}
         """Task id -> the task_token of the attempt this process runs or is delivering."""
@@ -72,6 +75,7 @@ class Agent:
         Raises AgentRefused when the cloud rejects this agent (wrong token, bad id): retrying would not help.
         """
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.health.start()
         try:
             for item in recover(self.outbox):
                 if not self.ledger.started(item.entry.task_id, item.entry.attempt):
@@ -83,8 +87,11 @@ class Agent:
                 return  # stopped while the cloud was still out of reach
             except Rejected as exc:
                 raise AgentRefused(f"the cloud refused to register agent {self.settings.agent_id}: {exc}") from exc
+            if not self.stopping.is_set():
+                self.health.ready()
             await self._serve()
         finally:
+            self.health.not_ready()
             await self._settle_deliveries(0.0)
             self.ledger.close()
             self.outbox.unlock()
@@ -110,6 +117,7 @@ class Agent:
 
     def stop(self) -> None:
         self.stopping.set()
+        self.health.not_ready()  # draining: no new work from here on
 
     async def _register(self) -> None:
         reg = AgentRegister(
@@ -120,7 +128,12 @@ class Agent:
             executors=known_types(),
             max_concurrency=self.settings.max_concurrency,
         )
-        reply = await retrying(lambda: self.client.register(reg), "register", self.stopping)
+
+        def attempt() -> Awaitable[RegisterReply]:
+            self.health.alive()  # no heartbeat runs before the first registration: stay alive meanwhile
+            return self.client.register(reg)
+
+        reply = await retrying(attempt, "register", self.stopping)
         self._heartbeat_seconds = reply.heartbeat_seconds
         log.info("registered as %s at %s (max concurrency %d)", reg.agent_id, self.settings.server, reg.max_concurrency)
 
@@ -219,6 +232,9 @@ class Agent:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
+            # Each pass, answered or not. Here rather than in the claim loop, which may wait hours for a
+            # free slot: this loop passes every few seconds, and an agent whose heartbeats stopped is dead.
+            self.health.alive()
             try:
                 # Results still on their way count as running: the cloud must not reap them meanwhile.
                 listed = dict(self._tokens)

@@ -2,9 +2,9 @@
 
 Safe means: only plain YAML types (no `!!python/...` or other tags that build objects), duplicate keys
 refused (YAML would silently keep the last one, e.g. a second `image:`), dates kept as the strings
-Kubernetes expects, and a size cap on the text plus a node budget on the loaded documents so an alias
-bomb ("billion laughs": a few hundred bytes expanding to billions of nodes) is refused before it is
-ever expanded into JSON.
+Kubernetes expects, and a size cap on the text plus a budget of values and of bytes on the loaded
+documents, so an alias bomb ("billion laughs": a few hundred bytes expanding to billions of nodes, or one
+long string referenced a hundred thousand times) is refused before it is ever expanded into JSON.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -20,6 +20,9 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 """Largest manifest text accepted (the API server's own limit is about 1.5 MiB per object)."""
 MAX_NODES = 1_000_000
 """Most values (maps, lists, scalars) all documents may hold once aliases are expanded."""
+MAX_EXPANDED_BYTES = 4 * MAX_MANIFEST_BYTES
+"""Most text (strings, keys) all documents may hold once aliases are expanded: reusing a block through an
+alias is fine, one long string referenced a hundred thousand times (hundreds of GiB as JSON) is not."""
 MAX_DEPTH = 200
 """Deepest nesting accepted; CRD schemas are the deepest real manifests and stay far below this."""
 
@@ -62,7 +65,7 @@ def parse_manifests(text: str) -> list[dict[str, Any]]:
     separated by `---`; empty documents are skipped and `kind: List` is unpacked into its items."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_MANIFEST_BYTES:
         raise ManifestError(f"command: manifests larger than {MAX_MANIFEST_BYTES // (1024 * 1024)} MiB are refused")
-    documents = _load_json(text) if text.lstrip()[:1] in ("{", "[") else _load_yaml(text)
+    documents = _load(text)
     _check_budget(documents)
     objects: list[dict[str, Any]] = []
     for number, doc in enumerate(documents, 1):
@@ -74,11 +77,33 @@ def parse_manifests(text: str) -> list[dict[str, Any]]:
     return objects
 
 
+class _NotJson(ManifestError):
+    """The text is not JSON syntax (as opposed to JSON read and refused, e.g. for a duplicate key)."""
+
+
+def _load(text: str) -> list[Any]:
+    """JSON when the text looks like it, else YAML. Text that starts like JSON but does not parse as JSON
+    is tried as YAML, of which JSON is the flow style: JSON documents separated by `---`, or
+    `{kind: ConfigMap, ...}` without quotes. When that fails too, the JSON error is the one shown: the
+    author most likely meant JSON, and the YAML parser's view of broken JSON is harder to read."""
+    if text.lstrip()[:1] not in ("{", "["):
+        return _load_yaml(text)
+    try:
+        return _load_json(text)
+    except _NotJson as json_error:
+        try:
+            documents = _load_yaml(text)
+        except ManifestError:
+            raise json_error from None
+    # A flow list of objects means what the JSON array it looks like means: the objects, in order.
+    return documents[0] if len(documents) == 1 and isinstance(documents[0], list) else documents
+
+
 def _load_json(text: str) -> list[Any]:
     try:
         value = json.loads(text, object_pairs_hook=_no_duplicate_pairs, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
-        raise ManifestError(f"command: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise _NotJson(f"command: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise ManifestError("command: the JSON is nested too deeply") from None
     return value if isinstance(value, list) else [value]
@@ -110,42 +135,48 @@ def _load_yaml(text: str) -> list[Any]:
 
 
 def _check_budget(documents: list[Any]) -> None:
-    """Count values as if aliases were expanded, without expanding them: each distinct map or list is
-    measured once (its size and depth memoised by identity), so a bomb is caught in time linear in the
-    text. A recursive alias (`&a [*a]`) is refused."""
-    total = 0
-    memo: dict[int, tuple[int, int]] = {}
+    """Measure values and bytes as if aliases were expanded, without expanding them: each distinct map
+    or list is measured once (memoised by identity), so a bomb is caught in time linear in the text,
+    whether it repeats many small values or one long string. A recursive alias (`&a [*a]`) is refused."""
+    total = _Size(0, 0, 0)
+    memo: dict[int, _Size] = {}
     for doc in documents:
-        total += _measure(doc, memo)[0]
-        if total > MAX_NODES:
-            raise ManifestError(
-                f"command: more than {MAX_NODES} values once YAML aliases are expanded (an alias bomb?)"
-            )
+        size = _measure(doc, memo)
+        total = _Size(total.values + size.values, total.chars + size.chars, 0)
+        _check_size(total)
 
 
-def _measure(root: Any, memo: dict[int, tuple[int, int]]) -> tuple[int, int]:
-    """(values, depth) of `root`; checks every scalar and key once. Iterative: no recursion limit."""
+class _Size(NamedTuple):
+    values: int
+    """Maps, lists and scalars."""
+    chars: int
+    """Bytes of text: strings (map keys too) in UTF-8, one per other scalar."""
+    depth: int
+
+
+def _check_size(size: _Size) -> None:
+    if size.values > MAX_NODES:
+        raise ManifestError(f"command: more than {MAX_NODES} values once YAML aliases are expanded (an alias bomb?)")
+    if size.chars > MAX_EXPANDED_BYTES:
+        raise ManifestError(
+            f"command: more than {MAX_EXPANDED_BYTES // (1024 * 1024)} MiB of text once YAML aliases are "
+            "expanded (an alias bomb?)"
+        )
+    if size.depth > MAX_DEPTH:
+        raise ManifestError(f"command: nested deeper than {MAX_DEPTH} levels")
+
+
+def _measure(root: Any, memo: dict[int, _Size]) -> _Size:
+    """The expanded size of `root`; checks every scalar and key once. Iterative: no recursion limit."""
     if not isinstance(root, dict | list):
-        _check_scalar(root)
-        return 1, 1
+        return _Size(1, _scalar_bytes(root), 1)
     active: set[int] = set()
     stack: list[tuple[Any, bool]] = [(root, False)]
     while stack:
         value, children_done = stack.pop()
         key = id(value)
-        children = list(value.values()) if isinstance(value, dict) else value
         if children_done:
-            size, depth = 1, 1
-            for child in children:
-                child_size, child_depth = memo[id(child)] if isinstance(child, dict | list) else (1, 1)
-                size, depth = size + child_size, max(depth, child_depth + 1)
-            if size > MAX_NODES:
-                raise ManifestError(
-                    f"command: more than {MAX_NODES} values once YAML aliases are expanded (an alias bomb?)"
-                )
-            if depth > MAX_DEPTH:
-                raise ManifestError(f"command: nested deeper than {MAX_DEPTH} levels")
-            memo[key] = (size, depth)
+            memo[key] = _total(value, memo)
             active.discard(key)
             continue
         if key in memo:
@@ -154,17 +185,42 @@ def _measure(root: Any, memo: dict[int, tuple[int, int]]) -> tuple[int, int]:
             raise ManifestError("command: a YAML alias refers to itself (a recursive structure)")
         active.add(key)
         stack.append((value, True))
-        if isinstance(value, dict):
-            for k in value:
-                if not isinstance(k, str):
-                    raise ManifestError(f"command: map keys must be strings, got {k!r} (quote it)")
-        for child in children:
-            if isinstance(child, dict | list):
-                if id(child) not in memo:
-                    stack.append((child, False))
-            else:
-                _check_scalar(child)
+        for child in value.values() if isinstance(value, dict) else value:
+            if isinstance(child, dict | list) and id(child) not in memo:
+                stack.append((child, False))
     return memo[id(root)]
+
+
+def _total(value: dict[str, Any] | list[Any], memo: dict[int, _Size]) -> _Size:
+    """The size of a map or list whose children are measured (in `memo`, or scalars)."""
+    values, chars, depth = 1, 0, 1
+    if isinstance(value, dict):
+        for k in value:
+            if not isinstance(k, str):
+                raise ManifestError(f"command: map keys must be strings, got {k!r} (quote it)")
+            chars += _text_bytes(k)
+        children: Any = value.values()
+    else:
+        children = value
+    for child in children:
+        if isinstance(child, dict | list):
+            size = memo[id(child)]
+            values, chars, depth = values + size.values, chars + size.chars, max(depth, size.depth + 1)
+        else:  # an alias to a string is the same str object: its length is counted at every use
+            values, chars = values + 1, chars + _scalar_bytes(child)
+    size = _Size(values, chars, depth)
+    _check_size(size)
+    return size
+
+
+def _scalar_bytes(value: Any) -> int:
+    _check_scalar(value)
+    return _text_bytes(value) if isinstance(value, str) else 1
+
+
+def _text_bytes(text: str) -> int:
+    # isascii() is O(1) on CPython's compact strings: most manifests never pay for an encode.
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def _check_scalar(value: Any) -> None:

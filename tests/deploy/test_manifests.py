@@ -4,6 +4,10 @@ the code (flags, env names, ports, health routes, the agent's drain)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from agent.health import ALIVE_FILE, READY_FILE
 from agent.loop import SHUTDOWN_OVERRUN_SECONDS
 from agent.settings import AgentSettings
 from cloud.settings import CloudSettings
@@ -81,10 +86,43 @@ def test_the_agent_deployment() -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["serviceAccountName"] == "tiangong-agent"
     assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
-    assert "readinessProbe" in c
+    assert "exec" in c["livenessProbe"] and "exec" in c["readinessProbe"]  # run: see the next test
     for name in variables:  # every variable is one the agent reads
         field = name.removeprefix("TIANGONG_").lower()
         assert field in AgentSettings.model_fields or field == "agent_token", name
+
+
+def test_the_agent_probes_read_its_health_files(tmp_path: Path) -> None:
+    """Both probes run here as the kubelet would run them, on the files the agent writes (agent/health.py)."""
+    c = container(find("Deployment", "tiangong-agent"))
+    data_dir = env(c)["TIANGONG_DATA_DIR"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts["data"] == data_dir  # a volume, so the probes see the agent's files
+
+    live, ready = c["livenessProbe"], c["readinessProbe"]
+    assert ready["exec"]["command"] == ["test", "-f", f"{data_dir}/{READY_FILE}"]
+    command = live["exec"]["command"]
+    assert command[:2] == ["python", "-c"] and f'"{data_dir}/{ALIVE_FILE}"' in command[2]
+    # Never restarted while heartbeating: a pass takes at most the cloud's heartbeat period plus the
+    # request's 15 s timeout; the cloud's default period (5 s) leaves room for periods of up to ~100 s.
+    assert CloudSettings.model_fields["heartbeat_seconds"].default + 15 < 120
+
+    def probe(argv: list[str]) -> int:
+        argv = [a.replace(f"{data_dir}/", f"{tmp_path}/") for a in argv]
+        argv[0] = sys.executable if argv[0] == "python" else argv[0]
+        return subprocess.run(argv, timeout=live["timeoutSeconds"], check=False).returncode
+
+    alive = tmp_path / ALIVE_FILE
+    assert probe(command) != 0  # not started yet
+    alive.touch()
+    assert probe(command) == 0
+    os.utime(alive, (time.time() - 119, time.time() - 119))
+    assert probe(command) == 0
+    os.utime(alive, (time.time() - 121, time.time() - 121))
+    assert probe(command) != 0  # wedged: the kubelet restarts it
+    assert probe(ready["exec"]["command"]) != 0
+    (tmp_path / READY_FILE).touch()
+    assert probe(ready["exec"]["command"]) == 0
 
 
 def test_the_agent_config_is_one_the_agent_accepts() -> None:
@@ -116,6 +154,12 @@ def test_the_cloud_deployment() -> None:
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert variables["TIANGONG_DATABASE_URL"]["secretKeyRef"]["optional"] is True
+    # Replicas must share the key sealing stored secrets (cloud/settings.py): it can come from the Secret.
+    assert variables["TIANGONG_SECRET_KEY"]["secretKeyRef"] == {
+        "name": "tiangong-tokens",
+        "key": "secret-key",
+        "optional": True,
+    }
     assert deployment["spec"]["strategy"]["type"] == "Recreate"  # SQLite on a ReadWriteOnce volume
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     assert mounts["data"] == variables["TIANGONG_DATA_DIR"]

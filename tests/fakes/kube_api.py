@@ -1,12 +1,13 @@
 """A FAKE Kubernetes API server for tests: no real one can be installed on these machines.
 
-It speaks the real REST protocol over HTTP on 127.0.0.1, so the official `kubernetes` client (and its
-DynamicClient) runs unmodified against it: discovery (`/version`, `/api`, `/apis`, `/api/v1`,
-`/apis/<group>/<version>`; a CRD is preinstalled and a CRD created through the API is served at once),
-GET/POST/PUT/DELETE, PATCH as apply-patch+yaml, strategic-merge, merge and json-patch, bearer-token
-auth, and errors as Status objects (401, 403, 404, 409 AlreadyExists/Conflict, 415, 422 Invalid with
-causes). Tests steer it with `deny` (an RBAC refusal for a verb on a resource) and `stale_puts` (the
-next PUTs meet a concurrent write first, so their resourceVersion is stale and they get 409).
+It speaks the real REST protocol over HTTP (HTTPS given a server TLS context) on 127.0.0.1, so the
+official `kubernetes` client (and its DynamicClient) runs unmodified against it: discovery (`/version`,
+`/api`, `/apis`, `/api/v1`, `/apis/<group>/<version>`; a CRD is preinstalled and a CRD created through
+the API is served at once), GET/POST/PUT/DELETE, PATCH as apply-patch+yaml, strategic-merge, merge and
+json-patch, bearer-token auth, and errors as Status objects (401, 403, 404, 409 AlreadyExists/Conflict,
+415, 422 Invalid with causes). Tests steer it with `deny` (an RBAC refusal for a verb on a resource) and
+`stale_puts` (the next PUTs meet a concurrent write first, so their resourceVersion is stale and they
+get 409).
 What it does not do is listed in kube_store and kube_catalog; nothing here runs controllers, so
 workload status is simulated (see kube_catalog).
 """
@@ -14,6 +15,7 @@ workload status is simulated (see kube_catalog).
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,6 +46,8 @@ class Seen:
     query: dict[str, str]
     content_type: str
     code: int
+    authorization: str = ""
+    """The Authorization header as sent."""
 
 
 @dataclass
@@ -55,6 +59,8 @@ class FakeKubeApi:
     denied: set[tuple[str, str]] = field(default_factory=set)
     stale_puts: int = 0
     seen: list[Seen] = field(default_factory=list)
+    tls: ssl.SSLContext | None = None
+    """A server-side context: serve HTTPS, as a real API server (and the in-cluster config) requires."""
 
     def __post_init__(self) -> None:
         widgets = crd_manifest("example.com", "Widget", "widgets")
@@ -93,7 +99,8 @@ class FakeKubeApi:
     @property
     def url(self) -> str:
         assert self._server is not None, "the fake is not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     def __enter__(self) -> FakeKubeApi:
         api = self
@@ -103,6 +110,9 @@ class FakeKubeApi:
 
         self._server = server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
+        if self.tls is not None:
+            # The handshake happens in each request's thread (on first read), not in the accepting one.
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
         serve = lambda: server.serve_forever(poll_interval=0.05)  # noqa: E731 - shutdown() waits one poll
         threading.Thread(target=serve, name="fake-kube-api", daemon=True).start()
         return self
@@ -114,7 +124,9 @@ class FakeKubeApi:
 
     def answer(self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes) -> tuple[int, Any]:
         """One request -> (HTTP code, JSON payload)."""
-        if headers.get("Authorization") != f"Bearer {self.token}":
+        scheme, _, token = str(headers.get("Authorization", "")).partition(" ")
+        # The scheme is case-insensitive, as the real API server has it (the in-cluster config sends "bearer").
+        if scheme.lower() != "bearer" or token != self.token:
             return 401, ApiError(401, "Unauthorized", "Unauthorized").status
         try:
             with self.store.lock:
@@ -244,7 +256,8 @@ class _Handler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(url.query))
         code, payload = self.fake.answer(self.command, url.path, query, self.headers, body)
         content_type = str(self.headers.get("Content-Type", "")).split(";")[0]
-        self.fake.seen.append(Seen(self.command, url.path, query, content_type, code))
+        authorization = str(self.headers.get("Authorization", ""))
+        self.fake.seen.append(Seen(self.command, url.path, query, content_type, code, authorization))
         data = json.dumps(payload).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")

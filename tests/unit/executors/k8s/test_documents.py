@@ -6,7 +6,13 @@ import time
 
 import pytest
 
-from executors.k8s.documents import MAX_MANIFEST_BYTES, ManifestError, check_object, parse_manifests
+from executors.k8s.documents import (
+    MAX_EXPANDED_BYTES,
+    MAX_MANIFEST_BYTES,
+    ManifestError,
+    check_object,
+    parse_manifests,
+)
 
 CM = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: %s}\n"
 
@@ -26,6 +32,23 @@ def test_json_object_or_array_is_detected() -> None:
     assert [o["kind"] for o in parse_manifests(array)] == ["A", "B"]
     with pytest.raises(ManifestError, match=r"command: not valid JSON: Expecting .* at line 1"):
         parse_manifests('{"kind": ')
+
+
+def test_json_that_does_not_parse_as_json_is_read_as_the_yaml_it_is() -> None:
+    several = '{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}\n---\n'
+    several += '{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"}}\n'
+    assert [o["metadata"]["name"] for o in parse_manifests(several)] == ["a", "b"]
+    flow = parse_manifests("{apiVersion: v1, kind: ConfigMap, metadata: {name: a}, data: {day: 2024-01-01}}")
+    assert flow == [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"day": "2024-01-01"}}]
+    assert [o["kind"] for o in parse_manifests("[{apiVersion: v1, kind: A}, {apiVersion: v1, kind: B}]")] == ["A", "B"]
+
+
+def test_json_refused_as_json_is_not_retried_as_yaml() -> None:
+    # Both are fine YAML (`NaN` a string there): the author wrote JSON, and JSON refuses them.
+    with pytest.raises(ManifestError, match="NaN is not a JSON number"):
+        parse_manifests('{"a": NaN}')
+    with pytest.raises(ManifestError, match=r"not valid JSON: duplicate key 'a'"):
+        parse_manifests('{"a": 1, "a": 2}')
 
 
 def test_dates_stay_strings_and_merge_keys_work() -> None:
@@ -61,6 +84,42 @@ def test_an_alias_bomb_is_refused_without_expanding_it() -> None:
     with pytest.raises(ManifestError, match="alias bomb"):
         parse_manifests("\n".join(lines))  # 10^9 values once expanded, from under 1 KiB
     assert time.perf_counter() - started < 1.0
+
+
+LONG = "x" * (3 * 1024 * 1024)
+
+
+@pytest.mark.parametrize(
+    ("anchor", "reference"),
+    [
+        (f"s: &s {LONG}\n", "*s"),  # the string itself, repeated in a list
+        (f"m: &m {{data: {LONG}}}\n", "*m"),  # a map holding it
+        (f"k: &k {{? {LONG} : 1}}\n", "*k"),  # a map keyed by it (explicit `?`: simple keys stop at 1024)
+    ],
+    ids=["string", "in-a-map", "as-a-key"],
+)
+def test_one_long_string_referenced_many_times_is_refused(anchor: str, reference: str) -> None:
+    text = anchor + "l: [" + ", ".join([reference] * 200_000) + "]\n"
+    assert len(text) < MAX_MANIFEST_BYTES  # 3.8 MiB of text, ~600 GiB once expanded into JSON
+    started = time.perf_counter()
+    with pytest.raises(ManifestError, match=f"more than {MAX_EXPANDED_BYTES // 2**20} MiB of text once YAML aliases"):
+        parse_manifests(text)
+    assert time.perf_counter() - started < 5.0  # measured, never expanded
+
+
+def test_non_ascii_text_counts_its_utf8_bytes() -> None:
+    word = "é" * (1024 * 1024)  # 1 Mi characters, 2 MiB of UTF-8
+    uses = MAX_EXPANDED_BYTES // (2 * 1024 * 1024) - 1  # 14 MiB (7 Mi characters): under the cap
+    ok = f"s: &s {word}\nl: [" + ", ".join(["*s"] * (uses - 1)) + "]\n"
+    assert len(parse_manifests(ok)[0]["l"]) == uses - 1
+    with pytest.raises(ManifestError, match="of text once YAML aliases"):
+        parse_manifests(ok.replace("*s]", "*s, *s]"))  # 16 MiB and a little: over, at 8 Mi characters
+
+
+def test_aliases_within_the_byte_budget_are_fine() -> None:
+    block = "x" * (1024 * 1024)
+    text = f"s: &s {block}\nl: [" + ", ".join(["*s"] * 10) + "]\n"  # 11 MiB expanded, under the cap
+    assert len(parse_manifests(text)[0]["l"]) == 10
 
 
 def test_size_and_depth_caps() -> None:

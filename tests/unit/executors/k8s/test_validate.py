@@ -75,6 +75,12 @@ def test_mistakes_are_refused_naming_the_field(command: str, params: dict[str, A
         check(command, **params)
 
 
+def test_a_long_string_referenced_many_times_is_refused_at_post_time() -> None:
+    bomb = "s: &s " + "x" * (3 * 1024 * 1024) + "\nl: [" + ", ".join(["*s"] * 200_000) + "]\n"
+    with pytest.raises(ValueError, match="MiB of text once YAML aliases are expanded"):
+        check(bomb)
+
+
 def test_validate_does_not_import_the_kubernetes_client() -> None:
     code = (
         "import sys\n"
