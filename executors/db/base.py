@@ -8,13 +8,23 @@ list of `{target, status, error, results}` when `params.targets` names several.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from executors.base import Outcome, RunContext
-from executors.db.params import DEFAULTS, DbParams, Target, TargetError, parse_params, resolve_targets, scrub
+from executors.db.params import (
+    DEFAULTS,
+    DbParams,
+    Target,
+    TargetError,
+    parse_params,
+    resolve_targets,
+    scrub,
+    scrub_value,
+)
 from wire.tasks import Assignment, LogLevel, LogStream, TaskRequest, TaskStatus
 
 EXEC_TIMEOUT_SLACK_SECONDS = 30
@@ -42,13 +52,16 @@ class TargetRun:
     deadline: float
     prefix: str
     """Put before each log line when several targets run, so their lines can be told apart."""
+    secrets: list[str] = field(default_factory=list)
+    """Passwords and api keys of the task's targets: servers echo them in errors, so every log line is
+    scrubbed of them here, where all lines pass."""
 
     @property
     def options(self) -> Any:
         return self.params.exec_options
 
     def log(self, message: str, level: LogLevel | None = None) -> None:
-        self.ctx.log(self.prefix + message, LogStream.stdout, level)
+        self.ctx.log(scrub(self.prefix + message, self.secrets), LogStream.stdout, level)
 
 
 class DbExecutor(ABC):
@@ -57,7 +70,7 @@ class DbExecutor(ABC):
     type: ClassVar[str]
 
     def validate(self, req: TaskRequest) -> None:
-        params = parse_params(req.params)
+        params = parse_params(req.params, self.type)
         if not req.command.strip() and not req.file_id:
             raise ValueError("command: command is empty (give the statements, or a file_id)")
         if req.command.strip() and not req.file_id:
@@ -70,12 +83,16 @@ class DbExecutor(ABC):
     def exec_timeout_for(self, req: TaskRequest) -> int:
         """Default execution limit: one per-target limit per wave of `concurrency` targets, plus slack."""
         try:
-            params = parse_params(req.params)
+            params = parse_params(req.params, self.type)
         except ValueError:
             return DEFAULTS[self.type].timeout_ms // 1000
         per_target = (params.exec_options.timeout_ms or DEFAULTS[self.type].timeout_ms) / 1000
         waves = math.ceil(len(params.targets or [None]) / params.exec_options.concurrency)
         return math.ceil(per_target * waves) + EXEC_TIMEOUT_SLACK_SECONDS
+
+    def driver_modules(self, targets: list[Target]) -> list[str]:
+        """Modules `run_target` imports on first use (drivers, dialects), loaded before any deadline starts."""
+        return []
 
     @abstractmethod
     async def run_target(self, target: Target, run: TargetRun) -> TargetResult:
@@ -83,11 +100,18 @@ class DbExecutor(ABC):
 
     async def run(self, task: Assignment, ctx: RunContext) -> Outcome:
         try:
-            params = parse_params(task.params)
+            params = parse_params(task.params, self.type)
             targets = resolve_targets(self.type, params, ctx.connections)
         except (ValueError, TargetError) as exc:
             return Outcome(TaskStatus.failed, error=str(exc))
         secrets = [s for t in targets for s in t.secrets]
+        # A cold agent's first import of a driver can take longer than a short timeout_ms (over a second
+        # for pymysql and SQLAlchemy on a slow machine). That time is the agent's, not the statement's:
+        # spend it before any target's deadline starts, so timeout_ms bounds the work on the server.
+        try:
+            await asyncio.to_thread(_import_all, self.driver_modules(targets))
+        except ImportError as exc:
+            return Outcome(TaskStatus.failed, error=f"the {self.type} driver is not installed on this agent: {exc}")
         limit_s = (params.exec_options.timeout_ms or DEFAULTS[self.type].timeout_ms) / 1000
         gate = asyncio.Semaphore(params.exec_options.concurrency)
         several = params.targets is not None and len(targets) > 1
@@ -96,7 +120,7 @@ class DbExecutor(ABC):
             async with gate:
                 loop = asyncio.get_running_loop()
                 deadline = min(ctx.deadline, loop.time() + limit_s)
-                run = TargetRun(task, params, ctx, deadline, f"[{target.label}] " if several else "")
+                run = TargetRun(task, params, ctx, deadline, f"[{target.label}] " if several else "", secrets)
                 if several:
                     run.log("start")
                 try:
@@ -105,12 +129,18 @@ class DbExecutor(ABC):
                     res = TargetResult(target, TaskStatus.failed, f"{type(exc).__name__}: {exc}")
                 res.error = scrub(res.error, secrets)
                 res.text = scrub(res.text, secrets)
+                res.entries = [scrub_value(e, secrets) for e in res.entries]
                 if several:
                     run.log(f"{res.status.value}" + (f": {res.error}" if res.error else ""))
                 return res
 
         results = await asyncio.gather(*(one(t) for t in targets))
         return _outcome(results, params, several)
+
+
+def _import_all(names: list[str]) -> None:
+    for name in names:
+        importlib.import_module(name)
 
 
 _WORST = [TaskStatus.canceled, TaskStatus.timeout, TaskStatus.failed, TaskStatus.success]

@@ -48,6 +48,14 @@ class ClickHouseExecutor(SqlExecutor):
     type: ClassVar[str] = "clickhouse"
     shows_rollback: ClassVar[bool] = False
 
+    def driver_modules(self, targets: list[Target]) -> list[str]:
+        names = super().driver_modules(targets)
+        if any(t.protocol == "http" for t in targets):
+            names += ["clickhouse_connect.driver.httpclient", "clickhouse_connect.driver.httputil"]
+        if any(t.protocol != "http" for t in targets):
+            names.append("clickhouse_driver")
+        return names
+
     def connect(self, target: Target, run: TargetRun) -> SqlSession:
         # The loop's clock is time.monotonic() (asyncio's default); this runs in a worker thread without it.
         deadline = run.deadline
@@ -437,15 +445,22 @@ def _insert_select(head: str, types: list[tuple[str, str]], rows: list[list[str]
 
 
 class _HttpPool:
-    """One clickhouse-connect client per target (it is thread-safe over its own urllib3 pool, which keeps
-    up to MAX_IDLE connections); each session is a ClickHouse session of its own through `session_id`."""
+    """One clickhouse-connect client per target (it is thread-safe over its own urllib3 pool); each session
+    is a ClickHouse session of its own through `session_id`.
+
+    Seed 004's bounds: urllib3 keeps at most MAX_IDLE connections (`maxsize`) and, with `block=False`,
+    closes a surplus one when it comes back rather than making a caller wait for one; the MAX_OPEN bound
+    is the session slots here, as a session runs one request at a time (a KILL QUERY on interrupt
+    comes on top, so it is never stuck behind busy sessions). urllib3 has no per-connection lifetime:
+    the whole client goes when unused for `pools.IDLE_SECONDS`."""
 
     def __init__(self, target: Target) -> None:
         from clickhouse_connect.driver.exceptions import DatabaseError
         from clickhouse_connect.driver.httpclient import HttpClient
         from clickhouse_connect.driver.httputil import get_pool_manager
 
-        self.manager = get_pool_manager(maxsize=pools.MAX_IDLE, verify=target.verify_tls)
+        self.slots = threading.BoundedSemaphore(pools.MAX_OPEN)
+        self.manager = get_pool_manager(maxsize=pools.MAX_IDLE, block=False, verify=target.verify_tls)
         try:
             # The handshake queries the server: a refused connection or a wrong password fails here at once.
             self.client = HttpClient(
@@ -481,7 +496,10 @@ class _HttpSession(_ChSession):
     """Statements over HTTP in one ClickHouse session, so SET and temporary tables last for the script."""
 
     def __init__(self, pool: _HttpPool, lease: contextlib.ExitStack, deadline: float) -> None:
+        if not pool.slots.acquire(timeout=POOL_WAIT_SECONDS):
+            raise ClickHouseError(f"all {pools.MAX_OPEN} connections to this server are busy")
         super().__init__(lease, deadline)
+        self._slots = pool.slots
         self._client = pool.client
         self._session_id = str(uuid.uuid4())
 
@@ -523,7 +541,10 @@ class _HttpSession(_ChSession):
         )
 
     def close(self, reusable: bool) -> None:
-        self._lease.close()  # nothing to give back: the session ends by itself on the server
+        try:
+            self._slots.release()
+        finally:
+            self._lease.close()  # nothing else to give back: the session ends by itself on the server
 
 
 def _http_message(exc: BaseException) -> str:

@@ -158,9 +158,9 @@ def _apply(db: Database[Any], op: dict[str, Any], timeout: float, max_ids: int) 
                 done = len(docs)
             except BulkWriteError as exc:  # ordered: the documents before the failing one are in
                 done = int(exc.details.get("nInserted", 0))
-                counts = {"inserted_count": done, "inserted_ids": [jsonable(d["_id"]) for d in docs[:done][:max_ids]]}
+                counts = _inserted(docs[:done], max_ids)
                 raise _Failed(f"{_message(exc)} ({done} of {len(docs)} documents inserted before it)", counts) from exc
-            return {"inserted_count": done, "inserted_ids": [jsonable(d["_id"]) for d in docs[:max_ids]]}
+            return _inserted(docs, max_ids)
         if op["operation"] == "update":
             try:
                 r = coll.update_many(op["filter"], _as_update(op["update"]))
@@ -169,6 +169,15 @@ def _apply(db: Database[Any], op: dict[str, Any], timeout: float, max_ids: int) 
             return {"matched_count": r.matched_count, "modified_count": r.modified_count}
         d = coll.delete_many(op["filter"])
         return {"deleted_count": d.deleted_count}
+
+
+def _inserted(docs: list[dict[str, Any]], max_ids: int) -> dict[str, Any]:
+    """An insert's counts: all of them, with at most `max_ids` ids, marked when the list is cut."""
+    return {
+        "inserted_count": len(docs),
+        "inserted_ids": [jsonable(d["_id"]) for d in docs[:max_ids]],
+        "inserted_ids_truncated": len(docs) > max_ids,
+    }
 
 
 def _message(exc: BaseException) -> str:
@@ -190,6 +199,9 @@ class MongoExecutor(DbExecutor):
 
     def check_command(self, command: str, params: DbParams) -> None:
         parse_operations(command, "command", params.exec_options.allow_all)
+
+    def driver_modules(self, targets: list[Target]) -> list[str]:
+        return ["pymongo", "bson.json_util"]
 
     async def run_target(self, target: Target, run: TargetRun) -> TargetResult:
         ops = await operations.read_operations(
@@ -245,4 +257,7 @@ class _Ops(operations.OperationLoop):
             ("modified_count", "Modified"),
             ("deleted_count", "Deleted"),
         )
-        return [f"{label}: {entry[key]}" for key, label in labels if key in entry]
+        lines = [f"{label}: {entry[key]}" for key, label in labels if key in entry]
+        if entry.get("inserted_ids_truncated"):
+            lines.append(f"Inserted IDs: first {len(entry['inserted_ids'])} listed (cut at max_rows)")
+        return lines

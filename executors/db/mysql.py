@@ -15,6 +15,15 @@ class MySqlExecutor(SqlExecutor):
     type: ClassVar[str] = "mysql"
     transactional: ClassVar[bool] = True
 
+    def driver_modules(self, targets: list[Target]) -> list[str]:
+        return [
+            *super().driver_modules(targets),
+            "pymysql",
+            "sqlalchemy.pool",
+            "sqlalchemy.dialects.mysql.pymysql",
+            "executors.db.mysql_conn",
+        ]
+
     def connect(self, target: Target, run: TargetRun) -> SqlSession:
         from executors.db.mysql_conn import open_session  # pymysql and sqlglot: agent side only
 

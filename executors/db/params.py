@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 DbType = Literal["mysql", "doris", "postgres", "clickhouse", "mongo", "elasticsearch"]
 
@@ -36,6 +36,9 @@ DEFAULTS: dict[str, TypeDefaults] = {
     "elasticsearch": TypeDefaults(9200, None, None, 600_000),
 }
 CLICKHOUSE_HTTP_PORT = 8123
+DEFAULT_CONNECTION: dict[str, str] = {"clickhouse": "default", "elasticsearch": "default"}
+"""Seed 004 §4.4/§4.5: these types use the agent's connection named `default` when the params name no
+server; the others need one of target, targets or connection."""
 
 
 class TargetSpec(BaseModel):
@@ -110,11 +113,14 @@ class DbParams(BaseModel):
     metadata: Metadata | None = None
 
     @model_validator(mode="after")
-    def _where(self) -> DbParams:
+    def _where(self, info: ValidationInfo) -> DbParams:
         if self.target is not None and self.targets is not None:
             raise ValueError("give either target or targets, not both")
         if self.target is None and self.targets is None and self.connection is None:
-            raise ValueError("one of target, targets or connection is required")
+            type_name = (info.context or {}).get("type")
+            if type_name not in DEFAULT_CONNECTION:
+                raise ValueError("one of target, targets or connection is required")
+            self.connection = DEFAULT_CONNECTION[type_name]
         if self.connection is None:
             for i, spec in enumerate([self.target] if self.target else self.targets or []):
                 if not spec.host:
@@ -123,10 +129,11 @@ class DbParams(BaseModel):
         return self
 
 
-def parse_params(params: Mapping[str, Any]) -> DbParams:
-    """The checked params; ValueError names the first bad field as `params.<path>: <problem>`."""
+def parse_params(params: Mapping[str, Any], type_name: str | None = None) -> DbParams:
+    """The checked params of `type_name` (its defaults applied: clickhouse and elasticsearch fall back on
+    the connection `default`); ValueError names the first bad field as `params.<path>: <problem>`."""
     try:
-        return DbParams.model_validate(dict(params))
+        return DbParams.model_validate(dict(params), context={"type": type_name})
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
@@ -175,18 +182,22 @@ class TargetError(ValueError):
 def resolve_targets(type_name: str, params: DbParams, connections: Mapping[str, Mapping[str, Any]]) -> list[Target]:
     """Concrete targets in the order given; raises TargetError naming the field."""
     base: dict[str, Any] = {}
-    if params.connection is not None:
-        if params.connection not in connections:
+    name = params.connection
+    if name is None and params.target is None and params.targets is None:
+        # Params checked without their type (parse_params(p) alone) still get the type's default here.
+        name = DEFAULT_CONNECTION.get(type_name)
+        if name is None:
+            raise TargetError(f"params: one of target, targets or connection is required for {type_name}")
+    if name is not None:
+        if name not in connections:
             known = ", ".join(sorted(connections)) or "none"
-            raise TargetError(
-                f"params.connection: no connection named {params.connection!r} in the agent's config (known: {known})"
-            )
+            raise TargetError(f"params.connection: no connection named {name!r} in the agent's config (known: {known})")
         try:
-            named = TargetSpec.model_validate(dict(connections[params.connection]))
+            named = TargetSpec.model_validate(dict(connections[name]))
         except ValidationError as exc:
-            raise TargetError(f"agent config connections.{params.connection}: {exc.errors()[0]['msg']}") from None
+            raise TargetError(f"agent config connections.{name}: {exc.errors()[0]['msg']}") from None
         if named.type not in (None, type_name):
-            raise TargetError(f"params.connection: {params.connection!r} is a {named.type} connection, not {type_name}")
+            raise TargetError(f"params.connection: {name!r} is a {named.type} connection, not {type_name}")
         base = named.model_dump(exclude_none=True)
     specs: list[TargetSpec | None] = [None]
     if params.target is not None:
@@ -253,3 +264,17 @@ def scrub(text: str, secrets: list[str]) -> str:
         if len(s) >= 3:
             text = text.replace(s, "******")
     return text
+
+
+def scrub_value(value: Any, secrets: list[str]) -> Any:
+    """A JSON-like value (an entry of `data`) with every string in it scrubbed: a server's error, the
+    statement it quotes and the rows it returns all reach the stored result."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        return scrub(value, secrets)
+    if isinstance(value, dict):
+        return {k: scrub_value(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub_value(v, secrets) for v in value]
+    return value

@@ -14,6 +14,9 @@ class PostgresExecutor(SqlExecutor):
 
     type: ClassVar[str] = "postgres"
 
+    def driver_modules(self, targets: list[Target]) -> list[str]:
+        return [*super().driver_modules(targets), "psycopg", "psycopg_pool", "executors.db.postgres_conn"]
+
     def connect(self, target: Target, run: TargetRun) -> SqlSession:
         from executors.db.postgres_conn import open_session  # psycopg and sqlglot: agent side only
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -56,17 +57,50 @@ def _reset(conn: Any) -> None:
     conn.autocommit = False
 
 
+@functools.cache
+def _bounded_pool_class() -> type[ConnectionPool]:
+    """psycopg_pool's ConnectionPool with seed 004's bound on idle connections, which it lacks."""
+    import threading
+
+    from psycopg_pool import ConnectionPool
+
+    class BoundedPool(ConnectionPool):
+        """A connection coming back (or newly made) while MAX_IDLE wait idle and nobody waits is closed,
+        and the pool counts one connection fewer, as its own idle shrinking does. This leans on
+        psycopg_pool's internals (`_add_to_pool`, `_lock`, `_pool`, `_waiting`, `_nconns`);
+        tests/integration/db/test_postgres.py checks the bound holds on the installed version."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # One arrival at a time: the idle count checked is the one the connection joins (only
+            # arrivals add to it; checkouts only take from it).
+            self._arrivals = threading.Lock()
+
+        def _add_to_pool(self, conn: Any) -> None:
+            with self._arrivals:
+                with self._lock:
+                    surplus = not self._closed and not self._waiting and len(self._pool) >= pools.MAX_IDLE
+                    if surplus:
+                        self._nconns -= 1
+                if not surplus:
+                    super()._add_to_pool(conn)
+                    return
+            self._close_connection(conn)
+
+    return BoundedPool
+
+
 def _new_pool(target: Target) -> ConnectionPool:
     import psycopg
-    from psycopg_pool import ConnectionPool
 
     args = _connect_args(target)
     # psycopg_pool retries a failing connect in the background until its timeout and then reports only
     # "couldn't get a connection": one direct connect first gives the caller the server's own reason.
     psycopg.connect(**args).close()
-    # Seed 004's pool: 10 open, one hour's lifetime; psycopg_pool has no idle-count bound, so idle
-    # connections beyond min_size close after max_idle seconds instead.
-    return ConnectionPool(
+    # Seed 004's pool: 10 open, 5 idle (BoundedPool), one hour's lifetime; an idle pool also shrinks by
+    # itself after max_idle seconds.
+    pool_class = _bounded_pool_class()
+    return pool_class(
         "",
         kwargs=args,
         min_size=0,
@@ -74,7 +108,7 @@ def _new_pool(target: Target) -> ConnectionPool:
         max_lifetime=pools.MAX_LIFETIME_SECONDS,
         max_idle=pools.IDLE_SECONDS,
         timeout=POOL_WAIT_SECONDS,
-        check=ConnectionPool.check_connection,
+        check=pool_class.check_connection,
         reset=_reset,
         open=True,
         name=f"tiangong-{target.host}:{target.port}",

@@ -252,6 +252,9 @@ class SearchExecutor(DbExecutor):
     def check_command(self, command: str, params: DbParams) -> None:
         parse_operations(command, "command", params.exec_options.allow_all)
 
+    def driver_modules(self, targets: list[Target]) -> list[str]:
+        return sorted({"opensearchpy" if t.flavor == "opensearch" else "elasticsearch" for t in targets})
+
     async def run_target(self, target: Target, run: TargetRun) -> TargetResult:
         def parse(text: str, root: str) -> list[dict[str, Any]]:
             return parse_operations(text, root, run.options.allow_all)

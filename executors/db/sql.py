@@ -69,6 +69,10 @@ class SqlSession(ABC):
 class SqlExecutor(DbExecutor):
     """Base of mysql, doris, postgres and clickhouse."""
 
+    def driver_modules(self, targets: list[Target]) -> list[str]:
+        # sqlglot loads a dialect's lexer on first use: part of the agent's warm-up, not of the deadline.
+        return [f"sqlglot.dialects.{self.type}"]
+
     @abstractmethod
     def connect(self, target: Target, run: TargetRun) -> SqlSession:
         """Check out a session for `target` (blocking; raise with a clear message when it cannot)."""

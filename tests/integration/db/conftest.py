@@ -1,11 +1,11 @@
 """Real MariaDB and PostgreSQL servers for the SQL task types: each test gets a database of its own.
 
-Locally a test whose server is down is skipped with the reason; in CI (`CI=true`) it fails instead.
+Locally a test whose server is down is skipped with the reason; in CI (`CI=true`) it fails instead
+(`tests.servers.unavailable`).
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,16 +13,12 @@ from typing import Any
 
 import pytest
 
+from tests.servers import unavailable
+
 MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
 PASSWORD = "Tg-s3cret-pw-91"
 """The password of the account the MySQL tests use; it must never show in results, errors or logs."""
-
-
-def unavailable(what: str, exc: Exception) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is not reachable in CI: {exc}")
-    pytest.skip(f"{what} is not reachable: {exc}")
 
 
 @dataclass

@@ -95,6 +95,17 @@ def test_insert_update_delete_in_order(mongo: MongoServer, client: Any, db: str,
     assert re.search(r"^\[2/3\] update users: matched 2, modified 2 in \d+ ms$", log_text(h), re.M)
 
 
+def test_inserted_ids_cut_at_max_rows_are_marked(mongo: MongoServer, client: Any, db: str, tmp_path: Path) -> None:
+    ops = [insert("users", *({"_id": i} for i in range(5))), insert("users", {"_id": 9})]
+    out, _ = run(ops, tmp_path, target=mongo.target(db=db), exec_options={"max_rows": 2})
+    assert out.status == TaskStatus.success, out.error
+    cut, whole = out.data
+    assert (cut["inserted_count"], cut["inserted_ids"], cut["inserted_ids_truncated"]) == (5, [0, 1], True)
+    assert (whole["inserted_ids"], whole["inserted_ids_truncated"]) == ([9], False)
+    assert out.result.count("Inserted IDs: first 2 listed (cut at max_rows)") == 1
+    assert client[db]["users"].count_documents({}) == 6
+
+
 def test_operator_updates_go_as_given_and_extended_json_ids(
     mongo: MongoServer, client: Any, db: str, tmp_path: Path
 ) -> None:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import threading
 import time
 import zipfile
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from executors.db.params import DEFAULTS
 from executors.registry import default_exec_timeout
@@ -137,11 +142,49 @@ def _running(db: MariaDb, fragment: str) -> bool:
     return any(fragment in (info or "") for (info,) in db.query("SELECT INFO FROM information_schema.PROCESSLIST"))
 
 
-def test_timeout_interrupts_the_statement_on_the_server(mariadb: MariaDb, tmp_path: Path) -> None:
-    out, _ = run_task(mysql("SELECT 1; SELECT SLEEP(30)", mariadb, exec_options={"timeout_ms": 1000}), tmp_path)
+INTERRUPTED_WITHIN_SECONDS = 8
+"""Well under the 10 s a worker gets after an interrupt (blocking.INTERRUPT_GRACE_SECONDS): a run that ends
+sooner was stopped by the server, not abandoned by the agent."""
+
+
+@pytest.mark.parametrize("type_", ["mysql", "doris"])
+def test_timeout_interrupts_the_statement_on_the_server(type_: str, mariadb: MariaDb, tmp_path: Path) -> None:
+    """For doris, MariaDB stands in for Doris' MySQL-protocol front end."""
+    task = make_task(
+        "SELECT 1; SELECT SLEEP(30)", type=type_, target=mariadb.target(), exec_options={"timeout_ms": 1000}
+    )
+    started = time.monotonic()
+    out, _ = run_task(task, tmp_path)
+    assert time.monotonic() - started < INTERRUPTED_WITHIN_SECONDS
     assert out.status is TaskStatus.timeout
     assert out.error == "statement 2 interrupted (timeout)"
     assert [e["stage"] for e in out.data] == ["EXECUTED", "INTERRUPTED"]
+    assert not _running(mariadb, "SLEEP(30)")
+
+
+COLD_RUN = """
+import json, sys
+from pathlib import Path
+from tests.unit.executors.harness import make_task, run_task
+
+task = make_task(
+    "SELECT 1; SELECT SLEEP(30)", type=sys.argv[1], target=json.loads(sys.argv[2]), exec_options={"timeout_ms": 1000}
+)
+out, _ = run_task(task, Path(sys.argv[3]))
+print(json.dumps({"status": out.status.value, "error": out.error, "loaded": "sqlalchemy" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("type_", ["mysql", "doris"])
+def test_a_cold_agent_imports_its_driver_outside_timeout_ms(type_: str, mariadb: MariaDb, tmp_path: Path) -> None:
+    """In a fresh interpreter the first import of pymysql and SQLAlchemy can take longer than a 1 s
+    timeout_ms: that is the agent's time, so the statement still runs and is interrupted on the server."""
+    root = Path(__file__).resolve().parents[3]
+    args = [sys.executable, "-c", COLD_RUN, type_, json.dumps(mariadb.target()), str(tmp_path)]
+    proc = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.splitlines()[-1])
+    assert got == {"status": "timeout", "error": "statement 2 interrupted (timeout)", "loaded": True}
     assert not _running(mariadb, "SLEEP(30)")
 
 
@@ -346,3 +389,64 @@ def test_rollback_sql_for_odd_shapes(mariadb: MariaDb, tmp_path: Path) -> None:
             mariadb.query(sql)
     assert mariadb.query("SELECT * FROM Items ORDER BY Id") == before
     assert "Rollback script (newest first):" in out.result
+
+
+@pytest.mark.parametrize("several", [False, True])
+def test_a_server_error_quoting_the_password_never_shows_it(several: bool, mariadb: MariaDb, tmp_path: Path) -> None:
+    """The server echoes the statement in its syntax error: the log line, the entry's error and its SQL
+    all hold the password then, and all are scrubbed."""
+    script = f"SELECT 1; SELECT FROM '{PASSWORD}'"
+    where: dict[str, Any] = {"target": None, "targets": [mariadb.target(name="a")]} if several else {}
+    if several:
+        where["targets"].append(mariadb.target(name="b"))
+    out, ctx = run_task(mysql(script, mariadb, **where), tmp_path)
+    assert out.status is TaskStatus.failed
+    entries = out.data[0]["results"] if several else out.data
+    assert "You have an error in your SQL syntax" in entries[1]["error"] and "******" in entries[1]["error"]
+    assert any("failed: (1064)" in line and "******" in line for _, line in ctx.lines)
+    assert_no_secret(out, ctx)
+
+
+def test_sleep_ms_pauses_between_batches(mariadb: MariaDb, tmp_path: Path) -> None:
+    mariadb.query(USERS)
+    script = "; ".join(f"INSERT INTO users (name) VALUES ('{n}')" for n in "abc")
+    started = time.monotonic()
+    out, ctx = run_task(mysql(script, mariadb, exec_options={"trans_batch_size": 1, "sleep_ms": 300}), tmp_path)
+    assert out.status is TaskStatus.success, out.error
+    assert time.monotonic() - started >= 0.6  # two pauses: none after the last batch
+    commits = [line for _, line in ctx.lines if line.startswith("committed batch")]
+    assert commits == [f"committed batch {i} (statements {i}-{i})" for i in (1, 2, 3)]
+
+
+def test_cancel_during_the_pause_stops_before_the_next_batch(mariadb: MariaDb, tmp_path: Path) -> None:
+    mariadb.query(USERS)
+    script = "; ".join(f"INSERT INTO users (name) VALUES ('{n}')" for n in "abc")
+
+    def cancel_after_first_commit(ctx: Harness) -> None:
+        def on_line(h: Harness, line: str) -> None:
+            if line.startswith("committed batch 1 "):
+                h.cancel_event.set()
+
+        ctx.on_line = on_line
+
+    started = time.monotonic()
+    options = {"trans_batch_size": 1, "sleep_ms": 600_000}
+    out, _ = run_task(mysql(script, mariadb, exec_options=options), tmp_path, setup=cancel_after_first_commit)
+    assert time.monotonic() - started < 10  # the cancel ended the ten-minute pause
+    assert out.status is TaskStatus.canceled
+    assert out.error == "canceled between batches"
+    assert [e["stage"] for e in out.data] == ["EXECUTED"]
+    assert mariadb.query("SELECT name FROM users") == [("a",)]
+
+
+def test_concurrency_one_works_on_targets_one_at_a_time(mariadb: MariaDb, tmp_path: Path) -> None:
+    names = ["first", "second", "third"]
+    targets = [mariadb.target(name=n) for n in names]
+    task = mysql("SELECT SLEEP(0.1); SELECT 2", mariadb, target=None, targets=targets, exec_options={"concurrency": 1})
+    out, ctx = run_task(task, tmp_path)
+    assert out.status is TaskStatus.success, out.error
+    lines = [line for _, line in ctx.lines]
+    # Each target's lines come as one block, from its start to its end, in the order given.
+    blocks = [[line.split("] ", 1)[1] for line in lines if line.startswith(f"[{n}] ")] for n in names]
+    assert lines == [f"[{n}] {line}" for n, block in zip(names, blocks, strict=True) for line in block]
+    assert all(b[0] == "start" and b[-1] == "success" and len(b) > 2 for b in blocks)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from tests.integration.db.conftest import PASSWORD, PgDb
-from tests.integration.db.test_mysql import cancel_when_running
+from tests.integration.db.test_mysql import INTERRUPTED_WITHIN_SECONDS, cancel_when_running
 from tests.unit.executors.harness import Harness, make_task, run_task
 from wire.tasks import TaskStatus
 
@@ -93,7 +94,9 @@ def _running(db: PgDb, fragment: str) -> bool:
 
 
 def test_timeout_cancels_the_statement_on_the_server(pg: PgDb, tmp_path: Path) -> None:
+    started = time.monotonic()
     out, _ = run_task(postgres("SELECT pg_sleep(30)", pg, exec_options={"timeout_ms": 1000}), tmp_path)
+    assert time.monotonic() - started < INTERRUPTED_WITHIN_SECONDS  # the server canceled it; nothing abandoned
     assert out.status is TaskStatus.timeout
     assert out.error == "statement 1 interrupted (timeout)"
     assert not _running(pg, "pg_sleep(30)")
@@ -183,3 +186,23 @@ def test_statements_that_refuse_a_transaction_block_run(pg: PgDb, tmp_path: Path
     out, _ = run_task(postgres(script, pg), tmp_path)
     assert out.status is TaskStatus.success, out.error
     assert pg.query("SELECT count(*) FROM pg_indexes WHERE indexname = 'items_qty'") == [(1,)]
+
+
+def test_a_sql_file_and_its_create_table_rollback(pg: PgDb, tmp_path: Path) -> None:
+    """A plain `.sql` file_id; the CREATE TABLE's rollback SQL, run, drops the table again."""
+    script = tmp_path / "001_items.sql"
+    script.write_text(f"{ITEMS};\nINSERT INTO items (name) VALUES ('from-file');\n")
+
+    def files(ctx: Harness) -> None:
+        ctx.files["file-3"] = script
+
+    out, ctx = run_task(postgres("SELECT 'command is ignored'", pg, file_id="file-3"), tmp_path, setup=files)
+    assert out.status is TaskStatus.success, out.error
+    assert ctx.lines[0][1].startswith("2 statements from file-3 on ")
+    assert pg.query("SELECT name FROM items") == [("from-file",)]
+    create, insert = out.data
+    assert create["rollback_sql"] == ['DROP TABLE IF EXISTS "items";']
+    for entry in (insert, create):
+        for sql in entry["rollback_sql"]:
+            pg.query(sql)
+    assert pg.query("SELECT to_regclass('items') IS NULL") == [(True,)]

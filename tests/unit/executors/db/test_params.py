@@ -99,3 +99,34 @@ def test_username_given_by_the_caller_wins_over_the_connections_user() -> None:
     conns = {"prod": {"host": "db1", "user": "admin", "password": "pw"}}
     t = resolve_targets("mysql", parse_params({"connection": "prod", "target": {"username": "readonly"}}), conns)[0]
     assert t.user == "readonly"
+
+
+@pytest.mark.parametrize("type_", ["clickhouse", "elasticsearch"])
+def test_clickhouse_and_elasticsearch_default_to_the_connection_named_default(type_: str) -> None:
+    """Seed 004 §4.4/§4.5: `params.connection` defaults to "default" for these two types."""
+    command = '{"operation": "index", "index": "i", "doc": {}}' if type_ == "elasticsearch" else "SELECT 1"
+    check(type_, command=command)  # accepted in the cloud: the agent has the named connection
+    params = parse_params({"database": "db2"}, type_)
+    assert params.connection == "default"
+    (target,) = resolve_targets(type_, params, {"default": {"host": "ch1", "password": "pw"}})
+    assert (target.host, target.database, target.password) == ("ch1", "db2", "pw")
+    with pytest.raises(TargetError, match=r"no connection named 'default' in the agent's config \(known: other\)"):
+        resolve_targets(type_, params, {"other": {"host": "x"}})
+    # Params checked without their type still get the type's default on the agent.
+    untyped = parse_params({"connection": "x"}).model_copy(update={"connection": None})
+    assert resolve_targets(type_, untyped, {"default": {"host": "h"}})[0].host == "h"
+
+
+@pytest.mark.parametrize("type_", ["mysql", "doris", "postgres", "mongo"])
+def test_other_types_still_need_a_server_named(type_: str) -> None:
+    command = '{"operation": "delete", "collection": "c", "filter": {"a": 1}}' if type_ == "mongo" else "SELECT 1"
+    with pytest.raises(ValueError, match=r"^params: one of target, targets or connection is required"):
+        check(type_, command=command)
+    with pytest.raises(TargetError, match=f"params: one of target, targets or connection is required for {type_}"):
+        resolve_targets(type_, parse_params({"connection": "x"}).model_copy(update={"connection": None}), {})
+
+
+def test_the_default_connection_does_not_override_what_is_given() -> None:
+    conns = {"default": {"host": "d"}, "main": {"host": "m"}}
+    assert resolve_targets("clickhouse", parse_params({"connection": "main"}, "clickhouse"), conns)[0].host == "m"
+    assert resolve_targets("clickhouse", parse_params({"target": {"host": "t"}}, "clickhouse"), conns)[0].host == "t"
