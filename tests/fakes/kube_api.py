@@ -5,9 +5,10 @@ official `kubernetes` client (and its DynamicClient) runs unmodified against it:
 `/api`, `/apis`, `/api/v1`, `/apis/<group>/<version>`; a CRD is preinstalled and a CRD created through
 the API is served at once), GET/POST/PUT/DELETE, PATCH as apply-patch+yaml, strategic-merge, merge and
 json-patch, bearer-token auth, and errors as Status objects (401, 403, 404, 409 AlreadyExists/Conflict,
-415, 422 Invalid with causes). Tests steer it with `deny` (an RBAC refusal for a verb on a resource) and
+415, 422 Invalid with causes). Tests steer it with `deny` (an RBAC refusal for a verb on a resource),
+`add_account` (a second token whose requests a Role's rules allow or refuse, see kube_rbac) and
 `stale_puts` (the next PUTs meet a concurrent write first, so their resourceVersion is stale and they
-get 409).
+get 409). The main `token` is an administrator's: only `deny` limits it.
 What it does not do is listed in kube_store and kube_catalog; nothing here runs controllers, so
 workload status is simulated (see kube_catalog).
 """
@@ -26,6 +27,7 @@ from urllib.parse import parse_qsl, urlsplit
 import yaml
 
 from tests.fakes.kube_catalog import ResourceType, crd_manifest, group_list, resource_list
+from tests.fakes.kube_rbac import Account, Decision, forbidden, verb_of
 from tests.fakes.kube_store import ApiError, Store
 
 SERVICE_ACCOUNT = "system:serviceaccount:tiangong:agent"
@@ -34,7 +36,6 @@ _PATCH_TYPES = {
     "application/merge-patch+json": "merge",
     "application/json-patch+json": "json",
 }
-_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ class FakeKubeApi:
     denied: set[tuple[str, str]] = field(default_factory=set)
     stale_puts: int = 0
     seen: list[Seen] = field(default_factory=list)
+    accounts: dict[str, Account] = field(default_factory=dict)
+    """Bearer token -> a service account limited to its Role's rules."""
+    decisions: list[Decision] = field(default_factory=list)
+    """Every authorisation made for an account in `accounts`."""
     tls: ssl.SSLContext | None = None
     """A server-side context: serve HTTPS, as a real API server (and the in-cluster config) requires."""
 
@@ -74,6 +79,10 @@ class FakeKubeApi:
     def deny(self, verb: str, plural: str) -> None:
         """Answer 403 Forbidden to `verb` (get, list, create, update, patch, delete) on `plural`."""
         self.denied.add((verb, plural))
+
+    def add_account(self, token: str, account: Account) -> None:
+        """Requests bearing `token` act as `account`: what its Role does not allow gets 403 Forbidden."""
+        self.accounts[token] = account
 
     def requests(self, method: str) -> list[Seen]:
         return [s for s in self.seen if s.method == method]
@@ -126,16 +135,17 @@ class FakeKubeApi:
         """One request -> (HTTP code, JSON payload)."""
         scheme, _, token = str(headers.get("Authorization", "")).partition(" ")
         # The scheme is case-insensitive, as the real API server has it (the in-cluster config sends "bearer").
-        if scheme.lower() != "bearer" or token != self.token:
+        account = self.accounts.get(token)
+        if scheme.lower() != "bearer" or (token != self.token and account is None):
             return 401, ApiError(401, "Unauthorized", "Unauthorized").status
         try:
             with self.store.lock:
-                return self._route(method, path.strip("/").split("/"), query, headers, body)
+                return self._route(method, path.strip("/").split("/"), query, headers, body, account)
         except ApiError as exc:
             return exc.code, exc.status
 
     def _route(
-        self, method: str, parts: list[str], query: dict[str, str], headers: Any, body: bytes
+        self, method: str, parts: list[str], query: dict[str, str], headers: Any, body: bytes, account: Account | None
     ) -> tuple[int, Any]:
         if parts == ["version"]:
             return 200, {"major": "1", "minor": "31", "gitVersion": "v1.31.0-fake", "platform": "linux/amd64"}
@@ -163,12 +173,19 @@ class FakeKubeApi:
         name = rest[1] if len(rest) == 2 else ""
         if bool(namespace) != rt.namespaced and (name or method == "POST"):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        verb = _VERBS.get(method, "get" if name else "list")
-        self._authorize(verb, rt, namespace, name)
-        return self._serve(method, rt, namespace, name, query, headers, body)
+        self._authorize(account, verb_of(method, name), rt, namespace, name)
+        return self._serve(method, rt, namespace, name, query, headers, body, account)
 
     def _serve(
-        self, method: str, rt: ResourceType, ns: str, name: str, query: dict[str, str], headers: Any, body: bytes
+        self,
+        method: str,
+        rt: ResourceType,
+        ns: str,
+        name: str,
+        query: dict[str, str],
+        headers: Any,
+        body: bytes,
+        account: Account | None,
     ) -> tuple[int, Any]:
         manager = query.get("fieldManager") or str(headers.get("User-Agent", "unknown")).split("/")[0]
         store = self.store
@@ -205,7 +222,7 @@ class FakeKubeApi:
             applied = self._object(rt, ns, yaml.safe_load(body))
             if store.key(rt, ns, name) not in store.objects:
                 self._namespace_exists(rt, ns)
-                self._authorize("create", rt, ns, name)  # apply creating an object also needs create
+                self._authorize(account, "create", rt, ns, name)  # apply creating an object also needs create
             return store.apply(rt, ns, name, applied, manager, query.get("force") == "true")
         kind = _PATCH_TYPES.get(content_type)
         if kind is None or (kind == "strategic" and rt.custom):
@@ -233,14 +250,13 @@ class FakeKubeApi:
         if rt.namespaced and ("", "namespaces", "", ns) not in self.store.objects:
             raise ApiError(404, "NotFound", f'namespaces "{ns}" not found', {"name": ns, "kind": "namespaces"})
 
-    def _authorize(self, verb: str, rt: ResourceType, ns: str, name: str) -> None:
-        if (verb, rt.plural) not in self.denied:
-            return
-        subject = f'{rt.resource} "{name}"' if name else rt.resource
-        scope = f'in the namespace "{ns}"' if ns else "at the cluster scope"
-        refused = f'cannot {verb} resource "{rt.plural}" in API group "{rt.group}" {scope}'
-        message = f'{subject} is forbidden: User "{SERVICE_ACCOUNT}" {refused}'
-        raise ApiError(403, "Forbidden", message, {"name": name, "group": rt.group, "kind": rt.plural})
+    def _authorize(self, account: Account | None, verb: str, rt: ResourceType, ns: str, name: str) -> None:
+        allowed = (verb, rt.plural) not in self.denied
+        if account is not None:
+            allowed = allowed and account.allows(verb, rt, ns)
+            self.decisions.append(Decision(account.user, verb, rt.resource, ns, allowed))
+        if not allowed:
+            raise forbidden(account.user if account else SERVICE_ACCOUNT, verb, rt, ns, name)
 
 
 class _Handler(BaseHTTPRequestHandler):

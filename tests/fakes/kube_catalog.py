@@ -64,6 +64,13 @@ BUILTIN = [
     ResourceType("apps", "v1", "StatefulSet", "statefulsets", True, ("sts",)),
     ResourceType("apps", "v1", "DaemonSet", "daemonsets", True, ("ds",)),
     ResourceType("batch", "v1", "Job", "jobs", True),
+    # Kinds the agent's Role covers; the fake stores them but validates and simulates nothing for them.
+    ResourceType("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", True, ("pvc",)),
+    ResourceType("batch", "v1", "CronJob", "cronjobs", True, ("cj",)),
+    ResourceType("networking.k8s.io", "v1", "Ingress", "ingresses", True, ("ing",)),
+    ResourceType("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", True, ("netpol",)),
+    ResourceType("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", True, ("hpa",)),
+    ResourceType("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True, ("pdb",)),
     ResourceType("rbac.authorization.k8s.io", "v1", "Role", "roles", True),
     ResourceType("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True),
     ResourceType("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),

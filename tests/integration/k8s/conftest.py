@@ -119,6 +119,22 @@ class Cluster:
         close_all()  # the executor's cached clients: their connections end with this test's cluster
 
 
+def entry(out: Outcome, index: int = 0) -> dict[str, Any]:
+    """`out.data[index]`, or a failure saying what the task reported instead (not an IndexError)."""
+    data = out.data if isinstance(out.data, list) else []
+    assert -len(data) <= index < len(data), (
+        f"the task reported no object #{index} ({out.status.value}: {out.error or 'no error'}; data={out.data!r})"
+    )
+    item: dict[str, Any] = data[index]
+    return item
+
+
+def short_timeout(cluster: Cluster) -> int:
+    """An execution limit meant to run out: 2 s on the fake; on a real cluster connecting and discovery
+    alone can take seconds, so long enough that the task gets as far as waiting before it runs out."""
+    return 15 if cluster.real else 2
+
+
 def _client(kubeconfig: Path, context: str | None, cache: Path) -> Any:
     from kubernetes import client, config
     from kubernetes.dynamic import DynamicClient

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from tests.integration.k8s.conftest import Cluster
+from tests.integration.k8s.conftest import Cluster, entry
 from tests.integration.k8s.manifests import as_yaml, configmap, deployment
 from wire.tasks import TaskStatus
 
@@ -22,7 +22,7 @@ def test_forbidden_names_the_verb_and_resource_the_account_lacks(fake_cluster: C
         f"failed to apply Deployment {ns}/web: forbidden: the agent's Kubernetes account may not patch "
         f"deployments.apps in namespace {ns} (grant it in the agent's Role)"
     )
-    assert out.data[-1]["action"] == "failed" and out.data[-1]["reason"] == "Forbidden"
+    assert entry(out, -1)["action"] == "failed" and entry(out, -1)["reason"] == "Forbidden"
 
 
 def test_apply_creating_an_object_is_refused_as_create(fake_cluster: Cluster) -> None:
@@ -39,7 +39,7 @@ def test_update_retries_when_someone_else_wrote_the_object_meanwhile(fake_cluste
     fake_cluster.fake.stale_puts = 1
     out, ctx = fake_cluster.run(as_yaml(configmap("conf", a="2")), operation="update")
     assert out.status is TaskStatus.success, out.error
-    assert out.data[0]["action"] == "updated"
+    assert entry(out)["action"] == "updated"
     assert any("changed while we updated it (409 Conflict); retry 1/4" in m for _, m in ctx.lines)
     assert [s.code for s in fake_cluster.fake.requests("PUT")] == [409, 200]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.k8s.conftest import Cluster
+from tests.integration.k8s.conftest import Cluster, entry
 from tests.integration.k8s.manifests import as_yaml, configmap
 from wire.tasks import TaskStatus
 
@@ -38,7 +38,7 @@ def test_without_any_namespace_objects_go_to_default(cluster: Cluster) -> None:
     cluster.remember("v1", "ConfigMap", name, expected)
     out, _ = cluster.run(as_yaml(configmap(name)), config=cluster.agent_config(namespace=None))
     assert out.status is TaskStatus.success, out.error
-    assert out.data[0]["namespace"] == expected
+    assert entry(out)["namespace"] == expected
     assert cluster.get("v1", "ConfigMap", name, expected) is not None
 
 
@@ -59,8 +59,8 @@ def test_the_kubeconfig_contexts_namespace_comes_after_the_agents(fake_cluster: 
     config = {"kubeconfig": str(kubeconfig)}
     out, _ = fake_cluster.run(as_yaml(configmap("ctx")), config=config)
     assert out.status is TaskStatus.success, out.error
-    assert out.data[0]["namespace"] == fake_cluster.namespace
+    assert entry(out)["namespace"] == fake_cluster.namespace
 
     other = _namespace(fake_cluster)
     out, _ = fake_cluster.run(as_yaml(configmap("agent")), config={**config, "namespace": other})
-    assert out.data[0]["namespace"] == other
+    assert entry(out)["namespace"] == other

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.integration.k8s.conftest import Cluster
+from tests.integration.k8s.conftest import Cluster, entry
 from tests.integration.k8s.manifests import as_json, as_yaml, configmap, crd, deployment
 from wire.tasks import TaskStatus
 
@@ -22,10 +22,12 @@ def test_apply_creates_then_reports_unchanged_then_configured(cluster: Cluster) 
     assert "managedFields" not in shown["metadata"]
 
     again, _ = cluster.run(as_yaml(deployment("web", replicas=1)))
-    assert again.status is TaskStatus.success and again.data[0]["action"] == "unchanged"
+    assert again.status is TaskStatus.success, again.error
+    assert entry(again)["action"] == "unchanged"
 
     scaled, _ = cluster.run(as_yaml(deployment("web", replicas=3)))
-    assert scaled.status is TaskStatus.success and scaled.data[0]["action"] == "configured"
+    assert scaled.status is TaskStatus.success, scaled.error
+    assert entry(scaled)["action"] == "configured"
     live = cluster.get("apps/v1", "Deployment", "web")
     assert live is not None and live["spec"]["replicas"] == 3
 
@@ -60,7 +62,7 @@ def test_json_is_detected_and_create_refuses_an_existing_object(cluster: Cluster
     assert second.status is TaskStatus.failed
     assert second.error == f"failed to create Deployment {ns}/api: Deployment {ns}/api already exists"
     assert [d["action"] for d in second.data] == ["created", "failed"]  # the ConfigMap before it was made
-    assert second.data[1]["reason"] == "AlreadyExists"
+    assert entry(second, 1)["reason"] == "AlreadyExists"
     assert any(stream.value == "stderr" and "already exists" in m for stream, m in ctx.lines)
 
 
@@ -68,7 +70,7 @@ def test_create_with_generate_name_reports_the_name_the_server_chose(cluster: Cl
     made = "apiVersion: v1\nkind: ConfigMap\nmetadata: {generateName: run-}\ndata: {a: '1'}\n"
     out, ctx = cluster.run(made, operation="create")
     assert out.status is TaskStatus.success, out.error
-    name = out.data[0]["name"]
+    name = entry(out)["name"]
     assert name.startswith("run-") and len(name) > len("run-")
     assert f"[1/1] ConfigMap {cluster.namespace}/{name} created" in [m for _, m in ctx.lines]
     assert cluster.get("v1", "ConfigMap", name) is not None
@@ -78,7 +80,7 @@ def test_update_replaces_the_object_and_needs_it_to_exist(cluster: Cluster) -> N
     cluster.run(as_yaml(configmap("conf", a="1", b="2")))
     out, _ = cluster.run(as_yaml(configmap("conf", c="3")), operation="update")
     assert out.status is TaskStatus.success, out.error
-    assert out.data[0]["action"] == "updated"
+    assert entry(out)["action"] == "updated"
     live = cluster.get("v1", "ConfigMap", "conf")
     assert live is not None and live["data"] == {"c": "3"}  # replaced, not merged
 
@@ -112,14 +114,15 @@ def test_strategic_patch_merges_containers_by_name(cluster: Cluster) -> None:
     patch += "spec: {template: {spec: {containers: [{name: main, image: 'registry.k8s.io/pause:3.10'}]}}}\n"
     out, _ = cluster.run(patch, operation="patch")
     assert out.status is TaskStatus.success, out.error
-    assert out.data[0]["action"] == "patched"
+    assert entry(out)["action"] == "patched"
     live = cluster.get("apps/v1", "Deployment", "web")
     assert live is not None
     images = {c["name"]: c["image"] for c in live["spec"]["template"]["spec"]["containers"]}
     assert images == {"main": "registry.k8s.io/pause:3.10", "sidecar": "registry.k8s.io/pause:3.9"}
 
     again, _ = cluster.run(patch, operation="patch", patch_type="strategic")
-    assert again.status is TaskStatus.success and again.data[0]["action"] == "unchanged"
+    assert again.status is TaskStatus.success, again.error
+    assert entry(again)["action"] == "unchanged"
 
 
 def test_merge_patch_removes_a_key_given_null(cluster: Cluster) -> None:
@@ -192,7 +195,7 @@ def test_apply_conflict_with_another_manager_needs_force(cluster: Cluster) -> No
 
     forced, _ = cluster.run(as_yaml(deployment("shared", replicas=4)), force=True)
     assert forced.status is TaskStatus.success, forced.error
-    assert forced.data[0]["action"] == "configured"
+    assert entry(forced)["action"] == "configured"
     live = cluster.get("apps/v1", "Deployment", "shared")
     assert live is not None and live["spec"]["replicas"] == 4
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.k8s.conftest import Cluster
+from tests.integration.k8s.conftest import Cluster, entry, short_timeout
 from tests.integration.k8s.manifests import NEVER_PULLS, as_yaml, configmap, deployment, job, workload
 from tests.unit.executors.harness import Harness
 from wire.tasks import TaskStatus
@@ -45,13 +45,14 @@ def test_a_failing_job_fails_the_task(cluster: Cluster) -> None:
 
 
 def test_a_rollout_that_never_finishes_times_out_saying_where_it_stood(cluster: Cluster) -> None:
-    out, _ = cluster.run(as_yaml(deployment("stuck", image=NEVER_PULLS)), wait=True, timeout=2)
-    assert out.status is TaskStatus.timeout
+    limit = short_timeout(cluster)
+    out, _ = cluster.run(as_yaml(deployment("stuck", image=NEVER_PULLS)), wait=True, timeout=limit)
+    assert out.status is TaskStatus.timeout, out.error
     # ...and how far it got, e.g. "(0 of 1 updated replicas are available)"
     assert out.error.startswith(
-        f"execution timed out after 2 s while waiting for Deployment {cluster.namespace}/stuck ("
-    )
-    assert out.data[0]["action"] == "created"  # what was done before the limit is still reported
+        f"execution timed out after {limit} s while waiting for Deployment {cluster.namespace}/stuck ("
+    ), out.error
+    assert entry(out)["action"] == "created"  # what was done before the limit is still reported
 
 
 def test_cancel_while_waiting(cluster: Cluster) -> None:
