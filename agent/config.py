@@ -4,6 +4,7 @@
 connections:            # used by database tasks through params.connection
   default: {type: mysql, host: db1, port: 3306, user: app, password: s3cret, database: shop}
 goinception_url: mysql://user:password@127.0.0.1:4000   # mysql tasks then run through goInception
+goinception_backup: {host: 10.0.0.9, port: 3306, user: gi_backup, password: s3cret}  # its backup_* config
 kubeconfig: /etc/tiangong/kubeconfig                     # k8s tasks outside a pod
 context: prod
 namespace: deploy                                         # k8s default namespace of this agent
@@ -26,6 +27,9 @@ class AgentConfig(BaseModel):
 
     connections: dict[str, dict[str, Any]] = Field(default_factory=dict)
     goinception_url: str | None = None
+    goinception_backup: dict[str, Any] | None = Field(
+        None, description="goInception's backup server (host, port, user, password): rollback SQL is read there."
+    )
     kubeconfig: str | None = None
     context: str | None = None
     namespace: str | None = None

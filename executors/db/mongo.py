@@ -30,6 +30,8 @@ FIELDS: dict[str, tuple[str, ...]] = {
 }
 CONNECT_TIMEOUT_SECONDS = 10.0
 """Connecting, and checking the server answers (and the account logs in), may take this long."""
+KILL_TIMEOUT_SECONDS = 2.0
+"""Finding and killing a canceled operation on the server may take this long."""
 MAX_IDLE_TIME_MS = 60_000
 """A pooled connection idle this long is closed (pymongo has no idle-count bound like seed 004's 5)."""
 
@@ -144,8 +146,9 @@ class _Failed(Exception):
         self.counts = counts
 
 
-def _apply(db: Database[Any], op: dict[str, Any], timeout: float, max_ids: int) -> dict[str, Any]:
-    """Run one operation (worker thread); `pymongo.timeout` also sets maxTimeMS on the server."""
+def _apply(db: Database[Any], op: dict[str, Any], timeout: float, max_ids: int, tag: str) -> dict[str, Any]:
+    """Run one operation (worker thread) with `tag` as its comment; `pymongo.timeout` also sets maxTimeMS
+    on the server."""
     import pymongo
     from pymongo.errors import BulkWriteError, WriteError
 
@@ -154,7 +157,7 @@ def _apply(db: Database[Any], op: dict[str, Any], timeout: float, max_ids: int) 
         if op["operation"] == "insert":
             docs = op["documents"]
             try:
-                coll.insert_many(docs, ordered=True)
+                coll.insert_many(docs, ordered=True, comment=tag)
                 done = len(docs)
             except BulkWriteError as exc:  # ordered: the documents before the failing one are in
                 done = int(exc.details.get("nInserted", 0))
@@ -163,12 +166,29 @@ def _apply(db: Database[Any], op: dict[str, Any], timeout: float, max_ids: int) 
             return _inserted(docs, max_ids)
         if op["operation"] == "update":
             try:
-                r = coll.update_many(op["filter"], _as_update(op["update"]))
+                r = coll.update_many(op["filter"], _as_update(op["update"]), comment=tag)
             except WriteError as exc:  # MongoDB changes documents one by one, and keeps what it changed
                 raise _Failed(f"{_message(exc)} (documents updated before the error stay updated)", {}) from exc
             return {"matched_count": r.matched_count, "modified_count": r.modified_count}
-        d = coll.delete_many(op["filter"])
+        d = coll.delete_many(op["filter"], comment=tag)
         return {"deleted_count": d.deleted_count}
+
+
+def _kill_tagged(client: MongoClient[Any], tag: str) -> int:
+    """killOp every operation whose comment is `tag` (best effort); how many were found."""
+    import pymongo
+    from pymongo.errors import OperationFailure
+
+    with pymongo.timeout(KILL_TIMEOUT_SECONDS):
+        try:
+            ops = list(
+                client.admin.aggregate([{"$currentOp": {"allUsers": True}}, {"$match": {"command.comment": tag}}])
+            )
+        except OperationFailure:  # servers (and stand-ins) without the $currentOp stage: the older command
+            ops = list(client.admin.command({"currentOp": 1, "command.comment": tag}).get("inprog", []))
+        for found in ops:
+            client.admin.command("killOp", op=found["opid"])
+    return len(ops)
 
 
 def _inserted(docs: list[dict[str, Any]], max_ids: int) -> dict[str, Any]:
@@ -237,8 +257,11 @@ class _Ops(operations.OperationLoop):
         super().__init__(ops, target, run)
         self.db = db
 
-    def apply(self, op: dict[str, Any], timeout: float) -> tuple[dict[str, Any], str]:
-        return _apply(self.db, op, timeout, self.run.options.max_rows), ""
+    def apply(self, op: dict[str, Any], timeout: float, tag: str) -> tuple[dict[str, Any], str]:
+        return _apply(self.db, op, timeout, self.run.options.max_rows, tag), ""
+
+    def interrupt(self, tag: str) -> None:
+        _kill_tagged(self.db.client, tag)
 
     def message(self, exc: BaseException) -> str:
         return _message(exc)

@@ -75,9 +75,19 @@ class OperationLoop(ABC):
         self.entries: list[dict[str, Any]] = []
 
     @abstractmethod
-    def apply(self, op: dict[str, Any], timeout: float) -> tuple[dict[str, Any], str]:
-        """Run one operation (worker thread): the entry's fields, and an error the server reported inside
-        a successful answer ("" when none). Raising fails the operation."""
+    def apply(self, op: dict[str, Any], timeout: float, tag: str) -> tuple[dict[str, Any], str]:
+        """Run one operation (worker thread), labelled `tag` on the server (a comment, an X-Opaque-Id): the
+        entry's fields, and an error the server reported inside a successful answer ("" when none).
+        Raising fails the operation."""
+
+    def interrupt(self, tag: str) -> None:
+        """Stop the operation labelled `tag` on the server (another thread, on cancel or timeout). Without
+        it the server would go on with an operation the task stopped waiting for."""
+        return None
+
+    def tag(self, order: int) -> str:
+        """The label of operation `order` (from 1): the task id finds it again in the server's task list."""
+        return f"tiangong:{self.run.ctx.task_id}:{order}"
 
     @abstractmethod
     def message(self, exc: BaseException) -> str:
@@ -103,8 +113,12 @@ class OperationLoop(ABC):
             started, status, error = time.perf_counter(), TaskStatus.success, ""
             try:
                 timeout = self.run.deadline - loop.time() + DRIVER_TIMEOUT_SLACK_SECONDS
+                tag = self.tag(i)
                 fields, error = await blocking.call(
-                    partial(self.apply, op, timeout), cancel=cancel, deadline=self.run.deadline
+                    partial(self.apply, op, timeout, tag),
+                    cancel=cancel,
+                    deadline=self.run.deadline,
+                    interrupt=partial(self.interrupt, tag),
                 )
                 entry.update(fields)
                 status = TaskStatus.failed if error else TaskStatus.success

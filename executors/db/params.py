@@ -86,6 +86,11 @@ class ExecOptions(BaseModel):
         description="mongo: allow an update or delete with an empty filter; elasticsearch: a match_all "
         "delete_by_query.",
     )
+    check_only: bool = Field(
+        False,
+        description="mysql through goInception: review the script (`--check=1`) and report each statement's "
+        "stage, error level and messages without executing it.",
+    )
 
 
 class Metadata(BaseModel):
@@ -116,8 +121,10 @@ class DbParams(BaseModel):
     def _where(self, info: ValidationInfo) -> DbParams:
         if self.target is not None and self.targets is not None:
             raise ValueError("give either target or targets, not both")
+        type_name = (info.context or {}).get("type")
+        if self.exec_options.check_only and type_name not in (None, "mysql"):
+            raise ValueError(f"exec_options.check_only: only mysql (through goInception) can review, not {type_name}")
         if self.target is None and self.targets is None and self.connection is None:
-            type_name = (info.context or {}).get("type")
             if type_name not in DEFAULT_CONNECTION:
                 raise ValueError("one of target, targets or connection is required")
             self.connection = DEFAULT_CONNECTION[type_name]

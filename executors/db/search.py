@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from functools import partial
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 from executors.db import operations, pools
 from executors.db.base import DbExecutor, TargetResult, TargetRun
@@ -28,6 +29,8 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "update": ("_id", "_index", "doc", "doc_as_upsert"),
     "delete": ("_id", "_index"),
 }
+CANCEL_TIMEOUT_SECONDS = 2.0
+"""Listing and canceling a stopped operation's server tasks may take this long."""
 MAX_ITEMS_IN_TEXT = 20
 """Failed bulk items listed in the result text; `data` keeps up to `exec_options.max_rows` of them."""
 
@@ -151,8 +154,8 @@ _CLIENTS: pools.PoolCache[Any] = pools.PoolCache(lambda c: c.close())
 """One client (with its connection pool) per target, flavor and TLS setting; idle ones are closed."""
 
 
-def _send(client: Any, flavor: str, op: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """One request (worker thread); `timeout` bounds it in seconds."""
+def _send(client: Any, flavor: str, op: dict[str, Any], timeout: float, tag: str) -> dict[str, Any]:
+    """One request (worker thread) with `X-Opaque-Id: <tag>`; `timeout` bounds it in seconds."""
     name, index = op["operation"], op["index"]
     doc_id = str(op["id"]) if "id" in op else None
     if flavor == "opensearch":
@@ -160,13 +163,13 @@ def _send(client: Any, flavor: str, op: dict[str, Any], timeout: float) -> dict[
         if "refresh" in op:
             params["refresh"] = str(op["refresh"]).lower()
         if name == "bulk":
-            return dict(client.bulk(body=_bulk_lines(op), index=index, params=params))
+            return dict(client.bulk(body=_bulk_lines(op), index=index, params=params, opaque_id=tag))
         if name == "update":
-            return dict(client.update(index=index, id=doc_id, body={"doc": op["doc"]}, params=params))
+            return dict(client.update(index=index, id=doc_id, body={"doc": op["doc"]}, params=params, opaque_id=tag))
         if name == "delete_by_query":
-            return dict(client.delete_by_query(index=index, body={"query": op["query"]}, params=params))
-        return dict(client.index(index=index, id=doc_id, body=op["doc"], params=params))
-    es = client.options(request_timeout=timeout)
+            return dict(client.delete_by_query(index=index, body={"query": op["query"]}, params=params, opaque_id=tag))
+        return dict(client.index(index=index, id=doc_id, body=op["doc"], params=params, opaque_id=tag))
+    es = client.options(request_timeout=timeout, opaque_id=tag)
     extra = {"refresh": op["refresh"]} if "refresh" in op else {}
     if name == "bulk":
         return dict(es.bulk(index=index, operations=_bulk_lines(op), **extra).body)
@@ -175,6 +178,33 @@ def _send(client: Any, flavor: str, op: dict[str, Any], timeout: float) -> dict[
     if name == "delete_by_query":
         return dict(es.delete_by_query(index=index, query=op["query"], **extra).body)
     return dict(es.index(index=index, id=doc_id, document=op["doc"], **extra).body)
+
+
+def _cancel_tagged(client: Any, flavor: str, tag: str) -> list[str]:
+    """Cancel the server's tasks whose X-Opaque-Id is `tag` (best effort): `_tasks/_cancel` cannot filter
+    by it, so the detailed task list is read and each matching top-level task canceled (its children go
+    with it). Bulk and index requests are not cancellable tasks; delete_by_query is. The ids canceled."""
+    accept = {"accept": "application/json"}
+    if flavor == "opensearch":
+        listing = client.tasks.list(detailed=True, params={"request_timeout": CANCEL_TIMEOUT_SECONDS})
+    else:
+        # The low-level call: elasticsearch-py's tasks.list/cancel warn (technical preview) on every use.
+        client = client.options(request_timeout=CANCEL_TIMEOUT_SECONDS)
+        listing = client.perform_request("GET", "/_tasks", params={"detailed": "true"}, headers=accept).body
+    ids = [
+        task_id
+        for node in (listing.get("nodes") or {}).values()
+        for task_id, task in (node.get("tasks") or {}).items()
+        if (task.get("headers") or {}).get("X-Opaque-Id") == tag
+        and task.get("cancellable", True)
+        and not task.get("parent_task_id")
+    ]
+    for task_id in ids:
+        if flavor == "opensearch":
+            client.tasks.cancel(task_id=task_id, params={"request_timeout": CANCEL_TIMEOUT_SECONDS})
+        else:
+            client.perform_request("POST", f"/_tasks/{quote(task_id, safe='')}/_cancel", headers=accept)
+    return ids
 
 
 def _reason(error: Any) -> str:
@@ -277,9 +307,12 @@ class _Ops(operations.OperationLoop):
         super().__init__(ops, target, run)
         self.client = client
 
-    def apply(self, op: dict[str, Any], timeout: float) -> tuple[dict[str, Any], str]:
-        resp = _send(self.client, self.target.flavor, op, timeout)
+    def apply(self, op: dict[str, Any], timeout: float, tag: str) -> tuple[dict[str, Any], str]:
+        resp = _send(self.client, self.target.flavor, op, timeout, tag)
         return _summarize(op["operation"], resp, self.run.options.max_rows)
+
+    def interrupt(self, tag: str) -> None:
+        _cancel_tagged(self.client, self.target.flavor, tag)
 
     def message(self, exc: BaseException) -> str:
         return _message(exc, self.target.label)

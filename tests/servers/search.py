@@ -118,8 +118,14 @@ class FakeElasticsearch:
     """Serve HTTPS with this context (see `self_signed_tls`)."""
     stall: bool = False
     """Record requests but answer none until the fake is closed: a server that takes too long."""
+    hold: str | None = None
+    """Hold requests whose path ends with this (`_delete_by_query`) as running tasks, listed by `GET
+    _tasks` with their X-Opaque-Id, until `POST _tasks/<id>/_cancel` names them: then they are answered
+    as Elasticsearch answers a canceled delete_by_query. `holding` is set when one arrives."""
     requests: list[Recorded] = field(default_factory=list)
     port: int = 0
+    holding: threading.Event = field(default_factory=threading.Event)
+    _held: dict[str, tuple[Recorded, threading.Event]] = field(default_factory=dict)
 
     def __enter__(self) -> FakeElasticsearch:
         fake = self
@@ -132,6 +138,11 @@ class FakeElasticsearch:
                 if fake.stall:
                     fake._closing.wait()
                     return
+                if fake.hold and urlsplit(self.path).path.endswith(fake.hold):
+                    canceled = threading.Event()
+                    fake._held[f"fake-node:{len(fake._held) + 1}"] = (fake.requests[-1], canceled)
+                    fake.holding.set()
+                    canceled.wait(30)
                 status, answer = fake.answer(self.command, urlsplit(self.path).path, body)
                 raw = json.dumps(answer).encode()
                 self.send_response(status)
@@ -165,7 +176,26 @@ class FakeElasticsearch:
 
     def answer(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
         """What Elasticsearch 8 answers to the requests the executor makes."""
-        parts = [p for p in path.split("/") if p]
+        parts = [unquote(p) for p in path.split("/") if p]
+        if parts == ["_tasks"] and method == "GET":
+            tasks = {
+                task_id: {
+                    "node": "fake-node",
+                    "id": int(task_id.split(":")[1]),
+                    "action": "indices:data/write/delete/byquery",
+                    "cancellable": True,
+                    "headers": {"X-Opaque-Id": req.headers.get("x-opaque-id", "")},
+                }
+                for task_id, (req, canceled) in self._held.items()
+                if not canceled.is_set()
+            }
+            return 200, {"nodes": {"fake-node": {"name": "fake", "tasks": tasks}}}
+        if len(parts) == 3 and parts[0] == "_tasks" and parts[2] == "_cancel" and parts[1] in self._held:
+            self._held[parts[1]][1].set()
+            return 200, {"nodes": {}}
+        if parts[-1:] == ["_delete_by_query"] and self.hold:
+            canceled_answer = {"took": 5, "total": 2, "deleted": 1, "canceled": "by user request", "failures": []}
+            return 200, canceled_answer
         if parts[-1:] == ["_bulk"]:
             lines = iter(json.loads(line) for line in body.decode().splitlines() if line.strip())
             items = []

@@ -3,10 +3,12 @@ mongod (or the MongoDB at TIANGONG_TEST_MONGO_URL). Every test works in a databa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +21,7 @@ from executors.base import Outcome
 from executors.db.mongo import _client_options
 from executors.db.params import parse_params, resolve_targets
 from executors.registry import get_executor
+from tests.integration.db.mongo_wire import MongoWireProxy
 from tests.servers import free_port
 from tests.servers.mongo import MongoServer, running_mongo
 from tests.unit.executors.harness import Harness, make_task, run_task
@@ -247,6 +250,67 @@ def test_cancel_between_operations_stops_before_the_next(
     )
     assert list(client[db].users.find()) == [{"_id": 1, "n": 1}]
     assert len(out.data) == 1
+
+
+def test_each_operation_carries_its_comment(mongo: MongoServer, client: Any, db: str, tmp_path: Path) -> None:
+    """Through MongoWireProxy to nx-27017: the commands as pymongo really sends them."""
+    with MongoWireProxy((mongo.host, mongo.port), hold="never") as proxy:
+        ops = [
+            insert("users", {"_id": 1}),
+            {"operation": "update", "collection": "users", "filter": {"_id": 1}, "update": {"n": 2}},
+            {"operation": "delete", "collection": "users", "filter": {"_id": 1}},
+        ]
+        out, _ = run(ops, tmp_path, target={"host": "127.0.0.1", "port": proxy.port, "db": db})
+    assert out.status == TaskStatus.success, out.error
+    sent = {verb: c["comment"] for c in proxy.commands for verb in ("insert", "update", "delete") if verb in c}
+    assert sent == {"insert": "tiangong:task-1:1", "update": "tiangong:task-1:2", "delete": "tiangong:task-1:3"}
+
+
+def test_cancel_kills_the_running_operation_found_by_its_comment(
+    mongo: MongoServer, client: Any, db: str, tmp_path: Path
+) -> None:
+    """At the wire. nx-27017 finishes every operation at once and has neither `$currentOp` nor a working
+    `killOp`, so MongoWireProxy holds the insert as a running operation, lists it for `$currentOp` and
+    answers it with mongod's `Interrupted` once its `killOp` arrives. This shows the executor finds the
+    operation by its comment and kills it, and ends `canceled` promptly; that mongod stops is MongoDB's part."""
+    with MongoWireProxy((mongo.host, mongo.port), hold="tiangong:") as proxy:
+
+        def cancel_when_held(h: Harness) -> None:
+            loop = asyncio.get_running_loop()
+
+            def wait() -> None:
+                if proxy.holding.wait(20):
+                    loop.call_soon_threadsafe(h.cancel_event.set)
+
+            threading.Thread(target=wait, daemon=True).start()
+
+        started = time.monotonic()
+        target = {"host": "127.0.0.1", "port": proxy.port, "db": db}
+        out, h = run(
+            [insert("users", {"_id": 1}), insert("users", {"_id": 2})], tmp_path, target=target, setup=cancel_when_held
+        )
+        elapsed = time.monotonic() - started
+
+    assert out.status == TaskStatus.canceled
+    assert out.error == "operation 1 of 2 (insert users) stopped: canceled; it may have been applied in part"
+    assert elapsed < 5  # answered as soon as the kill arrived, not after the interrupt's grace
+    (current,) = [c for c in proxy.commands if "aggregate" in c]
+    assert current["pipeline"] == [
+        {"$currentOp": {"allUsers": True}},
+        {"$match": {"command.comment": "tiangong:task-1:1"}},
+    ]
+    (kill,) = [c for c in proxy.commands if "killOp" in c]
+    assert (kill["op"], kill["$db"]) == (1, "admin")
+    assert client[db].users.count_documents({}) == 0  # the held insert never reached the server
+    assert "[1/2] insert users: stopped: canceled" in log_text(h)
+
+
+def test_kill_falls_back_to_the_currentop_command(client: Any) -> None:
+    """nx-27017 refuses the `$currentOp` stage and answers the `currentOp` command with no operations:
+    finding nothing to kill is not an error."""
+    from executors.db.mongo import _kill_tagged
+
+    assert _kill_tagged(client, "tiangong:no-such-task:1") == 0
 
 
 def test_database_defaults_to_admin(mongo: MongoServer, client: Any, tmp_path: Path) -> None:

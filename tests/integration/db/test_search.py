@@ -3,11 +3,13 @@ TIANGONG_TEST_ES_URL), and, for the elasticsearch-py flavor, at the wire against
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import uuid
@@ -15,6 +17,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -319,9 +322,46 @@ def test_timeout_ms_ends_a_request_that_takes_too_long(flavor: str, tmp_path: Pa
 
     assert out.status == TaskStatus.timeout
     assert out.error == "operation 1 of 2 (index logs) stopped: timeout; it may have been applied in part"
-    assert elapsed < 5  # the deadline, then at most the driver's own timeout one second later
-    assert len(fake.requests) == 1  # the second operation never started
+    # The deadline, then the task-cancel attempt (the stalled fake does not answer it either, so its own
+    # 2 s limit ends it), while the driver's own timeout ends the request one second after the deadline.
+    assert elapsed < 5
+    ops = [r for r in fake.requests if not r.path.startswith("/_tasks")]
+    assert len(ops) == 1  # the second operation never started
     assert "[1/2] index logs: stopped: timeout" in log_text(h)
+
+
+@pytest.mark.parametrize("flavor", ["elasticsearch", "opensearch"])
+def test_cancel_cancels_the_server_task_carrying_the_operations_opaque_id(flavor: str, tmp_path: Path) -> None:
+    """At the wire, against FakeElasticsearch: the delete_by_query carries `X-Opaque-Id`, and cancel lists
+    the server's tasks and cancels the one with that id. The fake holds the request as a running task, lists
+    it as Elasticsearch's `GET _tasks?detailed` does and ends it only when its cancel arrives; that a real
+    cluster then stops deleting is Elasticsearch's part, not shown here."""
+    with FakeElasticsearch(hold="_delete_by_query") as fake:
+
+        def cancel_when_held(h: Harness) -> None:
+            loop = asyncio.get_running_loop()
+
+            def wait() -> None:
+                if fake.holding.wait(20):
+                    loop.call_soon_threadsafe(h.cancel_event.set)
+
+            threading.Thread(target=wait, daemon=True).start()
+
+        target = {"host": "127.0.0.1", "port": fake.port, "flavor": flavor}
+        op = {"operation": "delete_by_query", "index": "logs", "query": {"term": {"app": "x"}}}
+        started = time.monotonic()
+        out, _ = run([op, {**op, "index": "other"}], tmp_path, target=target, setup=cancel_when_held)
+        elapsed = time.monotonic() - started
+        requests = list(fake.requests)
+
+    assert out.status == TaskStatus.canceled
+    assert out.error.startswith("operation 1 of 2 (delete_by_query logs) stopped: canceled")
+    assert elapsed < 5  # the fake answers once canceled: no waiting out the interrupt grace
+    dbq, listing, cancel = requests
+    assert dbq.path.startswith("/logs/_delete_by_query") and dbq.headers["x-opaque-id"] == "tiangong:task-1:1"
+    assert (listing.method, listing.path.split("?")[0]) == ("GET", "/_tasks")
+    assert "detailed=true" in listing.path
+    assert (cancel.method, unquote(cancel.path.split("?")[0])) == ("POST", "/_tasks/fake-node:1/_cancel")
 
 
 def test_a_server_that_is_not_elasticsearch_gets_a_hint(tmp_path: Path) -> None:
