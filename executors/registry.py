@@ -66,3 +66,14 @@ def default_exec_timeout(req: TaskRequest) -> int:
     if per_request is not None:
         return int(per_request(req))
     return int(getattr(executor, "default_exec_timeout", DEFAULT_EXEC_TIMEOUT))
+
+
+def shown_command(type_name: str, command: str) -> str:
+    """`command` as the API may show it: the executor's `shown_command(command)` if it has one (k8s masks
+    a Secret's values), else as it is. A type no longer installed shows it as it is."""
+    try:
+        executor = get_executor(type_name)
+    except UnknownTaskType:
+        return command
+    masker = getattr(executor, "shown_command", None)
+    return command if masker is None else str(masker(command))

@@ -1,8 +1,9 @@
-"""Turning rows into API models; secrets in params and env are masked here, on the way out."""
+"""Turning rows into API models; secrets in params, env and command are masked here, on the way out."""
 
 from __future__ import annotations
 
 from cloud.services.tasks import TaskRow
+from executors.registry import shown_command
 from wire.secrets import mask_secrets, mask_text
 from wire.tasks import TaskRead, TaskStatus, format_task_id
 
@@ -14,7 +15,7 @@ def task_read(task: TaskRow, *, sync_timed_out: bool = False) -> TaskRead:
         agent_id=task.agent_id,
         type=task.type,
         status=TaskStatus(task.status),
-        command=mask_text(task.command),
+        command=mask_text(shown_command(task.type, task.command)),
         params=mask_secrets(task.params),
         file_id=task.file_id,
         env=mask_secrets(task.env),

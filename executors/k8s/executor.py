@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import yaml
+
 from executors.base import Outcome, RunContext
 from executors.k8s.calls import Calls, Stopped
 from executors.k8s.documents import MAX_MANIFEST_BYTES, ManifestError, check_object, parse_manifests
 from executors.k8s.errors import K8sError, Target
 from executors.k8s.operations import Done, Operator, explain
 from executors.k8s.params import K8sParams, parse_params
-from executors.k8s.present import ref, result_text, shown
+from executors.k8s.present import is_secret, ref, result_text, shown
 from executors.k8s.wait import progress, waitable
 from wire.secrets import mask_text
 from wire.tasks import Assignment, LogLevel, LogStream, TaskRequest, TaskStatus
@@ -42,6 +44,19 @@ class KubernetesExecutor:
     def __init__(self, poll_seconds: float = 2.0) -> None:
         self.poll_seconds = poll_seconds
         """How often a rollout's status is read while `params.wait` waits for it."""
+
+    def shown_command(self, command: str) -> str:
+        """`command` as the API shows it: a Secret's values masked, as in the result. Manifests without a
+        Secret come back untouched; with one, as YAML of the same objects (comments dropped)."""
+        if "Secret" not in command:  # cheap: most reads of most tasks stop here
+            return command
+        try:
+            objects = parse_manifests(command)
+        except ManifestError:
+            return command  # such a command is refused at POST time, so it is never stored
+        if not any(is_secret(obj) for obj in objects):
+            return command
+        return yaml.safe_dump_all([shown(o) if is_secret(o) else o for o in objects], sort_keys=False)
 
     def validate(self, req: TaskRequest) -> None:
         params = parse_params(req.params)

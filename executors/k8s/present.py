@@ -20,11 +20,16 @@ def shown(obj: dict[str, Any]) -> dict[str, Any]:
         if isinstance(annotations, dict) and out.get("kind") == "Secret":
             # client-side `kubectl apply` keeps the whole manifest, values included, in this annotation
             annotations.pop("kubectl.kubernetes.io/last-applied-configuration", None)
-    if out.get("kind") == "Secret" and out.get("apiVersion") == "v1":
+    if is_secret(out):
         for field in ("data", "stringData"):
             if isinstance(out.get(field), dict):
                 out[field] = dict.fromkeys(out[field], MASK)
     return out
+
+
+def is_secret(obj: dict[str, Any]) -> bool:
+    """A core Secret, whose `data` and `stringData` values are never shown."""
+    return obj.get("kind") == "Secret" and obj.get("apiVersion") == "v1"
 
 
 def result_text(objects: list[dict[str, Any]]) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from tests.e2e.harness import Cloud
+from tests.e2e.harness import ADMIN, Cloud
 from tests.fakes.kube_api import FakeKubeApi
 
 NAMESPACE = "shop"
@@ -96,7 +96,28 @@ def test_a_secrets_values_stay_out_of_the_result_and_logs(cloud: Cloud, k8s_agen
     shown = json.loads(task["result"])
     assert shown["stringData"] == {"password": "******"} and shown["data"] == {"token": "******"}
     logs = json.dumps(cloud.logs(task["id"]))
-    reported = json.dumps({k: task[k] for k in ("result", "data", "error")})
-    for value in (PLAIN, b64, ENCODED, base64.b64encode(PLAIN.encode()).decode()):
-        assert value not in reported  # ...and neither the task's result nor its log shows them
-        assert value not in logs
+    listed = cloud.http.get("/api/v1/tasks", params={"agent_id": k8s_agent, "page_size": 100}).json()
+    rpc = cloud.http.post(
+        "/api/rpc",
+        json={
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "task_query",
+            "params": {"token": ADMIN, "task_data_query": {"condition": [{"type": "k8s"}]}},
+        },
+    ).json()
+    # ...and no way of reading the task back shows them: not its result or log, nor its own command.
+    seen = {"created": task, "got": cloud.task(task["id"]), "listed": listed, "rpc": rpc, "logs": logs}
+    for where, body in seen.items():
+        text = body if isinstance(body, str) else json.dumps(body)
+        for value in (PLAIN, b64, ENCODED, base64.b64encode(PLAIN.encode()).decode()):
+            assert value not in text, where
+    command = yaml.safe_load(cloud.task(task["id"])["command"])
+    assert command["stringData"] == {"password": "******"} and command["data"] == {"token": "******"}
+    assert command["metadata"] == {"name": "db-creds"}  # the rest of the manifest is shown as it was sent
+
+
+def test_a_command_without_a_secret_is_shown_as_sent(cloud: Cloud, k8s_agent: str) -> None:
+    task = cloud.run(agent_id=k8s_agent, type="k8s", command="# the config\n" + APP)
+    assert task["status"] == "success", task["error"]
+    assert cloud.task(task["id"])["command"] == "# the config\n" + APP

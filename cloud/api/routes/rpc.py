@@ -17,8 +17,8 @@ from cloud.api.waits import wait_until_final
 from cloud.services import task_query
 from cloud.services import tasks as svc
 from cloud.services.errors import BadRequest, Conflict, NotFound
-from executors.registry import known_types
-from wire.secrets import mask_secrets
+from executors.registry import known_types, shown_command
+from wire.secrets import mask_secrets, mask_text
 from wire.tasks import TaskCreate, TaskStatus
 
 router = APIRouter(tags=["json-rpc"])
@@ -178,7 +178,7 @@ def _event_type(row: Any) -> dict[str, Any]:
         return {"execute": {"cmd": row.params.get("cmd"), "args": row.params.get("args") or []}}
     if row.type == "http_request":
         return {"http_request": mask_secrets(row.params)}
-    return {row.type: {"command": row.command, "params": mask_secrets(row.params)}}
+    return {row.type: {"command": mask_text(shown_command(row.type, row.command)), "params": mask_secrets(row.params)}}
 
 
 def _error_message(row: Any) -> str | None:
