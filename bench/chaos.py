@@ -6,13 +6,14 @@ SIGKILLed and restarted at random; checks that nothing is lost or run twice, and
 Agents and callers reach the replicas through a load-balancing proxy (tests/faults/proxy.py), as they
 would in production; tasks are created at a steady rate, each with a request_id (a caller whose
 request died with a replica sends it again) and with retries, so an attempt whose agent was killed runs
-again. Every task appends `<task id> start <pid>` to a marker file first and `<task id> end <pid>`
-last, and prints three lines naming itself.
+again. Every task appends `<task id> <attempt> start <pid>` to a marker file first and
+`<task id> <attempt> end <pid>` last (the attempt from TIANGONG_TASK_ATTEMPT), and prints three lines
+naming itself.
 
 Definitions used by the figures:
-- ran twice: a task whose command started more often than the cloud handed out attempts (`attempts`),
-  or finished more often than that: some (task, attempt) ran twice. With no retry recorded this means
-  any second run.
+- ran twice: some (task, attempt) started twice, or finished twice; or a task started more often than
+  the cloud handed out attempts (`attempts`), or ran an attempt the cloud never handed out. With no
+  retry recorded this means any second run.
 - lost: a task that never reached a final status, or ended `success` without its final attempt's three
   lines (in order, once) or without the matching result.
 - failed_agent_lost: tasks that legitimately ended `failed` with `agent lost` after using every retry.
@@ -39,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.e2e.harness import ADMIN  # noqa: E402
-from tests.faults.harness import AgentProcess, Cluster, Replica, marks  # noqa: E402
+from tests.faults.harness import AgentProcess, Cluster, Replica  # noqa: E402
 from wire.tasks import is_lost  # noqa: E402
 
 POOLS = 2
@@ -71,11 +72,11 @@ class Chaos:
 
     def command(self, i: int) -> str:
         """Cheap: one spawn of sh; one task in eight sleeps a little, so kills also land mid-run."""
-        me = "$TIANGONG_TASK_ID"
+        me, run = "$TIANGONG_TASK_ID", "$TIANGONG_TASK_ID $TIANGONG_TASK_ATTEMPT"
         pause = "sleep 0.3; " if i % 8 == 0 else ""
         return (
-            f'echo "{me} start $$" >> {self.marker}; echo "one {me}"; echo "two {me}"; {pause}'
-            f'echo "three {me}"; echo "{me} end $$" >> {self.marker}'
+            f'echo "{run} start $$" >> {self.marker}; echo "one {me}"; echo "two {me}"; {pause}'
+            f'echo "three {me}"; echo "{run} end $$" >> {self.marker}'
         )
 
     def create_all(self, url: str, rate: float, threads: int = 4) -> None:
@@ -122,14 +123,15 @@ class Chaos:
 
     def monkey(self, every: tuple[float, float], down_for: tuple[float, float]) -> None:
         """Until told to stop: now and then SIGKILL a random live process; restart it a little later.
-        The last live replica is spared, so callers always have a cloud to talk to."""
+        A replica is killed only while another one is serving (a relaunched replica may take seconds
+        to start on a loaded machine), so callers always have a cloud to talk to."""
         while not self.stop_monkey.wait(self.rng.uniform(*every)):
             self._restart_due(time.monotonic())
             down = {id(proc) for proc, _ in self.down}  # by identity: a Replica is an unhashable dataclass
             live_replicas = [r for r in self.cluster.replicas if id(r) not in down]
             targets: list[Replica | AgentProcess] = [a for a in self.cluster.agents if id(a) not in down]
-            if len(live_replicas) > 1:
-                targets += live_replicas
+            serving = [r for r in live_replicas if r.serving]
+            targets += [r for r in live_replicas if any(s is not r for s in serving)]
             if not targets:
                 continue
             victim = self.rng.choice(targets)
@@ -171,6 +173,29 @@ def _wait_final(database_url: str, n: int, timeout: float, say: Callable[[str], 
         engine.dispose()
 
 
+def runs(marker: Path, event: str) -> dict[str, Counter[int]]:
+    """Task id -> how many times each of its attempts wrote `event` to the marker file."""
+    out: dict[str, Counter[int]] = {}
+    if marker.exists():
+        for line in marker.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 4 and parts[2] == event:
+                out.setdefault(parts[0], Counter())[int(parts[1])] += 1
+    return out
+
+
+def run_problems(started: Counter[int], finished: Counter[int], attempts: int, retries: int) -> str | None:
+    """What is wrong with one task's runs, if anything (see `ran twice` in the module doc)."""
+    twice = sorted(a for a, k in (started + finished).items() if started[a] > 1 or finished[a] > 1)
+    if twice:
+        return f"attempts {twice} ran twice (started {dict(started)}, finished {dict(finished)})"
+    ran = sum(started.values())
+    unknown = sorted(a for a in started | finished if not 1 <= a <= attempts)
+    if ran > attempts or unknown or (retries == 0 and ran > 1):
+        return f"started {dict(started)}, finished {dict(finished)}, attempts {attempts}"
+    return None
+
+
 def verify(database_url: str, marker: Path, task_ids: set[str]) -> dict[str, Any]:
     """Read back every task, log line and marker entry; count what went wrong (see the module doc)."""
     engine = create_engine(database_url)
@@ -186,7 +211,7 @@ def verify(database_url: str, marker: Path, task_ids: set[str]) -> dict[str, Any
     by_attempt: dict[tuple[str, int], list[Any]] = {}
     for ln in logs:
         by_attempt.setdefault((f"task-{ln.task_id}", ln.attempt), []).append(ln)
-    starts, ends = marks(marker, "start"), marks(marker, "end")
+    starts, ends = runs(marker, "start"), runs(marker, "end")
     out: Counter[str] = Counter()
     examples: list[str] = []
 
@@ -200,9 +225,9 @@ def verify(database_url: str, marker: Path, task_ids: set[str]) -> dict[str, Any
         if t is None or t.status in ("pending", "running"):
             bad("not_final", task_id, t.status if t else "missing")
             continue
-        ran, finished = len(starts.get(task_id, [])), len(ends.get(task_id, []))
-        if ran > t.attempts or finished > t.attempts or (t.retries == 0 and ran > 1):
-            bad("ran_twice", task_id, f"started {ran}, finished {finished}, attempts {t.attempts}")
+        problem = run_problems(starts.get(task_id, Counter()), ends.get(task_id, Counter()), t.attempts, t.retries)
+        if problem:
+            bad("ran_twice", task_id, problem)
         for attempt in range(1, t.attempts + 1):
             seqs = [ln.seq for ln in by_attempt.get((task_id, attempt), [])]
             if seqs != list(range(1, len(seqs) + 1)):

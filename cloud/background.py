@@ -20,7 +20,9 @@ log = logging.getLogger("tiangong.cloud")
 
 def run_pass(db: Database, since_seconds: float) -> None:
     """One pass; `since_seconds` back is where the last one looked for retries coming due (with some
-    overlap: waking an agent twice costs one empty claim)."""
+    overlap: waking an agent twice costs one empty claim). Every replica first re-reads the database's
+    clock, which its own lease and expiry decisions follow."""
+    db.sync_clock()
     with db.transaction() as conn:
         if not db.lead(conn):
             return

@@ -38,6 +38,7 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         hub = Hub()
         db = Database(settings.resolved_database_url(), hub)
         migrate(db.engine)
+        db.sync_clock(tries=5)  # before the first request decides a lease
         store = FileStore(settings.data_dir)
         store.clean_tmp()  # partial uploads of a previous run that crashed
         tokens = load_tokens(settings.data_dir, settings.admin_token, settings.agent_token)

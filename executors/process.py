@@ -301,7 +301,8 @@ async def run_process(
         return Outcome(TaskStatus.canceled, error="canceled")
     # The agent's own TIANGONG_* settings (its token among them) are not the task's business.
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("TIANGONG_")}
-    env = {**inherited, **task.env, **(extra_env or {}), "TIANGONG_TASK_ID": task.id}
+    ids = {"TIANGONG_TASK_ID": task.id, "TIANGONG_TASK_ATTEMPT": str(task.attempt)}
+    env = {**inherited, **task.env, **(extra_env or {}), **ids}
     run = _ProcessRun(task, ctx, grace)
     try:
         try:

@@ -123,7 +123,8 @@ class TaskRead(BaseModel):
     """Runs started so far (claims by an agent)."""
     max_retries: int
     retries: int = 0
-    """Retries used so far (each one a new attempt after a retryable failure, or a manual retry)."""
+    """Automatic retries used so far (each one a new attempt after a retryable failure). A manual retry
+    (POST /tasks/{id}/retry) adds an attempt but does not count here, nor against `max_retries`."""
     retry_backoff: float = 5.0
     retry_on: str = "lost"
     next_retry_at: datetime | None = None

@@ -12,12 +12,15 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 
 from cloud.db import notify
+from cloud.db.types import CLOCK
 from cloud.hub import Hub
 from cloud.services import events
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _MIGRATE_LOCK = 0x7469616E_0001  # "tian" + 1: PostgreSQL advisory lock keys are bigints
 _BACKGROUND_LOCK = 0x7469616E_0002
+MAX_CLOCK_ROUND_TRIP = 0.05
+"""Seconds; a slower answer says too little about when the database read its clock, so it is not used."""
 
 
 def make_engine(url: str) -> Engine:
@@ -88,6 +91,22 @@ class Database:
         if not self.notifies:
             return True
         return bool(conn.exec_driver_sql(f"SELECT pg_try_advisory_xact_lock({_BACKGROUND_LOCK})").scalar())
+
+    def sync_clock(self, tries: int = 1) -> float | None:
+        """PostgreSQL: measure the database's clock against this process's and make utcnow() follow it,
+        to within half a round trip; returns the offset, or None when nothing was measured (SQLite, or
+        only slow answers: the last offset stays)."""
+        if self.is_sqlite:
+            return None
+        for _ in range(tries):
+            with self.engine.connect() as conn:
+                sent = CLOCK.system()
+                db_time = conn.exec_driver_sql("SELECT extract(epoch FROM clock_timestamp())").scalar_one()
+                back = CLOCK.system()
+            if back - sent <= MAX_CLOCK_ROUND_TRIP:
+                CLOCK.offset = float(db_time) - (sent + back) / 2
+                return CLOCK.offset
+        return None
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 from collections.abc import Iterable
 from typing import Any
@@ -54,6 +55,12 @@ def parse(payload: str, origin: str) -> list[str]:
     return [] if sender == origin else keys.split()
 
 
+def listener_name() -> str:
+    """The listener's application_name: an operator (or a test) can find one replica's LISTEN connection
+    in pg_stat_activity by the process id."""
+    return f"tiangong-listen-{os.getpid()}"
+
+
 def conninfo(url: URL) -> str:
     """A libpq connection string for the listener, from the SQLAlchemy URL (`postgresql+psycopg://...`)."""
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -66,7 +73,9 @@ async def listen_forever(url: URL, origin: str, hub: Hub) -> None:
     delay = 0.5
     while True:
         try:
-            conn: Any = await psycopg.AsyncConnection.connect(conninfo(url), autocommit=True)
+            conn: Any = await psycopg.AsyncConnection.connect(
+                conninfo(url), autocommit=True, application_name=listener_name()
+            )
             async with conn:
                 await conn.execute(f"LISTEN {CHANNEL}")
                 # Whatever was notified while no one listened is unknown: let every waiter look again.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +31,26 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class Clock:
+    """The cloud's reading of the database's clock: this process's clock plus the offset last measured
+    against the database (Database.sync_clock, every background pass). On SQLite the offset stays 0: the
+    database file lives on this machine, under this clock."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        """Seconds the database's clock is ahead of this process's."""
+        self.system: Callable[[], float] = time.time
+        """This process's own clock (a test swaps in a skewed one: the machine's clock cannot be changed)."""
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.system() + self.offset, UTC)
+
+
+CLOCK = Clock()
+"""One per process: every replica's leases and expiries follow the one database's clock."""
+
+
 def utcnow() -> datetime:
-    """The cloud's clock: every lease and expiry decision uses it, never an agent's clock."""
-    return datetime.now(UTC)
+    """The cloud's clock: every lease and expiry decision uses it (the database's clock, as this
+    replica last measured it), never an agent's clock."""
+    return CLOCK.now()

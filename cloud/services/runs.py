@@ -316,6 +316,8 @@ def reap_expired(conn: Connection) -> int:
             error = f"{AGENT_LOST}: no heartbeat before the lease expired"
             reaped += schedule_retry(conn, task, error, now, *guard) is not None
             continue
+        # The token is cleared, as for a retry: the lost attempt's late log and result (whatever its
+        # status) get 409, rather than passing for a resend of an outcome the cloud stored itself.
         res = conn.execute(
             update(T)
             .where(T.c.id == n, *guard)
@@ -323,6 +325,8 @@ def reap_expired(conn: Connection) -> int:
                 status=TaskStatus.failed.value,
                 error="agent lost",
                 last_error="agent lost",
+                task_token=None,
+                lease_expires_at=None,
                 finished_at=now,
                 updated_at=now,
             )

@@ -244,7 +244,7 @@ def test_agent_with_a_wrong_token_exits_with_a_clear_error(cloud: Cloud) -> None
 
 def test_agent_settings_and_tokens_do_not_reach_tasks(cloud: Cloud) -> None:
     task = cloud.run(type="shell", command="env | grep '^TIANGONG_' | cut -d= -f1 | sort")
-    assert task["result"].split() == ["TIANGONG_TASK_ID"]
+    assert task["result"].split() == ["TIANGONG_TASK_ATTEMPT", "TIANGONG_TASK_ID"]
 
 
 def test_metrics_count_tasks_and_agents(cloud: Cloud) -> None:

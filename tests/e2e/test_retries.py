@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,21 @@ def test_a_lost_agent_is_retried_and_its_late_result_refused(quick: Cloud, scrip
     assert "late" not in messages(quick, task_id)
 
 
+def test_a_retry_waits_out_its_backoff_with_next_retry_at_in_the_future(quick: Cloud, scripted: httpx.Client) -> None:
+    created = quick.create(agent_id="scripted", type="shell", command="work", max_retries=1, retry_backoff=60)
+    task_id = created.json()["id"]
+    assert created.json()["next_retry_at"] is None
+    assert claim(scripted)
+    # No heartbeat: after the lease (2 s) the task waits for attempt 2, 30..60 s out (jitter: upper half).
+    waiting = wait_for(lambda: (t := quick.task(task_id))["retries"] == 1 and t, 20, "the retry to be scheduled")
+    assert waiting["status"] == "pending" and waiting["attempts"] == 1
+    at = datetime.fromisoformat(waiting["next_retry_at"])
+    now = datetime.now(UTC)
+    assert now + timedelta(seconds=25) < at <= now + timedelta(seconds=60), (now, at)
+    assert claim(scripted) == []  # not before next_retry_at
+    assert quick.http.post(f"/api/v1/tasks/{task_id}/cancel").status_code == 200
+
+
 def test_a_lost_agent_without_retries_left_ends_the_task(quick: Cloud, scripted: httpx.Client) -> None:
     task_id = quick.create(agent_id="scripted", type="shell", command="work").json()["id"]
     assert claim(scripted)
@@ -123,6 +139,22 @@ def test_an_undelivered_task_fails_and_never_runs(quick: Cloud, scripted: httpx.
     assert done["error"] == "not delivered: agent scripted did not claim it within 1 s"
     assert claim(scripted) == []  # an expired task is never handed out
     assert not marker.exists()
+
+
+def test_a_claim_never_hands_out_an_expired_task_even_before_the_expiry_pass(make_cloud: MakeCloud) -> None:
+    """The background pass runs at start and then once an hour: only the claim's own check can refuse it."""
+    cloud = make_cloud(reaper_interval_seconds="3600")
+    agent = httpx.Client(base_url=cloud.url, headers={"Authorization": f"Bearer {AGENT}"}, timeout=30)
+    r = agent.post("/api/v1/agents/register", json={"agent_id": "late", "executors": ["shell"]})
+    assert r.status_code == 200
+    created = cloud.create(agent_id="late", type="shell", command="true", expires_in=1).json()
+    expires_at = datetime.fromisoformat(created["expires_at"])
+    wait_for(lambda: datetime.now(UTC) > expires_at, 10, "the delivery window to pass")
+    r = agent.post("/api/v1/agents/late/claim", json={"capacity": 5, "wait_s": 0})
+    assert r.status_code == 200 and r.json() == []
+    task = cloud.task(created["id"])
+    assert (task["status"], task["attempts"], task["error"]) == ("pending", 0, "")  # no expiry pass yet
+    agent.close()
 
 
 def test_an_undelivered_task_with_retries_gets_a_new_delivery_window(quick: Cloud, scripted: httpx.Client) -> None:

@@ -46,6 +46,16 @@ class Replica(Cloud):
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def serving(self) -> bool:
+        """Whether the process is up and answers /readyz (a relaunched one may still be starting)."""
+        if not self.alive:
+            return False
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
     def kill(self) -> None:
         """SIGKILL: no shutdown of any kind, as a crash or an OOM kill."""
         self.stop(signal.SIGKILL)

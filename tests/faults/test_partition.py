@@ -97,3 +97,35 @@ def test_partition_longer_than_the_lease_retries_and_fences_the_old_agent(
     assert (after["status"], after["result"], after["attempts"]) == ("success", done["result"], 2)
     messages = stdout(cluster.a, task_id)
     assert messages == [f"begin {old_pid}", f"begin {new_pid}", f"end {new_pid}"]
+
+
+def test_partition_longer_than_the_lease_without_retries_refuses_the_late_failure(
+    backend: str, make_cluster: MakeCluster, tmp_path: Path
+) -> None:
+    """No retry left: the reaper fails the task `agent lost`; the old run's late `failed` result (the same
+    status) must still get 409, not pass for a resend of a result the cloud already has."""
+    cluster = make_cluster(backend, lease_seconds=3, heartbeat_seconds=0.5, reaper_interval_seconds=0.2)
+    proxy = cluster.proxy(record=True)
+    cluster.agent("cut", via=proxy.url, max_concurrency=1)
+    go = tmp_path / "go"
+    command = f'echo "begin $$"; while [ ! -e {go} ]; do sleep 0.05; done; echo "end $$"; exit 3'
+    task_id = cluster.a.create(agent_id="cut", type="shell", command=command).json()["id"]
+    wait_for(lambda: len(stdout(cluster.a, task_id)) == 1, 30, "the first line")
+    pid = int(stdout(cluster.a, task_id)[0].split()[1])
+    proxy.pause("hold")
+    sent_mark, received_mark = len(proxy.sent()), len(proxy.received())
+    done = cluster.a.wait_final(task_id, 60)
+    assert (done["status"], done["error"], done["attempts"], done["retries"]) == ("failed", "agent lost", 1, 0), done
+    go.touch()  # the old run fails now, cut off: its result is `failed` too, and late
+    wait_for(lambda: not pid_running(pid), 30, "the old run to end")
+    proxy.resume()
+
+    def refused() -> bool:
+        asked = _task_requests(proxy, task_id, sent_mark)
+        results = proxy.sent()[sent_mark:].count(f"/api/v1/agent/tasks/{task_id}/result ".encode())
+        return results >= 1 and _stale_answers(proxy, task_id, received_mark) == asked
+
+    wait_for(refused, 60, "the old agent's late log and result to be refused")
+    after = cluster.a.task(task_id)
+    assert (after["status"], after["error"], after["exit_code"], after["result"]) == ("failed", "agent lost", None, "")
+    assert stdout(cluster.a, task_id) == [f"begin {pid}"]
