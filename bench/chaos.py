@@ -1,7 +1,8 @@
-"""Chaos run: shell tasks across agents and cloud replicas on PostgreSQL while agents and replicas are
-SIGKILLed and restarted at random; checks that nothing is lost or run twice, and prints JSON figures.
+"""Chaos run: shell tasks across agents and cloud replicas on PostgreSQL (or one cloud on SQLite) while
+agents and replicas are SIGKILLed and restarted at random; checks that nothing is lost or run twice, and
+prints JSON figures.
 
-    .venv/bin/python bench/chaos.py [--tasks 10000] [--agents 4] [--replicas 2] [--seed 1]
+    .venv/bin/python bench/chaos.py [--tasks 10000] [--agents 4] [--replicas 2] [--seed 1] [--sqlite]
 
 Agents and callers reach the replicas through a load-balancing proxy (tests/faults/proxy.py), as they
 would in production; tasks are created at a steady rate, each with a request_id (a caller whose
@@ -131,7 +132,10 @@ class Chaos:
             live_replicas = [r for r in self.cluster.replicas if id(r) not in down]
             targets: list[Replica | AgentProcess] = [a for a in self.cluster.agents if id(a) not in down]
             serving = [r for r in live_replicas if r.serving]
-            targets += [r for r in live_replicas if any(s is not r for s in serving)]
+            if len(self.cluster.replicas) == 1:  # SQLite: one cloud, killed and restarted like any replica
+                targets += [r for r in live_replicas if r.serving]
+            else:
+                targets += [r for r in live_replicas if any(s is not r for s in serving)]
             if not targets:
                 continue
             victim = self.rng.choice(targets)
@@ -257,7 +261,7 @@ def verify(database_url: str, marker: Path, task_ids: set[str]) -> dict[str, Any
 
 def run_chaos(
     root: Path,
-    database_url: str,
+    database_url: str | None,
     tasks: int,
     *,
     agents: int = 4,
@@ -266,10 +270,15 @@ def run_chaos(
     seed: int | None = None,
     say: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
 ) -> dict[str, Any]:
-    """The whole run; returns the figures (see the module doc). Processes are left stopped."""
+    """The whole run; returns the figures (see the module doc). Processes are left stopped.
+    `database_url` None: the embedded SQLite with one cloud process, which the monkey kills and restarts
+    as it would a replica (callers then find no cloud for a moment and send their request again)."""
+    if database_url is None and replicas != 1:
+        raise ValueError("SQLite serves one cloud process: replicas must be 1")
     seed = random.randrange(1 << 30) if seed is None else seed
     rate = max(100.0, tasks / 60)  # about a minute of creating under fire for the larger runs
     cluster = Cluster(root, database_url, replicas, **CLOUD_SETTINGS).start()
+    db_url = database_url or f"sqlite:///{(root / 'cloud' / 'tiangong.db').resolve()}"
     try:
         lb, callers = cluster.proxy(), cluster.proxy()
         for i in range(agents):
@@ -286,11 +295,11 @@ def run_chaos(
             monkey.join()
         for r in cluster.replicas:
             r.wait_ready()
-        _wait_final(database_url, tasks, 300 + tasks / 10, say)
+        _wait_final(db_url, tasks, 300 + tasks / 10, say)
         duration = time.monotonic() - t0
         for agent in cluster.agents:  # every agent's recovery is done and nothing runs any more
             agent.stop()
-        figures = verify(database_url, chaos.marker, set(chaos.created.values()))
+        figures = verify(db_url, chaos.marker, set(chaos.created.values()))
     finally:
         cluster.close()
     return {
@@ -315,13 +324,13 @@ def main() -> None:
     ap.add_argument("--agents", type=int, default=4)
     ap.add_argument("--replicas", type=int, default=2)
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--sqlite", action="store_true", help="the embedded SQLite and one cloud process")
     args = ap.parse_args()
     dbs = PgDatabases()
     try:
         with tempfile.TemporaryDirectory(prefix="tiangong-chaos-") as tmp:
-            figures = run_chaos(
-                Path(tmp), dbs.create(), args.tasks, agents=args.agents, replicas=args.replicas, seed=args.seed
-            )
+            url, replicas = (None, 1) if args.sqlite else (dbs.create(), args.replicas)
+            figures = run_chaos(Path(tmp), url, args.tasks, agents=args.agents, replicas=replicas, seed=args.seed)
     finally:
         dbs.drop_all()
     print(json.dumps({"chaos": figures}, indent=2))
