@@ -86,13 +86,7 @@ def test_partition_longer_than_the_lease_retries_and_fences_the_old_agent(
     go.touch()
     wait_for(lambda: not pid_running(old_pid), 30, "the old run to end")
     proxy.resume()
-
-    def refused() -> bool:
-        asked = _task_requests(proxy, task_id, sent_mark)
-        results = proxy.sent()[sent_mark:].count(f"/api/v1/agent/tasks/{task_id}/result ".encode())
-        return results >= 1 and _stale_answers(proxy, task_id, received_mark) == asked
-
-    wait_for(refused, 60, "the old agent's late log and result to be refused")
+    _wait_refused(proxy, task_id, sent_mark, received_mark)
     after = cluster.a.task(task_id)
     assert (after["status"], after["result"], after["attempts"]) == ("success", done["result"], 2)
     messages = stdout(cluster.a, task_id)
@@ -119,6 +113,15 @@ def test_partition_longer_than_the_lease_without_retries_refuses_the_late_failur
     go.touch()  # the old run fails now, cut off: its result is `failed` too, and late
     wait_for(lambda: not pid_running(pid), 30, "the old run to end")
     proxy.resume()
+    _wait_refused(proxy, task_id, sent_mark, received_mark)
+    after = cluster.a.task(task_id)
+    assert (after["status"], after["error"], after["exit_code"], after["result"]) == ("failed", "agent lost", None, "")
+    assert stdout(cluster.a, task_id) == [f"begin {pid}"]
+
+
+def _wait_refused(proxy: TcpProxy, task_id: str, sent_mark: int, received_mark: int) -> None:
+    """Wait until the old agent has sent its result and every request it made about the task since the
+    marks (late log batches, the result) got 409."""
 
     def refused() -> bool:
         asked = _task_requests(proxy, task_id, sent_mark)
@@ -126,6 +129,3 @@ def test_partition_longer_than_the_lease_without_retries_refuses_the_late_failur
         return results >= 1 and _stale_answers(proxy, task_id, received_mark) == asked
 
     wait_for(refused, 60, "the old agent's late log and result to be refused")
-    after = cluster.a.task(task_id)
-    assert (after["status"], after["error"], after["exit_code"], after["result"]) == ("failed", "agent lost", None, "")
-    assert stdout(cluster.a, task_id) == [f"begin {pid}"]
