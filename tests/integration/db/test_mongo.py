@@ -3,12 +3,10 @@ mongod (or the MongoDB at TIANGONG_TEST_MONGO_URL). Every test works in a databa
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,7 +22,7 @@ from executors.registry import get_executor
 from tests.integration.db.mongo_wire import MongoWireProxy
 from tests.servers import free_port
 from tests.servers.mongo import MongoServer, running_mongo
-from tests.unit.executors.harness import Harness, make_task, run_task
+from tests.unit.executors.harness import Harness, cancel_when, make_task, run_task
 from wire.tasks import TaskRequest, TaskStatus
 
 PASSWORD = "Tg-m0ngo-pw-7781"
@@ -274,20 +272,13 @@ def test_cancel_kills_the_running_operation_found_by_its_comment(
     answers it with mongod's `Interrupted` once its `killOp` arrives. This shows the executor finds the
     operation by its comment and kills it, and ends `canceled` promptly; that mongod stops is MongoDB's part."""
     with MongoWireProxy((mongo.host, mongo.port), hold="tiangong:") as proxy:
-
-        def cancel_when_held(h: Harness) -> None:
-            loop = asyncio.get_running_loop()
-
-            def wait() -> None:
-                if proxy.holding.wait(20):
-                    loop.call_soon_threadsafe(h.cancel_event.set)
-
-            threading.Thread(target=wait, daemon=True).start()
-
         started = time.monotonic()
         target = {"host": "127.0.0.1", "port": proxy.port, "db": db}
         out, h = run(
-            [insert("users", {"_id": 1}), insert("users", {"_id": 2})], tmp_path, target=target, setup=cancel_when_held
+            [insert("users", {"_id": 1}), insert("users", {"_id": 2})],
+            tmp_path,
+            target=target,
+            setup=cancel_when(proxy.holding),
         )
         elapsed = time.monotonic() - started
 

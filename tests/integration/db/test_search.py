@@ -3,13 +3,11 @@ TIANGONG_TEST_ES_URL), and, for the elasticsearch-py flavor, at the wire against
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import uuid
@@ -25,7 +23,7 @@ from executors.base import Outcome
 from executors.registry import get_executor
 from tests.servers import free_port
 from tests.servers.search import FakeElasticsearch, SearchServer, running_search, self_signed_tls
-from tests.unit.executors.harness import Harness, make_task, run_task
+from tests.unit.executors.harness import Harness, cancel_when, make_task, run_task
 from wire.tasks import TaskRequest, TaskStatus
 
 PASSWORD = "Tg-search-pw-5521"
@@ -337,20 +335,10 @@ def test_cancel_cancels_the_server_task_carrying_the_operations_opaque_id(flavor
     it as Elasticsearch's `GET _tasks?detailed` does and ends it only when its cancel arrives; that a real
     cluster then stops deleting is Elasticsearch's part, not shown here."""
     with FakeElasticsearch(hold="_delete_by_query") as fake:
-
-        def cancel_when_held(h: Harness) -> None:
-            loop = asyncio.get_running_loop()
-
-            def wait() -> None:
-                if fake.holding.wait(20):
-                    loop.call_soon_threadsafe(h.cancel_event.set)
-
-            threading.Thread(target=wait, daemon=True).start()
-
         target = {"host": "127.0.0.1", "port": fake.port, "flavor": flavor}
         op = {"operation": "delete_by_query", "index": "logs", "query": {"term": {"app": "x"}}}
         started = time.monotonic()
-        out, _ = run([op, {**op, "index": "other"}], tmp_path, target=target, setup=cancel_when_held)
+        out, _ = run([op, {**op, "index": "other"}], tmp_path, target=target, setup=cancel_when(fake.holding))
         elapsed = time.monotonic() - started
         requests = list(fake.requests)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,21 @@ class Harness:
 
     def stream(self, stream: LogStream) -> list[str]:
         return [message for s, message in self.lines if s is stream]
+
+
+def cancel_when(event: threading.Event, timeout: float = 20) -> Callable[[Harness], None]:
+    """A `setup` for a run: cancel the task once `event` is set (by a server thread that holds a request)."""
+
+    def setup(h: Harness) -> None:
+        loop = asyncio.get_running_loop()
+
+        def wait() -> None:
+            if event.wait(timeout):
+                loop.call_soon_threadsafe(h.cancel_event.set)
+
+        threading.Thread(target=wait, daemon=True).start()
+
+    return setup
 
 
 def make_task(
