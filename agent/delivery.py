@@ -21,6 +21,9 @@ KEEP_STATUSES = frozenset({401, 403, 429})
 """Refusals that may pass (a token being fixed, a rate limit): the result stays for the next start.
 Any other refusal (409 stale or finished, 404 deleted, 422) means resending can never help."""
 MAX_ROUNDS = 100
+LINES_WITH_RESULT_CHARS = 1024 * 1024
+"""Lines ride with the result up to this much text; more go ahead as log batches, so that a result
+request carries little more than the output cap (max_log_bytes) whatever the log's tail holds."""
 
 LinesFrom = Callable[[int], "list[LogLine] | None"]
 
@@ -73,6 +76,10 @@ def recover(outbox: Outbox) -> list[Pending]:
     return out
 
 
+def _chars(lines: list[LogLine]) -> int:
+    return sum(len(ln.message) for ln in lines)
+
+
 def _slice(lines: list[LogLine], total: int, seq: int) -> list[LogLine] | None:
     """Lines from `seq` on, when they are all here (a journal whose disk failed may lack some)."""
     return lines[seq - 1 : total] if len(lines) >= total and 1 <= seq <= total + 1 else None
@@ -87,7 +94,7 @@ async def deliver(client: CloudClient, item: Pending, batch_lines: int) -> bool:
     entry, unsent, task_id = item.entry, item.unsent, item.entry.task_id
     for _ in range(MAX_ROUNDS):
         # A result carries at most one batch of lines; a longer tail goes ahead in batches first.
-        while len(unsent) > batch_lines:
+        while len(unsent) > batch_lines or _chars(unsent) > LINES_WITH_RESULT_CHARS:
             call = functools.partial(client.post_logs, task_id, entry.task_token, unsent[:batch_lines])
             try:
                 next_seq = await retrying(call, f"{task_id} log")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agent.orphans import ProcessRecord
+from agent.private import private_dir
 from wire.tasks import Assignment, LogLine, TaskReport
 
 log = logging.getLogger("tiangong.agent")
@@ -175,7 +176,7 @@ class Outbox:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(root, deep=True)  # tokens and task output: 0700, and tightened if an old one is looser
         self._lock: int | None = None
 
     def lock(self) -> None:

@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from agent.client import CloudClient, CloudUnavailable, Rejected
-from agent.files import FileCache, find_file
+from agent.files import FileCache
 from agent.orphans import record
 from agent.outbox import Entry, Journal
 from executors.base import Outcome
 from executors.capture import HeadTail
 from executors.process import MAX_KILL_GRACE_S
 from executors.registry import UnknownTaskType, get_executor
+from wire.masker import Masker, map_strings
+from wire.output import storable
 from wire.secrets import mask_text
 from wire.tasks import Assignment, LogLevel, LogLine, LogStream, TaskReport, TaskStatus
 
@@ -150,11 +152,19 @@ class TaskContext:
     config: Mapping[str, Any] = field(default_factory=dict)
     cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
     cancel_reason: str = ""
+    masker: Masker = field(default_factory=Masker)
+    """Masks the task's secrets in everything that leaves the agent (set by `execute`)."""
 
     def __post_init__(self) -> None:
         self._cap = HeadTail(self.max_output_bytes)
 
+    def clean(self, text: str) -> str:
+        """`text` as it may leave the agent: the task's secrets masked, NUL characters replaced."""
+        return storable(self.masker.text(text))
+
     def log(self, message: str, stream: LogStream = LogStream.stdout, level: LogLevel | None = None) -> None:
+        # Masked before it is cut or journaled: a cut through a secret would leave part of it unmasked.
+        message = self.clean(message)
         # Counted with its newline, so the cap bounds the output as the command wrote it.
         if self._cap.add(message + "\n", (stream, level)) is not None:
             self.shipper.add(message, stream, level)
@@ -166,8 +176,8 @@ class TaskContext:
             self.shipper.add(line.removesuffix("\n"), stream, level)
 
     async def fetch_file(self, file_id: str) -> Path:
-        """The file on this machine (params.file_path, workdir/tmp, /tmp) or downloaded and verified."""
-        return await find_file(file_id, self.params, self.workdir, self.files)
+        """The file from the agent's private cache, checked against its MD5 now (agent/files.py)."""
+        return await self.files.get(file_id, self.params.get("file_path"))
 
     def process_started(self, pid: int) -> None:
         """Journal the process group so that an agent restarted after a crash can kill it."""
@@ -181,6 +191,7 @@ class TaskContext:
 
 async def execute(task: Assignment, ctx: TaskContext) -> Outcome:
     """Run the executor within its deadline; any exception becomes a failed outcome, never a crash."""
+    ctx.masker = Masker.for_task(task.params, task.env, task.command)
     try:
         executor = get_executor(task.type)
     except UnknownTaskType as exc:
@@ -197,7 +208,8 @@ async def execute(task: Assignment, ctx: TaskContext) -> Outcome:
 
 
 async def finish(task: Assignment, ctx: TaskContext, outcome: Outcome) -> TaskReport:
-    """Close the attempt's log (numbering the held tail) and make its result, lines not included."""
+    """Close the attempt's log (numbering the held tail) and make its result, lines not included. The
+    result, error and data leave with the task's secrets masked, whatever the executor did."""
     await ctx.shipper.close()
     ctx.finish_log()
     ctx.journal.close()
@@ -208,8 +220,8 @@ async def finish(task: Assignment, ctx: TaskContext, outcome: Outcome) -> TaskRe
         task_token=task.task_token,
         status=outcome.status,
         exit_code=outcome.exit_code,
-        result=outcome.result,
-        data=outcome.data,
-        error=error,
+        result=ctx.clean(outcome.result),
+        data=map_strings(outcome.data, ctx.clean),
+        error=ctx.clean(error),
         log_lines=ctx.shipper.total,
     )

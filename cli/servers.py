@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -14,6 +15,8 @@ from typing import Annotated
 
 import typer
 
+from cli import handoff
+
 
 def _logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -24,20 +27,31 @@ def cloud(
     host: Annotated[str, typer.Option(envvar="TIANGONG_HOST", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="TIANGONG_PORT", help="Port to listen on.")] = 8080,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory (TIANGONG_DATA_DIR).")] = None,
+    secrets_fd: Annotated[int | None, typer.Option(hidden=True, help="Pipe with secret settings.")] = None,
 ) -> None:
     """Run the cloud server."""
+    # Tasks of an agent of the same user on this machine could read our environment.
+    given = _secrets_out_of_env(secrets_fd)
     from cloud.server import serve
     from cloud.settings import CloudSettings
 
     _logging()
-    settings = CloudSettings() if data_dir is None else CloudSettings(data_dir=data_dir)
+    overrides: dict[str, object] = dict(handoff.as_settings(given))
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    settings = CloudSettings(**overrides)  # type: ignore[arg-type]
     serve(settings, host, port)
 
 
 def agent(
     server: Annotated[str | None, typer.Option(help="Cloud URL (TIANGONG_SERVER).")] = None,
     agent_id: Annotated[str | None, typer.Option(help="Agent id (TIANGONG_AGENT_ID).")] = None,
-    token: Annotated[str | None, typer.Option(help="Agent token (TIANGONG_AGENT_TOKEN).")] = None,
+    token: Annotated[
+        str | None, typer.Option(help="Agent token (TIANGONG_AGENT_TOKEN); --token-file keeps it out of `ps`.")
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help="File holding the agent token (TIANGONG_AGENT_TOKEN_FILE).")
+    ] = None,
     max_concurrency: Annotated[int | None, typer.Option(help="Tasks at once (TIANGONG_MAX_CONCURRENCY).")] = None,
     labels: Annotated[list[str] | None, typer.Option(help="k=v, repeatable (TIANGONG_LABELS as JSON).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Work dir and caches (TIANGONG_DATA_DIR).")] = None,
@@ -52,6 +66,7 @@ def agent(
 
     from agent.config import load_config
     from agent.loop import serve
+    from agent.private import private_dir
     from agent.settings import AgentSettings, parse_labels
 
     _logging()
@@ -61,6 +76,7 @@ def agent(
             "server": server,
             "agent_id": agent_id,
             "agent_token": token,
+            "agent_token_file": token_file,
             "max_concurrency": max_concurrency,
             "data_dir": data_dir,
             "agent_config": config,
@@ -75,7 +91,17 @@ def agent(
     except (ValueError, ValidationError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     if not settings.agent_token.get_secret_value():
-        raise typer.BadParameter("an agent token is required: --token or TIANGONG_AGENT_TOKEN")
+        raise typer.BadParameter("an agent token is required: --token-file, TIANGONG_AGENT_TOKEN_FILE or --token")
+    if token is not None or handoff.secrets_in(os.environ):
+        # Tasks could read the token from this process's environment or command line: start again
+        # without it, reading it from a pipe instead.
+        handoff.reexec_without_secrets(
+            settings.agent_token.get_secret_value(), ["--token", "--token-file"], "--token-file", as_path=True
+        )
+    try:
+        private_dir(settings.data_dir)
+    except OSError as exc:
+        raise typer.BadParameter(f"data_dir: {settings.data_dir}: {exc.strerror or exc}") from exc
     asyncio.run(serve(settings))
 
 
@@ -84,29 +110,31 @@ def up(
     port: Annotated[int, typer.Option(help="Port the cloud listens on.")] = 8080,
     data_dir: Annotated[Path, typer.Option(help="Data directory for the cloud and the agent.")] = Path("./data"),
     agent_id: Annotated[str, typer.Option(help="Id of the local agent.")] = "local",
+    secrets_fd: Annotated[int | None, typer.Option(hidden=True, help="Pipe with secret settings.")] = None,
 ) -> None:
     """The cloud plus one local agent, on embedded SQLite: everything for a first run."""
+    given = _secrets_out_of_env(secrets_fd)  # the local agent's tasks could read them from our environment
     from cloud.settings import CloudSettings
     from cloud.tokens import load_tokens
 
+    _logging()
     # From the start, not only once the banner is out: a SIGTERM right after the banner must still stop
     # the children cleanly (the default action would kill this process and orphan them).
     signal.signal(signal.SIGTERM, _interrupt)
     data_dir = data_dir.resolve()
-    settings = CloudSettings(data_dir=data_dir)
+    settings = CloudSettings(data_dir=data_dir, **handoff.as_settings(given))  # type: ignore[arg-type]
     tokens = load_tokens(data_dir, settings.admin_token, settings.agent_token)
-    env = {**os.environ, "TIANGONG_ADMIN_TOKEN": tokens.admin, "TIANGONG_AGENT_TOKEN": tokens.agent}
+    # The children see no secret in their environment (nor on their command lines): each gets its own
+    # through a pipe, read at start.
+    cloud_secrets = {**given, "TIANGONG_ADMIN_TOKEN": tokens.admin, "TIANGONG_AGENT_TOKEN": tokens.agent}
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    me = [sys.executable, "-m", "cli.main"]
-    cloud_proc = subprocess.Popen(
-        [*me, "cloud", "--host", host, "--port", str(port), "--data-dir", str(data_dir)], env=env
-    )
-    procs = [cloud_proc]
+    procs = [
+        _start(["cloud", "--host", host, "--port", str(port), "--data-dir", str(data_dir)], json.dumps(cloud_secrets))
+    ]
     try:
-        _wait_until(lambda: _ready(url), cloud_proc, "the cloud to become ready")
-        agent_proc = subprocess.Popen(
-            [*me, "agent", "--server", url, "--agent-id", agent_id, "--data-dir", str(data_dir / "agent")], env=env
-        )
+        _wait_until(lambda: _ready(url), procs[0], "the cloud to become ready")
+        agent_args = ["agent", "--server", url, "--agent-id", agent_id, "--data-dir", str(data_dir / "agent")]
+        agent_proc = _start(agent_args, tokens.agent, as_path=True)
         procs.insert(0, agent_proc)
         # Print the example only once it works: the agent must have registered first.
         _wait_until(lambda: _agent_online(url, tokens.admin, agent_id), agent_proc, f"agent {agent_id} to come online")
@@ -122,6 +150,28 @@ def up(
                     proc.wait(timeout=40)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+
+def _secrets_out_of_env(secrets_fd: int | None) -> dict[str, str]:
+    """The secret settings handed over in pipe `secrets_fd`; given in the environment instead, this
+    process starts again without them there, with them in a pipe."""
+    given = handoff.read_secrets(secrets_fd) if secrets_fd is not None else {}
+    in_env = handoff.secrets_in(os.environ)
+    if in_env:
+        payload = json.dumps({**in_env, **given})
+        handoff.reexec_without_secrets(payload, ["--secrets-fd"], "--secrets-fd", as_path=False)
+    return given
+
+
+def _start(args: list[str], secret: str, *, as_path: bool = False) -> subprocess.Popen[bytes]:
+    """`tiangong <args>` with `secret` in a pipe: `--token-file /dev/fd/<n>` (as_path) or `--secrets-fd <n>`."""
+    fd = handoff.pipe_with(secret)
+    try:
+        option = ["--token-file", f"/dev/fd/{fd}"] if as_path else ["--secrets-fd", str(fd)]
+        cmd = [sys.executable, "-m", "cli.main", *args, *option]
+        return subprocess.Popen(cmd, env=handoff.without_secrets(os.environ), pass_fds=(fd,))
+    finally:
+        os.close(fd)  # the child has its own copy
 
 
 def _ready(url: str) -> bool:

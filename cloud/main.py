@@ -12,6 +12,7 @@ from fastapi.telemetry import TelemetryConfig
 
 from cloud.api.deps import AppContext
 from cloud.api.errors import install_error_handlers
+from cloud.api.openapi import install_openapi
 from cloud.api.routes import agent_protocol, agents, files, health, logs, rpc, tasks
 from cloud.background import background_forever
 from cloud.db import notify
@@ -34,7 +35,7 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        FileStore.prepare_data_dir(settings.data_dir)  # 0700: the database, tokens and keys live there
         hub = Hub()
         db = Database(settings.resolved_database_url(), hub)
         migrate(db.engine)
@@ -78,6 +79,7 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         telemetry=None if settings.otel_enabled else _TELEMETRY_OFF,
     )
     install_error_handlers(app)
+    install_openapi(app)
     for module in (tasks, logs, files, agents, agent_protocol, rpc, health):
         app.include_router(module.router)
     return app

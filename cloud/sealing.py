@@ -16,6 +16,7 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import SecretStr
 
+from files.private import FILE_MODE, private_dir, private_file
 from wire.secrets import is_secret_key
 
 SEALED = "$sealed"
@@ -50,14 +51,18 @@ class Sealer:
         # Several keys: the first seals, all unseal, so a key can be rotated without losing queued tasks.
         self._fernet = MultiFernet([Fernet(k) for k in keys])
 
-    def seal(self, value: Any) -> Any:
+    def seal(self, value: Any, extra: frozenset[str] = frozenset()) -> Any:
+        """A copy with every secret-named value sealed, and the values of the keys named in `extra`
+        (a task's `params.secret_keys`)."""
         if isinstance(value, dict):
             return {
-                k: self._seal_one(v) if is_secret_key(str(k)) and v not in (None, "") else self.seal(v)
+                k: self._seal_one(v)
+                if (is_secret_key(str(k)) or str(k) in extra) and v not in (None, "")
+                else self.seal(v, extra)
                 for k, v in value.items()
             }
         if isinstance(value, list):
-            return [self.seal(v) for v in value]
+            return [self.seal(v, extra) for v in value]
         return value
 
     def unseal(self, value: Any) -> Any:
@@ -90,11 +95,11 @@ def load_sealer(data_dir: Path, configured: SecretStr | None) -> Sealer:
         return Sealer([k.strip().encode() for k in configured.get_secret_value().split(",") if k.strip()])
     path = data_dir / "secret.key"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         # Written whole under another name, then linked into place: a process starting at the same moment
         # sees either no file or the complete key, and the first link wins.
         tmp = path.with_name(f".secret.key.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(Fernet.generate_key() + b"\n")
             fh.flush()
@@ -105,4 +110,5 @@ def load_sealer(data_dir: Path, configured: SecretStr | None) -> Sealer:
             pass
         finally:
             tmp.unlink()
+    private_file(path)  # an older version's key, or one put there by hand
     return Sealer([path.read_bytes().strip()])

@@ -7,6 +7,7 @@ import logging
 from types import FrameType
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from cloud.hub import Hub
 from cloud.main import create_app
@@ -29,6 +30,47 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+class _HeaderTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn waits forever for the headers of a request (only an idle keep-alive connection times
+    out), so a client that opens connections and sends half a request could hold them all. Each request's
+    headers must arrive within `header_timeout` seconds of the connection opening or the request
+    starting; the body's pace is the route's business (cloud.api.guard)."""
+
+    header_timeout = 30.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_timer: asyncio.TimerHandle | None = self.loop.call_later(self.header_timeout, self._too_slow)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout, self._too_slow)
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _too_slow(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            log.info("dropped a connection whose request headers did not arrive in %g s", self.header_timeout)
+            self.transport.close()
+
+
+def _protocol(header_timeout: float) -> type[HttpToolsProtocol]:
+    return type("HttpProtocol", (_HeaderTimeoutProtocol,), {"header_timeout": header_timeout})
+
+
 def serve(settings: CloudSettings, host: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT."""
     app = create_app(settings)
@@ -36,7 +78,8 @@ def serve(settings: CloudSettings, host: str, port: int) -> None:
         app,
         host=host,
         port=port,
-        http="httptools",
+        http=_protocol(settings.request_idle_timeout_seconds),
+        limit_concurrency=settings.max_connections,
         loop="auto",
         timeout_graceful_shutdown=10,
         # Longer than the usual client and load-balancer idle timeouts, so the server is not the side

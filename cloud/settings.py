@@ -61,6 +61,44 @@ class CloudSettings(BaseSettings):
         False, description="FastAPI's native OpenTelemetry (traces, metrics, logs) through the global providers."
     )
     claim_wait_max_seconds: float = Field(60.0, gt=0, description="Upper bound for a claim long-poll.")
+    max_request_bytes: int = Field(
+        2 * 1024 * 1024,
+        ge=1024,
+        description="Largest JSON body a caller may send (task creation, JSON-RPC); larger is 413, refused "
+        "before it is read. Uploads have their own limit (max_upload_bytes).",
+    )
+    max_agent_request_bytes: int = Field(
+        96 * 1024 * 1024,
+        ge=1024,
+        description="Largest JSON body an agent may send (a result with its output and last log lines, a log "
+        "batch); must exceed max_log_bytes, since JSON escaping can grow text.",
+    )
+    max_json_depth: int = Field(
+        64,
+        ge=2,
+        le=500,
+        description="Deepest nesting of objects and arrays accepted in a JSON body; a caller's deeper body is "
+        "a 400, an agent's deeper `data` is cut at this depth and marked.",
+    )
+    rpc_max_batch: int = Field(50, ge=1, description="Most calls in one JSON-RPC batch; a larger batch is refused.")
+    rpc_max_answer_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest JSON-RPC answer; a call whose answer would be larger gets an error asking to "
+        "narrow it (e.g. task_query with more conditions).",
+    )
+    request_idle_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A request whose headers, or the next part of whose body, do not arrive within this time "
+        "is dropped (408 for a body), so half-sent requests cannot hold connections open.",
+    )
+    max_connections: int = Field(
+        4096,
+        ge=16,
+        description="Most open connections and requests at once (uvicorn's limit_concurrency); above it, 503. "
+        "Each agent process holds one or two long-polls.",
+    )
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to SQLite inside the data dir."""

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from files.private import FILE_MODE, private_dir, private_file
+
 log = logging.getLogger("tiangong.cloud")
 
 
@@ -23,10 +25,11 @@ def _load_or_create(path: Path, given: SecretStr | None, label: str) -> str:
     if given is not None and given.get_secret_value():
         return given.get_secret_value()
     if path.exists():
+        private_file(path)  # an older version's file, or one made by hand
         return path.read_text().strip()
     token = secrets.token_urlsafe(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    private_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
     # Printed once, when generated; afterwards it is read from the file.

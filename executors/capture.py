@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from wire.output import dropped_marker, storable
+
 
 def _utf8_len(text: str) -> int:
     return len(text.encode("utf-8", errors="surrogatepass"))
@@ -39,7 +41,9 @@ class HeadTail:
     def add(self, line: str, tag: Any = None) -> str | None:
         """Return `line` when it belongs to the head (emit it now); otherwise hold it in the tail.
 
-        `tag` travels with a held line (the agent keeps each line's stream in it)."""
+        `tag` travels with a held line (the agent keeps each line's stream in it). A NUL character
+        becomes U+FFFD, as the cloud would store it."""
+        line = storable(line)
         size = _utf8_len(line)
         if self._head_open and self._head_bytes + size <= self.half:
             self._head.append(line)
@@ -71,7 +75,7 @@ class HeadTail:
 
     def marker(self) -> str:
         """The line that stands for the dropped bytes."""
-        return f"[tiangong: {self._dropped} bytes of output dropped; kept the first and last {self.half} bytes]"
+        return dropped_marker(self._dropped, self.half)
 
     def finish(self) -> list[str]:
         """The held tail lines, preceded by one marker line when anything was dropped."""

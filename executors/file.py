@@ -46,13 +46,13 @@ class FileExecutor:
             raise ValueError("params.overwrite: must be true or false")
 
     async def run(self, task: Assignment, ctx: RunContext) -> Outcome:
-        dest = destination(str(task.params["path"]), ctx.workdir)
         try:
+            dest = destination(str(task.params["path"]), ctx.workdir)
             src = await ctx.fetch_file(task.file_id)
             size, md5 = await asyncio.to_thread(
                 place, src, dest, parse_mode(task.params.get("mode")), bool(task.params.get("overwrite", False))
             )
-        except Exception as exc:  # disk errors, an existing file, a failed download: each message says which
+        except Exception as exc:  # disk errors, an existing file, a failed download, `~nobody`: each message says which
             return Outcome(TaskStatus.failed, error=str(exc) or type(exc).__name__)
         ctx.log(f"wrote {dest} ({size} bytes, md5 {md5})")
         return Outcome(TaskStatus.success, result=f"{dest}\n", data={"path": str(dest), "size": size, "md5": md5})
@@ -71,7 +71,7 @@ def place(src: Path, dest: Path, mode: int | None, overwrite: bool) -> tuple[int
     if dest.exists() and not overwrite:
         raise ValueError(f"params.path: {dest} already exists; set params.overwrite to true to replace it")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(dest.name), suffix=".tmp", dir=dest.parent)
     tmp = Path(tmp_name)
     md5 = hashlib.md5(usedforsecurity=False)
     size = 0
@@ -91,3 +91,9 @@ def place(src: Path, dest: Path, mode: int | None, overwrite: bool) -> tuple[int
     finally:
         tmp.unlink(missing_ok=True)
     return size, md5.hexdigest()
+
+
+def _temp_prefix(name: str) -> str:
+    """`.<name>.`, the name cut to 100 bytes: a destination name near the file system's 255-byte limit
+    (`部署` and other non-ASCII names take 3 bytes a character) must still leave room for the temp name."""
+    return "." + os.fsencode(name)[:100].decode("utf-8", "ignore") + "."

@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 
 from executors.base import DEFAULT_EXEC_TIMEOUT, Outcome, RunContext
 from executors.capture import HeadTail
+from wire.masker import Masker
+from wire.output import storable
 from wire.tasks import Assignment, LogLevel, LogStream, TaskRequest, TaskStatus
 
 CHUNK = 1024 * 1024
@@ -128,6 +130,10 @@ class _ProcessRun:
         self.sizes = dict.fromkeys(self.pipes, 0)
         self.result = HeadTail(ctx.max_output_bytes)
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        # Output is masked here, before it is cut (into CHUNK pieces, a head and tail, an error line):
+        # a cut through a secret would leave part of it that no later masking could recognise.
+        self.masker = Masker.for_task(task.params, task.env, task.command)
+        self.carry = dict.fromkeys(self.pipes, "")
         self.proc: asyncio.subprocess.Process | None = None
         self.pumps: list[asyncio.Task[None]] = []
         self.stop_requested = False
@@ -158,12 +164,27 @@ class _ProcessRun:
             raw = await _read_piece(reader)
             self.sizes[stream] += len(raw)
             text = decoder.decode(raw, final=not raw)
-            if text:
-                self._take(text, stream)
+            if text or not raw:
+                self._take(text, stream, final=not raw)
             if not raw:
                 return
 
-    def _take(self, piece: str, stream: LogStream) -> None:
+    def _masked(self, text: str, stream: LogStream, final: bool) -> str:
+        """`text` (after what the last piece held back) with the task's secrets masked. A piece cut from
+        a longer line keeps its last characters back for the next one, so that a secret the cut split in
+        two is masked whole."""
+        masked = storable(self.masker.text(self.carry[stream] + text))
+        self.carry[stream] = ""
+        if final or masked.endswith("\n") or not self.masker.holdback:
+            return masked
+        keep = self.masker.holdback
+        self.carry[stream] = masked[-keep:]
+        return masked[:-keep]
+
+    def _take(self, text: str, stream: LogStream, final: bool = False) -> None:
+        piece = self._masked(text, stream, final)
+        if not piece:
+            return
         message = piece.removesuffix("\n")
         self.ctx.log(message, stream)
         if stream is LogStream.stdout:
@@ -227,6 +248,9 @@ class _ProcessRun:
         for pump in pending:
             pump.cancel()
         await asyncio.gather(*self.pumps, return_exceptions=True)
+        for stream, held in self.carry.items():
+            if held:  # the end of a line cut short: what was held back for the next piece
+                self._take("", stream, final=True)
 
     def timeout_error(self) -> str:
         return f"execution timed out after {self.task.exec_timeout} s"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib
+from collections import OrderedDict
 from functools import cache
 from importlib.metadata import entry_points
 
 from executors.base import DEFAULT_EXEC_TIMEOUT, Executor
+from wire.secrets import mask_command
 from wire.tasks import TaskRequest
 
 ENTRY_POINT_GROUP = "tiangong.executors"
@@ -68,12 +70,52 @@ def default_exec_timeout(req: TaskRequest) -> int:
     return int(getattr(executor, "default_exec_timeout", DEFAULT_EXEC_TIMEOUT))
 
 
-def shown_command(type_name: str, command: str) -> str:
+def shown_command(type_name: str, command: str, *, mysql: bool = False) -> str:
     """`command` as the API may show it: the executor's `shown_command(command)` if it has one (k8s masks
-    a Secret's values), else as it is. A type no longer installed shows it as it is."""
+    a Secret's values; a type no longer installed has none), then secrets in command-line shapes masked
+    (`--password=x`, URL passwords...: wire.secrets.mask_command; `mysql` says `-px` is a password).
+
+    A long command is masked once and kept: a task is read far more often than it is created, and the
+    k8s masker parses YAML (about a second per MB)."""
+    if len(command) < _CACHE_FROM_CHARS:
+        return _shown(type_name, command, mysql)
+    return _SHOWN.get(type_name, command, mysql)
+
+
+def _shown(type_name: str, command: str, mysql: bool) -> str:
     try:
         executor = get_executor(type_name)
     except UnknownTaskType:
-        return command
-    masker = getattr(executor, "shown_command", None)
-    return command if masker is None else str(masker(command))
+        masker = None
+    else:
+        masker = getattr(executor, "shown_command", None)
+    text = command if masker is None else str(masker(command))
+    return mask_command(text, mysql=mysql)
+
+
+_CACHE_FROM_CHARS = 4096
+_CACHE_CHARS = 64 * 1024 * 1024
+
+
+class _ShownCache:
+    """Shown commands by (type, mysql, command); the least recently used go past _CACHE_CHARS in all."""
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[tuple[str, bool, str], str] = OrderedDict()
+        self._chars = 0
+
+    def get(self, type_name: str, command: str, mysql: bool) -> str:
+        key = (type_name, mysql, command)
+        shown = self._items.get(key)
+        if shown is not None:
+            self._items.move_to_end(key)
+            return shown
+        shown = self._items[key] = _shown(type_name, command, mysql)
+        self._chars += len(command) + len(shown)
+        while self._chars > _CACHE_CHARS and len(self._items) > 1:
+            (_, _, old), old_shown = self._items.popitem(last=False)
+            self._chars -= len(old) + len(old_shown)
+        return shown
+
+
+_SHOWN = _ShownCache()

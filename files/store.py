@@ -9,6 +9,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from files.private import DIR_MODE, FILE_MODE, is_loose, private_dir, private_tree
+
 CHUNK = 1024 * 1024
 """Buffered bytes handed to a worker thread at once for hashing and writing."""
 
@@ -39,7 +41,9 @@ class BlobWriter:
         self._md5 = hashlib.md5(usedforsecurity=False)
         self._sha256 = hashlib.sha256()
         self.temp_path = store.tmp_dir / f"upload-{secrets.token_hex(8)}"
-        self._fh = open(self.temp_path, "wb")  # noqa: SIM115 - closed in finish()/discard()
+        # 0600 from the first byte: the content is the uploader's business only.
+        fd = os.open(self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        self._fh = open(fd, "wb")  # noqa: SIM115 - closed in finish()/discard()
 
     def write(self, data: bytes) -> None:
         """Append `data`; raises TooLarge (the temp file stays until discard()) past the limit."""
@@ -65,12 +69,20 @@ class BlobWriter:
 
 class FileStore:
     """The blob directory tree under `<data_dir>/files`, with its own temp dir on the same filesystem
-    (so the final rename is atomic)."""
+    (so the final rename is atomic). Directories are 0700 and blobs 0600: only the cloud's user reads them."""
 
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir.resolve() / "files"
         self.tmp_dir = self.root / "tmp"
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        if is_loose(self.root):
+            private_tree(self.root)  # left readable by an older version: its blobs too
+        private_dir(self.root)
+        private_dir(self.tmp_dir)
+
+    @staticmethod
+    def prepare_data_dir(data_dir: Path) -> None:
+        """The cloud's data dir (database, tokens, keys, files): created 0700, tightened if looser."""
+        private_dir(data_dir)
 
     def blob_path(self, md5: str) -> Path:
         return self.root / md5[:2] / md5
@@ -81,7 +93,7 @@ class FileStore:
     def keep(self, received: Received) -> Path:
         """Move a received upload to its place; identical content already there is simply replaced."""
         dest = self.blob_path(received.md5)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         os.replace(received.temp_path, dest)
         return dest
 

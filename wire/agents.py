@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
@@ -12,10 +13,12 @@ class AgentRegister(BaseModel):
     """Body of POST /api/v1/agents/register; one agent id may be served by several processes."""
 
     agent_id: str = Field(min_length=1, max_length=128)
-    hostname: str = ""
-    labels: dict[str, str] = Field(default_factory=dict)
-    version: str = ""
-    executors: list[str] = Field(default_factory=list)
+    hostname: str = Field("", max_length=255)
+    labels: dict[Annotated[str, Field(max_length=128)], Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=dict, max_length=64
+    )
+    version: str = Field("", max_length=64)
+    executors: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=256)
     max_concurrency: int = Field(1, ge=1, le=10_000)
 
 
@@ -53,7 +56,7 @@ class Heartbeat(BaseModel):
     """
 
     running: list[str] = Field(default_factory=list, max_length=10_000)
-    tokens: dict[str, str] = Field(
+    tokens: dict[str, Annotated[str, Field(max_length=128, pattern=r"^[!-~]*$")]] = Field(
         default_factory=dict,
         max_length=10_000,
         description="task id -> the task_token of the attempt this process runs. With it, only that attempt's "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -62,6 +62,15 @@ class TaskRequest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="Type-specific parameters.")
     file_id: str = Field("", description="An uploaded file the task uses.")
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables for shell/python/execute.")
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            # A process environment cannot hold such a name: refused here rather than failing on the agent.
+            if not name or "=" in name:
+                raise ValueError(f"{name!r} is not a valid variable name (empty, or contains '=')")
+        return v
 
 
 class TaskCreate(TaskRequest):
@@ -191,17 +200,21 @@ class LogLine(BaseModel):
     ts: datetime | None = None
 
 
+TaskToken = Annotated[str, Field(max_length=128, pattern=r"^[!-~]*$", description="The attempt's task_token.")]
+"""Printable ASCII, as the cloud makes them: anything else cannot match and is refused at the edge."""
+
+
 class LogBatch(BaseModel):
     """Body of POST /api/v1/agent/tasks/{id}/logs."""
 
-    task_token: str
+    task_token: TaskToken
     lines: list[LogLine] = Field(max_length=10_000)
 
 
 class TaskReport(BaseModel):
     """Body of POST /api/v1/agent/tasks/{id}/result: the outcome plus any lines not yet shipped."""
 
-    task_token: str
+    task_token: TaskToken
     status: TaskStatus
     exit_code: int | None = None
     result: str = ""

@@ -43,34 +43,43 @@ async def get_context(request: Request) -> AppContext:
     return ctx
 
 
-def _bearer(request: Request) -> str:
+def _bearer(request: Request) -> bytes:
+    """The bearer token as bytes: a header may carry any byte (Starlette decodes it as latin-1), and
+    `secrets.compare_digest` refuses non-ASCII text with a TypeError."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise HTTPException(
             401, "missing bearer token (Authorization: Bearer <token>)", headers={"WWW-Authenticate": "Bearer"}
         )
-    return token.strip()
+    return token.strip().encode("latin-1")
+
+
+def _same(given: bytes, expected: str) -> bool:
+    return secrets.compare_digest(given, expected.encode("utf-8"))
 
 
 async def require_admin(request: Request) -> None:
     """Callers: the admin token."""
-    if not secrets.compare_digest(_bearer(request), request.app.state.ctx.tokens.admin):
+    if not _same(_bearer(request), request.app.state.ctx.tokens.admin):
         raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
 
 
 async def require_admin_or_agent(request: Request) -> None:
     """Reads agents need too (a task's file): either token."""
     token, tokens = _bearer(request), request.app.state.ctx.tokens
-    if not (secrets.compare_digest(token, tokens.admin) or secrets.compare_digest(token, tokens.agent)):
+    if not (_same(token, tokens.admin) or _same(token, tokens.agent)):
         raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
 
 
 async def require_agent(request: Request) -> None:
     """Agents: the agent token."""
-    if not secrets.compare_digest(_bearer(request), request.app.state.ctx.tokens.agent):
+    if not _same(_bearer(request), request.app.state.ctx.tokens.agent):
         raise HTTPException(401, "invalid agent token", headers={"WWW-Authenticate": "Bearer"})
 
+
+AUTH_CHECKS = frozenset({require_admin, require_admin_or_agent, require_agent})
+"""The token checks that GuardedRoute runs before reading a body (see cloud.api.guard)."""
 
 AppDep = Annotated[AppContext, Depends(get_context)]
 AdminAuth = Depends(require_admin)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from cloud.api.errors import describe_validation
+from cloud.api.strict_json import JsonRefused, find_problem, loads
 
 log = logging.getLogger("tiangong.cloud")
 
@@ -37,18 +39,70 @@ def _error(req_id: Any, code: int, message: str) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": req_id, "error": {"code": code, "message": message}}
 
 
-async def dispatch(body: bytes, methods: dict[str, Method]) -> Any:
-    """The response document for a request body: an object, a list (batch), or None (notifications only)."""
+ANSWER_TOO_LARGE = -32000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the server."""
+
+    max_batch: int = 50
+    max_depth: int = 64
+    max_answer_bytes: int = 16 * 1024 * 1024
+
+
+async def dispatch(body: bytes, methods: dict[str, Method], limits: Limits | None = None) -> bytes | None:
+    """The encoded response document for a request body: an object, a list (batch), or None
+    (notifications only). An answer past `max_answer_bytes` is replaced by an error saying so."""
+    limits = limits or Limits()
     try:
-        payload = json.loads(body)
-    except ValueError as exc:
-        return _error(None, PARSE_ERROR, f"Parse error: {exc}")
+        payload = loads(body)
+        problem = find_problem(payload, limits.max_depth)
+        if problem:
+            raise JsonRefused(problem)
+    except JsonRefused as exc:
+        return _encode(_error(None, PARSE_ERROR, f"Parse error: {exc}"))
     if isinstance(payload, list):
         if not payload:
-            return _error(None, INVALID_REQUEST, "Invalid Request: empty batch")
+            return _encode(_error(None, INVALID_REQUEST, "Invalid Request: empty batch"))
+        if len(payload) > limits.max_batch:
+            return _encode(
+                _error(
+                    None,
+                    INVALID_REQUEST,
+                    f"Invalid Request: a batch holds at most {limits.max_batch} calls, this one {len(payload)}",
+                )
+            )
         answers = await asyncio.gather(*(_one(item, methods) for item in payload))
-        return [a for a in answers if a is not None] or None
-    return await _one(payload, methods)
+        return _encode_batch([a for a in answers if a is not None], limits.max_answer_bytes)
+    answer = await _one(payload, methods)
+    return None if answer is None else _encode_batch([answer], limits.max_answer_bytes, single=True)
+
+
+def _encode(doc: Any) -> bytes:
+    return orjson.dumps(doc)
+
+
+def _encode_batch(answers: list[dict[str, Any]], budget: int, single: bool = False) -> bytes | None:
+    """Encode answers within `budget` bytes in all; those that do not fit become a short error each."""
+    if not answers:
+        return None
+    parts: list[bytes] = []
+    used = 0
+    for answer in answers:
+        part = _encode(answer)
+        if used + len(part) > budget:
+            part = _encode(
+                _error(
+                    answer.get("id"),
+                    ANSWER_TOO_LARGE,
+                    f"Answer too large: {len(part)} bytes would pass the {budget}-byte limit of one response; "
+                    "narrow the call (more conditions, fewer calls per batch)",
+                )
+            )
+        used += len(part)
+        parts.append(part)
+    return parts[0] if single else b"[" + b",".join(parts) + b"]"
 
 
 async def _one(req: Any, methods: dict[str, Method]) -> dict[str, Any] | None:

@@ -59,7 +59,10 @@ class _PartState:
         self.headers.clear()
 
     def _header_end(self) -> None:
-        self.headers[self.header_field.decode("latin-1").lower()] = self.header_value.decode("utf-8", "replace")
+        # Latin-1 keeps every byte as one character, so the parameters below get back the bytes sent:
+        # python-multipart's parse_options_header encodes a str value as Latin-1 (a filename decoded as
+        # UTF-8 first, like `部署.sql`, made it raise).
+        self.headers[self.header_field.decode("latin-1").lower()] = self.header_value.decode("latin-1")
         self.header_field.clear()
         self.header_value.clear()
 
@@ -70,7 +73,7 @@ class _PartState:
         if self.in_file:
             self.seen_file = True
             raw = options.get(b"filename")
-            self.filename = raw.decode("utf-8", "replace") if raw is not None else None
+            self.filename = _decode_filename(raw) if raw is not None else None
             self.content_type = self.headers.get("content-type")
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
@@ -79,6 +82,14 @@ class _PartState:
 
     def _part_end(self) -> None:
         self.in_file = False
+
+
+def _decode_filename(raw: bytes) -> str:
+    """Browsers and curl send the filename as UTF-8 (RFC 7578 §4.2); an old client's Latin-1 still reads."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 async def receive_file(request: Request, store: FileStore, max_bytes: int) -> Upload:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,12 +10,13 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 
-from cloud.db import notify
+from cloud.db import jsoncodec, notify
 from cloud.db.types import CLOCK
 from cloud.hub import Hub
 from cloud.services import events
+from files.private import FILE_MODE, private_file
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _MIGRATE_LOCK = 0x7469616E_0001  # "tian" + 1: PostgreSQL advisory lock keys are bigints
@@ -23,12 +25,18 @@ MAX_CLOCK_ROUND_TRIP = 0.05
 """Seconds; a slower answer says too little about when the database read its clock, so it is not used."""
 
 
+_JSON_CODEC: dict[str, Any] = {"json_serializer": jsoncodec.dumps, "json_deserializer": jsoncodec.loads}
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite gets WAL, NORMAL sync and a busy timeout on every connection."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        return create_engine(url, pool_pre_ping=True, hide_parameters=True, **_JSON_CODEC)
+    _private_sqlite_files(url)
     # hide_parameters: a database error logged whole must not carry task params (passwords) or tokens.
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True, **_JSON_CODEC
+    )
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -40,6 +48,19 @@ def make_engine(url: str) -> Engine:
         cur.close()
 
     return engine
+
+
+def _private_sqlite_files(url: str) -> None:
+    """The database file is created 0600 before SQLite opens it (SQLite gives its -wal and -shm the
+    database's mode); files an older version left readable by others are tightened."""
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    db = Path(path)
+    if not db.exists() and db.parent.is_dir():
+        os.close(os.open(db, os.O_WRONLY | os.O_CREAT, FILE_MODE))
+    for name in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        private_file(name)
 
 
 def migrate(engine: Engine) -> None:

@@ -51,12 +51,17 @@ class Task(SQLModel, table=True):
     expires_in: int | None = None
     expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     request_id: str | None = Field(default=None, max_length=200, unique=True)
+    # SHA-256 of the creating request (sealed values left out), so a reused request_id with another body
+    # is refused; NULL for tasks created before revision 0004, which match any body.
+    request_fingerprint: str | None = Field(default=None, max_length=64)
     cron_source: str | None = Field(default=None, max_length=200)
     # The current attempt: its fencing token, lease, and the next log seq the cloud expects.
     task_token: str | None = Field(default=None, max_length=64)
     claimed_by: str | None = Field(default=None, max_length=200)
     lease_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     next_seq: int = 1
+    # Bytes of log the current attempt has stored: past max_log_bytes its further lines are dropped.
+    log_bytes: int = Field(default=0, sa_type=BigInteger)
     cancel_requested: bool = False
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

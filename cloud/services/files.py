@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mimetypes
+import re
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, insert, select, update
@@ -20,12 +21,21 @@ from wire.tasks import TaskStatus
 FileRow = Row[Any]
 
 
+# `type/subtype` and optional parameters, printable ASCII: it goes back out as a download's header.
+_MEDIA_TYPE = re.compile(r"[\w!#$&^.+-]+/[\w!#$&^.+-]+(\s*;[ -~]*)?", re.ASCII)
+MAX_CONTENT_TYPE = 127
+
+
 def content_type_for(name: str, declared: str | None) -> str:
-    """The part's own Content-Type when it says something useful, else a guess from the name."""
-    if declared and declared.lower() not in ("application/octet-stream", ""):
+    """The part's own Content-Type when it is a valid media type saying something useful, else a guess
+    from the name (a malformed one would be stored, then break the download's header)."""
+    declared = (declared or "").strip()
+    if len(declared) > MAX_CONTENT_TYPE or not _MEDIA_TYPE.fullmatch(declared):
+        declared = ""
+    if declared and declared.lower() != "application/octet-stream":
         return declared
     guessed, _ = mimetypes.guess_type(name)
-    return guessed or declared or "application/octet-stream"
+    return guessed or "application/octet-stream"
 
 
 def save_upload(

@@ -11,7 +11,12 @@ from cloud.db.models import TASK_LOGS as L
 from cloud.db.models import TASKS as T
 from cloud.db.types import utcnow
 from cloud.services.errors import Conflict
+from wire.output import utf8_len
 from wire.tasks import LogLevel, LogLine, LogRead, LogStream, format_task_id
+
+LOG_SLACK_BYTES = 64 * 1024
+"""Room over max_log_bytes before lines are dropped: an agent keeps max_log_bytes of output and adds its
+own few lines (the marker of what it dropped, a restart note), which must all be stored."""
 
 _PAGE = (
     select(L.c.id, L.c.attempt, L.c.seq, L.c.level, L.c.stream, L.c.message, L.c.timestamp)
@@ -43,9 +48,13 @@ def list_logs(conn: Connection, task_id: int, after: int, limit: int) -> list[Lo
 _DEFAULT_LEVEL = {LogStream.stdout: LogLevel.info, LogStream.stderr: LogLevel.warn}
 
 
-def store_lines(conn: Connection, task: Any, lines: list[LogLine]) -> int:
+def store_lines(conn: Connection, task: Any, lines: list[LogLine], max_bytes: int | None = None) -> int:
     """Store the lines of the task's current attempt from its next expected seq on; returns the new
-    next seq. Repeats are skipped; a gap is a Conflict carrying the seq to resend from."""
+    next seq. Repeats are skipped; a gap is a Conflict carrying the seq to resend from.
+
+    With `max_bytes`, lines past that much log in the attempt (plus LOG_SLACK_BYTES) are not stored: the
+    first of them is replaced by one system line saying so. Their seqs count all the same, so the
+    agent's numbering and its result's `log_lines` still match."""
     expected = int(task.next_seq)
     fresh = sorted((ln for ln in lines if ln.seq >= expected), key=lambda ln: ln.seq)
     if not fresh:
@@ -54,27 +63,49 @@ def store_lines(conn: Connection, task: Any, lines: list[LogLine]) -> int:
         if line.seq != expected + i:
             # Nothing of this batch is stored (the transaction rolls back), so resend from `expected`.
             raise Conflict(f"lines: log gap, expected seq {expected + i} but got {line.seq}", next_seq=expected)
+    used = int(getattr(task, "log_bytes", 0) or 0)
+    budget = None if max_bytes is None else max_bytes + LOG_SLACK_BYTES
+    kept: list[LogLine] = []
+    for line in fresh:
+        size = utf8_len(line.message) + 1  # with its newline, as the agent counts it
+        if budget is None or used + size <= budget:
+            kept.append(line)
+            used += size
+        elif used <= budget:
+            kept.append(_dropping(line.seq, max_bytes or 0))
+            used = budget + 1  # over: every later line of the attempt is dropped
     now = utcnow()
-    conn.execute(
-        insert(L),
-        [
-            {
-                "task_id": task.id,
-                "attempt": task.attempts,
-                "seq": ln.seq,
-                "stream": ln.stream.value,
-                "level": (ln.level or _DEFAULT_LEVEL.get(ln.stream, LogLevel.info)).value,
-                "message": ln.message,
-                "timestamp": ln.ts or now,
-            }
-            for ln in fresh
-        ],
-    )
+    if kept:
+        conn.execute(
+            insert(L),
+            [
+                {
+                    "task_id": task.id,
+                    "attempt": task.attempts,
+                    "seq": ln.seq,
+                    "stream": ln.stream.value,
+                    "level": (ln.level or _DEFAULT_LEVEL.get(ln.stream, LogLevel.info)).value,
+                    "message": ln.message,
+                    "timestamp": ln.ts or now,
+                }
+                for ln in kept
+            ],
+        )
     new_next = expected + len(fresh)
-    res = conn.execute(update(T).where(T.c.id == task.id, T.c.next_seq == expected).values(next_seq=new_next))
+    res = conn.execute(
+        update(T).where(T.c.id == task.id, T.c.next_seq == expected).values(next_seq=new_next, log_bytes=used)
+    )
     if res.rowcount != 1:
         raise Conflict("lines: a concurrent batch moved the log on; resend", next_seq=expected)
     return new_next
+
+
+def _dropping(seq: int, max_bytes: int) -> LogLine:
+    message = (
+        f"[tiangong: this attempt's log passed max_log_bytes ({max_bytes} bytes); "
+        f"the cloud dropped its lines from seq {seq} on]"
+    )
+    return LogLine(seq=seq, stream=LogStream.system, level=LogLevel.warn, message=message)
 
 
 def system_line(conn: Connection, task: Any, message: str, level: LogLevel) -> None:

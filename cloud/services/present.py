@@ -1,24 +1,48 @@
-"""Turning rows into API models; secrets in params, env and command are masked here, on the way out."""
+"""Turning rows into API models; secrets in params, env and command are masked here, on the way out.
+
+Only the task's input is masked on a read, by key name and command-line shape, which is cheap. Its
+output (result, error, data, log lines) was masked once, when it was stored (cloud.services.output).
+"""
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 from cloud.services.tasks import TaskRow
 from executors.registry import shown_command
-from wire.secrets import mask_secrets, mask_text
+from wire.secrets import mask_secrets, mentions_mysql, secret_keys_of
 from wire.tasks import TaskRead, TaskStatus, format_task_id
+
+
+class Shown(NamedTuple):
+    command: str
+    params: dict[str, Any]
+    env: dict[str, Any]
+
+
+def shown(task: Any) -> Shown:
+    """A task's command, params and env as every API shows them (REST and JSON-RPC alike)."""
+    keys = secret_keys_of(task.params)
+    mysql = mentions_mysql(task.command, task.params)
+    return Shown(
+        shown_command(task.type, task.command, mysql=mysql),
+        mask_secrets(task.params, keys, mysql=mysql),
+        mask_secrets(task.env, keys, mysql=mysql),
+    )
 
 
 def task_read(task: TaskRow, *, sync_timed_out: bool = False) -> TaskRead:
     """The public shape of a task."""
+    command, params, env = shown(task)
     return TaskRead(
         id=format_task_id(task.id),
         agent_id=task.agent_id,
         type=task.type,
         status=TaskStatus(task.status),
-        command=mask_text(shown_command(task.type, task.command)),
-        params=mask_secrets(task.params),
+        command=command,
+        params=params,
         file_id=task.file_id,
-        env=mask_secrets(task.env),
+        env=env,
         result=task.result,
         data=task.data,
         exit_code=task.exit_code,

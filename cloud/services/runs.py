@@ -15,7 +15,7 @@ from cloud.db.models import AGENTS as A
 from cloud.db.models import TASKS as T
 from cloud.db.types import utcnow
 from cloud.sealing import Sealer, Unsealable
-from cloud.services import events
+from cloud.services import events, output
 from cloud.services.errors import Conflict, NotFound
 from cloud.services.logs import store_lines, system_line
 from cloud.services.retries import retryable, schedule_retry
@@ -56,6 +56,7 @@ _CLAIM = (
         task_token=bindparam("b_token_prefix", type_=String) + func.cast(T.c.id, String),
         attempts=T.c.attempts + 1,
         next_seq=1,
+        log_bytes=0,
         cancel_requested=False,
         started_at=bindparam("b_now"),
         updated_at=bindparam("b_now"),
@@ -124,20 +125,21 @@ def claim_tasks(
     out = []
     for r in sorted(rows, key=lambda r: r.id):
         try:
-            out.append(
-                Assignment(
-                    id=format_task_id(r.id),
-                    type=r.type,
-                    command=r.command,
-                    params=sealer.unseal(r.params),
-                    file_id=r.file_id,
-                    env=sealer.unseal(r.env),
-                    exec_timeout=r.exec_timeout,
-                    attempt=r.attempts,
-                    task_token=r.task_token,
-                    max_log_bytes=max_log_bytes,
-                )
+            assignment = Assignment(
+                id=format_task_id(r.id),
+                type=r.type,
+                command=r.command,
+                params=sealer.unseal(r.params),
+                file_id=r.file_id,
+                env=sealer.unseal(r.env),
+                exec_timeout=r.exec_timeout,
+                attempt=r.attempts,
+                task_token=r.task_token,
+                max_log_bytes=max_log_bytes,
             )
+            out.append(assignment)
+            # Its output is masked when stored: keep what that takes while the secrets are unsealed.
+            output.remember(r.task_token, assignment.params, assignment.env, r.command)
         except (Unsealable, ValidationError) as exc:
             # One task that cannot be handed out fails on its own; it must not block the agent's queue.
             _fail_unassignable(conn, r, str(exc).splitlines()[0], now)
@@ -226,11 +228,14 @@ def requested_cancels(conn: Connection, agent_id: str, exclude: list[int]) -> li
     return [format_task_id(r.id) for r in rows if r.id not in skip]
 
 
-def append_logs(conn: Connection, task_id: str, token: str, lines: list[LogLine]) -> int:
+def append_logs(
+    conn: Connection, task_id: str, token: str, lines: list[LogLine], max_log_bytes: int | None = None
+) -> int:
     """Store a batch of lines of the current attempt; returns the next seq expected.
 
     A repeated seq is ignored (the agent resent it); a gap is refused with 409 and the next expected
-    seq so the agent resends from there.
+    seq so the agent resends from there. Lines past `max_log_bytes` of the attempt's log are dropped
+    (see store_lines). The lines come cleaned (cloud.services.output).
     """
     task = _task_for_agent(conn, task_id, token)
     if task.status != RUNNING:
@@ -238,7 +243,7 @@ def append_logs(conn: Connection, task_id: str, token: str, lines: list[LogLine]
             # No next_seq: resending cannot help, so the agent stops shipping this attempt.
             raise Conflict(f"task {task_id} is {task.status}; no more log lines accepted")
         return int(task.next_seq)
-    next_seq = store_lines(conn, task, lines)
+    next_seq = store_lines(conn, task, lines, max_log_bytes)
     events.publish(conn, f"logs:{task.id}")
     return next_seq
 
@@ -250,23 +255,25 @@ def _task_for_agent(conn: Connection, task_id: str, token: str) -> TaskRow:
     return task
 
 
-def report_result(conn: Connection, task_id: str, report: TaskReport) -> TaskRow:
+def report_result(conn: Connection, task_id: str, report: TaskReport, max_log_bytes: int | None = None) -> TaskRow:
     """Record the attempt's outcome (idempotent for the same report); 409 if stale or log incomplete.
 
     The usual case (every line already shipped, token current) is one compare-and-set UPDATE; the
-    reads that explain a refusal happen only when it matches nothing.
+    reads that explain a refusal happen only when it matches nothing. The report comes cleaned
+    (cloud.services.output); its lines are capped like a log batch's.
     """
     n = parse_task_id(task_id)
     if n is not None and not report.lines and report.status in _NEVER_RETRIED:
         row = _finish(conn, n, report, next_seq=report.log_lines + 1)
         if row is not None:
+            output.forget(report.task_token)
             return row
     task = _task_for_agent(conn, task_id, report.task_token)
     if TaskStatus(task.status).is_final:
         if task.status == report.status.value:
             return task  # a resend of a result we already stored
         raise Conflict(f"task {task_id} already finished ({task.status})")
-    next_seq = store_lines(conn, task, report.lines)
+    next_seq = store_lines(conn, task, report.lines, max_log_bytes)
     if next_seq - 1 != report.log_lines:
         raise Conflict(
             f"log_lines: the cloud has {next_seq - 1} of {report.log_lines} lines; resend the rest",
@@ -280,6 +287,7 @@ def report_result(conn: Connection, task_id: str, report: TaskReport) -> TaskRow
         row = _finish(conn, task.id, report, next_seq)
     if row is None:
         raise Conflict(f"task {task_id} changed while the result was stored; it is no longer running")
+    output.forget(report.task_token)
     return row
 
 

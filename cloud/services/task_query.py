@@ -82,8 +82,16 @@ def query_tasks(conn: Connection, conditions: Any) -> list[TaskRow]:
     return list(conn.execute(stmt).all())
 
 
-def delete_tasks(conn: Connection, conditions: Any) -> int:
-    """Delete what the same query selects, never an unfinished task; returns how many were deleted."""
+def delete_tasks(conn: Connection, conditions: Any, everything: bool = False) -> int:
+    """Delete what the same query selects, never an unfinished task; returns how many were deleted.
+
+    No conditions select every finished task; a forgotten or emptied list must not do that, so it takes
+    `everything` (JSON-RPC `"all": true`). With conditions, `everything` changes nothing."""
+    if isinstance(conditions, list) and not conditions and not everything:
+        raise BadRequest(
+            'conditions: none given, which would delete every finished task; give conditions, or "all": true '
+            "to delete them all"
+        )
     filters, limit = parse_conditions(conditions)
     filters.append(T.c.status.not_in([PENDING, RUNNING]))
     stmt = select(T.c.id).where(*filters).order_by(T.c.created_at.desc(), T.c.id.desc())

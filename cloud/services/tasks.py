@@ -20,11 +20,12 @@ from cloud.db.models import TASK_LOGS as L
 from cloud.db.models import TASKS as T
 from cloud.db.types import utcnow
 from cloud.sealing import SEALED, Sealer, find_sealed_marker
-from cloud.services import events
+from cloud.services import events, idempotency
 from cloud.services.agents import AgentCache, is_online
 from cloud.services.errors import BadRequest, Conflict, NotFound
 from cloud.services.logs import system_line
 from executors.registry import UnknownTaskType, default_exec_timeout, get_executor
+from wire.secrets import secret_keys_of
 from wire.tasks import LogLevel, TaskCreate, TaskRequest, TaskStatus, format_task_id, parse_task_id
 
 TaskRow = Row[Any]
@@ -62,14 +63,19 @@ def create_task(
     offline_after: float,
     sealer: Sealer,
     default_expires_in: int = 3600,
+    key_name: str = "request_id",
 ) -> tuple[TaskRow, bool]:
-    """Queue a task; returns (task, created). A known request_id returns the existing task.
+    """Queue a task; returns (task, created). A known request_id returns the existing task when the
+    request is the same, else Conflict naming the key (`key_name`: where the caller put it).
 
     Secret-named values in params and env are stored sealed (see cloud.sealing)."""
-    if req.request_id:
+    named = secret_keys_of(req.params)
+    params, env = sealer.seal(req.params, named), sealer.seal(req.env, named)
+    print_ = idempotency.fingerprint(req, params, env) if req.request_id else None
+    if print_ is not None:
         existing = conn.execute(_BY_REQUEST_ID, {"b_request_id": req.request_id}).first()
         if existing is not None:
-            return existing, False
+            return _repeated(existing, req, print_, sealer, key_name), False
     validate_request(req)
     agent = agents.get(conn, req.agent_id)
     if agent is None:
@@ -82,8 +88,8 @@ def create_task(
         "type": req.type,
         "status": PENDING,
         "command": req.command,
-        "params": sealer.seal(req.params),
-        "env": sealer.seal(req.env),
+        "params": params,
+        "env": env,
         "file_id": req.file_id,
         "exec_timeout": req.exec_timeout or default_exec_timeout(req),
         "result": "",
@@ -98,6 +104,7 @@ def create_task(
         "expires_at": now + timedelta(seconds=expires_in),
         "last_error": "",
         "request_id": req.request_id,
+        "request_fingerprint": print_,
         "next_seq": 1,
         "cancel_requested": False,
         "created_at": now,
@@ -112,11 +119,24 @@ def create_task(
         except IntegrityError:
             # Another request with the same request_id won the insert first.
             existing = conn.execute(_BY_REQUEST_ID, {"b_request_id": req.request_id}).first()
-            if existing is None:
+            if existing is None or print_ is None:
                 raise
-            return existing, False
+            return _repeated(existing, req, print_, sealer, key_name), False
     events.publish(conn, f"agent:{req.agent_id}")
     return row, True
+
+
+def _repeated(existing: TaskRow, req: TaskCreate, print_: str, sealer: Sealer, key_name: str) -> TaskRow:
+    """The task a reused idempotency key names, when the request is the same one; else Conflict."""
+    if idempotency.same_request(existing, req, print_, sealer):
+        return existing
+    task_id = format_task_id(existing.id)
+    raise Conflict(
+        f"{key_name}: the key {req.request_id!r} was already used for {task_id} with a different request; "
+        "repeat a key only with the same task (agent_id, type, command, params, env, file_id, timeouts, "
+        "retry settings), or use a new key",
+        task_id=task_id,
+    )
 
 
 def check_agent_for_retry(conn: Connection, task: TaskRow, *, agents: AgentCache, offline_after: float) -> None:

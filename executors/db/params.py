@@ -11,9 +11,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+
+from wire.masker import Masker, map_strings
 
 DbType = Literal["mysql", "doris", "postgres", "clickhouse", "mongo", "elasticsearch"]
 
@@ -116,6 +119,9 @@ class DbParams(BaseModel):
     file_path: str | None = Field(None, min_length=1, description="Where file_id already lies on the agent.")
     exec_options: ExecOptions = Field(default_factory=ExecOptions)
     metadata: Metadata | None = None
+    secret_keys: list[str] | None = Field(
+        None, max_length=100, description="Further keys whose values are secrets: masked in output and when shown."
+    )
 
     @model_validator(mode="after")
     def _where(self, info: ValidationInfo) -> DbParams:
@@ -266,11 +272,15 @@ def _normal(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def scrub(text: str, secrets: list[str]) -> str:
-    """`text` with every secret value replaced; drivers sometimes echo connection strings in errors."""
-    for s in secrets:
-        if len(s) >= 3:
-            text = text.replace(s, "******")
-    return text
+    """`text` with every secret value replaced; drivers sometimes echo connection strings in errors.
+    Values are masked as in all output (wire.masker): not one shorter than 4 characters, nor one that is
+    itself a word like `password`, which would turn a server's `Wrong password` into `Wrong ******`."""
+    return _masker(tuple(secrets)).text(text) if secrets else text
+
+
+@lru_cache(maxsize=64)
+def _masker(secrets: tuple[str, ...]) -> Masker:
+    return Masker.of(secrets)
 
 
 def scrub_value(value: Any, secrets: list[str]) -> Any:
@@ -278,10 +288,4 @@ def scrub_value(value: Any, secrets: list[str]) -> Any:
     statement it quotes and the rows it returns all reach the stored result."""
     if not secrets:
         return value
-    if isinstance(value, str):
-        return scrub(value, secrets)
-    if isinstance(value, dict):
-        return {k: scrub_value(v, secrets) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [scrub_value(v, secrets) for v in value]
-    return value
+    return map_strings(value, _masker(tuple(secrets)).text)

@@ -253,3 +253,96 @@ def test_concurrent_tasks_share_one_download(cloud: Cloud, tmp_path: Path) -> No
     results = [cloud.wait_final(i) for i in ids]
     assert all(t["status"] == "success" and t["result"].startswith(rec["md5"]) for t in results)
     assert _downloads(cloud) == before + 1
+
+
+def raw_upload(cloud: Cloud, filename: bytes, content: bytes, part_type: bytes = b"text/plain") -> httpx.Response:
+    """A multipart upload with the part's header bytes exactly as given (clients differ in how they encode)."""
+    body = (
+        b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="' + filename + b'"\r\n'
+        b"Content-Type: " + part_type + b"\r\n\r\n" + content + b"\r\n--b0undary--\r\n"
+    )
+    return cloud.http.post(
+        "/api/v1/files", content=body, headers={"Content-Type": "multipart/form-data; boundary=b0undary"}
+    )
+
+
+def test_non_ascii_names_are_kept_listed_and_downloaded_by_name(cloud: Cloud, tmp_path: Path) -> None:
+    src = tmp_path / "部署.sql"
+    content = unique_bytes("部署")
+    src.write_bytes(content)
+    code, rec = curl_upload(cloud, src)  # curl sends the name as raw UTF-8: this answered 500
+    assert code == 201 and rec["name"] == "部署.sql"
+    listed = cloud.http.get("/api/v1/files", params={"q": "部署"}).json()
+    assert [f["name"] for f in listed["list"]] == ["部署.sql"]
+    assert cloud.http.get(f"/api/v1/files/{rec['id']}").json()["name"] == "部署.sql"
+    got = cloud.http.get(f"/api/v1/files/{rec['id']}/content")
+    assert got.status_code == 200 and got.content == content
+    # An ASCII fallback for old clients, and the real name for the others (RFC 6266 / 8187).
+    assert got.headers["content-disposition"] == (
+        "attachment; filename=\"file.sql\"; filename*=UTF-8''%E9%83%A8%E7%BD%B2.sql"
+    )
+    # Latin-1 range names were decoded as UTF-8 twice over and stored as U+FFFD.
+    r = raw_upload(cloud, "café.sql".encode(), unique_bytes("cafe"))
+    assert r.status_code == 201 and r.json()["name"] == "café.sql"
+    disposition = cloud.http.get(f"/api/v1/files/{r.json()['id']}/content").headers["content-disposition"]
+    assert disposition == "attachment; filename=\"cafe.sql\"; filename*=UTF-8''caf%C3%A9.sql"
+    # A client sending Latin-1 (not valid UTF-8) still gets its name.
+    r = raw_upload(cloud, "naïve.sql".encode("latin-1"), unique_bytes("latin1"))
+    assert r.status_code == 201 and r.json()["name"] == "naïve.sql"
+
+    # The agent uses the name for its cached copy: a shell task sees it, a file task places it.
+    task = cloud.run(type="shell", command='basename "$TIANGONG_FILE"; cat "$TIANGONG_FILE"', file_id=rec["id"])
+    assert task["status"] == "success" and task["result"] == "部署.sql\n" + content.decode()
+    dest = tmp_path / "目标" / "部署.sql"
+    placed = cloud.run(type="file", file_id=rec["id"], params={"path": str(dest)})
+    assert placed["status"] == "success", placed
+    assert dest.read_bytes() == content
+
+
+def test_hostile_names_are_stored_harmless(cloud: Cloud, tmp_path: Path) -> None:
+    # Quotes and a second parameter in the name cannot add a parameter to the download's header.
+    r = raw_upload(cloud, b"a.txt\\\"; filename*=UTF-8''evil.exe", unique_bytes("inject"))
+    assert r.status_code == 201 and r.json()["name"] == "a.txt\"; filename*=UTF-8''evil.exe"
+    got = cloud.http.get(f"/api/v1/files/{r.json()['id']}/content")
+    assert got.headers["content-disposition"] == (
+        'attachment; filename="a.txt__ filename__UTF-8__evil.exe"; '
+        "filename*=UTF-8''a.txt%22%3B%20filename%2A%3DUTF-8%27%27evil.exe"
+    )
+
+    # Separators, `..`, control characters and a bidi override go; the rest of the name stays.
+    r = raw_upload(cloud, "..\\..\\x/\u202egpj.\x1bsh".encode(), unique_bytes("bidi"))
+    assert r.status_code == 201 and r.json()["name"] == "gpj.sh"
+
+    # A long non-ASCII name is cut to 200 bytes of UTF-8, keeping its extension, so the agent can
+    # cache it under its name (a file system allows 255 bytes).
+    long_name = "部" * 300 + ".sql"
+    content = unique_bytes("long")
+    r = raw_upload(cloud, long_name.encode(), content)
+    name = r.json()["name"]
+    assert r.status_code == 201 and name.endswith(".sql") and len(name.encode()) <= 200
+    task = cloud.run(type="shell", command='cat "$TIANGONG_FILE"', file_id=r.json()["id"])
+    assert task["status"] == "success" and task["result"] == content.decode(), task
+
+    # A part Content-Type that is not a media type is not kept (it goes back out as a header).
+    r = raw_upload(cloud, b"t.sql", unique_bytes("ctype"), part_type="x\x7f部/y".encode())
+    assert r.status_code == 201 and r.json()["content_type"] == "application/sql"
+    assert cloud.http.get(f"/api/v1/files/{r.json()['id']}/content").status_code == 200
+
+
+def test_file_task_with_a_name_near_the_limit(cloud: Cloud, tmp_path: Path) -> None:
+    """The temp file beside the destination used the whole name plus 14 bytes: a 250-byte name failed."""
+    content = unique_bytes("near-limit")
+    (tmp_path / "src").write_bytes(content)
+    _, rec = curl_upload(cloud, tmp_path / "src")
+    dest = tmp_path / ("署" * 80 + ".conf")  # 245 bytes
+    task = cloud.run(type="file", file_id=rec["id"], params={"path": str(dest)})
+    assert task["status"] == "success", task
+    assert dest.read_bytes() == content and sorted(p.name for p in tmp_path.iterdir()) == sorted(["src", dest.name])
+
+
+def test_nul_in_a_query_or_path_is_not_a_server_error(cloud: Cloud) -> None:
+    """PostgreSQL refuses NUL in text: these answered 500 there."""
+    r = cloud.http.get("/api/v1/files", params={"q": "a\x00b"})
+    assert r.status_code == 400 and r.json()["error"].startswith("q: ")
+    r = cloud.http.get("/api/v1/agents/a%00b")
+    assert r.status_code == 404 and "agent_id" in r.json()["error"]

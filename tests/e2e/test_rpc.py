@@ -135,3 +135,31 @@ def test_protocol_errors_and_batches(cloud: Cloud) -> None:
     assert "result" in batch[0] and batch[1]["error"]["code"] == -32601 and batch[2]["error"]["code"] == -32600
     only_notes = cloud.http.post("/api/rpc", json=[{"jsonrpc": "2.0", "method": "task_query", "params": {}}])
     assert only_notes.status_code == 204
+
+
+def test_delete_without_conditions_needs_all(cloud: Cloud) -> None:
+    """An empty (or forgotten) condition list used to delete every finished task; now it takes "all": true."""
+    done = [
+        call(cloud, "task_create_task_blocking", p(task_type={"shell": {"command": "true"}}, timeout_ms=10000))[
+            "result"
+        ]["task_id"]
+        for _ in range(2)
+    ]
+    running = call(cloud, "task_create_task", p(task_type={"shell": {"command": "sleep 30"}}))["result"]["id"]
+    refusals: list[dict[str, Any]] = [{"conditions": []}, {}, {"conditions": [], "all": False}]
+    for params in refusals:
+        refused = call(cloud, "task_delete", {"token": ADMIN, **params})
+        assert refused["error"]["code"] == -32602, refused
+        assert "conditions" in refused["error"]["message"] and '"all": true' in refused["error"]["message"]
+    not_bool = call(cloud, "task_delete", {"token": ADMIN, "conditions": [], "all": "yes"})
+    assert not_bool["error"]["code"] == -32602 and "all" in not_bool["error"]["message"]
+    assert all(cloud.http.get(f"/api/v1/tasks/task-{n}").status_code == 200 for n in done)
+    # With conditions, "all" changes nothing: the conditions still choose.
+    one = call(cloud, "task_delete", {"token": ADMIN, "conditions": [{"task_id": done[0]}], "all": True})
+    assert one["result"] == {"success": True, "deleted": 1, "condition_count": 1}
+    assert cloud.http.get(f"/api/v1/tasks/task-{done[1]}").status_code == 200
+    everything = call(cloud, "task_delete", {"token": ADMIN, "conditions": [], "all": True})
+    assert everything["result"]["success"] is True and everything["result"]["deleted"] >= 1
+    assert cloud.http.get(f"/api/v1/tasks/task-{done[1]}").status_code == 404
+    assert cloud.http.get(f"/api/v1/tasks/task-{running}").status_code == 200  # never an unfinished task
+    cloud.http.post(f"/api/v1/tasks/task-{running}/cancel")

@@ -6,13 +6,15 @@ import asyncio
 
 from fastapi import APIRouter, Request
 
+from cloud.api.agent_output import cleaned_lines, cleaned_report
 from cloud.api.deps import AgentAuth, AppDep
+from cloud.api.guard import GuardedRoute
 from cloud.services import agents as agents_svc
 from cloud.services import runs as svc
 from wire.agents import AgentRegister, ClaimRequest, Heartbeat, HeartbeatReply, RegisterReply
 from wire.tasks import Assignment, LogBatch, TaskReport, parse_task_id
 
-router = APIRouter(prefix="/api/v1", tags=["agent protocol"], dependencies=[AgentAuth])
+router = APIRouter(prefix="/api/v1", tags=["agent protocol"], dependencies=[AgentAuth], route_class=GuardedRoute)
 
 
 @router.post("/agents/register", response_model=RegisterReply)
@@ -81,13 +83,15 @@ async def heartbeat(agent_id: str, body: Heartbeat, app: AppDep) -> HeartbeatRep
 @router.post("/agent/tasks/{task_id}/logs")
 async def post_logs(task_id: str, body: LogBatch, app: AppDep) -> dict[str, int]:
     """Store a batch of log lines; `{"next_seq": n}`. A gap is 409 with the seq to resend from."""
+    lines = await cleaned_lines(app, task_id, body)
     with app.db.transaction() as conn:
-        return {"next_seq": svc.append_logs(conn, task_id, body.task_token, body.lines)}
+        return {"next_seq": svc.append_logs(conn, task_id, body.task_token, lines, app.settings.max_log_bytes)}
 
 
 @router.post("/agent/tasks/{task_id}/result")
 async def post_result(task_id: str, body: TaskReport, app: AppDep) -> dict[str, str]:
     """Record the outcome; idempotent for a resend, 409 for a stale token or an incomplete log."""
+    report = await cleaned_report(app, task_id, body)
     with app.db.transaction() as conn:
-        task = svc.report_result(conn, task_id, body)
+        task = svc.report_result(conn, task_id, report, app.settings.max_log_bytes)
         return {"id": task_id, "status": task.status}

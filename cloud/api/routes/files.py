@@ -2,19 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 
 from cloud.api.deps import AdminAuth, AppDep, require_admin_or_agent
+from cloud.api.guard import GuardedRoute
 from cloud.api.multipart import receive_file
 from cloud.services import files as svc
+from cloud.services.errors import BadRequest
+from files.names import content_disposition
 from wire.files import FileList, FileRead
 
-router = APIRouter(prefix="/api/v1/files", tags=["files"])
+router = APIRouter(prefix="/api/v1/files", tags=["files"], route_class=GuardedRoute)
 # Agents download the files their tasks name, so reading takes either token.
 ReadAuth = Depends(require_admin_or_agent)
+
+
+# The body is streamed by hand (cloud.api.multipart), so FastAPI cannot describe it: this does.
+_UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+                "required": ["file"],
+            },
+        },
+    },
+}
+_DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The content, with the type given at upload; `Content-Disposition` carries the name "
+        "(`filename*=UTF-8''...` when it is not plain ASCII)",
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    206: {"description": "The part a `Range` header asked for", "content": {"*/*": {}}},
+    304: {"description": "`If-None-Match` named this content's ETag"},
+    410: {"description": "The record exists but its content is missing from the store"},
+}
 
 
 @router.post(
@@ -23,9 +51,11 @@ ReadAuth = Depends(require_admin_or_agent)
     response_model=FileRead,
     dependencies=[AdminAuth],
     responses={200: {"description": "The same content was uploaded before: its record, nothing stored"}},
+    openapi_extra={"requestBody": _UPLOAD_BODY},
 )
 async def upload_file(request: Request, app: AppDep) -> JSONResponse:
-    """Upload with `curl -F file=@path`: 201 with the new record, or 200 with the record of identical content."""
+    """Upload with `curl -F file=@path`: 201 with the new record, or 200 with the record of identical content.
+    The name is kept as given (any script, `部署.sql`), without path, `..` or control characters."""
     upload = await receive_file(request, app.store, app.settings.max_upload_bytes)
     try:
         with app.db.transaction() as conn:
@@ -44,6 +74,8 @@ async def list_files(
     page_size: Annotated[int, Query(ge=1, le=100)] = 10,
     q: Annotated[str | None, Query(max_length=200, description="Part of the name.")] = None,
 ) -> FileList:
+    if q and "\x00" in q:  # PostgreSQL refuses it in a pattern, and names never hold one (files.names)
+        raise BadRequest("q: contains a NUL character (\\u0000), which no name holds")
     with app.db.transaction() as conn:
         rows, total = svc.list_files(conn, q, page, page_size)
     return FileList(items=[svc.file_read(r, app.store) for r in rows], total=total, page=page, page_size=page_size)
@@ -55,7 +87,7 @@ async def get_file(file_id: str, app: AppDep) -> FileRead:
         return svc.file_read(svc.get_file(conn, file_id), app.store)
 
 
-@router.get("/{file_id}/content", dependencies=[ReadAuth], response_class=FileResponse)
+@router.get("/{file_id}/content", dependencies=[ReadAuth], response_class=FileResponse, responses=_DOWNLOAD_RESPONSES)
 async def download_file(file_id: str, app: AppDep, if_none_match: Annotated[str | None, Header()] = None) -> Response:
     """The bytes, streamed; `ETag` is the MD5, `Range` gives 206, `If-None-Match` gives 304."""
     with app.db.transaction() as conn:
@@ -67,7 +99,11 @@ async def download_file(file_id: str, app: AppDep, if_none_match: Annotated[str 
     if not path.is_file():
         return JSONResponse({"error": f"file {file_id}: its content is missing from the store"}, status_code=410)
     app.metrics.file_downloads.inc()
-    return FileResponse(path, media_type=row.content_type, filename=row.name, headers={"ETag": etag})
+    # Starlette's own `filename=` sends only `filename*` for a non-ASCII name, without the fallback.
+    headers = {"ETag": etag, "Content-Disposition": content_disposition(row.name)}
+    # Checked again: a record stored before uploads were checked may hold a type no header can carry.
+    media_type = svc.content_type_for(row.name, row.content_type)
+    return FileResponse(path, media_type=media_type, headers=headers)
 
 
 @router.delete("/{file_id}", status_code=204, dependencies=[AdminAuth])

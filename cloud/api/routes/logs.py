@@ -10,11 +10,12 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from cloud.api.deps import AdminAuth, AppContext, AppDep
+from cloud.api.guard import GuardedRoute
 from cloud.services import tasks as svc
 from cloud.services.logs import list_logs
 from wire.tasks import LogRead, TaskStatus
 
-router = APIRouter(prefix="/api/v1/tasks", tags=["logs"], dependencies=[AdminAuth])
+router = APIRouter(prefix="/api/v1/tasks", tags=["logs"], dependencies=[AdminAuth], route_class=GuardedRoute)
 
 KEEPALIVE_SECONDS = 15.0
 PAGE = 1000

@@ -8,20 +8,20 @@ import secrets
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from cloud.api.deps import AppContext
-from cloud.api.jsonrpc import INVALID_PARAMS, UNAUTHORIZED, Method, RpcError, dispatch
+from cloud.api.guard import GuardedRoute
+from cloud.api.jsonrpc import INVALID_PARAMS, UNAUTHORIZED, Limits, Method, RpcError, dispatch
 from cloud.api.waits import wait_until_final
 from cloud.services import task_query
 from cloud.services import tasks as svc
 from cloud.services.errors import BadRequest, Conflict, NotFound
-from executors.registry import known_types, shown_command
-from wire.secrets import mask_secrets, mask_text
+from cloud.services.present import shown
+from executors.registry import known_types
 from wire.tasks import TaskCreate, TaskStatus
 
-router = APIRouter(tags=["json-rpc"])
+router = APIRouter(tags=["json-rpc"], route_class=GuardedRoute)
 
 AGENT_NOT_CONNECTED = 104
 TIMED_OUT = 999
@@ -50,19 +50,26 @@ class QueryParams(_Auth):
 
 
 class DeleteParams(_Auth):
-    conditions: list[dict[str, Any]]
+    conditions: list[dict[str, Any]] = Field(default_factory=list)
+    # No conditions select every finished task: that takes an explicit `"all": true`, never an empty list.
+    all: bool = Field(False, strict=True)
 
 
 @router.post("/api/rpc", summary="JSON-RPC 2.0 endpoint (single or batch)")
 async def rpc(request: Request) -> Response:
     app: AppContext = request.app.state.ctx
-    answer = await dispatch(await request.body(), _methods(app))
-    return Response(status_code=204) if answer is None else JSONResponse(answer)
+    limits = Limits(
+        max_batch=app.settings.rpc_max_batch,
+        max_depth=app.settings.max_json_depth,
+        max_answer_bytes=app.settings.rpc_max_answer_bytes,
+    )
+    answer = await dispatch(await request.body(), _methods(app), limits)
+    return Response(status_code=204) if answer is None else Response(answer, media_type="application/json")
 
 
 def _methods(app: AppContext) -> dict[str, Method]:
     def check(token: str) -> None:
-        if not secrets.compare_digest(token, app.tokens.admin):
+        if not secrets.compare_digest(token.encode("utf-8", "surrogatepass"), app.tokens.admin.encode("utf-8")):
             raise RpcError(UNAUTHORIZED, "Unauthorized: invalid token")
 
     async def create(params: dict[str, Any]) -> dict[str, int]:
@@ -94,7 +101,7 @@ def _methods(app: AppContext) -> dict[str, Method]:
         p = DeleteParams.model_validate(params)
         check(p.token)
         with app.db.transaction() as conn:
-            deleted = _bad_params(task_query.delete_tasks, conn, p.conditions)
+            deleted = _bad_params(task_query.delete_tasks, conn, p.conditions, p.all)
         return {"success": True, "deleted": deleted, "condition_count": len(p.conditions)}
 
     return {
@@ -172,13 +179,15 @@ def _event_result(row: Any) -> dict[str, Any]:
 
 
 def _event_type(row: Any) -> dict[str, Any]:
+    """Seed 000's TaskEventType, masked exactly as REST shows the task (cloud.services.present)."""
+    command, params, _ = shown(row)
     if row.type == "ping":
-        return {"ping": row.command}
+        return {"ping": command}
     if row.type == "execute":
-        return {"execute": {"cmd": row.params.get("cmd"), "args": row.params.get("args") or []}}
+        return {"execute": {"cmd": params.get("cmd"), "args": params.get("args") or []}}
     if row.type == "http_request":
-        return {"http_request": mask_secrets(row.params)}
-    return {row.type: {"command": mask_text(shown_command(row.type, row.command)), "params": mask_secrets(row.params)}}
+        return {"http_request": params}
+    return {row.type: {"command": command, "params": params}}
 
 
 def _error_message(row: Any) -> str | None:

@@ -8,14 +8,16 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 
 from cloud.api.deps import AdminAuth, AppDep
+from cloud.api.guard import GuardedRoute
 from cloud.api.waits import wait_until_final
 from cloud.db.types import utcnow
 from cloud.services import retries
 from cloud.services import tasks as svc
+from cloud.services.errors import BadRequest
 from cloud.services.present import task_read
 from wire.tasks import TaskCreate, TaskList, TaskRead, TaskStatus
 
-router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], dependencies=[AdminAuth])
+router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], dependencies=[AdminAuth], route_class=GuardedRoute)
 
 
 @router.post("", status_code=201, response_model=TaskRead, response_model_exclude_none=False)
@@ -25,9 +27,17 @@ async def create_task(
     app: AppDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> TaskRead:
-    """Queue a task; with `sync: true` wait until it ends or `timeout` seconds pass."""
+    """Queue a task; with `sync: true` wait until it ends or `timeout` seconds pass. An idempotency key
+    (`request_id` or the `Idempotency-Key` header) repeated with the same task returns it (200); with a
+    different task, 409."""
+    key_name = "request_id"
+    if idempotency_key and body.request_id and idempotency_key != body.request_id:
+        raise BadRequest(
+            f"Idempotency-Key header ({idempotency_key!r}) and request_id ({body.request_id!r}) disagree; "
+            "send one of them, or the same key in both"
+        )
     if idempotency_key and not body.request_id:
-        body.request_id = idempotency_key
+        body.request_id, key_name = idempotency_key, "Idempotency-Key"
     with app.db.transaction() as conn:
         task, created = svc.create_task(
             conn,
@@ -36,6 +46,7 @@ async def create_task(
             offline_after=app.settings.agent_offline_seconds,
             sealer=app.sealer,
             default_expires_in=app.settings.task_expires_seconds,
+            key_name=key_name,
         )
     if not created:
         response.status_code = 200  # the same request_id: this is the task created before

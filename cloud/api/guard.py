@@ -1,0 +1,145 @@
+"""Limits before work: every route checks its token, then reads its body within a size cap and an idle
+timeout, then parses it strictly, before FastAPI parses or validates anything.
+
+FastAPI reads and parses a JSON body before it resolves dependencies, so a route's token check used to
+run after a 30 MB body had been read and parsed. `GuardedRoute` runs the route's auth dependencies
+first, reads the body itself, and leaves the parsed document where FastAPI looks for it, so nothing is
+parsed twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import HTTPException, Request, Response
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from cloud.api.deps import AUTH_CHECKS
+from cloud.api.strict_json import JsonRefused, find_problem, loads, make_storable
+from cloud.settings import CloudSettings
+
+OFFLOAD_BYTES = 256 * 1024
+"""Bodies larger than this are parsed in a worker thread, so a big document never stalls the event loop."""
+
+
+class BodyKind(enum.Enum):
+    caller = "caller"
+    agent = "agent"
+    rpc = "rpc"
+
+
+def _kind(route: APIRoute) -> BodyKind:
+    if route.path == "/api/rpc":
+        return BodyKind.rpc
+    if "agent protocol" in (route.tags or []):
+        return BodyKind.agent
+    return BodyKind.caller
+
+
+def body_limit(settings: CloudSettings, kind: BodyKind) -> int:
+    """The largest body a route of this kind accepts."""
+    return settings.max_agent_request_bytes if kind is BodyKind.agent else settings.max_request_bytes
+
+
+class GuardedRoute(APIRoute):
+    """An APIRoute that authorises, caps and strictly parses before FastAPI's own body handling."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        checks = [d.dependency for d in self.dependencies if d.dependency in AUTH_CHECKS]
+        kind = _kind(self)
+        reads_body = self.body_field is not None or kind is BodyKind.rpc
+
+        async def guarded(request: Request) -> Response:
+            for check in checks:
+                await check(request)
+            _refuse_nul(request)
+            if reads_body and request.method in ("POST", "PUT", "PATCH"):
+                await _read_body(request, kind)
+            return await handler(request)
+
+        return guarded
+
+
+def _refuse_nul(request: Request) -> None:
+    """A NUL in a path or query value cannot be compared with a stored text on PostgreSQL: a 400 naming it."""
+    for name, value in (*request.path_params.items(), *request.query_params.multi_items()):
+        if isinstance(value, str) and "\x00" in value:
+            raise HTTPException(400, f"{name}: contains a NUL character (\\u0000)")
+
+
+async def _read_body(request: Request, kind: BodyKind) -> None:
+    settings: CloudSettings = request.app.state.ctx.settings
+    body = await read_capped(request, body_limit(settings, kind), settings.request_idle_timeout_seconds)
+    request._body = body
+    if kind is BodyKind.rpc or not body or not _is_json(request.headers.get("content-type")):
+        return  # JSON-RPC answers a bad document in its own error shape; FastAPI refuses a non-JSON body
+    parse = _parse_agent if kind is BodyKind.agent else _parse_caller
+    try:
+        if len(body) > OFFLOAD_BYTES:
+            value = await run_in_threadpool(parse, body, settings.max_json_depth)
+        else:
+            value = parse(body, settings.max_json_depth)
+    except JsonRefused as exc:
+        raise HTTPException(400, str(exc)) from None
+    request._json = value
+
+
+def _parse_caller(body: bytes, max_depth: int) -> Any:
+    value = loads(body)
+    problem = find_problem(value, max_depth)
+    if problem:
+        raise JsonRefused(problem)
+    return value
+
+
+def _parse_agent(body: bytes, max_depth: int) -> Any:
+    value = loads(body)
+    return make_storable(value, max_depth) if find_problem(value, max_depth) else value
+
+
+def _is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return True  # FastAPI reads a body without a content type as JSON
+    main = content_type.split(";", 1)[0].strip().lower()
+    return main == "application/json" or (main.startswith("application/") and main.endswith("+json"))
+
+
+def too_large(limit: int) -> HTTPException:
+    # The client may still be sending; closing the connection spares reading the rest.
+    return HTTPException(
+        413, f"body: larger than the {limit}-byte limit for this route", headers={"Connection": "close"}
+    )
+
+
+async def read_capped(request: Request, limit: int, idle_timeout: float) -> bytes:
+    """The whole body, refused (413) as soon as it passes `limit` bytes, or (408) when the client stalls
+    for `idle_timeout` seconds between parts."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(idle_timeout):
+                chunk = await anext(stream)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise HTTPException(
+                408, f"body: nothing received for {idle_timeout:g} s; request dropped", headers={"Connection": "close"}
+            ) from None
+        except ClientDisconnect:
+            raise HTTPException(400, "body: the client went away before sending it all") from None
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)

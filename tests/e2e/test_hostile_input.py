@@ -1,0 +1,289 @@
+"""Hostile and sloppy input at the edge: refused with a clear 4xx before it can poison a row, exhaust
+memory or hold a connection, on both database backends."""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.harness import ADMIN, AGENT, Cloud
+
+DEEP = 300
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = {"x": value}
+    return value
+
+
+def _post_raw(cloud: Cloud, path: str, body: bytes, token: str = ADMIN) -> httpx.Response:
+    return httpx.post(
+        cloud.url + path,
+        content=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        timeout=30,
+    )
+
+
+@pytest.fixture
+def agent(cloud: Cloud, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
+    """A scripted agent registered under an id of the test's own."""
+    client = httpx.Client(base_url=cloud.url, headers={"Authorization": f"Bearer {AGENT}"}, timeout=60)
+    agent_id = f"hostile-{request.node.name}"[:100]
+    assert client.post("/api/v1/agents/register", json={"agent_id": agent_id}).status_code == 200
+    client.headers["X-Agent-Id"] = agent_id
+    yield client
+    client.close()
+
+
+def _everything_still_reads(cloud: Cloud) -> None:
+    """The reads a poisoned row used to break: the task list and JSON-RPC task_query."""
+    assert cloud.http.get("/api/v1/tasks", params={"page_size": 100}).status_code == 200
+    rpc = {"jsonrpc": "2.0", "id": 1, "method": "task_query", "params": {"token": ADMIN}}
+    r = cloud.http.post("/api/rpc", json=rpc)
+    assert r.status_code == 200 and "result" in r.json(), r.text
+
+
+@pytest.mark.parametrize(
+    ("field", "body_part"),
+    [
+        ("command", '"command": "echo \\udfff"'),
+        ("env.X", '"command": "true", "env": {"X": "\\udfff"}'),
+        ("params.note", '"command": "true", "params": {"note": "a\\ud800b"}'),
+    ],
+)
+def test_a_lone_surrogate_is_refused_and_nothing_is_stored(cloud: Cloud, field: str, body_part: str) -> None:
+    before = cloud.http.get("/api/v1/tasks").json()["total"]
+    body = f'{{"agent_id": "local", "type": "shell", {body_part}}}'.encode()
+    r = _post_raw(cloud, "/api/v1/tasks", body)
+    assert r.status_code == 400, r.text
+    assert "invalid JSON" in r.json()["error"] and "surrogate" in r.json()["error"]
+    assert cloud.http.get("/api/v1/tasks").json()["total"] == before
+    _everything_still_reads(cloud)
+
+
+def test_invalid_utf8_is_refused(cloud: Cloud) -> None:
+    r = _post_raw(cloud, "/api/v1/tasks", b'{"agent_id": "local", "type": "shell", "command": "echo \xff\xfe"}')
+    assert r.status_code == 400 and "UTF-8" in r.json()["error"], r.text
+
+
+def test_a_nul_character_is_refused_naming_the_field(cloud: Cloud) -> None:
+    r = cloud.create(type="shell", command="true", env={"A": "x\x00y"})
+    assert r.status_code == 400 and r.json()["error"].startswith("env.A: contains a NUL"), r.text
+    _everything_still_reads(cloud)
+
+
+def test_a_deep_document_from_a_caller_is_refused(cloud: Cloud) -> None:
+    r = _post_raw(
+        cloud,
+        "/api/v1/tasks",
+        json.dumps({"agent_id": "local", "type": "shell", "command": "true", "params": _nested(DEEP)}).encode(),
+    )
+    assert r.status_code == 400 and "nested deeper than 64 levels" in r.json()["error"], r.text
+    assert r.json()["error"].startswith("params.x.x")
+
+
+def test_a_deep_result_from_an_agent_is_stored_cut_and_stays_readable(cloud: Cloud, agent: httpx.Client) -> None:
+    agent_id = agent.headers["X-Agent-Id"]
+    task = cloud.create(agent_id=agent_id, type="shell", command="true").json()
+    [assigned] = agent.post(f"/api/v1/agents/{agent_id}/claim", json={"capacity": 1, "wait_s": 0}).json()
+    report = {"task_token": assigned["task_token"], "status": "success", "data": _nested(DEEP), "log_lines": 0}
+    r = agent.post(f"/api/v1/agent/tasks/{task['id']}/result", json=report)
+    assert r.status_code == 200, r.text
+    data = cloud.task(task["id"])["data"]
+    depth = 0
+    while isinstance(data, dict):
+        data, depth = data["x"], depth + 1
+    assert data == "<cut: nested deeper than 64 levels>" and depth == 63
+    _everything_still_reads(cloud)
+
+
+def test_nul_characters_from_an_agent_are_stored_as_replacement_characters(cloud: Cloud, agent: httpx.Client) -> None:
+    agent_id = agent.headers["X-Agent-Id"]
+    task = cloud.create(agent_id=agent_id, type="shell", command="true").json()
+    [assigned] = agent.post(f"/api/v1/agents/{agent_id}/claim", json={"capacity": 1, "wait_s": 0}).json()
+    token = assigned["task_token"]
+    lines = {"task_token": token, "lines": [{"seq": 1, "stream": "stdout", "message": "bin\x00ary"}]}
+    assert agent.post(f"/api/v1/agent/tasks/{task['id']}/logs", json=lines).status_code == 200
+    report = {"task_token": token, "status": "success", "result": "a\x00b", "error": "", "log_lines": 1}
+    assert agent.post(f"/api/v1/agent/tasks/{task['id']}/result", json=report).status_code == 200
+    assert cloud.task(task["id"])["result"] == "a\ufffdb"
+    assert cloud.logs(task["id"])[0]["message"] == "bin\ufffdary"
+
+
+def _rss_kib(cloud: Cloud) -> int:
+    assert cloud.proc is not None
+    status = Path(f"/proc/{cloud.proc.pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0])
+
+
+def _headers(token: str, length: int | None) -> bytes:
+    size = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
+    return (
+        "POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {token}\r\n{size}\r\n\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(("token", "status"), [("wrong-token", b"401"), (ADMIN, b"413")])
+def test_a_huge_body_is_answered_before_it_is_sent(cloud: Cloud, token: str, status: bytes) -> None:
+    """A 30 MB body announced by its length: the cloud answers from the headers alone (the token first,
+    then the size), before a byte of the body is sent."""
+    with socket.create_connection(("127.0.0.1", cloud.port), timeout=10) as s:
+        s.sendall(_headers(token, 30 << 20))
+        answer = s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 " + status), answer[:300]
+
+
+def test_a_huge_chunked_body_is_cut_off_without_growing_the_cloud(cloud: Cloud) -> None:
+    """30 MB without a declared length: the cloud stops at its 2 MiB limit with a 413 and keeps serving;
+    its memory does not grow by the body (it used to take ~840 MB for 30 MB)."""
+    before = _rss_kib(cloud)
+    chunk = b"%x\r\n%s\r\n" % (1 << 16, b"a" * (1 << 16))
+    start = b'{"agent_id": "local", "command": "'
+    answer = b""
+    with socket.create_connection(("127.0.0.1", cloud.port), timeout=10) as s:
+        s.sendall(_headers(ADMIN, None) + b"%x\r\n%s\r\n" % (len(start), start))
+        try:
+            for _ in range(30 * 16):
+                if select.select([s], [], [], 0)[0]:
+                    break
+                s.sendall(chunk)
+            answer = s.recv(65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the cloud closed the connection on the rest of the body; its answer may be lost with it
+    if answer:
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+    assert _rss_kib(cloud) - before < 20 * 1024
+    assert cloud.http.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/v1/tasks", "/api/v1/files", "/api/v1/agents", "/api/v1/agents/local/claim", "/api/v1/tasks/task-1/logs"],
+)
+def test_a_non_ascii_token_is_401(cloud: Cloud, path: str) -> None:
+    method = "POST" if path.endswith("claim") else "GET"
+    r = httpx.request(method, cloud.url + path, headers={"Authorization": "Bearer tökén-部署".encode()}, json={})
+    assert r.status_code == 401 and r.json()["error"].startswith("invalid"), r.text
+
+
+def test_json_rpc_batches_are_capped(cloud: Cloud) -> None:
+    call = {"jsonrpc": "2.0", "method": "task_query", "params": {"token": ADMIN}}
+    r = cloud.http.post("/api/rpc", json=[{**call, "id": i} for i in range(51)])
+    assert r.json()["error"]["code"] == -32600 and "at most 50 calls" in r.json()["error"]["message"]
+    r = cloud.http.post("/api/rpc", json=[{**call, "id": i} for i in range(3)])
+    assert [a["id"] for a in r.json()] == [0, 1, 2]
+
+
+def test_json_rpc_refuses_a_lone_surrogate_as_a_parse_error(cloud: Cloud) -> None:
+    r = _post_raw(
+        cloud, "/api/rpc", b'{"jsonrpc": "2.0", "id": 1, "method": "task_query", "params": {"token": "\\udfff"}}'
+    )
+    assert r.status_code == 200 and r.json()["error"]["code"] == -32700, r.text
+
+
+def _slow_cloud(make_cloud: Any) -> Cloud:
+    c: Cloud = make_cloud(request_idle_timeout_seconds="1", rpc_max_answer_bytes="2048")
+    return c
+
+
+@pytest.fixture
+def slow_cloud(make_cloud: Any) -> Cloud:
+    """A cloud with a 1 s idle timeout and a 2 KiB JSON-RPC answer limit."""
+    return _slow_cloud(make_cloud)
+
+
+def test_half_sent_requests_are_dropped_and_the_cloud_keeps_serving(slow_cloud: Cloud) -> None:
+    held = []
+    for i in range(200):
+        s = socket.create_connection(("127.0.0.1", slow_cloud.port), timeout=10)
+        # Half the connections stop inside the headers, half say nothing at all.
+        if i % 2:
+            s.sendall(b"GET /api/v1/tasks HTTP/1.1\r\nHost: x\r\n")
+        held.append(s)
+    assert slow_cloud.http.get("/healthz").status_code == 200  # served while they are held
+    started = time.monotonic()
+    for s in held:
+        assert s.recv(100) == b""  # closed by the cloud
+        s.close()
+    assert time.monotonic() - started < 10
+
+
+def test_a_stalled_body_gets_408(slow_cloud: Cloud) -> None:
+    with socket.create_connection(("127.0.0.1", slow_cloud.port), timeout=10) as s:
+        s.sendall(
+            b"POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {ADMIN}\r\nContent-Length: 100\r\n\r\n".encode()
+            + b'{"agent_id": '
+        )
+        answer = s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"nothing received for 1 s" in answer
+
+
+def test_a_json_rpc_answer_past_its_limit_is_an_error(slow_cloud: Cloud) -> None:
+    slow_cloud.agent("local")
+    for _ in range(20):
+        assert slow_cloud.create(type="shell", command="true").status_code == 201
+    call = {"jsonrpc": "2.0", "id": 7, "method": "task_query", "params": {"token": ADMIN}}
+    r = slow_cloud.http.post("/api/rpc", json=call)
+    assert r.status_code == 200
+    error = r.json()["error"]
+    assert error["code"] == -32000 and "2048-byte limit" in error["message"] and r.json()["id"] == 7
+
+
+def test_a_row_poisoned_before_strict_input_stays_readable(cloud: Cloud, agent: httpx.Client) -> None:
+    """A lone surrogate written into a JSON column by an older version (or by hand) reads back as U+FFFD
+    everywhere, and the agent still gets the task (it used to end `agent lost` unrun)."""
+    from sqlalchemy import create_engine, text
+
+    agent_id = agent.headers["X-Agent-Id"]
+    task = cloud.create(agent_id=agent_id, type="shell", command="true").json()
+    engine = create_engine(cloud.database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text("UPDATE tasks SET params = :p WHERE id = :n"),
+                {"p": '{"note": "x\\udfffy"}', "n": int(task["id"].removeprefix("task-"))},
+            )
+    finally:
+        engine.dispose()
+    assert cloud.task(task["id"])["params"] == {"note": "x\ufffdy"}
+    _everything_still_reads(cloud)
+    [assigned] = agent.post(f"/api/v1/agents/{agent_id}/claim", json={"capacity": 1, "wait_s": 0}).json()
+    assert assigned["id"] == task["id"] and assigned["params"] == {"note": "x\ufffdy"}
+
+
+def test_a_non_ascii_task_token_is_a_400_naming_it(cloud: Cloud, agent: httpx.Client) -> None:
+    r = agent.post("/api/v1/agent/tasks/task-1/logs", json={"task_token": "tökén", "lines": []})
+    assert r.status_code == 400 and r.json()["error"].startswith("task_token:"), r.text
+    r = agent.post(f"/api/v1/agents/{agent.headers['X-Agent-Id']}/heartbeat", json={"tokens": {"task-1": "部署"}})
+    assert r.status_code == 400 and r.json()["error"].startswith("tokens.task-1:"), r.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "token", "name"),
+    [
+        ("GET", "/api/v1/tasks?agent_id=%00", ADMIN, "agent_id"),
+        ("GET", "/api/v1/tasks?q=a%00b", ADMIN, "q"),
+        ("GET", "/api/v1/tasks?type=%00", ADMIN, "type"),
+        ("POST", "/api/v1/agents/x%00/claim", AGENT, "agent_id"),
+        ("POST", "/api/v1/agents/x%00/heartbeat", AGENT, "agent_id"),
+    ],
+)
+def test_a_nul_in_a_path_or_query_value_is_a_400_naming_it(
+    cloud: Cloud, method: str, path: str, token: str, name: str
+) -> None:
+    r = httpx.request(method, cloud.url + path, headers={"Authorization": f"Bearer {token}"}, json={"wait_s": 0})
+    assert r.status_code == 400 and r.json()["error"].startswith(f"{name}: contains a NUL"), r.text
