@@ -31,6 +31,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/roundtrip.py
 	$(BIN)/python bench/upload.py
+	$(BIN)/python bench/masking.py
 	$(BIN)/python bench/chaos.py --tasks 10000
 
 clean:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from fastapi import HTTPException, Request, Response
@@ -117,6 +117,25 @@ def too_large(limit: int) -> HTTPException:
     )
 
 
+async def idle_bounded(request: Request, idle_timeout: float) -> AsyncIterator[bytes]:
+    """The body's parts as they arrive; 408 when the client sends nothing for `idle_timeout` seconds, 400
+    when it goes away."""
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(idle_timeout):
+                chunk = await anext(stream)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise HTTPException(
+                408, f"body: nothing received for {idle_timeout:g} s; request dropped", headers={"Connection": "close"}
+            ) from None
+        except ClientDisconnect:
+            raise HTTPException(400, "body: the client went away before sending it all") from None
+        yield chunk
+
+
 async def read_capped(request: Request, limit: int, idle_timeout: float) -> bytes:
     """The whole body, refused (413) as soon as it passes `limit` bytes, or (408) when the client stalls
     for `idle_timeout` seconds between parts."""
@@ -125,19 +144,7 @@ async def read_capped(request: Request, limit: int, idle_timeout: float) -> byte
         raise too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    stream = request.stream().__aiter__()
-    while True:
-        try:
-            async with asyncio.timeout(idle_timeout):
-                chunk = await anext(stream)
-        except StopAsyncIteration:
-            break
-        except TimeoutError:
-            raise HTTPException(
-                408, f"body: nothing received for {idle_timeout:g} s; request dropped", headers={"Connection": "close"}
-            ) from None
-        except ClientDisconnect:
-            raise HTTPException(400, "body: the client went away before sending it all") from None
+    async for chunk in idle_bounded(request, idle_timeout):
         size += len(chunk)
         if size > limit:
             raise too_large(limit)

@@ -18,6 +18,7 @@ from fastapi import Request
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from cloud.api.guard import idle_bounded
 from cloud.services.errors import BadRequest
 from files.store import CHUNK, BlobWriter, FileStore, Received
 
@@ -92,9 +93,9 @@ def _decode_filename(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-async def receive_file(request: Request, store: FileStore, max_bytes: int) -> Upload:
+async def receive_file(request: Request, store: FileStore, max_bytes: int, idle_timeout: float = 30.0) -> Upload:
     """Stream the request's `file` part into a temp file of the store; raises BadRequest, TooLarge,
-    or ClientDisconnect, and leaves no temp file behind when it raises."""
+    or HTTPException (408 for a stalled client), and leaves no temp file behind when it raises."""
     ctype, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary:
@@ -103,7 +104,7 @@ async def receive_file(request: Request, store: FileStore, max_bytes: int) -> Up
     writer = _Pipeline(store.writer(max_bytes))
     try:
         parser = MultipartParser(boundary, state.callbacks())  # type: ignore[arg-type]
-        async for chunk in request.stream():
+        async for chunk in idle_bounded(request, idle_timeout):
             parser.write(chunk)
             if len(state.buffer) >= CHUNK:
                 await writer.write(state.buffer)

@@ -287,3 +287,17 @@ def test_a_nul_in_a_path_or_query_value_is_a_400_naming_it(
 ) -> None:
     r = httpx.request(method, cloud.url + path, headers={"Authorization": f"Bearer {token}"}, json={"wait_s": 0})
     assert r.status_code == 400 and r.json()["error"].startswith(f"{name}: contains a NUL"), r.text
+
+
+def test_a_stalled_upload_gets_408_and_leaves_nothing_behind(slow_cloud: Cloud) -> None:
+    head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.bin"\r\n\r\n' + b"a" * 1000
+    with socket.create_connection(("127.0.0.1", slow_cloud.port), timeout=10) as s:
+        s.sendall(
+            b"POST /api/v1/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            + f"Authorization: Bearer {ADMIN}\r\nContent-Length: 100000\r\n\r\n".encode()
+            + head
+        )
+        answer = s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert slow_cloud.http.get("/api/v1/files").json()["total"] == 0
+    assert not any(p.is_file() for p in (slow_cloud.data_dir / "files").rglob("*"))
