@@ -76,7 +76,7 @@ class CloudSettings(BaseSettings):
     max_json_depth: int = Field(
         64,
         ge=2,
-        le=500,
+        le=200,  # orjson and pydantic give up near 255 levels: deeper could be stored but never read
         description="Deepest nesting of objects and arrays accepted in a JSON body; a caller's deeper body is "
         "a 400, an agent's deeper `data` is cut at this depth and marked.",
     )

@@ -22,7 +22,8 @@ _SECRET_KEY = re.compile(
 # text (same length, so positions carry over) and anchored on their keyword, which the regex engine finds
 # fast; the part before the keyword is then matched backwards, anchored, on a short reversed slice.
 # Patterns that began with a lookbehind or a case-insensitive alternation cost ~70 ms per MB.
-_VALUE = rb"""(?:'(?P<sq>[^']*)'|"(?P<dq>[^"]*)"|(?P<bare>[^\s'"]+))"""
+# An unquoted value ends at a shell metacharacter: in `PGPASSWORD=pw; psql` the secret is `pw`, not `pw;`.
+_VALUE = rb"""(?:'(?P<sq>[^']*)'|"(?P<dq>[^"]*)"|(?P<bare>[^\s'"`;&|<>()]+))"""
 _KEYWORD = re.compile(
     rb"(?P<kw>pass(?:word|wd)?|pwd|secret|token|api[-_]?key|access[-_]?key|secret[-_]?key|private[-_]?key)"
     rb"(?P<sep>=|[ \t]+(?![-\s]))" + _VALUE

@@ -216,11 +216,11 @@ class TaskReport(BaseModel):
 
     task_token: TaskToken
     status: TaskStatus
-    exit_code: int | None = None
+    exit_code: int | None = Field(None, ge=-(2**31), lt=2**31)
     result: str = ""
     data: Any = None
     error: str = ""
-    log_lines: int = Field(0, ge=0, description="How many lines this attempt logged in all.")
+    log_lines: int = Field(0, ge=0, le=2**62, description="How many lines this attempt logged in all.")
     lines: list[LogLine] = Field(default_factory=list, max_length=10_000)
 
     @field_validator("status")

@@ -20,11 +20,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from cloud.api.deps import AUTH_CHECKS
-from cloud.api.strict_json import JsonRefused, find_problem, loads, make_storable
+from cloud.api.strict_json import OFFLOAD_BYTES, JsonRefused, find_problem, loads, make_storable
 from cloud.settings import CloudSettings
-
-OFFLOAD_BYTES = 256 * 1024
-"""Bodies larger than this are parsed in a worker thread, so a big document never stalls the event loop."""
 
 
 class BodyKind(enum.Enum):

@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+OFFLOAD_BYTES = 256 * 1024
+"""Bodies larger than this are parsed in a worker thread, so a big document never stalls the event loop."""
 REPLACEMENT = "\ufffd"
 CUT = "<cut: nested deeper than {depth} levels>"
 

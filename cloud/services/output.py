@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, select
 
 from cloud.db.models import TASKS as T
@@ -113,10 +114,21 @@ def clean_report(report: TaskReport, masker: Masker, max_log_bytes: int) -> Task
         update={
             "result": result,
             "error": cut_middle(clean(report.error), ERROR_MAX_BYTES),
-            "data": map_strings(report.data, clean),
+            "data": _capped_data(map_strings(report.data, clean), max_log_bytes),
             "lines": clean_lines(report.lines, masker),
         }
     )
+
+
+def _capped_data(data: Any, max_log_bytes: int) -> Any:
+    """`data` as stored: within max_log_bytes once encoded, else a marker saying how large it was (it is
+    returned whole in every read of the task, so it gets the same cap as the output)."""
+    if data is None or _rough_size(data) <= max_log_bytes // 2:
+        return data
+    size = len(orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS))
+    if size <= max_log_bytes:
+        return data
+    return {"truncated": True, "bytes": size, "reason": f"data larger than the {max_log_bytes}-byte output cap"}
 
 
 def output_chars(lines: list[LogLine], report: TaskReport | None = None) -> int:

@@ -45,8 +45,8 @@ def parse_conditions(conditions: Any) -> tuple[list[Any], int | None]:
             raise BadRequest(f"{where}: must be an object with exactly one key")
         ((key, value),) = cond.items()
         if key == "task_id":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise BadRequest(f"{where}.task_id: must be an integer")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+                raise BadRequest(f"{where}.task_id: must be an integer from 0 to 2^63-1")
             filters.append(T.c.id == value)
         elif key in ("uuid", "type", "cron_source"):
             if not isinstance(value, str):

@@ -301,3 +301,37 @@ def test_a_stalled_upload_gets_408_and_leaves_nothing_behind(slow_cloud: Cloud) 
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert slow_cloud.http.get("/api/v1/files").json()["total"] == 0
     assert not any(p.is_file() for p in (slow_cloud.data_dir / "files").rglob("*"))
+
+
+def _claimed(cloud: Cloud, agent: httpx.Client) -> tuple[str, str]:
+    agent_id = agent.headers["X-Agent-Id"]
+    task = cloud.create(agent_id=agent_id, type="shell", command="true").json()
+    [assigned] = agent.post(f"/api/v1/agents/{agent_id}/claim", json={"capacity": 1, "wait_s": 0}).json()
+    return task["id"], assigned["task_token"]
+
+
+def test_numbers_too_large_for_the_database_are_400(cloud: Cloud, agent: httpx.Client) -> None:
+    task_id, token = _claimed(cloud, agent)
+    for field, value in (("exit_code", 2**63), ("exit_code", 2**31), ("log_lines", 2**63 - 1)):
+        report = {"task_token": token, "status": "success", "log_lines": 0, field: value}
+        r = agent.post(f"/api/v1/agent/tasks/{task_id}/result", json=report)
+        assert r.status_code == 400 and r.json()["error"].startswith(f"{field}:"), r.text
+    call = {"jsonrpc": "2.0", "id": 1, "method": "task_query", "params": {"token": ADMIN}}
+    call["params"]["task_data_query"] = {"condition": [{"task_id": 2**63}]}
+    error = cloud.http.post("/api/rpc", json=call).json()["error"]
+    assert error["code"] == -32602 and "task_id" in error["message"]
+
+
+def test_an_agents_data_is_capped_like_its_output(make_cloud: Any) -> None:
+    """`data` is returned in every read of the task: past max_log_bytes it is stored as a marker."""
+    c: Cloud = make_cloud(max_log_bytes="65536")
+    client = httpx.Client(base_url=c.url, headers={"Authorization": f"Bearer {AGENT}"}, timeout=60)
+    client.headers["X-Agent-Id"] = "capped"
+    assert client.post("/api/v1/agents/register", json={"agent_id": "capped"}).status_code == 200
+    task_id, token = _claimed(c, client)
+    data = {"rows": ["x" * 1000] * 200}
+    report = {"task_token": token, "status": "success", "log_lines": 0, "data": data}
+    assert client.post(f"/api/v1/agent/tasks/{task_id}/result", json=report).status_code == 200
+    stored = c.task(task_id)["data"]
+    assert stored["truncated"] is True and stored["bytes"] > 200_000 and "65536-byte" in stored["reason"]
+    client.close()

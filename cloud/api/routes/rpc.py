@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from cloud.api.deps import AppContext
 from cloud.api.guard import GuardedRoute
@@ -95,7 +96,7 @@ def _methods(app: AppContext) -> dict[str, Method]:
         check(p.token)
         with app.db.transaction() as conn:
             rows = _bad_params(task_query.query_tasks, conn, p.task_data_query.condition)
-        return [_record(r) for r in rows]
+        return await run_in_threadpool(lambda: [_record(r) for r in rows])
 
     async def delete(params: dict[str, Any]) -> dict[str, Any]:
         p = DeleteParams.model_validate(params)

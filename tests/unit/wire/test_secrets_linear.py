@@ -7,6 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from wire.masker import Masker, task_secrets
 from wire.secrets import MASK, mask_args, mask_command, mask_secrets, mask_text
 
@@ -122,3 +124,19 @@ def test_data_is_masked_at_any_depth_without_recursion() -> None:
     assert inner == MASK
     shown = mask_secrets({"x": deep, "password": "pw"})  # a stored row of any depth can be shown
     assert shown["password"] == MASK
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "export PGPASSWORD=hunter22; psql -h db -c 'select 1'",
+        "PGPASSWORD=hunter22&&psql",
+        "run --password=hunter22|tee x",
+        "mysql -phunter22; echo done",
+        "run --token=hunter22)",
+    ],
+)
+def test_a_shell_character_after_a_bare_value_does_not_hide_the_secret(command: str) -> None:
+    """The secret ends at the shell metacharacter, so the bare value printed by the task is masked."""
+    masker = Masker.for_task({}, {}, command)
+    assert "hunter22" not in masker.text("x hunter22 x")
