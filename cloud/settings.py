@@ -93,6 +93,12 @@ class CloudSettings(BaseSettings):
         description="A request whose headers, or the next part of whose body, do not arrive within this time "
         "is dropped (408 for a body), so half-sent requests cannot hold connections open.",
     )
+    min_body_rate_bytes: int = Field(
+        1024,
+        ge=1,
+        description="Bytes per second a request body (uploads included) must average once "
+        "request_idle_timeout_seconds has passed; slower is 408.",
+    )
     max_connections: int = Field(
         4096,
         ge=16,

@@ -72,7 +72,9 @@ def _refuse_nul(request: Request) -> None:
 
 async def _read_body(request: Request, kind: BodyKind) -> None:
     settings: CloudSettings = request.app.state.ctx.settings
-    body = await read_capped(request, body_limit(settings, kind), settings.request_idle_timeout_seconds)
+    body = await read_capped(
+        request, body_limit(settings, kind), settings.request_idle_timeout_seconds, settings.min_body_rate_bytes
+    )
     request._body = body
     if kind is BodyKind.rpc or not body or not _is_json(request.headers.get("content-type")):
         return  # JSON-RPC answers a bad document in its own error shape; FastAPI refuses a non-JSON body
@@ -114,9 +116,14 @@ def too_large(limit: int) -> HTTPException:
     )
 
 
-async def idle_bounded(request: Request, idle_timeout: float) -> AsyncIterator[bytes]:
-    """The body's parts as they arrive; 408 when the client sends nothing for `idle_timeout` seconds, 400
-    when it goes away."""
+async def idle_bounded(request: Request, idle_timeout: float, min_rate: int) -> AsyncIterator[bytes]:
+    """The body's parts as they arrive; 408 when the client sends nothing for `idle_timeout` seconds or,
+    after that long, averages less than `min_rate` bytes/s (a client dripping a byte now and then would
+    otherwise hold its connection, and a place under max_connections, as long as it likes); 400 when it
+    goes away."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    received = 0
     stream = request.stream().__aiter__()
     while True:
         try:
@@ -125,15 +132,21 @@ async def idle_bounded(request: Request, idle_timeout: float) -> AsyncIterator[b
         except StopAsyncIteration:
             return
         except TimeoutError:
-            raise HTTPException(
-                408, f"body: nothing received for {idle_timeout:g} s; request dropped", headers={"Connection": "close"}
-            ) from None
+            raise _slow(f"nothing received for {idle_timeout:g} s") from None
         except ClientDisconnect:
             raise HTTPException(400, "body: the client went away before sending it all") from None
+        received += len(chunk)
+        elapsed = loop.time() - started
+        if elapsed > idle_timeout and received < min_rate * elapsed:
+            raise _slow(f"arriving slower than {min_rate} bytes/s")
         yield chunk
 
 
-async def read_capped(request: Request, limit: int, idle_timeout: float) -> bytes:
+def _slow(why: str) -> HTTPException:
+    return HTTPException(408, f"body: {why}; request dropped", headers={"Connection": "close"})
+
+
+async def read_capped(request: Request, limit: int, idle_timeout: float, min_rate: int) -> bytes:
     """The whole body, refused (413) as soon as it passes `limit` bytes, or (408) when the client stalls
     for `idle_timeout` seconds between parts."""
     declared = request.headers.get("content-length", "")
@@ -141,7 +154,7 @@ async def read_capped(request: Request, limit: int, idle_timeout: float) -> byte
         raise too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in idle_bounded(request, idle_timeout):
+    async for chunk in idle_bounded(request, idle_timeout, min_rate):
         size += len(chunk)
         if size > limit:
             raise too_large(limit)

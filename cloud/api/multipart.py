@@ -93,7 +93,9 @@ def _decode_filename(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-async def receive_file(request: Request, store: FileStore, max_bytes: int, idle_timeout: float = 30.0) -> Upload:
+async def receive_file(
+    request: Request, store: FileStore, max_bytes: int, idle_timeout: float = 30.0, min_rate: int = 1024
+) -> Upload:
     """Stream the request's `file` part into a temp file of the store; raises BadRequest, TooLarge,
     or HTTPException (408 for a stalled client), and leaves no temp file behind when it raises."""
     ctype, options = parse_options_header(request.headers.get("content-type", ""))
@@ -104,7 +106,7 @@ async def receive_file(request: Request, store: FileStore, max_bytes: int, idle_
     writer = _Pipeline(store.writer(max_bytes))
     try:
         parser = MultipartParser(boundary, state.callbacks())  # type: ignore[arg-type]
-        async for chunk in idle_bounded(request, idle_timeout):
+        async for chunk in idle_bounded(request, idle_timeout, min_rate):
             parser.write(chunk)
             if len(state.buffer) >= CHUNK:
                 await writer.write(state.buffer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, delete, select
 
 from cloud.db.models import TASK_LOGS as L
@@ -75,11 +76,37 @@ def parse_conditions(conditions: Any) -> tuple[list[Any], int | None]:
     return filters, limit
 
 
-def query_tasks(conn: Connection, conditions: Any) -> list[TaskRow]:
-    """Matching tasks, newest first (timestamp desc, id desc); at most the limit (default 1,000)."""
+class TooLarge(Exception):
+    """The matching tasks hold more than the caller may be sent at once."""
+
+    def __init__(self, budget: int, rows: int) -> None:
+        super().__init__(f"the first {rows} matching tasks pass the {budget}-byte limit of one response")
+        self.budget = budget
+
+
+def query_tasks(conn: Connection, conditions: Any, max_bytes: int | None = None) -> list[TaskRow]:
+    """Matching tasks, newest first (timestamp desc, id desc); at most the limit (default 1,000).
+
+    Rows are read in batches and their size counted as they come, so a query over tasks with large
+    results stops (TooLarge) at `max_bytes` instead of first loading them all."""
     filters, limit = parse_conditions(conditions)
     stmt = select(T).where(*filters).order_by(T.c.created_at.desc(), T.c.id.desc()).limit(limit or DEFAULT_LIMIT)
-    return list(conn.execute(stmt).all())
+    if max_bytes is None:
+        return list(conn.execute(stmt).all())
+    rows: list[TaskRow] = []
+    used = 0
+    for row in conn.execute(stmt.execution_options(yield_per=50)):
+        used += _size(row)
+        if used > max_bytes:
+            raise TooLarge(max_bytes, len(rows) + 1)
+        rows.append(row)
+    return rows
+
+
+def _size(row: TaskRow) -> int:
+    """Roughly the bytes a task adds to an answer: its texts and structured fields."""
+    texts = len(row.result) + len(row.error) + len(row.command)
+    return texts + len(orjson.dumps([row.params, row.data], option=orjson.OPT_NON_STR_KEYS))
 
 
 def delete_tasks(conn: Connection, conditions: Any, everything: bool = False) -> int:

@@ -26,6 +26,14 @@ def _nested(depth: int) -> Any:
     return value
 
 
+def _read_all(s: socket.socket) -> bytes:
+    """Everything the cloud sends until it closes the connection (an answer may come in several segments)."""
+    out = b""
+    while chunk := s.recv(65536):
+        out += chunk
+    return out
+
+
 def _post_raw(cloud: Cloud, path: str, body: bytes, token: str = ADMIN) -> httpx.Response:
     return httpx.post(
         cloud.url + path,
@@ -227,7 +235,7 @@ def test_a_stalled_body_gets_408(slow_cloud: Cloud) -> None:
             + f"Authorization: Bearer {ADMIN}\r\nContent-Length: 100\r\n\r\n".encode()
             + b'{"agent_id": '
         )
-        answer = s.recv(65536)
+        answer = _read_all(s)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"nothing received for 1 s" in answer
 
@@ -335,3 +343,28 @@ def test_an_agents_data_is_capped_like_its_output(make_cloud: Any) -> None:
     stored = c.task(task_id)["data"]
     assert stored["truncated"] is True and stored["bytes"] > 200_000 and "65536-byte" in stored["reason"]
     client.close()
+
+
+def test_a_json_rpc_query_stops_reading_at_its_answer_limit(slow_cloud: Cloud) -> None:
+    """Tasks with large results: the query stops at the first row past the limit, not after loading all."""
+    slow_cloud.agent("local")
+    big = slow_cloud.run(type="shell", command="head -c 3000 /dev/zero | tr '\\0' a")
+    assert len(big["result"]) == 3000
+    call = {"jsonrpc": "2.0", "id": 3, "method": "task_query", "params": {"token": ADMIN}}
+    error = slow_cloud.http.post("/api/rpc", json=call).json()["error"]
+    assert error["code"] == -32000 and "the first 1 matching tasks pass the 2048-byte limit" in error["message"]
+
+
+def test_a_body_dripping_slower_than_the_minimum_rate_gets_408(slow_cloud: Cloud) -> None:
+    """A byte every 0.5 s never trips the 1 s idle timeout, but averages far below 1 KiB/s."""
+    with socket.create_connection(("127.0.0.1", slow_cloud.port), timeout=10) as s:
+        s.sendall(
+            b"POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {ADMIN}\r\nContent-Length: 1000\r\n\r\n".encode()
+        )
+        for _ in range(10):
+            if select.select([s], [], [], 0.5)[0]:
+                break
+            s.sendall(b" ")
+        answer = _read_all(s)
+    assert answer.startswith(b"HTTP/1.1 408") and b"slower than 1024 bytes/s" in answer, answer[:300]

@@ -56,7 +56,11 @@ async def upload_file(request: Request, app: AppDep) -> JSONResponse:
     """Upload with `curl -F file=@path`: 201 with the new record, or 200 with the record of identical content.
     The name is kept as given (any script, `部署.sql`), without path, `..` or control characters."""
     upload = await receive_file(
-        request, app.store, app.settings.max_upload_bytes, app.settings.request_idle_timeout_seconds
+        request,
+        app.store,
+        app.settings.max_upload_bytes,
+        app.settings.request_idle_timeout_seconds,
+        app.settings.min_body_rate_bytes,
     )
     try:
         with app.db.transaction() as conn:

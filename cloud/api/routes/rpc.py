@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cloud.api.deps import AppContext
 from cloud.api.guard import GuardedRoute
-from cloud.api.jsonrpc import INVALID_PARAMS, UNAUTHORIZED, Limits, Method, RpcError, dispatch
+from cloud.api.jsonrpc import ANSWER_TOO_LARGE, INVALID_PARAMS, UNAUTHORIZED, Limits, Method, RpcError, dispatch
 from cloud.api.waits import wait_until_final
 from cloud.services import task_query
 from cloud.services import tasks as svc
@@ -94,8 +94,15 @@ def _methods(app: AppContext) -> dict[str, Method]:
     async def query(params: dict[str, Any]) -> list[dict[str, Any]]:
         p = QueryParams.model_validate(params)
         check(p.token)
-        with app.db.transaction() as conn:
-            rows = _bad_params(task_query.query_tasks, conn, p.task_data_query.condition)
+        try:
+            with app.db.transaction() as conn:
+                rows = _bad_params(
+                    task_query.query_tasks, conn, p.task_data_query.condition, app.settings.rpc_max_answer_bytes
+                )
+        except task_query.TooLarge as exc:
+            raise RpcError(
+                ANSWER_TOO_LARGE, f"Answer too large: {exc}; narrow the query (more conditions, a smaller limit)"
+            ) from exc
         return await run_in_threadpool(lambda: [_record(r) for r in rows])
 
     async def delete(params: dict[str, Any]) -> dict[str, Any]:
