@@ -3,46 +3,19 @@ replica, or after the cloud restarted) from the task's sealed params and env, on
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from cryptography.fernet import Fernet
 
-from cloud.db.engine import Database, migrate
-from cloud.hub import Hub
+from cloud.db.engine import Database
 from cloud.sealing import Sealer
 from cloud.services import output
-from cloud.services.agents import AgentCache, register_agent
+from cloud.services.agents import AgentCache
 from cloud.services.runs import claim_tasks
 from cloud.services.tasks import create_task
-from tests.e2e.pgdb import PgDatabases
-from wire.agents import AgentRegister
 from wire.secrets import MASK
 from wire.tasks import Assignment, LogLine, TaskCreate, TaskReport, TaskStatus
 
 SEALER = Sealer([Fernet.generate_key()])
 PASSWORD = "Sealed-pw-993"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    dbs = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'cloud.db'}"
-    else:
-        dbs = PgDatabases()
-        url = dbs.create()
-    database = Database(url, Hub())
-    try:
-        migrate(database.engine)
-        with database.transaction() as conn:
-            register_agent(conn, AgentRegister(agent_id="a1", executors=["shell"]))
-        yield database
-    finally:
-        database.dispose()
-        if dbs is not None:
-            dbs.drop_all()
 
 
 def claimed(db: Database) -> Assignment:

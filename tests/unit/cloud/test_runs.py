@@ -4,9 +4,7 @@ its status, while a resend of an accepted result stays idempotent."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,39 +12,16 @@ from cryptography.fernet import Fernet
 from sqlalchemy import event, text
 
 from cloud.background import run_pass
-from cloud.db.engine import Database, migrate
+from cloud.db.engine import Database
 from cloud.db.types import utcnow
-from cloud.hub import Hub
 from cloud.sealing import Sealer
-from cloud.services.agents import AgentCache, register_agent
+from cloud.services.agents import AgentCache
 from cloud.services.errors import Conflict
 from cloud.services.runs import claim_tasks, reap_expired, report_result
 from cloud.services.tasks import create_task, get_task
-from tests.e2e.pgdb import PgDatabases
-from wire.agents import AgentRegister
 from wire.tasks import Assignment, TaskCreate, TaskReport, TaskStatus
 
 SEALER = Sealer([Fernet.generate_key()])
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    dbs = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'cloud.db'}"
-    else:
-        dbs = PgDatabases()
-        url = dbs.create()
-    database = Database(url, Hub())
-    try:
-        migrate(database.engine)
-        with database.transaction() as conn:
-            register_agent(conn, AgentRegister(agent_id="a1", executors=["shell"]))
-        yield database
-    finally:
-        database.dispose()
-        if dbs is not None:
-            dbs.drop_all()
 
 
 def claimed(db: Database, **fields: Any) -> Assignment:
