@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from cloud.api.errors import describe_validation
-from cloud.api.strict_json import OFFLOAD_BYTES, JsonRefused, find_problem, loads
+from cloud.api.strict_json import OFFLOAD_BYTES, JsonRefused, loads_checked
 
 log = logging.getLogger("tiangong.cloud")
 
@@ -58,9 +58,9 @@ async def dispatch(body: bytes, methods: dict[str, Method], limits: Limits | Non
     limits = limits or Limits()
     try:
         if len(body) > OFFLOAD_BYTES:  # the token is inside: this runs for anyone, so never on the loop
-            payload = await run_in_threadpool(_parse, body, limits.max_depth)
+            payload = await run_in_threadpool(loads_checked, body, limits.max_depth)
         else:
-            payload = _parse(body, limits.max_depth)
+            payload = loads_checked(body, limits.max_depth)
     except JsonRefused as exc:
         return _encode(_error(None, PARSE_ERROR, f"Parse error: {exc}"))
     if isinstance(payload, list):
@@ -78,14 +78,6 @@ async def dispatch(body: bytes, methods: dict[str, Method], limits: Limits | Non
         return _encode_batch([a for a in answers if a is not None], limits.max_answer_bytes)
     answer = await _one(payload, methods)
     return None if answer is None else _encode_batch([answer], limits.max_answer_bytes, single=True)
-
-
-def _parse(body: bytes, max_depth: int) -> Any:
-    payload = loads(body)
-    problem = find_problem(payload, max_depth)
-    if problem:
-        raise JsonRefused(problem)
-    return payload
 
 
 def _encode(doc: Any) -> bytes:

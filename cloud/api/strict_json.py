@@ -31,6 +31,15 @@ def loads(body: bytes | str) -> Any:
         raise JsonRefused(f"body: invalid JSON ({exc})") from None
 
 
+def loads_checked(body: bytes | str, max_depth: int) -> Any:
+    """Parse strictly and refuse (JsonRefused naming the field) a document too deep or holding a NUL."""
+    value = loads(body)
+    problem = find_problem(value, max_depth)
+    if problem:
+        raise JsonRefused(problem)
+    return value
+
+
 def _path(parts: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in parts) or "body"
 

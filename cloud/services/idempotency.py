@@ -5,7 +5,7 @@ rather than silently dropping the new body.
 "The same request" is the task as asked for: every field of TaskCreate except the wait options (`sync`,
 `timeout`, which only shape the answer) and the key itself. A new TaskCreate field is part of the request
 by default. The fields are compared through a fingerprint stored with the task: SHA-256 of their
-canonical JSON. Sealed secrets (see cloud.sealing) enter the fingerprint only as a placeholder, so the
+canonical JSON. Sealed secrets (see cloud.sealing) enter the fingerprint only as a fixed marker, so the
 column is no offline oracle for a weak password; they are compared by unsealing the stored task instead.
 """
 
@@ -25,7 +25,7 @@ _BLIND = {SEALED: "*"}
 
 
 def _blind(value: Any) -> Any:
-    """The structure with every sealed value replaced by one placeholder (sealing is randomised)."""
+    """The structure with every sealed value replaced by one fixed marker (sealing is randomised)."""
     if isinstance(value, dict):
         if set(value) == {SEALED}:
             return _BLIND
