@@ -22,7 +22,10 @@ class CloudSettings(BaseSettings):
         None, description="Bearer token for callers; generated and saved in the data dir when unset."
     )
     agent_token: SecretStr | None = Field(
-        None, description="Bearer token for agents; generated and saved in the data dir when unset."
+        None,
+        description="The bootstrap registration token: an agent registering with it receives its own agent "
+        "token (tga_...). Generated (tgr_...) and saved in the data dir when unset. More registration tokens, "
+        "expiring or single-use, are made with POST /api/v1/tokens.",
     )
     secret_key: SecretStr | None = Field(
         None,
@@ -104,6 +107,17 @@ class CloudSettings(BaseSettings):
         ge=16,
         description="Most open connections and requests at once (uvicorn's limit_concurrency); above it, 503. "
         "Each agent process holds one or two long-polls.",
+    )
+
+    audit_retention_days: int = Field(
+        90, ge=1, le=36500, description="Audit records older than this many days are deleted by the background pass."
+    )
+    token_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="How long a replica trusts a token it has looked up; a deleted token, agent or scope change "
+        "takes effect on other replicas within this time.",
     )
 
     def resolved_database_url(self) -> str:

@@ -26,3 +26,9 @@ class NotFound(ServiceError):
 
 class Conflict(ServiceError):
     status_code = 409
+
+
+class Forbidden(ServiceError):
+    """The caller is known but may not do this (a token's scope, the command policy)."""
+
+    status_code = 403
