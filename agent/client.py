@@ -73,6 +73,12 @@ class CloudClient:
             )
         return self._session
 
+    def use_token(self, token: str) -> None:
+        """Send `token` from now on (the agent token received at registration)."""
+        self._headers["Authorization"] = f"Bearer {token}"
+        if self._session is not None:
+            self._session.headers["Authorization"] = f"Bearer {token}"
+
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()

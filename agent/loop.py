@@ -16,8 +16,10 @@ from agent.config import load_config
 from agent.delivery import Pending, deliver, recover
 from agent.files import FileCache
 from agent.health import Health
+from agent.identity import Identity
 from agent.ledger import StartedLedger
 from agent.outbox import DataDirInUse, Entry, Outbox
+from agent.policy import served_types
 from agent.runner import EXECUTOR_OVERRUN_SECONDS, LogShipper, TaskContext, execute, finish
 from agent.settings import AgentSettings
 from executors.registry import known_types
@@ -48,8 +50,10 @@ class Agent:
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
         self.config = load_config(settings.agent_config)
-        self.client = CloudClient(settings.server, settings.agent_token.get_secret_value(), settings.agent_id)
         data_dir = settings.data_dir.resolve()
+        configured = settings.agent_token.get_secret_value()
+        self.identity = Identity(data_dir, settings.server, settings.agent_id, configured)
+        self.client = CloudClient(settings.server, self.identity.first_token(), settings.agent_id)
         self.workdir = data_dir / "work"
         self.files = FileCache(self.client, data_dir / "cache" / "files")
         self.outbox = Outbox(data_dir / "outbox")
@@ -125,7 +129,7 @@ class Agent:
             hostname=socket.gethostname(),
             labels=self.settings.labels,
             version=API_VERSION,
-            executors=known_types(),
+            executors=served_types(self.config, known_types()),
             max_concurrency=self.settings.max_concurrency,
         )
 
@@ -133,7 +137,28 @@ class Agent:
             self.health.alive()  # no heartbeat runs before the first registration: stay alive meanwhile
             return self.client.register(reg)
 
-        reply = await retrying(attempt, "register", self.stopping)
+        token = self.identity.first_token()
+        self.client.use_token(token)
+        try:
+            reply = await retrying(attempt, "register", self.stopping)
+        except Rejected as exc:
+            if exc.status != 401 or not self.identity.can_fall_back(token):
+                raise
+            # The saved agent token no longer works (the agent was deleted, or the token revoked): register
+            # anew with the configured registration token.
+            log.warning("saved agent token refused (%s); registering again with the configured token", exc.message)
+            self.identity.forget()
+            self.client.use_token(self.identity.configured)
+            reply = await retrying(attempt, "register", self.stopping)
+        if reply.agent_token:
+            self.identity.save(reply.agent_token)
+            self.client.use_token(reply.agent_token)
+            log.info(
+                "received agent token %s... for %s (saved in %s)",
+                reply.agent_token[:8],
+                reg.agent_id,
+                self.identity.path,
+            )
         self._heartbeat_seconds = reply.heartbeat_seconds
         log.info("registered as %s at %s (max concurrency %d)", reg.agent_id, self.settings.server, reg.max_concurrency)
 

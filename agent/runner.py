@@ -15,8 +15,10 @@ from agent.client import CloudClient, CloudUnavailable, Rejected
 from agent.files import FileCache
 from agent.orphans import record
 from agent.outbox import Entry, Journal
+from agent.policy import agent_policy
 from executors.base import Outcome
 from executors.capture import HeadTail
+from executors.policy import CommandPolicy
 from executors.process import MAX_KILL_GRACE_S
 from executors.registry import UnknownTaskType, get_executor
 from wire.masker import Masker, map_strings
@@ -154,6 +156,8 @@ class TaskContext:
     cancel_reason: str = ""
     masker: Masker = field(default_factory=Masker)
     """Masks the task's secrets in everything that leaves the agent (set by `execute`)."""
+    policy: CommandPolicy | None = None
+    """The agent's command policy; None means the one `config["policy"]` describes (the config file's)."""
 
     def __post_init__(self) -> None:
         self._cap = HeadTail(self.max_output_bytes)
@@ -192,6 +196,10 @@ class TaskContext:
 async def execute(task: Assignment, ctx: TaskContext) -> Outcome:
     """Run the executor within its deadline; any exception becomes a failed outcome, never a crash."""
     ctx.masker = Masker.for_task(task.params, task.env, task.command)
+    refused = await asyncio.to_thread(_refusal, task, ctx)  # a megabyte command takes a moment to check
+    if refused:
+        ctx.log(refused, LogStream.system, LogLevel.error)
+        return Outcome(status=TaskStatus.failed, error=refused)
     try:
         executor = get_executor(task.type)
     except UnknownTaskType as exc:
@@ -205,6 +213,17 @@ async def execute(task: Assignment, ctx: TaskContext) -> Outcome:
     except Exception as exc:  # an executor bug must fail the task, not the agent
         log.exception("%s: executor %s raised", task.id, task.type)
         return Outcome(status=TaskStatus.failed, error=mask_text(f"{type(exc).__name__}: {exc}"))
+
+
+def _refusal(task: Assignment, ctx: TaskContext) -> str:
+    """Why the agent's policy refuses the task ("" when it may run); a policy that fails refuses."""
+    try:
+        policy = ctx.policy if ctx.policy is not None else agent_policy(ctx.config)
+        refusal = policy.check(task.type, task.command, task.params)
+    except Exception as exc:
+        log.exception("%s: the command policy failed", task.id)
+        return f"refused by the agent's policy: the check failed ({type(exc).__name__})"
+    return "" if refusal is None else "refused by the agent's policy: " + refusal.message
 
 
 async def finish(task: Assignment, ctx: TaskContext, outcome: Outcome) -> TaskReport:

@@ -1,4 +1,5 @@
-"""`tiangong task ...`: a small client for a running cloud (TIANGONG_SERVER, TIANGONG_ADMIN_TOKEN)."""
+"""`tiangong task ...`: a small client for a running cloud (TIANGONG_SERVER, and TIANGONG_TOKEN: an API
+token, or TIANGONG_ADMIN_TOKEN)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import typer
 app = typer.Typer(no_args_is_help=True)
 
 ServerOpt = Annotated[str, typer.Option(envvar="TIANGONG_SERVER", help="Cloud URL.")]
-TokenOpt = Annotated[str, typer.Option(envvar="TIANGONG_ADMIN_TOKEN", help="Admin token.")]
+TokenOpt = Annotated[
+    str,
+    typer.Option(envvar=["TIANGONG_TOKEN", "TIANGONG_ADMIN_TOKEN"], help="An API token (tgp_...) or the admin token."),
+]
 
 
 def _client(server: str, token: str) -> Any:

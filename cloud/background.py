@@ -1,4 +1,5 @@
-"""Background pass of a cloud process: expired leases, undelivered tasks, retries that came due.
+"""Background pass of a cloud process: expired leases, undelivered tasks, retries that came due, old
+audit records.
 
 With several replicas on PostgreSQL each pass runs in one of them only (Database.lead); every change it
 makes is a compare-and-set anyway, so a task that just succeeded is never reaped.
@@ -12,13 +13,14 @@ from datetime import timedelta
 
 from cloud.db.engine import Database
 from cloud.db.types import utcnow
+from cloud.services import audit
 from cloud.services.retries import announce_due_retries, expire_undelivered
 from cloud.services.runs import reap_expired
 
 log = logging.getLogger("tiangong.cloud")
 
 
-def run_pass(db: Database, since_seconds: float) -> None:
+def run_pass(db: Database, since_seconds: float, audit_days: int = 90) -> None:
     """One pass; `since_seconds` back is where the last one looked for retries coming due (with some
     overlap: waking an agent twice costs one empty claim). Every replica first re-reads the database's
     clock, which its own lease and expiry decisions follow."""
@@ -30,18 +32,21 @@ def run_pass(db: Database, since_seconds: float) -> None:
         reaped = reap_expired(conn)
         expired = expire_undelivered(conn, now)
         announce_due_retries(conn, now - timedelta(seconds=since_seconds), now)
+        pruned = audit.prune(conn, audit_days)
     if reaped:
         log.warning("background: %d task(s) whose agent was lost failed or were retried", reaped)
     if expired:
         log.warning("background: %d task(s) not delivered in time", expired)
+    if pruned:
+        log.info("background: %d audit record(s) older than %d days deleted", pruned, audit_days)
 
 
-async def background_forever(db: Database, interval: float) -> None:
+async def background_forever(db: Database, interval: float, audit_days: int = 90) -> None:
     """The background pass every `interval` seconds until canceled."""
     while True:
         try:
             # In the loop's thread, as the requests' transactions are: the hub is not thread-safe.
-            run_pass(db, 2 * interval + 1)
+            run_pass(db, 2 * interval + 1, audit_days)
         except Exception:
             log.exception("background: pass failed; retrying")
         await asyncio.sleep(interval)

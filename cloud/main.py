@@ -10,15 +10,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
+from cloud.api.auth import CredentialCache
 from cloud.api.deps import AppContext
 from cloud.api.errors import install_error_handlers
 from cloud.api.openapi import install_openapi
-from cloud.api.routes import agent_protocol, agents, files, health, logs, rpc, tasks
+from cloud.api.routes import agent_protocol, agents, audit, files, health, logs, rpc, tasks, tokens
 from cloud.background import background_forever
 from cloud.db import notify
 from cloud.db.engine import Database, migrate
 from cloud.hub import Hub
 from cloud.metrics import Metrics
+from cloud.policy import cloud_policy
 from cloud.sealing import load_sealer
 from cloud.services.agents import AgentCache, SeenThrottle
 from cloud.settings import CloudSettings, get_settings
@@ -42,20 +44,23 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         db.sync_clock(tries=5)  # before the first request decides a lease
         store = FileStore(settings.data_dir)
         store.clean_tmp()  # partial uploads of a previous run that crashed
-        tokens = load_tokens(settings.data_dir, settings.admin_token, settings.agent_token)
+        bootstrap = load_tokens(settings.data_dir, settings.admin_token, settings.agent_token)
         sealer = load_sealer(settings.data_dir, settings.secret_key)
         app.state.ctx = AppContext(
             settings=settings,
             db=db,
             hub=hub,
-            tokens=tokens,
+            tokens=bootstrap,
+            credentials=CredentialCache(db, bootstrap, settings.token_cache_seconds),
+            policy=cloud_policy(settings),
             sealer=sealer,
             seen=SeenThrottle(),
             agents=AgentCache(),
             store=store,
             metrics=Metrics(db, settings.agent_offline_seconds),
         )
-        jobs = [asyncio.create_task(background_forever(db, settings.reaper_interval_seconds), name="background")]
+        background = background_forever(db, settings.reaper_interval_seconds, settings.audit_retention_days)
+        jobs = [asyncio.create_task(background, name="background")]
         if db.notifies:
             jobs.append(asyncio.create_task(notify.listen_forever(db.engine.url, db.origin, hub), name="listen"))
         try:
@@ -80,6 +85,6 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_openapi(app)
-    for module in (tasks, logs, files, agents, agent_protocol, rpc, health):
+    for module in (tasks, logs, files, agents, tokens, audit, agent_protocol, rpc, health):
         app.include_router(module.router)
     return app

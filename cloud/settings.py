@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from executors.policy import parse_rules
+from executors.registry import known_types
 
 
 class CloudSettings(BaseSettings):
@@ -119,6 +123,43 @@ class CloudSettings(BaseSettings):
         description="How long a replica trusts a token it has looked up; a deleted token, agent or scope change "
         "takes effect on other replicas within this time.",
     )
+
+    policy_mode: Literal["deny", "allow", "off"] = Field(
+        "deny",
+        description="Command policy for shell/python/execute tasks, checked at creation (403 naming the rule): "
+        "`deny` refuses commands matching a deny rule; `allow` also refuses any command matching no allow rule; "
+        "`off` checks no commands. A guard rail, not a sandbox (docs/command-policy.md).",
+    )
+    policy_defaults: bool = Field(
+        True, description="Use the built-in deny rules (sudo, su, rm -rf /, mkfs, dd to a disk, reboot, fork bombs...)."
+    )
+    policy_deny: list[str] = Field(
+        default_factory=list,
+        description='More deny rules, as a JSON list of "name=regex" (one named like a built-in rule replaces it).',
+    )
+    policy_allow: list[str] = Field(
+        default_factory=list, description='Allow rules for policy_mode "allow", as a JSON list of "name=regex".'
+    )
+    policy_refuse_types: list[str] = Field(
+        default_factory=list, description='Task types refused at creation whatever the command, e.g. ["python"].'
+    )
+
+    @field_validator("policy_deny", "policy_allow")
+    @classmethod
+    def _policy_rules(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        # A bad regex stops the cloud at start, naming the rule, rather than at the first task.
+        parse_rules(value, "deny" if info.field_name == "policy_deny" else "allow")
+        return value
+
+    @field_validator("policy_refuse_types")
+    @classmethod
+    def _policy_types(cls, value: list[str]) -> list[str]:
+        # A misspelt type would refuse nothing: name it instead.
+        known = known_types()
+        for name in value:
+            if name not in known:
+                raise ValueError(f"unknown task type {name!r}; known types: {', '.join(known)}")
+        return value
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to SQLite inside the data dir."""

@@ -37,6 +37,7 @@ class AgentRead(BaseModel):
     executors: list[str]
     max_concurrency: int
     status: AgentStatus
+    disabled: bool = False
     last_seen_at: datetime | None
     registered_at: datetime
 
@@ -71,8 +72,10 @@ class HeartbeatReply(BaseModel):
 
 
 class RegisterReply(BaseModel):
-    """What the cloud tells a registering agent about its timing."""
+    """What the cloud tells a registering agent: its timing and, when it registered with a registration
+    token, its own agent token (tga_...), which it uses from then on."""
 
     agent_id: str
     heartbeat_seconds: float
     lease_seconds: float
+    agent_token: str | None = None

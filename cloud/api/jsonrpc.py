@@ -23,6 +23,7 @@ METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 UNAUTHORIZED = -32001
+FORBIDDEN = -32003
 
 Method = Callable[[dict[str, Any]], Awaitable[Any]]
 

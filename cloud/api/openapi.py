@@ -2,7 +2,7 @@
 
 FastAPI documents a 422 `HTTPValidationError` on every route that takes input, while ours answer 400
 `{"error": "..."}` (cloud.api.errors). Here that becomes 400 `Error`, and each operation also lists the
-other errors it can answer: 401 where a token is checked (and which token, as a security scheme), 404
+other errors it can answer: 401 and 403 where a token is checked (and which token, as a security scheme), 404
 where a path names something, 409 where a state or a conflict can refuse the call, 408 and 413 where a
 body is read (cloud.api.guard), 503 where the database is used.
 """
@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 
-from cloud.api.deps import require_admin, require_admin_or_agent, require_agent
+from cloud.api.deps import require_admin, require_agent, require_caller, require_caller_or_agent, require_registrant
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 ERROR_SCHEMA: dict[str, Any] = {
@@ -27,17 +27,33 @@ ERROR_SCHEMA: dict[str, Any] = {
     "required": ["error"],
 }
 SECURITY_SCHEMES: dict[str, Any] = {
-    "adminToken": {"type": "http", "scheme": "bearer", "description": "The admin token (TIANGONG_ADMIN_TOKEN)."},
-    "agentToken": {"type": "http", "scheme": "bearer", "description": "The agent token (TIANGONG_AGENT_TOKEN)."},
+    "callerToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The admin token (TIANGONG_ADMIN_TOKEN) or an API token (tgp_...) within its scope.",
+    },
+    "agentToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An agent token (tga_...), received at registration; acts for its own agent only.",
+    },
+    "registrationToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A registration token (tgr_..., or TIANGONG_AGENT_TOKEN): registers an agent.",
+    },
 }
 _SECURITY: dict[Callable[..., Any], list[dict[str, list[str]]]] = {
-    require_admin: [{"adminToken": []}],
-    require_admin_or_agent: [{"adminToken": []}, {"agentToken": []}],
+    require_caller: [{"callerToken": []}],
+    require_admin: [{"callerToken": []}],
+    require_caller_or_agent: [{"callerToken": []}, {"agentToken": []}],
     require_agent: [{"agentToken": []}],
+    require_registrant: [{"registrationToken": []}, {"agentToken": []}],
 }
 _DESCRIPTIONS = {
     400: "The request is invalid; `error` names the field",
-    401: "Missing or invalid bearer token",
+    401: "Missing, unknown or expired bearer token",
+    403: "The token may not do this (its kind, scope, agent, or the command policy); `error` says why",
     404: "What the path names does not exist",
     408: "The body stopped arriving before it was complete",
     409: "Refused in the current state (`error` says why)",
@@ -53,6 +69,7 @@ _CONFLICTS = {
     ("delete", "/api/v1/files/{file_id}"),
     ("post", "/api/v1/agent/tasks/{task_id}/logs"),
     ("post", "/api/v1/agent/tasks/{task_id}/result"),
+    ("post", "/api/v1/agents/register"),  # the id is registered already (its token exists)
 }
 # Media types a route answers besides the JSON FastAPI infers from its response model.
 _EXTRA_MEDIA = {
@@ -133,6 +150,7 @@ def _document(op: dict[str, Any], route: RouteContext, method: str) -> None:
     codes = {
         400: bool(op.get("parameters")) or reads_body,
         401: security is not None,
+        403: security is not None,
         404: "{" in path,
         408: guarded,
         409: key in _CONFLICTS,

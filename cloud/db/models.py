@@ -1,11 +1,11 @@
-"""Tables: tasks, their log lines, and agents."""
+"""Tables: tasks, their log lines, agents, files, credentials and the audit log."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Table, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Column, Index, Integer, Table, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 from cloud.db.types import UTCDateTime, utcnow
@@ -99,6 +99,8 @@ class Agent(SQLModel, table=True):
     version: str = Field(default="", max_length=64)
     executors: list[str] = Field(default_factory=list, sa_type=JSON)
     max_concurrency: int = 1
+    # A disabled agent is handed no task and accepts no new one; what runs finishes.
+    disabled: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
     last_seen_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     registered_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
@@ -119,8 +121,46 @@ class StoredFile(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+class Credential(SQLModel, table=True):
+    """A bearer token: `api` (tgp_, a caller with a scope), `registration` (tgr_, lets agents register) or
+    `agent` (tga_, bound to one agent id). Only the SHA-256 of the token is kept."""
+
+    __tablename__ = "credentials"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True))
+    kind: str = Field(max_length=16)
+    name: str = Field(max_length=128)
+    token_hash: str = Field(max_length=64, unique=True)
+    hint: str = Field(max_length=16)
+    agent_id: str | None = Field(default=None, max_length=128, index=True)
+    scope: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    single_use: bool = False
+    uses: int = 0
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    created_by: str = Field(default="", max_length=128)
+
+
+class AuditEntry(SQLModel, table=True):
+    """Who did what and when: task, token and agent changes; kept audit_retention_days."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True))
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    actor: str = Field(max_length=128)
+    action: str = Field(max_length=32)
+    target: str = Field(default="", max_length=200)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
 # The Core tables, for the hot paths that skip the ORM's unit of work.
 TASKS: Table = Task.__table__  # type: ignore[attr-defined]
 TASK_LOGS: Table = LogEntry.__table__  # type: ignore[attr-defined]
 AGENTS: Table = Agent.__table__  # type: ignore[attr-defined]
 FILES: Table = StoredFile.__table__  # type: ignore[attr-defined]
+CREDENTIALS: Table = Credential.__table__  # type: ignore[attr-defined]
+AUDIT: Table = AuditEntry.__table__  # type: ignore[attr-defined]

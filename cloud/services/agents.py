@@ -1,4 +1,4 @@
-"""Agents: registration, liveness, listing."""
+"""Agents: registration (and the agent token it hands out), liveness, listing, disabling, deleting."""
 
 from __future__ import annotations
 
@@ -6,18 +6,57 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
 
+from cloud.access import Principal
 from cloud.db.models import AGENTS as A
+from cloud.db.models import TASKS as T
 from cloud.db.types import utcnow
-from cloud.services.errors import NotFound
+from cloud.services import audit, credentials, events
+from cloud.services.errors import Conflict, Forbidden, NotFound
+from cloud.services.logs import system_line
 from wire.agents import AgentRead, AgentRegister, AgentStatus
+from wire.credentials import TokenKind
+from wire.tasks import LogLevel, TaskStatus
 
 AgentRow = Row[Any]
 
 
-def register_agent(conn: Connection, reg: AgentRegister) -> None:
-    """Create or refresh the agent row; any process of a pool may call this."""
+def register_agent(conn: Connection, reg: AgentRegister, principal: Principal) -> str | None:
+    """Create or refresh the agent row. With a registration token this hands out the agent's own token
+    (returned, shown once); with the agent's token it only refreshes the row (any process of a pool)."""
+    existing = conn.execute(select(A.c.id, A.c.disabled).where(A.c.id == reg.agent_id)).first()
+    token = None
+    if principal.kind is TokenKind.agent:
+        if principal.agent_id != reg.agent_id:
+            raise Forbidden(f"agent_id: this agent token belongs to agent {principal.agent_id!r}, not {reg.agent_id!r}")
+    else:
+        token = _admit(conn, reg.agent_id, principal, existing is not None)
+    _upsert(conn, reg, existing is not None)
+    if existing is None or token is not None:
+        audit.record(conn, principal, "agent.register", reg.agent_id, hostname=reg.hostname)
+    return token
+
+
+def _admit(conn: Connection, agent_id: str, principal: Principal, exists: bool) -> str:
+    """A registration: check the registration token may register this id, and issue the agent token."""
+    if not principal.reaches_agent(agent_id):
+        raise Forbidden(f"agent_id: registration token {principal.name!r} may not register agent {agent_id!r}")
+    if exists and credentials.agent_has_tokens(conn, agent_id):
+        # Registering again would hand a second party the agent's identity, and its tasks' secrets.
+        raise Conflict(
+            f"agent_id: agent {agent_id!r} is already registered; its processes use its agent token (saved in "
+            "the first process's data dir), or an admin issues one (POST /api/v1/agents/{id}/tokens) or deletes it"
+        )
+    if principal.credential_id is not None:
+        row = credentials.get_token(conn, principal.credential_id)
+        if not credentials.use_registration(conn, row):
+            raise Forbidden(f"registration token {principal.name!r} was single-use and is used up")
+    _, token = credentials.issue_agent_token(conn, agent_id, f"{agent_id} (registered)", principal.name)
+    return token
+
+
+def _upsert(conn: Connection, reg: AgentRegister, exists: bool) -> None:
     now = utcnow()
     values = {
         "hostname": reg.hostname,
@@ -27,9 +66,56 @@ def register_agent(conn: Connection, reg: AgentRegister) -> None:
         "max_concurrency": reg.max_concurrency,
         "last_seen_at": now,
     }
-    res = conn.execute(update(A).where(A.c.id == reg.agent_id).values(**values))
-    if res.rowcount == 0:
-        conn.execute(insert(A).values(id=reg.agent_id, registered_at=now, **values))
+    if exists:
+        conn.execute(update(A).where(A.c.id == reg.agent_id).values(**values))
+    else:
+        conn.execute(insert(A).values(id=reg.agent_id, registered_at=now, disabled=False, **values))
+
+
+def set_disabled(conn: Connection, agent_id: str, disabled: bool) -> AgentRow:
+    """Disable (no task handed out or accepted; what runs finishes) or enable an agent."""
+    get_agent(conn, agent_id)
+    conn.execute(update(A).where(A.c.id == agent_id).values(disabled=disabled))
+    if not disabled:
+        events.publish(conn, f"agent:{agent_id}")  # its pending tasks can be claimed again
+    return get_agent(conn, agent_id)
+
+
+def delete_agent(conn: Connection, agent_id: str) -> int:
+    """Delete the agent and its tokens; its pending and running tasks fail `agent deleted`. Returns how many."""
+    get_agent(conn, agent_id)
+    credentials.delete_agent_tokens(conn, agent_id)
+    conn.execute(delete(A).where(A.c.id == agent_id))
+    now = utcnow()
+    unfinished = conn.execute(
+        select(T).where(T.c.agent_id == agent_id, T.c.status.in_([TaskStatus.pending.value, TaskStatus.running.value]))
+    ).all()
+    failed = 0
+    for task in unfinished:
+        res = conn.execute(
+            update(T)
+            .where(T.c.id == task.id, T.c.status == task.status)
+            .values(
+                status=TaskStatus.failed.value,
+                error=AGENT_DELETED,
+                last_error=AGENT_DELETED,
+                task_token=None,
+                lease_expires_at=None,
+                next_retry_at=None,
+                expires_at=None,
+                finished_at=now,
+                updated_at=now,
+            )
+        )
+        if res.rowcount == 1:
+            failed += 1
+            system_line(conn, task, f"{AGENT_DELETED}: the task will not run", LogLevel.error)
+            events.publish(conn, f"task:{task.id}", f"logs:{task.id}")
+    events.publish(conn, f"agent:{agent_id}", f"cancel:{agent_id}")
+    return failed
+
+
+AGENT_DELETED = "agent deleted"
 
 
 def get_agent(conn: Connection, agent_id: str) -> AgentRow:
@@ -59,6 +145,7 @@ def to_read(agent: AgentRow, offline_after: float) -> AgentRead:
         executors=agent.executors,
         max_concurrency=agent.max_concurrency,
         status=AgentStatus.online if is_online(agent.last_seen_at, offline_after) else AgentStatus.offline,
+        disabled=agent.disabled,
         last_seen_at=agent.last_seen_at,
         registered_at=agent.registered_at,
     )
@@ -107,3 +194,7 @@ class AgentCache:
         else:
             self._rows[agent_id] = (now, row)
         return row
+
+    def forget(self, agent_id: str) -> None:
+        """Read the agent afresh next time (this replica disabled or deleted it)."""
+        self._rows.pop(agent_id, None)

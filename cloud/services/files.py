@@ -120,3 +120,10 @@ def file_read(row: FileRow, store: FileStore) -> FileRead:
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
+
+
+def named_by_agent_task(conn: Connection, row: FileRow, agent_id: str) -> bool:
+    """Whether some task of `agent_id` names this file: what an agent token may download."""
+    fid = format_file_id(row.id)
+    query = select(T.c.id).where(T.c.file_id.in_([fid, str(row.id)]), T.c.agent_id == agent_id).limit(1)
+    return conn.execute(query).first() is not None

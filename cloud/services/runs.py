@@ -16,7 +16,7 @@ from cloud.db.models import TASKS as T
 from cloud.db.types import utcnow
 from cloud.sealing import Sealer, Unsealable
 from cloud.services import events, output
-from cloud.services.errors import Conflict, NotFound
+from cloud.services.errors import Conflict, Forbidden, NotFound
 from cloud.services.logs import store_lines, system_line
 from cloud.services.retries import retryable, schedule_retry
 from cloud.services.tasks import PENDING, RUNNING, TaskRow, get_task
@@ -229,15 +229,22 @@ def requested_cancels(conn: Connection, agent_id: str, exclude: list[int]) -> li
 
 
 def append_logs(
-    conn: Connection, task_id: str, token: str, lines: list[LogLine], max_log_bytes: int | None = None
+    conn: Connection,
+    task_id: str,
+    token: str,
+    lines: list[LogLine],
+    max_log_bytes: int | None = None,
+    *,
+    agent_id: str | None = None,
 ) -> int:
     """Store a batch of lines of the current attempt; returns the next seq expected.
 
     A repeated seq is ignored (the agent resent it); a gap is refused with 409 and the next expected
     seq so the agent resends from there. Lines past `max_log_bytes` of the attempt's log are dropped
-    (see store_lines). The lines come cleaned (cloud.services.output).
+    (see store_lines). The lines come cleaned (cloud.services.output). With `agent_id` (the agent token's),
+    another agent's task is Forbidden.
     """
-    task = _task_for_agent(conn, task_id, token)
+    task = _task_for_agent(conn, task_id, token, agent_id)
     if task.status != RUNNING:
         if any(ln.seq >= task.next_seq for ln in lines):
             # No next_seq: resending cannot help, so the agent stops shipping this attempt.
@@ -248,14 +255,28 @@ def append_logs(
     return next_seq
 
 
-def _task_for_agent(conn: Connection, task_id: str, token: str) -> TaskRow:
+def _task_for_agent(conn: Connection, task_id: str, token: str, agent_id: str | None = None) -> TaskRow:
     task = get_task(conn, task_id)
+    _check_owner(task, agent_id)
     if not token or not secrets.compare_digest(task.task_token or "", token):
         raise Conflict(f"task_token: stale or unknown token for {task_id}; this attempt no longer owns it")
     return task
 
 
-def report_result(conn: Connection, task_id: str, report: TaskReport, max_log_bytes: int | None = None) -> TaskRow:
+def _check_owner(task: TaskRow, agent_id: str | None) -> None:
+    if agent_id is not None and task.agent_id != agent_id:
+        task_id = format_task_id(task.id)
+        raise Forbidden(f"{task_id} belongs to agent {task.agent_id!r}, not to this token's {agent_id!r}")
+
+
+def report_result(
+    conn: Connection,
+    task_id: str,
+    report: TaskReport,
+    max_log_bytes: int | None = None,
+    *,
+    agent_id: str | None = None,
+) -> TaskRow:
     """Record the attempt's outcome (idempotent for the same report); 409 if stale or log incomplete.
 
     The usual case (every line already shipped, token current) is one compare-and-set UPDATE; the
@@ -266,9 +287,10 @@ def report_result(conn: Connection, task_id: str, report: TaskReport, max_log_by
     if n is not None and not report.lines and report.status in _NEVER_RETRIED:
         row = _finish(conn, n, report, next_seq=report.log_lines + 1)
         if row is not None:
+            _check_owner(row, agent_id)  # raising rolls the change back with the transaction
             output.forget(report.task_token)
             return row
-    task = _task_for_agent(conn, task_id, report.task_token)
+    task = _task_for_agent(conn, task_id, report.task_token, agent_id)
     if TaskStatus(task.status).is_final:
         if task.status == report.status.value:
             return task  # a resend of a result we already stored

@@ -22,8 +22,9 @@ from cloud.db.types import utcnow
 from cloud.sealing import SEALED, Sealer, find_sealed_marker
 from cloud.services import events, idempotency
 from cloud.services.agents import AgentCache, is_online
-from cloud.services.errors import BadRequest, Conflict, NotFound
+from cloud.services.errors import BadRequest, Conflict, Forbidden, NotFound
 from cloud.services.logs import system_line
+from executors.policy import CommandPolicy
 from executors.registry import UnknownTaskType, default_exec_timeout, get_executor
 from wire.secrets import secret_keys_of
 from wire.tasks import LogLevel, TaskCreate, TaskRequest, TaskStatus, format_task_id, parse_task_id
@@ -64,9 +65,11 @@ def create_task(
     sealer: Sealer,
     default_expires_in: int = 3600,
     key_name: str = "request_id",
+    policy: CommandPolicy | None = None,
 ) -> tuple[TaskRow, bool]:
     """Queue a task; returns (task, created). A known request_id returns the existing task when the
-    request is the same, else Conflict naming the key (`key_name`: where the caller put it).
+    request is the same, else Conflict naming the key (`key_name`: where the caller put it). A command
+    the `policy` refuses is Forbidden naming the rule (executors/policy.py), and nothing is stored.
 
     Secret-named values in params and env are stored sealed (see cloud.sealing)."""
     named = secret_keys_of(req.params)
@@ -77,6 +80,9 @@ def create_task(
         if existing is not None:
             return _repeated(existing, req, print_, sealer, key_name), False
     validate_request(req)
+    refusal = policy.check(req.type, req.command, req.params) if policy is not None else None
+    if refusal is not None:
+        raise Forbidden(refusal.message, rule=refusal.rule)
     agent = agents.get(conn, req.agent_id)
     if agent is None:
         raise NotFound(f"agent_id: agent not found: {req.agent_id}")
@@ -148,6 +154,8 @@ def check_agent_for_retry(conn: Connection, task: TaskRow, *, agents: AgentCache
 
 
 def _check_agent_can_run(agent: Any, type_name: str, offline_after: float) -> None:
+    if agent.disabled:
+        raise Conflict(f"agent_id: agent {agent.id} is disabled; an admin enables it with PATCH /api/v1/agents/{{id}}")
     if not is_online(agent.last_seen_at, offline_after):
         seen = agent.last_seen_at.isoformat() if agent.last_seen_at else "never"
         raise Conflict(f"agent_id: agent {agent.id} is offline (last seen {seen})")
@@ -176,6 +184,9 @@ class TaskFilter:
     since: datetime | None = None
     until: datetime | None = None
     q: str | None = None
+    # A scoped token's reach: only these agents / types (None: no restriction).
+    agent_ids: list[str] | None = None
+    types: list[str] | None = None
 
 
 def list_tasks(conn: Connection, flt: TaskFilter, page: int, page_size: int) -> tuple[list[TaskRow], int]:
@@ -193,6 +204,10 @@ def list_tasks(conn: Connection, flt: TaskFilter, page: int, page_size: int) -> 
         conds.append(T.c.created_at < flt.until)
     if flt.q:
         conds.append(T.c.command.contains(flt.q, autoescape=True))
+    if flt.agent_ids is not None:
+        conds.append(T.c.agent_id.in_(flt.agent_ids))
+    if flt.types is not None:
+        conds.append(T.c.type.in_(flt.types))
     total = conn.execute(select(func.count()).select_from(T).where(*conds)).scalar_one()
     rows = conn.execute(
         select(T).where(*conds).order_by(T.c.id.desc()).offset((page - 1) * page_size).limit(page_size)

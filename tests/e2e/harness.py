@@ -18,6 +18,38 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "test-admin-token"
 AGENT = "test-agent-token"
+"""The cloud's bootstrap registration token (TIANGONG_AGENT_TOKEN): agents register with it."""
+REGISTER = "/api/v1/agents/register"
+
+
+class AgentClient(httpx.Client):
+    """An HTTP client speaking the agent protocol as a test's scripted agent.
+
+    It starts with the registration token; once it registers, it holds the agent token the cloud handed
+    out, as a real agent does. When the id is registered already (a module-scoped cloud, a second
+    process of a pool), an admin issues it a token for that id first.
+    """
+
+    def __init__(self, base_url: str, timeout: float = 60, token: str = AGENT) -> None:
+        super().__init__(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+
+    def post(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
+        r = super().post(url, **kwargs)
+        if str(url) != REGISTER:
+            return r
+        if r.status_code == 409 and "already registered" in r.text:
+            agent_id = kwargs["json"]["agent_id"]
+            issued = httpx.post(
+                f"{self.base_url}/api/v1/agents/{agent_id}/tokens",
+                json={"name": "test"},
+                headers={"Authorization": f"Bearer {ADMIN}"},
+            )
+            assert issued.status_code == 201, issued.text
+            self.headers["Authorization"] = f"Bearer {issued.json()['token']}"
+            r = super().post(url, **kwargs)
+        if r.status_code == 200 and r.json().get("agent_token"):
+            self.headers["Authorization"] = f"Bearer {r.json()['agent_token']}"
+        return r
 
 
 def free_port() -> int:
@@ -71,6 +103,7 @@ class Cloud:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     agents: list[AgentProc] = field(default_factory=list)
+    issued: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -135,12 +168,24 @@ class Cloud:
             "--data-dir",
             str(data_dir),
         ]
+        if any(a.agent_id == agent_id for a in self.agents) and "TIANGONG_AGENT_TOKEN" not in env:
+            # Another process of this agent id registered already: as for a pool in production, this one
+            # gets the id's agent token (an admin issues it) instead of registering the id a second time.
+            env["TIANGONG_AGENT_TOKEN"] = self.agent_token(agent_id)
         proc = subprocess.Popen(cmd, cwd=ROOT, env={**self.env, **env})
         handle = AgentProc(proc, agent_id, data_dir)
         self.agents.append(handle)
         if wait_online:
             wait_for(lambda: self._online(agent_id, proc), 30, f"agent {agent_id} online")
         return handle
+
+    def agent_token(self, agent_id: str) -> str:
+        """An agent token for `agent_id`, issued by the admin (one per id and cloud process)."""
+        if agent_id not in self.issued:
+            r = self.http.post(f"/api/v1/agents/{agent_id}/tokens", json={"name": "test pool"})
+            assert r.status_code == 201, r.text
+            self.issued[agent_id] = r.json()["token"]
+        return self.issued[agent_id]
 
     def _online(self, agent_id: str, proc: subprocess.Popen[bytes]) -> bool:
         if proc.poll() is not None:

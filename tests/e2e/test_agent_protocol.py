@@ -9,13 +9,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.harness import AGENT, Cloud
+from tests.e2e.harness import AgentClient, Cloud
 
 
 @pytest.fixture
 def agent(cloud: Cloud, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
     """An HTTP client holding the agent token, registered under an id of the test's own."""
-    client = httpx.Client(base_url=cloud.url, headers={"Authorization": f"Bearer {AGENT}"}, timeout=60)
+    client = AgentClient(cloud.url, timeout=60)
     agent_id = f"scripted-{request.node.name}"[:100]
     r = client.post("/api/v1/agents/register", json={"agent_id": agent_id, "executors": ["shell", "execute"]})
     assert r.status_code == 200
@@ -137,10 +137,13 @@ def test_heartbeat_returns_cancel_requests(cloud: Cloud, agent: httpx.Client) ->
 
 
 def test_unregistered_agent_cannot_claim(cloud: Cloud) -> None:
+    # An admin may issue an agent's token before the agent first registers (e.g. for a Kubernetes Secret).
+    issued = cloud.http.post("/api/v1/agents/never-registered/tokens", json={"name": "ahead"})
+    assert issued.status_code == 201 and issued.json()["token"].startswith("tga_")
     r = httpx.post(
         f"{cloud.url}/api/v1/agents/never-registered/claim",
         json={"wait_s": 0},
-        headers={"Authorization": f"Bearer {AGENT}"},
+        headers={"Authorization": f"Bearer {issued.json()['token']}"},
     )
     assert r.status_code == 404 and "register" in r.json()["error"]
 

@@ -223,9 +223,9 @@ def test_unknown_agent_404_and_missing_token_401(cloud: Cloud) -> None:
     assert r.status_code == 401 and "error" in r.json()
     r = httpx.get(f"{cloud.url}/api/v1/tasks", headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401
-    # The admin token is not an agent token.
+    # The admin token is known, but it is not an agent token.
     r = httpx.post(f"{cloud.url}/api/v1/agents/local/claim", json={}, headers={"Authorization": f"Bearer {ADMIN}"})
-    assert r.status_code == 401
+    assert r.status_code == 403 and "agent token" in r.json()["error"]
 
 
 def test_openapi_and_health(cloud: Cloud) -> None:

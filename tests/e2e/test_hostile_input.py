@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.harness import ADMIN, AGENT, Cloud
+from tests.e2e.harness import ADMIN, REGISTER, AgentClient, Cloud
 
 DEEP = 300
 
@@ -46,7 +46,7 @@ def _post_raw(cloud: Cloud, path: str, body: bytes, token: str = ADMIN) -> httpx
 @pytest.fixture
 def agent(cloud: Cloud, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
     """A scripted agent registered under an id of the test's own."""
-    client = httpx.Client(base_url=cloud.url, headers={"Authorization": f"Bearer {AGENT}"}, timeout=60)
+    client = AgentClient(cloud.url, timeout=60)
     agent_id = f"hostile-{request.node.name}"[:100]
     assert client.post("/api/v1/agents/register", json={"agent_id": agent_id}).status_code == 200
     client.headers["X-Agent-Id"] = agent_id
@@ -286,13 +286,17 @@ def test_a_non_ascii_task_token_is_a_400_naming_it(cloud: Cloud, agent: httpx.Cl
         ("GET", "/api/v1/tasks?agent_id=%00", ADMIN, "agent_id"),
         ("GET", "/api/v1/tasks?q=a%00b", ADMIN, "q"),
         ("GET", "/api/v1/tasks?type=%00", ADMIN, "type"),
-        ("POST", "/api/v1/agents/x%00/claim", AGENT, "agent_id"),
-        ("POST", "/api/v1/agents/x%00/heartbeat", AGENT, "agent_id"),
+        ("POST", "/api/v1/agents/x%00/claim", "agent", "agent_id"),
+        ("POST", "/api/v1/agents/x%00/heartbeat", "agent", "agent_id"),
     ],
 )
 def test_a_nul_in_a_path_or_query_value_is_a_400_naming_it(
     cloud: Cloud, method: str, path: str, token: str, name: str
 ) -> None:
+    if token == "agent":  # an agent token, of an agent of its own
+        with AgentClient(cloud.url) as agent:
+            assert agent.post(REGISTER, json={"agent_id": "nul-paths"}).status_code == 200
+            token = agent.headers["Authorization"].removeprefix("Bearer ")
     r = httpx.request(method, cloud.url + path, headers={"Authorization": f"Bearer {token}"}, json={"wait_s": 0})
     assert r.status_code == 400 and r.json()["error"].startswith(f"{name}: contains a NUL"), r.text
 
@@ -333,7 +337,7 @@ def test_numbers_too_large_for_the_database_are_400(cloud: Cloud, agent: httpx.C
 def test_an_agents_data_is_capped_like_its_output(make_cloud: Any) -> None:
     """`data` is returned in every read of the task: past max_log_bytes it is stored as a marker."""
     c: Cloud = make_cloud(max_log_bytes="65536")
-    client = httpx.Client(base_url=c.url, headers={"Authorization": f"Bearer {AGENT}"}, timeout=60)
+    client = AgentClient(c.url, timeout=60)
     client.headers["X-Agent-Id"] = "capped"
     assert client.post("/api/v1/agents/register", json={"agent_id": "capped"}).status_code == 200
     task_id, token = _claimed(c, client)

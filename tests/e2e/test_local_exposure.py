@@ -216,7 +216,7 @@ def test_up_data_is_private_and_loose_modes_are_tightened(tmp_path: Path) -> Non
         task = up.http.post(
             "/api/v1/tasks", json={"agent_id": "local", "type": "shell", "command": "echo hi"} | {"sync": True}
         )
-        assert task.json()["result"] == "hi\n"
+        assert task.json()["result"] == "hi\n", (task.json(), up.log[-3000:])
         assert "tightened" in up.log
         assert {str(p): mode(p) for p in private_files} == {str(p): 0o600 for p in private_files}
         assert {str(p): mode(p) for p in private_dirs} == {str(p): 0o700 for p in private_dirs}

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.harness import AGENT, Cloud
+from tests.e2e.harness import AgentClient, Cloud
 
 MIB = 1024 * 1024
 CAP = 10 * MIB  # the cloud's default max_log_bytes
@@ -19,7 +19,7 @@ SLACK = 64 * 1024  # cloud.services.logs.LOG_SLACK_BYTES: room for an agent's ow
 @pytest.fixture
 def agent(cloud: Cloud, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
     """An agent spoken by hand, which keeps no cap of its own."""
-    client = httpx.Client(base_url=cloud.url, headers={"Authorization": f"Bearer {AGENT}"}, timeout=120)
+    client = AgentClient(cloud.url, timeout=120)
     agent_id = f"uncapped-{request.node.name}"[:100]
     assert (
         client.post("/api/v1/agents/register", json={"agent_id": agent_id, "executors": ["shell"]}).status_code == 200

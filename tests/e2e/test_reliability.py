@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.harness import AGENT, Cloud, wait_for
+from tests.e2e.harness import AGENT, AgentClient, Cloud, wait_for
 
 MakeCloud = Callable[..., Cloud]
 
@@ -159,7 +159,7 @@ def test_cloud_sigterm_answers_long_polls_and_exits(make_cloud: MakeCloud) -> No
     """A stopping cloud answers a held claim, heartbeat and sync wait at once instead of letting them
     run out (25 s, 25 s, 60 s here), then exits cleanly."""
     cloud = make_cloud()
-    agent = httpx.Client(base_url=cloud.url, headers={"Authorization": f"Bearer {AGENT}"}, timeout=90)
+    agent = AgentClient(cloud.url, timeout=90)
     for agent_id in ("idle", "busy"):
         r = agent.post("/api/v1/agents/register", json={"agent_id": agent_id, "executors": ["shell"]})
         assert r.status_code == 200, r.text

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.harness import AGENT, Cloud, wait_for
+from tests.e2e.harness import AgentClient, Cloud, wait_for
 
 MakeCloud = Callable[..., Cloud]
 
@@ -26,7 +26,7 @@ def quick(make_cloud: MakeCloud) -> Cloud:
 @pytest.fixture
 def scripted(quick: Cloud) -> Iterator[httpx.Client]:
     """The agent protocol spoken by the test itself, as agent `scripted` (registered, never heartbeating)."""
-    client = httpx.Client(base_url=quick.url, headers={"Authorization": f"Bearer {AGENT}"}, timeout=30)
+    client = AgentClient(quick.url, timeout=30)
     r = client.post("/api/v1/agents/register", json={"agent_id": "scripted", "executors": ["shell"]})
     assert r.status_code == 200
     yield client
@@ -144,7 +144,7 @@ def test_an_undelivered_task_fails_and_never_runs(quick: Cloud, scripted: httpx.
 def test_a_claim_never_hands_out_an_expired_task_even_before_the_expiry_pass(make_cloud: MakeCloud) -> None:
     """The background pass runs at start and then once an hour: only the claim's own check can refuse it."""
     cloud = make_cloud(reaper_interval_seconds="3600")
-    agent = httpx.Client(base_url=cloud.url, headers={"Authorization": f"Bearer {AGENT}"}, timeout=30)
+    agent = AgentClient(cloud.url, timeout=30)
     r = agent.post("/api/v1/agents/register", json={"agent_id": "late", "executors": ["shell"]})
     assert r.status_code == 200
     created = cloud.create(agent_id="late", type="shell", command="true", expires_in=1).json()

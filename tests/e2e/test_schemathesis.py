@@ -40,7 +40,7 @@ ODD_STRINGS = [
 ]
 
 
-def _config() -> SchemathesisConfig:
+def _config(agent_token: str) -> SchemathesisConfig:
     return SchemathesisConfig.from_dict(
         {
             "seed": 14,  # with `deterministic`, the same requests on every run: a failure reproduces
@@ -63,7 +63,13 @@ def _config() -> SchemathesisConfig:
                 "response_schema_conformance": {"enabled": True},
             },
             # The document names which token each operation takes; schemathesis sends that one.
-            "auth": {"openapi": {"adminToken": {"bearer": ADMIN}, "agentToken": {"bearer": AGENT}}},
+            "auth": {
+                "openapi": {
+                    "callerToken": {"bearer": ADMIN},
+                    "agentToken": {"bearer": agent_token},
+                    "registrationToken": {"bearer": AGENT},
+                }
+            },
             "dictionaries": {"odd": {"values": ODD_STRINGS}},
             "request-timeout": 15,  # a request hanging longer fails the test instead of stalling it
         }
@@ -96,7 +102,7 @@ def _failures(cloud: Cloud) -> tuple[list[str], int]:
     Schemathesis's pytest integration (`from_fixture`) does not run under this pytest, so the test
     drives its engine, the one behind its CLI, and reports each failure with a curl command to replay it.
     """
-    schema = schemathesis.openapi.from_url(f"{cloud.url}/openapi.json", config=_config())
+    schema = schemathesis.openapi.from_url(f"{cloud.url}/openapi.json", config=_config(cloud.agent_token("local")))
     found: list[str] = []
     sent = 0
     # `before_call` runs in every phase (the `map_*` hooks only where hypothesis generates); schemathesis
@@ -137,8 +143,12 @@ def test_the_document_names_our_errors_and_tokens(cloud: Cloud) -> None:
     create = doc["paths"]["/api/v1/tasks"]["post"]
     assert {"201", "400", "401", "409", "413"} <= set(create["responses"])
     assert create["responses"]["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
-    assert create["security"] == [{"adminToken": []}]
-    assert doc["paths"]["/api/v1/agents/register"]["post"]["security"] == [{"agentToken": []}]
+    assert create["security"] == [{"callerToken": []}] and "403" in create["responses"]
+    register = doc["paths"]["/api/v1/agents/register"]["post"]
+    assert register["security"] == [{"registrationToken": []}, {"agentToken": []}]
+    assert doc["paths"]["/api/v1/agents/{agent_id}/claim"]["post"]["security"] == [{"agentToken": []}]
+    assert doc["paths"]["/api/v1/tokens"]["post"]["security"] == [{"callerToken": []}]
+    assert set(doc["components"]["securitySchemes"]) == {"callerToken", "agentToken", "registrationToken"}
     upload = doc["paths"]["/api/v1/files"]["post"]
     assert "multipart/form-data" in upload["requestBody"]["content"] and "413" in upload["responses"]
     assert "404" in doc["paths"]["/api/v1/files/{file_id}"]["get"]["responses"]

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.harness import ADMIN, AGENT, Cloud
+from tests.e2e.harness import ADMIN, AgentClient, Cloud
 from wire.secrets import MASK
 
 PASSWORD = "Pw-s3cret-71"
@@ -131,7 +131,7 @@ def test_json_rpc_shows_execute_args_masked_as_rest_does(cloud: Cloud) -> None:
 @pytest.fixture
 def old_agent(cloud: Cloud, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
     """The agent protocol spoken by hand, as an agent that masks nothing would speak it."""
-    client = httpx.Client(base_url=cloud.url, headers={"Authorization": f"Bearer {AGENT}"}, timeout=60)
+    client = AgentClient(cloud.url, timeout=60)
     agent_id = f"unmasking-{request.node.name}"[:100]
     assert (
         client.post("/api/v1/agents/register", json={"agent_id": agent_id, "executors": ["shell"]}).status_code == 200

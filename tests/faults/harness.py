@@ -168,6 +168,9 @@ class Cluster:
         """Start an agent process talking to `via` (a URL: a replica's or a proxy's; replica A by default)."""
         name = f"agent-{agent_id}-{len(self.agents)}"
         agent_env = cloud_env(**{f"TIANGONG_{k.upper()}": v for k, v in env.items()})
+        if any(a.agent_id == agent_id for a in self.agents) and "agent_token" not in env:
+            # A second process of this agent id: it shares the id's agent token, as a pool does.
+            agent_env["TIANGONG_AGENT_TOKEN"] = self.a.agent_token(agent_id)
         agent = AgentProcess(agent_id, via or self.a.url, self.root / name, max_concurrency, agent_env).start()
         self.agents.append(agent)
         if wait:

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.harness import AGENT
+from tests.e2e.harness import AgentClient
 from tests.faults.conftest import MakeCluster
 from tests.faults.harness import Cluster
 
@@ -27,7 +27,7 @@ def cluster(backend: str, make_cluster: MakeCluster) -> Cluster:
 @pytest.fixture
 def agent(cluster: Cluster) -> Iterator[httpx.Client]:
     """The agent protocol spoken by the test, as agent `byhand`."""
-    client = httpx.Client(base_url=cluster.a.url, headers={"Authorization": f"Bearer {AGENT}"}, timeout=60)
+    client = AgentClient(cluster.a.url, timeout=60)
     r = client.post("/api/v1/agents/register", json={"agent_id": "byhand", "executors": ["shell"]})
     assert r.status_code == 200, r.text
     yield client

@@ -1,24 +1,70 @@
-"""Caller routes for agents: list and get, with online/offline from the heartbeat age."""
+"""Caller routes for agents: list and get (online/offline from the heartbeat age); admins disable, delete,
+and issue agent tokens."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
-from cloud.api.deps import AdminAuth, AppDep
+from cloud.api.deps import AdminAuth, AppDep, CallerAuth, PrincipalDep
 from cloud.api.guard import GuardedRoute
 from cloud.services import agents as svc
+from cloud.services import audit, credentials
 from wire.agents import AgentRead
+from wire.credentials import Action, AgentTokenCreate, AgentUpdate, TokenCreated
 
-router = APIRouter(prefix="/api/v1/agents", tags=["agents"], dependencies=[AdminAuth], route_class=GuardedRoute)
+router = APIRouter(prefix="/api/v1/agents", tags=["agents"], route_class=GuardedRoute)
 
 
-@router.get("", response_model=list[AgentRead])
-async def list_agents(app: AppDep) -> list[AgentRead]:
+@router.get("", response_model=list[AgentRead], dependencies=[CallerAuth])
+async def list_agents(principal: PrincipalDep, app: AppDep) -> list[AgentRead]:
+    """The agents this token reaches (every agent for an admin)."""
+    principal.require(Action.read)
+    offline = app.settings.agent_offline_seconds
     with app.db.transaction() as conn:
-        return [svc.to_read(a, app.settings.agent_offline_seconds) for a in svc.list_agents(conn)]
+        rows = svc.list_agents(conn)
+    return [svc.to_read(a, offline) for a in rows if principal.reaches_agent(a.id, a.labels)]
 
 
-@router.get("/{agent_id}", response_model=AgentRead)
-async def get_agent(agent_id: str, app: AppDep) -> AgentRead:
+@router.get("/{agent_id}", response_model=AgentRead, dependencies=[CallerAuth])
+async def get_agent(agent_id: str, principal: PrincipalDep, app: AppDep) -> AgentRead:
+    principal.require(Action.read)
     with app.db.transaction() as conn:
-        return svc.to_read(svc.get_agent(conn, agent_id), app.settings.agent_offline_seconds)
+        agent = svc.get_agent(conn, agent_id)
+    principal.require(Action.read, agent_id=agent.id, labels=agent.labels)
+    return svc.to_read(agent, app.settings.agent_offline_seconds)
+
+
+@router.patch("/{agent_id}", response_model=AgentRead, dependencies=[AdminAuth])
+async def update_agent(agent_id: str, body: AgentUpdate, principal: PrincipalDep, app: AppDep) -> AgentRead:
+    """`{"disabled": true}`: the agent is handed no task and accepts no new one (what runs finishes);
+    `false` enables it again."""
+    with app.db.transaction() as conn:
+        agent = svc.set_disabled(conn, agent_id, body.disabled)
+        audit.record(conn, principal, "agent.disable" if body.disabled else "agent.enable", agent_id)
+    app.agents.forget(agent_id)
+    return svc.to_read(agent, app.settings.agent_offline_seconds)
+
+
+@router.delete("/{agent_id}", status_code=204, dependencies=[AdminAuth])
+async def delete_agent(agent_id: str, principal: PrincipalDep, app: AppDep) -> Response:
+    """Delete the agent: its tokens stop working, its pending and running tasks fail `agent deleted`.
+    The id can then be registered again."""
+    with app.db.transaction() as conn:
+        failed = svc.delete_agent(conn, agent_id)
+        audit.record(conn, principal, "agent.delete", agent_id, failed_tasks=failed)
+    app.agents.forget(agent_id)
+    app.credentials.clear()
+    return Response(status_code=204)
+
+
+@router.post("/{agent_id}/tokens", status_code=201, response_model=TokenCreated, dependencies=[AdminAuth])
+async def issue_agent_token(
+    agent_id: str, body: AgentTokenCreate, principal: PrincipalDep, app: AppDep
+) -> TokenCreated:
+    """A new agent token (tga_..., shown once) for the agent's processes, e.g. a Kubernetes Secret shared by
+    a Deployment's replicas. The agent need not be registered yet. Rotate by issuing a new one, rolling it
+    out, then deleting the old one (DELETE /api/v1/tokens/{id})."""
+    with app.db.transaction() as conn:
+        row, token = credentials.issue_agent_token(conn, agent_id, body.name, principal.name, body.expires_in)
+        audit.record(conn, principal, "token.create", f"token-{row.id}", kind="agent", agent_id=agent_id)
+    return TokenCreated(**credentials.to_read(row).model_dump(), token=token)

@@ -6,17 +6,31 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
+from sqlalchemy import Connection
 
-from cloud.api.deps import AdminAuth, AppDep, require_admin_or_agent
+from cloud.access import Principal
+from cloud.api.deps import AppDep, CallerAuth, PrincipalDep, require_caller_or_agent
 from cloud.api.guard import GuardedRoute
 from cloud.api.multipart import receive_file
+from cloud.services import audit
 from cloud.services import files as svc
+from cloud.services.errors import Forbidden
 from files.names import content_disposition
-from wire.files import FileList, FileRead
+from wire.credentials import Action, TokenKind
+from wire.files import FileList, FileRead, format_file_id
 
 router = APIRouter(prefix="/api/v1/files", tags=["files"], route_class=GuardedRoute)
-# Agents download the files their tasks name, so reading takes either token.
-ReadAuth = Depends(require_admin_or_agent)
+# Agents download the files their tasks name, so reading takes a caller's token or an agent token.
+ReadAuth = Depends(require_caller_or_agent)
+
+
+def _may_read(conn: Connection, principal: Principal, row: svc.FileRow) -> None:
+    """A caller needs files:read; an agent token reads only a file one of its agent's tasks names."""
+    if principal.kind is TokenKind.agent:
+        if principal.agent_id is None or not svc.named_by_agent_task(conn, row, principal.agent_id):
+            raise Forbidden(f"no task of agent {principal.agent_id!r} names {format_file_id(row.id)}")
+        return
+    principal.require(Action.files_read)
 
 
 # The body is streamed by hand (cloud.api.multipart), so FastAPI cannot describe it: this does.
@@ -48,13 +62,14 @@ _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     "",
     status_code=201,
     response_model=FileRead,
-    dependencies=[AdminAuth],
+    dependencies=[CallerAuth],
     responses={200: {"description": "The same content was uploaded before: its record, nothing stored"}},
     openapi_extra={"requestBody": _UPLOAD_BODY},
 )
-async def upload_file(request: Request, app: AppDep) -> JSONResponse:
+async def upload_file(request: Request, principal: PrincipalDep, app: AppDep) -> JSONResponse:
     """Upload with `curl -F file=@path`: 201 with the new record, or 200 with the record of identical content.
     The name is kept as given (any script, `部署.sql`), without path, `..` or control characters."""
+    principal.require(Action.files_write)
     upload = await receive_file(
         request,
         app.store,
@@ -66,35 +81,44 @@ async def upload_file(request: Request, app: AppDep) -> JSONResponse:
         with app.db.transaction() as conn:
             row, created = svc.save_upload(conn, app.store, upload.received, upload.filename, upload.content_type)
             body = svc.file_read(row, app.store)
+            if created:
+                audit.record(conn, principal, "file.upload", body.id, name=body.name, md5=body.md5)
     finally:
         upload.received.temp_path.unlink(missing_ok=True)  # already moved or dropped, unless something failed
     app.metrics.uploads.labels(outcome="stored" if created else "deduplicated").inc()
     return JSONResponse(body.model_dump(mode="json"), status_code=201 if created else 200)
 
 
-@router.get("", response_model=FileList, dependencies=[AdminAuth])
+@router.get("", response_model=FileList, dependencies=[CallerAuth])
 async def list_files(
+    principal: PrincipalDep,
     app: AppDep,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 10,
     q: Annotated[str | None, Query(max_length=200, description="Part of the name.")] = None,
 ) -> FileList:
+    principal.require(Action.files_read)
     with app.db.transaction() as conn:
         rows, total = svc.list_files(conn, q, page, page_size)
     return FileList(items=[svc.file_read(r, app.store) for r in rows], total=total, page=page, page_size=page_size)
 
 
 @router.get("/{file_id}", response_model=FileRead, dependencies=[ReadAuth])
-async def get_file(file_id: str, app: AppDep) -> FileRead:
+async def get_file(file_id: str, principal: PrincipalDep, app: AppDep) -> FileRead:
     with app.db.transaction() as conn:
-        return svc.file_read(svc.get_file(conn, file_id), app.store)
+        row = svc.get_file(conn, file_id)
+        _may_read(conn, principal, row)
+        return svc.file_read(row, app.store)
 
 
 @router.get("/{file_id}/content", dependencies=[ReadAuth], response_class=FileResponse, responses=_DOWNLOAD_RESPONSES)
-async def download_file(file_id: str, app: AppDep, if_none_match: Annotated[str | None, Header()] = None) -> Response:
+async def download_file(
+    file_id: str, principal: PrincipalDep, app: AppDep, if_none_match: Annotated[str | None, Header()] = None
+) -> Response:
     """The bytes, streamed; `ETag` is the MD5, `Range` gives 206, `If-None-Match` gives 304."""
     with app.db.transaction() as conn:
         row = svc.get_file(conn, file_id)
+        _may_read(conn, principal, row)
     etag = f'"{row.md5}"'
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
         return Response(status_code=304, headers={"ETag": etag})
@@ -109,9 +133,12 @@ async def download_file(file_id: str, app: AppDep, if_none_match: Annotated[str 
     return FileResponse(path, media_type=media_type, headers=headers)
 
 
-@router.delete("/{file_id}", status_code=204, dependencies=[AdminAuth])
-async def delete_file(file_id: str, app: AppDep) -> Response:
+@router.delete("/{file_id}", status_code=204, dependencies=[CallerAuth])
+async def delete_file(file_id: str, principal: PrincipalDep, app: AppDep) -> Response:
     """Delete the record and its content; 409 while an unfinished task names the file."""
+    principal.require(Action.files_write)
     with app.db.transaction() as conn:
-        svc.delete_file(conn, app.store, svc.get_file(conn, file_id))
+        row = svc.get_file(conn, file_id)
+        svc.delete_file(conn, app.store, row)
+        audit.record(conn, principal, "file.delete", format_file_id(row.id), name=row.name)
     return Response(status_code=204)

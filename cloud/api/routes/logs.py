@@ -6,16 +6,18 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from cloud.api.deps import AdminAuth, AppContext, AppDep
+from cloud.api.deps import AppContext, AppDep, CallerAuth, PrincipalDep, recheck
 from cloud.api.guard import GuardedRoute
+from cloud.api.scopes import require_on_task
 from cloud.services import tasks as svc
 from cloud.services.logs import list_logs
+from wire.credentials import Action
 from wire.tasks import LogRead, TaskStatus
 
-router = APIRouter(prefix="/api/v1/tasks", tags=["logs"], dependencies=[AdminAuth], route_class=GuardedRoute)
+router = APIRouter(prefix="/api/v1/tasks", tags=["logs"], dependencies=[CallerAuth], route_class=GuardedRoute)
 
 KEEPALIVE_SECONDS = 15.0
 PAGE = 1000
@@ -25,6 +27,7 @@ PAGE = 1000
 async def get_logs(
     task_id: str,
     request: Request,
+    principal: PrincipalDep,
     app: AppDep,
     after: Annotated[int, Query(ge=0, le=2**63 - 1, description="Return lines with id > after.")] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
@@ -33,14 +36,16 @@ async def get_logs(
 ) -> Response | list[LogRead]:
     """Lines in order. `follow=true` streams until the task ends (SSE, or raw text with Accept: text/plain)."""
     with app.db.transaction() as conn:
-        n = svc.get_task(conn, task_id).id
+        task = svc.get_task(conn, task_id)
+        require_on_task(conn, app.agents, principal, Action.read, task.agent_id, task.type)
+        n = task.id
     resume = (last_event_id or "").strip()
     if resume.isascii() and resume.isdigit() and len(resume) < 19:
         after = max(after, int(resume))
     as_text = "text/plain" in request.headers.get("accept", "")
     if follow:
         media = "text/plain; charset=utf-8" if as_text else "text/event-stream"
-        stream = _follow(app, n, after, as_text)
+        stream = _follow(app, n, after, as_text, request)
         return StreamingResponse(
             stream, media_type=media, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
@@ -51,10 +56,15 @@ async def get_logs(
     return lines
 
 
-async def _follow(app: AppContext, task_id: int, after: int, as_text: bool) -> AsyncIterator[str]:
-    """Yield lines as they are stored; end with the final status. Never holds a session while waiting."""
+async def _follow(app: AppContext, task_id: int, after: int, as_text: bool, request: Request) -> AsyncIterator[str]:
+    """Yield lines as they are stored; end with the final status. Never holds a session while waiting.
+    A token revoked while it follows ends the stream."""
     quiet = 0.0
     while True:
+        try:
+            recheck(request)
+        except HTTPException:
+            return
         with app.hub.subscribe(f"logs:{task_id}", f"task:{task_id}") as sub:
             with app.db.transaction() as conn:
                 # The task before its lines: a task seen final then has all its lines in the read after.

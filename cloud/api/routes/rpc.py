@@ -1,26 +1,42 @@
 """JSON-RPC 2.0 at POST /api/rpc (seed 000): task_create_task, task_create_task_blocking, task_query,
-task_delete. Same services and tokens as REST; the token travels in `params.token`."""
+task_delete. Same services, tokens and scopes as REST; the token travels in `params.token`.
+
+Seed 000's scope rules: creating needs `create` on the target agent and type (blocking: `read` too); a
+query or delete without a `uuid` condition needs a token reaching every agent, without a `type`
+condition one reaching every type."""
 
 from __future__ import annotations
 
 import hashlib
-import secrets
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from cloud.access import Principal
 from cloud.api.deps import AppContext
 from cloud.api.guard import GuardedRoute
-from cloud.api.jsonrpc import ANSWER_TOO_LARGE, INVALID_PARAMS, UNAUTHORIZED, Limits, Method, RpcError, dispatch
+from cloud.api.jsonrpc import (
+    ANSWER_TOO_LARGE,
+    FORBIDDEN,
+    INVALID_PARAMS,
+    UNAUTHORIZED,
+    Limits,
+    Method,
+    RpcError,
+    dispatch,
+)
+from cloud.api.scopes import require_on_task
 from cloud.api.waits import wait_until_final
-from cloud.services import task_query
+from cloud.policy import enforce
+from cloud.services import audit, task_query
 from cloud.services import tasks as svc
-from cloud.services.errors import BadRequest, Conflict, NotFound
+from cloud.services.errors import BadRequest, Conflict, Forbidden, NotFound
 from cloud.services.present import shown
 from executors.registry import known_types
-from wire.tasks import TaskCreate, TaskStatus
+from wire.credentials import Action
+from wire.tasks import TaskCreate, TaskStatus, format_task_id
 
 router = APIRouter(tags=["json-rpc"], route_class=GuardedRoute)
 
@@ -69,19 +85,24 @@ async def rpc(request: Request) -> Response:
 
 
 def _methods(app: AppContext) -> dict[str, Method]:
-    def check(token: str) -> None:
-        if not secrets.compare_digest(token.encode("utf-8", "surrogatepass"), app.tokens.admin.encode("utf-8")):
-            raise RpcError(UNAUTHORIZED, "Unauthorized: invalid token")
+    def check(token: str) -> Principal:
+        try:
+            principal = app.credentials.resolve(token.encode("utf-8", "surrogatepass"))
+        except HTTPException as exc:
+            raise RpcError(UNAUTHORIZED, f"Unauthorized: {exc.detail}") from None
+        if not principal.is_caller:
+            raise RpcError(UNAUTHORIZED, "Unauthorized: a caller token is needed (the admin token or tgp_...)")
+        return principal
 
     async def create(params: dict[str, Any]) -> dict[str, int]:
         p = CreateParams.model_validate(params)
-        check(p.token)
-        return {"id": _create(app, p)}
+        return {"id": await _create(app, check(p.token), p)}
 
     async def create_blocking(params: dict[str, Any]) -> dict[str, Any]:
         p = BlockingParams.model_validate(params)
-        check(p.token)
-        n = _create(app, p)
+        principal = check(p.token)
+        _allowed(principal.require, Action.read)
+        n = await _create(app, principal, p)
         task = await wait_until_final(app, n, p.timeout_ms / 1000)
         if task.sync_timed_out:
             raise RpcError(TIMED_OUT, f"Task {n} timed out after {p.timeout_ms}ms")
@@ -93,9 +114,10 @@ def _methods(app: AppContext) -> dict[str, Method]:
 
     async def query(params: dict[str, Any]) -> list[dict[str, Any]]:
         p = QueryParams.model_validate(params)
-        check(p.token)
+        principal = check(p.token)
         try:
             with app.db.transaction() as conn:
+                _within_scope(app, conn, principal, Action.read, p.task_data_query.condition)
                 rows = _bad_params(
                     task_query.query_tasks, conn, p.task_data_query.condition, app.settings.rpc_max_answer_bytes
                 )
@@ -107,9 +129,11 @@ def _methods(app: AppContext) -> dict[str, Method]:
 
     async def delete(params: dict[str, Any]) -> dict[str, Any]:
         p = DeleteParams.model_validate(params)
-        check(p.token)
+        principal = check(p.token)
         with app.db.transaction() as conn:
+            _within_scope(app, conn, principal, Action.delete, p.conditions)
             deleted = _bad_params(task_query.delete_tasks, conn, p.conditions, p.all)
+            audit.record(conn, principal, "task.delete", "task_delete", conditions=p.conditions, deleted=deleted)
         return {"success": True, "deleted": deleted, "condition_count": len(p.conditions)}
 
     return {
@@ -120,6 +144,36 @@ def _methods(app: AppContext) -> dict[str, Method]:
     }
 
 
+def _allowed(check: Any, *args: Any, **kwargs: Any) -> None:
+    """Run a scope check; its refusal becomes the JSON-RPC Forbidden error."""
+    try:
+        check(*args, **kwargs)
+    except Forbidden as exc:
+        raise RpcError(FORBIDDEN, f"Forbidden: {exc.message}") from None
+
+
+def _within_scope(app: AppContext, conn: Any, principal: Principal, action: Action, conditions: Any) -> None:
+    """Seed 000: without a `uuid` condition the token must reach every agent, without a `type` condition
+    every type; with them, the agent and type named."""
+    _allowed(principal.require, action)
+    named = [c for c in conditions if isinstance(c, dict) and len(c) == 1] if isinstance(conditions, list) else []
+    agents = [c["uuid"] for c in named if isinstance(c.get("uuid"), str)]
+    types = [c["type"] for c in named if isinstance(c.get("type"), str)]
+    if not agents and not principal.all_agents:
+        raise RpcError(FORBIDDEN, f"Forbidden: without a uuid condition {action.value} needs a global-scope token")
+    if not types and not principal.all_types:
+        raise RpcError(FORBIDDEN, f"Forbidden: without a type condition {action.value} needs a token for every type")
+    for agent_id in agents or ["*"]:
+        for type_name in types or ["*"]:
+            if agent_id == "*" and type_name == "*":
+                continue
+            if agent_id == "*":
+                _allowed(principal.require, action, type_name=type_name)
+            else:
+                type_arg = None if type_name == "*" else type_name
+                _allowed(require_on_task, conn, app.agents, principal, action, agent_id, type_arg)
+
+
 def _bad_params(fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
@@ -127,10 +181,12 @@ def _bad_params(fn: Any, *args: Any) -> Any:
         raise RpcError(INVALID_PARAMS, f"Invalid params: {exc.message}") from exc
 
 
-def _create(app: AppContext, p: CreateParams) -> int:
+async def _create(app: AppContext, principal: Principal, p: CreateParams) -> int:
     req = to_task_create(p.target_uuid, p.task_type)
     try:
+        await enforce(app.policy, req)
         with app.db.transaction() as conn:
+            _allowed(require_on_task, conn, app.agents, principal, Action.create, req.agent_id, req.type)
             row, _ = svc.create_task(
                 conn,
                 req,
@@ -139,6 +195,10 @@ def _create(app: AppContext, p: CreateParams) -> int:
                 sealer=app.sealer,
                 default_expires_in=app.settings.task_expires_seconds,
             )
+            target = format_task_id(row.id)
+            audit.record(conn, principal, "task.create", target, agent_id=req.agent_id, type=req.type)
+    except Forbidden as exc:
+        raise RpcError(FORBIDDEN, f"Forbidden: {exc.message}") from exc
     except (NotFound, Conflict) as exc:
         if "agent_id:" in exc.message and ("offline" in exc.message or "not found" in exc.message):
             raise RpcError(

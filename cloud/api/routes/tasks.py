@@ -8,23 +8,27 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from cloud.api.deps import AdminAuth, AppDep
+from cloud.api.deps import AppDep, CallerAuth, PrincipalDep
 from cloud.api.guard import GuardedRoute
+from cloud.api.scopes import reach, require_on_task
 from cloud.api.waits import wait_until_final
 from cloud.db.types import utcnow
-from cloud.services import retries
+from cloud.policy import enforce
+from cloud.services import audit, retries
 from cloud.services import tasks as svc
 from cloud.services.errors import BadRequest
 from cloud.services.present import task_read
-from wire.tasks import TaskCreate, TaskList, TaskRead, TaskStatus
+from wire.credentials import Action
+from wire.tasks import TaskCreate, TaskList, TaskRead, TaskStatus, format_task_id
 
-router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], dependencies=[AdminAuth], route_class=GuardedRoute)
+router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], dependencies=[CallerAuth], route_class=GuardedRoute)
 
 
 @router.post("", status_code=201, response_model=TaskRead, response_model_exclude_none=False)
 async def create_task(
     body: TaskCreate,
     response: Response,
+    principal: PrincipalDep,
     app: AppDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> TaskRead:
@@ -39,7 +43,9 @@ async def create_task(
         )
     if idempotency_key and not body.request_id:
         body.request_id, key_name = idempotency_key, "Idempotency-Key"
+    await enforce(app.policy, body)
     with app.db.transaction() as conn:
+        require_on_task(conn, app.agents, principal, Action.create, body.agent_id, body.type)
         task, created = svc.create_task(
             conn,
             body,
@@ -49,6 +55,9 @@ async def create_task(
             default_expires_in=app.settings.task_expires_seconds,
             key_name=key_name,
         )
+        if created:
+            target = format_task_id(task.id)
+            audit.record(conn, principal, "task.create", target, agent_id=body.agent_id, type=body.type)
     if not created:
         response.status_code = 200  # the same request_id: this is the task created before
     if body.sync:
@@ -58,6 +67,7 @@ async def create_task(
 
 @router.get("", response_model=TaskList)
 async def list_tasks(
+    principal: PrincipalDep,
     app: AppDep,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 10,
@@ -68,9 +78,12 @@ async def list_tasks(
     until: datetime | None = None,
     q: Annotated[str | None, Query(max_length=200)] = None,
 ) -> TaskList:
-    """Tasks newest first, filtered; `{"list", "total", "page", "page_size"}`."""
+    """Tasks newest first, filtered; `{"list", "total", "page", "page_size"}`. A scoped token sees the
+    tasks of the agents and types it reaches."""
+    principal.require(Action.read)
     flt = svc.TaskFilter(agent_id=agent_id, type=type, status=status, since=since, until=until, q=q)
     with app.db.transaction() as conn:
+        flt.agent_ids, flt.types = reach(conn, principal)
         rows, total = svc.list_tasks(conn, flt, page, page_size)
     # Masking a page of tasks' params is linear but can reach a second for large params: off the loop.
     items = await run_in_threadpool(lambda: [task_read(t) for t in rows])
@@ -78,33 +91,44 @@ async def list_tasks(
 
 
 @router.get("/{task_id}", response_model=TaskRead)
-async def get_task(task_id: str, app: AppDep) -> TaskRead:
+async def get_task(task_id: str, principal: PrincipalDep, app: AppDep) -> TaskRead:
     with app.db.transaction() as conn:
         task = svc.get_task(conn, task_id)
+        require_on_task(conn, app.agents, principal, Action.read, task.agent_id, task.type)
     return await run_in_threadpool(task_read, task)
 
 
 @router.post("/{task_id}/cancel", response_model=TaskRead)
-async def cancel_task(task_id: str, app: AppDep) -> TaskRead:
+async def cancel_task(task_id: str, principal: PrincipalDep, app: AppDep) -> TaskRead:
     """Cancel: a pending task ends at once; a running one is stopped by its agent (group killed)."""
     with app.db.transaction() as conn:
-        return task_read(svc.cancel_task(conn, svc.get_task(conn, task_id)))
+        task = svc.get_task(conn, task_id)
+        require_on_task(conn, app.agents, principal, Action.cancel, task.agent_id, task.type)
+        task = svc.cancel_task(conn, task)
+        audit.record(conn, principal, "task.cancel", format_task_id(task.id), agent_id=task.agent_id)
+        return task_read(task)
 
 
 @router.post("/{task_id}/retry", response_model=TaskRead)
-async def retry_task(task_id: str, app: AppDep) -> TaskRead:
+async def retry_task(task_id: str, principal: PrincipalDep, app: AppDep) -> TaskRead:
     """A new attempt of a finished task (any final status), queued at once for the same agent. It does not
     use up the task's automatic retries; 409 while it is pending or running, or when its agent is offline."""
     with app.db.transaction() as conn:
         task = svc.get_task(conn, task_id)
+        require_on_task(conn, app.agents, principal, Action.retry, task.agent_id, task.type)
         retries.check_finished(task)
         svc.check_agent_for_retry(conn, task, agents=app.agents, offline_after=app.settings.agent_offline_seconds)
-        return task_read(retries.retry_task(conn, task, utcnow()))
+        task = retries.retry_task(conn, task, utcnow())
+        audit.record(conn, principal, "task.retry", format_task_id(task.id), agent_id=task.agent_id)
+        return task_read(task)
 
 
 @router.delete("/{task_id}", status_code=204)
-async def delete_task(task_id: str, app: AppDep) -> Response:
+async def delete_task(task_id: str, principal: PrincipalDep, app: AppDep) -> Response:
     """Delete a finished task and its log."""
     with app.db.transaction() as conn:
-        svc.delete_task(conn, svc.get_task(conn, task_id))
+        task = svc.get_task(conn, task_id)
+        require_on_task(conn, app.agents, principal, Action.delete, task.agent_id, task.type)
+        svc.delete_task(conn, task)
+        audit.record(conn, principal, "task.delete", format_task_id(task.id), agent_id=task.agent_id)
     return Response(status_code=204)

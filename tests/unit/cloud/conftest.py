@@ -7,11 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from cloud.access import Principal
 from cloud.db.engine import Database, migrate
 from cloud.hub import Hub
 from cloud.services.agents import register_agent
 from tests.e2e.pgdb import PgDatabases
 from wire.agents import AgentRegister
+from wire.credentials import TokenKind
+
+AGENT_A1 = Principal(kind=TokenKind.agent, name="a1", agent_id="a1")
+"""Agent a1 with its own token: registering refreshes its row."""
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -27,7 +32,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     try:
         migrate(database.engine)
         with database.transaction() as conn:
-            register_agent(conn, AgentRegister(agent_id="a1", executors=["shell"]))
+            register_agent(conn, AgentRegister(agent_id="a1", executors=["shell"]), AGENT_A1)
         yield database
     finally:
         database.dispose()

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
+from cloud.access import Principal
 from cloud.db.engine import Database, migrate
 from cloud.db.types import CLOCK, utcnow
 from cloud.hub import Hub
@@ -24,10 +25,14 @@ from cloud.services.runs import claim_tasks, reap_expired
 from cloud.services.tasks import create_task, get_task
 from tests.e2e.pgdb import PgDatabases
 from wire.agents import AgentRegister
+from wire.credentials import TokenKind
 from wire.tasks import TaskCreate
 
 SKEW = 3600.0
 LEASE = 30.0
+
+AGENT_A1 = Principal(kind=TokenKind.agent, name="a1", agent_id="a1")
+"""Agent a1 with its own token: registering refreshes its row."""
 
 
 @contextmanager
@@ -61,7 +66,7 @@ def db_now(db: Database) -> datetime:
 def claim_one(db: Database) -> str:
     sealer = Sealer([Fernet.generate_key()])
     with db.transaction() as conn:
-        register_agent(conn, AgentRegister(agent_id="a1", executors=["shell"]))
+        register_agent(conn, AgentRegister(agent_id="a1", executors=["shell"]), AGENT_A1)
         req = TaskCreate(agent_id="a1", type="shell", command="true")
         create_task(conn, req, agents=AgentCache(), offline_after=60, sealer=sealer)
     with db.transaction() as conn:

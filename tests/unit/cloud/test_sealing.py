@@ -10,13 +10,18 @@ import pytest
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
+from cloud.access import Principal
 from cloud.db.engine import Database, migrate
 from cloud.hub import Hub
 from cloud.sealing import Sealer, Unsealable, load_sealer
 from cloud.services import agents, runs, tasks
 from cloud.services.errors import BadRequest
 from wire.agents import AgentRegister
+from wire.credentials import TokenKind
 from wire.tasks import TaskCreate
+
+AGENT_A1 = Principal(kind=TokenKind.agent, name="a1", agent_id="a1")
+"""Agent a1 with its own token: registering refreshes its row."""
 
 
 def test_secret_values_are_sealed_and_come_back() -> None:
@@ -55,7 +60,7 @@ def db(tmp_path: Path) -> Database:
     database = Database(f"sqlite:///{tmp_path / 't.db'}", Hub())
     migrate(database.engine)
     with database.transaction() as conn:
-        agents.register_agent(conn, AgentRegister(agent_id="a1", hostname=os.uname().nodename, executors=[]))
+        agents.register_agent(conn, AgentRegister(agent_id="a1", hostname=os.uname().nodename, executors=[]), AGENT_A1)
     return database
 
 

@@ -1,0 +1,78 @@
+"""Bearer token -> Principal: the bootstrap tokens from settings, else a credential looked up by its
+SHA-256 and trusted for `token_cache_seconds` by this replica."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+from fastapi import HTTPException
+
+from cloud.access import ADMIN, Principal
+from cloud.db.engine import Database
+from cloud.services import credentials as creds
+from cloud.tokens import Tokens
+from wire.credentials import Scope, TokenKind
+
+BOOTSTRAP_REGISTRATION = Principal(
+    kind=TokenKind.registration, name="bootstrap registration token", scope=Scope(agents=["*"])
+)
+"""The settings' agent token (TIANGONG_AGENT_TOKEN): registers any agent id, never expires."""
+
+
+def unauthorized(message: str = "invalid token") -> HTTPException:
+    return HTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+@dataclass
+class _Hit:
+    at: float
+    principal: Principal
+    expires: float | None  # time.time() when the credential expires
+
+
+class CredentialCache:
+    """Tokens this replica has looked up. A deleted token, agent, or scope change reaches other replicas
+    within `ttl` seconds; on this replica `clear()` makes it immediate."""
+
+    def __init__(self, db: Database, tokens: Tokens, ttl: float) -> None:
+        self.db, self.tokens, self.ttl = db, tokens, ttl
+        self._hits: dict[str, _Hit] = {}
+
+    def clear(self) -> None:
+        self._hits.clear()
+
+    def resolve(self, token: bytes) -> Principal:
+        """The principal behind `token`, or 401."""
+        if secrets.compare_digest(token, self.tokens.admin.encode("utf-8")):
+            return ADMIN
+        if secrets.compare_digest(token, self.tokens.agent.encode("utf-8")):
+            return BOOTSTRAP_REGISTRATION
+        hashed = creds.token_hash(token)
+        now = time.monotonic()
+        hit = self._hits.get(hashed)
+        if hit is not None and now - hit.at < self.ttl:
+            if hit.expires is not None and hit.expires <= time.time():
+                raise unauthorized("token expired")
+            return hit.principal
+        with self.db.transaction() as conn:
+            row = creds.find(conn, hashed)
+            if row is None:
+                self._hits.pop(hashed, None)
+                raise unauthorized()
+            if creds.is_expired(row):
+                raise unauthorized("token expired")
+            creds.touch(conn, row)
+        principal = Principal(
+            kind=TokenKind(row.kind),
+            name=row.name,
+            credential_id=row.id,
+            agent_id=row.agent_id,
+            scope=Scope.model_validate(row.scope or {}),
+        )
+        if len(self._hits) > 10_000:  # tokens sprayed at us must not grow this without bound
+            self._hits.clear()
+        expires = row.expires_at.timestamp() if row.expires_at is not None else None
+        self._hits[hashed] = _Hit(now, principal, expires)
+        return principal

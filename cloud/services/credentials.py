@@ -1,0 +1,146 @@
+"""Credentials: minting tokens (only their SHA-256 is stored), listing, revoking, and registration uses."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Row, delete, func, or_, select, update
+
+from cloud.db.models import CREDENTIALS as C
+from cloud.db.types import utcnow
+from cloud.services.errors import NotFound
+from wire.credentials import PREFIXES, Scope, TokenCreate, TokenKind, TokenRead
+
+CredentialRow = Row[Any]
+TOUCH_EVERY = timedelta(seconds=60)
+"""last_used_at is written at most this often per token: it is for people, not for accounting."""
+
+
+def token_hash(token: bytes | str) -> str:
+    """The stored form of a token: SHA-256, hex. Tokens are random, so no salt or slow hash is needed."""
+    raw = token.encode("utf-8", "surrogatepass") if isinstance(token, str) else token
+    return hashlib.sha256(raw).hexdigest()
+
+
+def mint(kind: TokenKind) -> str:
+    """A new random token with its kind's prefix (tgp_, tgr_, tga_)."""
+    return PREFIXES[kind] + secrets.token_urlsafe(32)
+
+
+def _insert(
+    conn: Connection,
+    kind: TokenKind,
+    name: str,
+    scope: Scope,
+    created_by: str,
+    *,
+    agent_id: str | None = None,
+    expires_in: int | None = None,
+    single_use: bool = False,
+) -> tuple[CredentialRow, str]:
+    token = mint(kind)
+    now = utcnow()
+    values = {
+        "kind": kind.value,
+        "name": name,
+        "token_hash": token_hash(token),
+        "hint": token[:8],
+        "agent_id": agent_id,
+        "scope": scope.model_dump(mode="json"),
+        "single_use": single_use,
+        "uses": 0,
+        "expires_at": now + timedelta(seconds=expires_in) if expires_in else None,
+        "last_used_at": None,
+        "created_at": now,
+        "created_by": created_by,
+    }
+    row = conn.execute(C.insert().values(**values).returning(*C.c)).one()
+    return row, token
+
+
+def create_token(conn: Connection, body: TokenCreate, created_by: str) -> tuple[CredentialRow, str]:
+    """An API token (tgp_) or a registration token (tgr_); returns the row and the token, shown once."""
+    kind = TokenKind(body.kind)
+    return _insert(
+        conn, kind, body.name, body.scope(), created_by, expires_in=body.expires_in, single_use=body.single_use
+    )
+
+
+def issue_agent_token(
+    conn: Connection, agent_id: str, name: str, created_by: str, expires_in: int | None = None
+) -> tuple[CredentialRow, str]:
+    """An agent token (tga_) bound to `agent_id`: it acts for that agent only."""
+    return _insert(conn, TokenKind.agent, name, Scope(), created_by, agent_id=agent_id, expires_in=expires_in)
+
+
+def find(conn: Connection, hashed: str) -> CredentialRow | None:
+    return conn.execute(select(C).where(C.c.token_hash == hashed)).first()
+
+
+def is_expired(row: CredentialRow) -> bool:
+    return bool(row.expires_at is not None and row.expires_at <= utcnow())
+
+
+def touch(conn: Connection, row: CredentialRow) -> None:
+    """Record that the token was used, at most once a minute."""
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at >= TOUCH_EVERY:
+        conn.execute(update(C).where(C.c.id == row.id).values(last_used_at=now))
+
+
+def use_registration(conn: Connection, row: CredentialRow) -> bool:
+    """Count one registration; False when a single-use token was used already (compare-and-set)."""
+    guard = or_(C.c.single_use.is_(False), C.c.uses == 0)
+    res = conn.execute(update(C).where(C.c.id == row.id, guard).values(uses=C.c.uses + 1, last_used_at=utcnow()))
+    return res.rowcount == 1
+
+
+def agent_has_tokens(conn: Connection, agent_id: str) -> bool:
+    query = select(func.count()).select_from(C).where(C.c.agent_id == agent_id, C.c.kind == TokenKind.agent.value)
+    return bool(conn.execute(query).scalar_one())
+
+
+def delete_agent_tokens(conn: Connection, agent_id: str) -> int:
+    res = conn.execute(delete(C).where(C.c.agent_id == agent_id, C.c.kind == TokenKind.agent.value))
+    return int(res.rowcount)
+
+
+def list_tokens(conn: Connection, kind: TokenKind | None = None, agent_id: str | None = None) -> list[CredentialRow]:
+    query = select(C).order_by(C.c.id)
+    if kind is not None:
+        query = query.where(C.c.kind == kind.value)
+    if agent_id is not None:
+        query = query.where(C.c.agent_id == agent_id)
+    return list(conn.execute(query).all())
+
+
+def get_token(conn: Connection, token_id: int) -> CredentialRow:
+    row = conn.execute(select(C).where(C.c.id == token_id)).first()
+    if row is None:
+        raise NotFound(f"token not found: {token_id}")
+    return row
+
+
+def delete_token(conn: Connection, row: CredentialRow) -> None:
+    conn.execute(delete(C).where(C.c.id == row.id))
+
+
+def to_read(row: CredentialRow) -> TokenRead:
+    return TokenRead(
+        id=row.id,
+        name=row.name,
+        kind=TokenKind(row.kind),
+        hint=row.hint,
+        agent_id=row.agent_id,
+        scope=Scope.model_validate(row.scope or {}),
+        single_use=row.single_use,
+        uses=row.uses,
+        expires_at=row.expires_at,
+        last_used_at=row.last_used_at,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        expired=is_expired(row),
+    )
