@@ -113,6 +113,11 @@ class CloudSettings(BaseSettings):
         "Each agent process holds one or two long-polls.",
     )
 
+    bootstrap_registration: bool = Field(
+        True,
+        description="Accept the bootstrap registration token (agent_token). Turn it off once agents register "
+        "with registration tokens made by POST /api/v1/tokens (scoped, expiring): it registers any agent id.",
+    )
     audit_retention_days: int = Field(
         90, ge=1, le=36500, description="Audit records older than this many days are deleted by the background pass."
     )

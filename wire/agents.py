@@ -8,11 +8,20 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
+AGENT_ID_PATTERN = r"^[^\x00-\x20\x7f*?\[\]/\\]+$"
+"""Agent ids a new agent may register: a glob in a token's scope can never mean an id literally."""
+
 
 class AgentRegister(BaseModel):
     """Body of POST /api/v1/agents/register; one agent id may be served by several processes."""
 
-    agent_id: str = Field(min_length=1, max_length=128)
+    agent_id: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=AGENT_ID_PATTERN,
+        description="No whitespace, control characters, `/`, `\\` or glob characters (`*?[]`): token scopes "
+        "name agents by glob.",
+    )
     hostname: str = Field("", max_length=255)
     labels: dict[Annotated[str, Field(max_length=128)], Annotated[str, Field(max_length=256)]] = Field(
         default_factory=dict, max_length=64

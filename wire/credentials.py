@@ -76,6 +76,8 @@ class TokenCreate(BaseModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:
+        if self.name.strip().lower() == "admin":
+            raise ValueError("name: 'admin' is the bootstrap admin token's name in the audit log; choose another")
         if self.kind == "registration":
             if self.labels or self.types or self.can:
                 raise ValueError("labels, types, can: a registration token only registers agents (give agents)")

@@ -36,8 +36,9 @@ class CredentialCache:
     """Tokens this replica has looked up. A deleted token, agent, or scope change reaches other replicas
     within `ttl` seconds; on this replica `clear()` makes it immediate."""
 
-    def __init__(self, db: Database, tokens: Tokens, ttl: float) -> None:
+    def __init__(self, db: Database, tokens: Tokens, ttl: float, bootstrap_registration: bool = True) -> None:
         self.db, self.tokens, self.ttl = db, tokens, ttl
+        self.bootstrap_registration = bootstrap_registration
         self._hits: dict[str, _Hit] = {}
 
     def clear(self) -> None:
@@ -48,6 +49,8 @@ class CredentialCache:
         if secrets.compare_digest(token, self.tokens.admin.encode("utf-8")):
             return ADMIN
         if secrets.compare_digest(token, self.tokens.agent.encode("utf-8")):
+            if not self.bootstrap_registration:
+                raise unauthorized("the bootstrap registration token is turned off (bootstrap_registration)")
             return BOOTSTRAP_REGISTRATION
         hashed = creds.token_hash(token)
         now = time.monotonic()
@@ -63,6 +66,8 @@ class CredentialCache:
                 raise unauthorized()
             if creds.is_expired(row):
                 raise unauthorized("token expired")
+            if row.single_use and row.uses > 0:
+                raise unauthorized("registration token used up (it was single-use)")
             creds.touch(conn, row)
         principal = Principal(
             kind=TokenKind(row.kind),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 
 from cloud.access import Principal
 from cloud.api.auth import CredentialCache, unauthorized
@@ -112,6 +112,7 @@ AUTH_CHECKS = frozenset({require_caller, require_admin, require_caller_or_agent,
 """The token checks that GuardedRoute runs before reading a body (see cloud.api.guard)."""
 
 AppDep = Annotated[AppContext, Depends(get_context)]
+AgentIdPath = Annotated[str, Path(min_length=1, max_length=128, description="The agent id.")]
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
 CallerAuth = Depends(require_caller)
 AdminAuth = Depends(require_admin)

@@ -9,6 +9,7 @@ from cloud.services import agents as agents_svc
 from cloud.services.agents import AgentCache
 from executors.registry import known_types
 from wire.credentials import Action
+from wire.tasks import TaskCreate
 
 
 def require_on_task(
@@ -23,6 +24,18 @@ def require_on_task(
         row = agents.get(conn, agent_id)
         labels = row.labels if row is not None else None
     principal.require(action, agent_id=agent_id, labels=labels, type_name=type_name)
+
+
+def require_create(
+    conn: Connection, agents: AgentCache, principal: Principal, req: TaskCreate, *, answered: bool
+) -> None:
+    """Creating a task: `create` on its agent and type; `read` too when the caller gets the task's outcome
+    back (a sync call); `files:read` when it names a file (its agent downloads it, the task can print it)."""
+    require_on_task(conn, agents, principal, Action.create, req.agent_id, req.type)
+    if answered:
+        require_on_task(conn, agents, principal, Action.read, req.agent_id, req.type)
+    if req.file_id:
+        principal.require(Action.files_read)
 
 
 def reach(conn: Connection, principal: Principal) -> tuple[list[str] | None, list[str] | None]:

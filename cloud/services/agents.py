@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from cloud.access import Principal
 from cloud.db.models import AGENTS as A
@@ -25,25 +26,38 @@ AgentRow = Row[Any]
 def register_agent(conn: Connection, reg: AgentRegister, principal: Principal) -> str | None:
     """Create or refresh the agent row. With a registration token this hands out the agent's own token
     (returned, shown once); with the agent's token it only refreshes the row (any process of a pool)."""
-    existing = conn.execute(select(A.c.id, A.c.disabled).where(A.c.id == reg.agent_id)).first()
-    token = None
-    if principal.kind is TokenKind.agent:
-        if principal.agent_id != reg.agent_id:
-            raise Forbidden(f"agent_id: this agent token belongs to agent {principal.agent_id!r}, not {reg.agent_id!r}")
-    else:
-        token = _admit(conn, reg.agent_id, principal, existing is not None)
-    _upsert(conn, reg, existing is not None)
-    if existing is None or token is not None:
+    if principal.kind is TokenKind.agent and principal.agent_id != reg.agent_id:
+        raise Forbidden(f"agent_id: this agent token belongs to agent {principal.agent_id!r}, not {reg.agent_id!r}")
+    if principal.kind is not TokenKind.agent and not principal.reaches_agent(reg.agent_id):
+        raise Forbidden(f"agent_id: registration token {principal.name!r} may not register agent {reg.agent_id!r}")
+    created = _lock_or_create(conn, reg)
+    token = None if principal.kind is TokenKind.agent else _admit(conn, reg.agent_id, principal)
+    if not created:
+        _refresh(conn, reg)
+    if created or token is not None:
         audit.record(conn, principal, "agent.register", reg.agent_id, hostname=reg.hostname)
     return token
 
 
-def _admit(conn: Connection, agent_id: str, principal: Principal, exists: bool) -> str:
-    """A registration: check the registration token may register this id, and issue the agent token."""
-    if not principal.reaches_agent(agent_id):
-        raise Forbidden(f"agent_id: registration token {principal.name!r} may not register agent {agent_id!r}")
-    if exists and credentials.agent_has_tokens(conn, agent_id):
-        # Registering again would hand a second party the agent's identity, and its tasks' secrets.
+def _lock_or_create(conn: Connection, reg: AgentRegister) -> bool:
+    """Hold the agent's row for this transaction, creating it if missing; whether it was created. Two
+    registrations of one id then run one after the other (PostgreSQL row lock; SQLite has one writer)."""
+    if conn.execute(select(A.c.id).where(A.c.id == reg.agent_id).with_for_update()).first() is not None:
+        return False
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(A).values(id=reg.agent_id, registered_at=utcnow(), disabled=False, **_values(reg)))
+    except IntegrityError:
+        raise Conflict(f"agent_id: agent {reg.agent_id!r} was registered by another request just now") from None
+    return True
+
+
+def _admit(conn: Connection, agent_id: str, principal: Principal) -> str:
+    """A registration: refuse an id that has an agent token, count the registration token's use, and
+    issue the agent's token."""
+    if credentials.agent_has_tokens(conn, agent_id):
+        # Registering again would hand a second party the agent's identity, and its tasks' secrets: also
+        # for an id whose token an admin issued ahead of its first registration.
         raise Conflict(
             f"agent_id: agent {agent_id!r} is already registered; its processes use its agent token (saved in "
             "the first process's data dir), or an admin issues one (POST /api/v1/agents/{id}/tokens) or deletes it"
@@ -52,24 +66,24 @@ def _admit(conn: Connection, agent_id: str, principal: Principal, exists: bool) 
         row = credentials.get_token(conn, principal.credential_id)
         if not credentials.use_registration(conn, row):
             raise Forbidden(f"registration token {principal.name!r} was single-use and is used up")
-    _, token = credentials.issue_agent_token(conn, agent_id, f"{agent_id} (registered)", principal.name)
+    name = f"{agent_id[:100]} (registered)"
+    _, token = credentials.issue_agent_token(conn, agent_id, name, principal.name)
     return token
 
 
-def _upsert(conn: Connection, reg: AgentRegister, exists: bool) -> None:
-    now = utcnow()
-    values = {
+def _values(reg: AgentRegister) -> dict[str, Any]:
+    return {
         "hostname": reg.hostname,
         "labels": dict(reg.labels),
         "version": reg.version,
         "executors": list(reg.executors),
         "max_concurrency": reg.max_concurrency,
-        "last_seen_at": now,
+        "last_seen_at": utcnow(),
     }
-    if exists:
-        conn.execute(update(A).where(A.c.id == reg.agent_id).values(**values))
-    else:
-        conn.execute(insert(A).values(id=reg.agent_id, registered_at=now, disabled=False, **values))
+
+
+def _refresh(conn: Connection, reg: AgentRegister) -> None:
+    conn.execute(update(A).where(A.c.id == reg.agent_id).values(**_values(reg)))
 
 
 def set_disabled(conn: Connection, agent_id: str, disabled: bool) -> AgentRow:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from fnmatch import fnmatchcase
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -368,3 +369,54 @@ def test_deleted_agent_in_flight_claim_gets_nothing(cloud: Cloud, scripted: Scri
     assert answer.status_code != 200 or answer.json() == [], answer.text
     [mine] = new.post("/api/v1/agents/gone-1/claim", json={"wait_s": 0}).json()
     assert mine["id"] == task.json()["id"]
+
+
+def test_a_registration_token_cannot_take_an_id_whose_token_was_issued_ahead(cloud: Cloud) -> None:
+    issued = cloud.http.post("/api/v1/agents/acc-pool/tokens", json={"name": "pool secret"})
+    assert issued.status_code == 201
+    r = httpx.post(cloud.url + REGISTER, json={"agent_id": "acc-pool"}, headers={"Authorization": f"Bearer {AGENT}"})
+    assert r.status_code == 409 and "already registered" in r.json()["error"]
+    with AgentClient(cloud.url, token=issued.json()["token"]) as pool:  # the pool's own way in
+        assert pool.post(REGISTER, json={"agent_id": "acc-pool"}).json()["agent_token"] is None
+    for bad in ("*", "web-*", "a b", "x/y", "q?", "[a]", " lead"):
+        r = httpx.post(cloud.url + REGISTER, json={"agent_id": bad}, headers={"Authorization": f"Bearer {AGENT}"})
+        assert r.status_code == 400 and r.json()["error"].startswith("agent_id:"), bad
+        issued = cloud.http.post(f"/api/v1/agents/{quote(bad, safe='')}/tokens", json={})
+        assert issued.status_code in (400, 404), bad  # `x/y`: no such route
+    longest = "l" * 128  # its token's name must still fit the database's column
+    with AgentClient(cloud.url) as agent:
+        assert agent.post(REGISTER, json={"agent_id": longest}).status_code == 200
+    assert cloud.http.get(f"/api/v1/agents/{'l' * 129}").status_code == 400
+
+
+def test_creating_needs_read_to_see_the_outcome_and_files_read_to_name_a_file(cloud: Cloud, scripted: Scripted) -> None:
+    scripted("acc-cr-1")
+    blind = token(cloud, name="blind", agents=["acc-cr-*"], types=["shell"], can=["create"])
+    with client(cloud, blind["token"]) as c:
+        r = c.post("/api/v1/tasks", json={"agent_id": "acc-cr-1", "type": "shell", "command": "id", "sync": True})
+        assert r.status_code == 403 and "may not read" in r.json()["error"]
+        body = {"agent_id": "acc-cr-1", "type": "shell", "command": "cat $TIANGONG_FILE", "file_id": "file-1"}
+        r = c.post("/api/v1/tasks", json=body)
+        assert r.status_code == 403 and "files:read" in r.json()["error"]
+        keyed = {"agent_id": "acc-cr-1", "type": "shell", "command": "echo", "request_id": "acc-cr-key"}
+        assert c.post("/api/v1/tasks", json=keyed).status_code == 201
+        again = c.post("/api/v1/tasks", json=keyed)  # answers the earlier task: a read
+        assert again.status_code == 403 and "may not read" in again.json()["error"]
+    called = rpc(cloud, "task_create_task_blocking", {"token": blind["token"], "target_uuid": "acc-cr-1",
+                 "task_type": {"shell": {"command": "id"}}, "timeout_ms": 1000})  # fmt: skip
+    assert called["error"]["code"] == -32003
+    narrow = token(cloud, name="narrow", agents=["acc-cr-1"], types=["shell"], can=["read"])
+    asked = rpc(cloud, "task_query", {"token": narrow["token"], "task_data_query": {"condition": [
+        {"uuid": "*"}, {"type": "shell"}]}})  # fmt: skip
+    assert asked["error"]["code"] == -32003  # "*" is an agent id here, not "any"
+
+
+def test_single_use_and_retired_bootstrap_registration_tokens_are_refused(make_cloud: Callable[..., Cloud]) -> None:
+    c = make_cloud(bootstrap_registration="false", token_cache_seconds="0")
+    r = httpx.post(c.url + REGISTER, json={"agent_id": "boot"}, headers={"Authorization": f"Bearer {AGENT}"})
+    assert r.status_code == 401 and "turned off" in r.json()["error"]
+    once = token(c, name="once", kind="registration", single_use=True)
+    with AgentClient(c.url, token=once["token"]) as first:
+        assert first.post(REGISTER, json={"agent_id": "once-1"}).status_code == 200
+    r = httpx.post(c.url + REGISTER, json={"agent_id": "once-2"}, headers={"Authorization": f"Bearer {once['token']}"})
+    assert r.status_code == 401 and "used up" in r.json()["error"]

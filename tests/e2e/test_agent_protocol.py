@@ -16,7 +16,7 @@ from tests.e2e.harness import AgentClient, Cloud
 def agent(cloud: Cloud, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
     """An HTTP client holding the agent token, registered under an id of the test's own."""
     client = AgentClient(cloud.url, timeout=60)
-    agent_id = f"scripted-{request.node.name}"[:100]
+    agent_id = f"scripted-{request.node.name}"[:100].replace("[", ".").replace("]", "")
     r = client.post("/api/v1/agents/register", json={"agent_id": agent_id, "executors": ["shell", "execute"]})
     assert r.status_code == 200
     client.headers["X-Agent-Id"] = agent_id  # where the tests read it back

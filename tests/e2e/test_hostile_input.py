@@ -47,7 +47,7 @@ def _post_raw(cloud: Cloud, path: str, body: bytes, token: str = ADMIN) -> httpx
 def agent(cloud: Cloud, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
     """A scripted agent registered under an id of the test's own."""
     client = AgentClient(cloud.url, timeout=60)
-    agent_id = f"hostile-{request.node.name}"[:100]
+    agent_id = f"hostile-{request.node.name}"[:100].replace("[", ".").replace("]", "")
     assert client.post("/api/v1/agents/register", json={"agent_id": agent_id}).status_code == 200
     client.headers["X-Agent-Id"] = agent_id
     yield client

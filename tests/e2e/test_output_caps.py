@@ -20,7 +20,7 @@ SLACK = 64 * 1024  # cloud.services.logs.LOG_SLACK_BYTES: room for an agent's ow
 def agent(cloud: Cloud, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
     """An agent spoken by hand, which keeps no cap of its own."""
     client = AgentClient(cloud.url, timeout=120)
-    agent_id = f"uncapped-{request.node.name}"[:100]
+    agent_id = f"uncapped-{request.node.name}"[:100].replace("[", ".").replace("]", "")
     assert (
         client.post("/api/v1/agents/register", json={"agent_id": agent_id, "executors": ["shell"]}).status_code == 200
     )

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 
 from cloud.access import Principal
 from cloud.api.agent_output import cleaned_lines, cleaned_report
-from cloud.api.deps import AgentAuth, AppDep, PrincipalDep, recheck, require_registrant
+from cloud.api.deps import AgentAuth, AgentIdPath, AppDep, PrincipalDep, recheck, require_registrant
 from cloud.api.guard import GuardedRoute
 from cloud.services import agents as agents_svc
 from cloud.services import runs as svc
@@ -42,7 +42,7 @@ async def register(body: AgentRegister, principal: PrincipalDep, app: AppDep) ->
 
 @router.post("/agents/{agent_id}/claim", response_model=list[Assignment], dependencies=[AgentAuth])
 async def claim(
-    agent_id: str, body: ClaimRequest, request: Request, principal: PrincipalDep, app: AppDep
+    agent_id: AgentIdPath, body: ClaimRequest, request: Request, principal: PrincipalDep, app: AppDep
 ) -> list[Assignment]:
     """Long-poll: answer at once with pending tasks, else wait (woken in-process) up to wait_s. A disabled
     agent is handed nothing."""
@@ -89,7 +89,7 @@ async def claim(
 
 @router.post("/agents/{agent_id}/heartbeat", response_model=HeartbeatReply, dependencies=[AgentAuth])
 async def heartbeat(
-    agent_id: str, body: Heartbeat, request: Request, principal: PrincipalDep, app: AppDep
+    agent_id: AgentIdPath, body: Heartbeat, request: Request, principal: PrincipalDep, app: AppDep
 ) -> HeartbeatReply:
     """Renew leases; return cancels at once, or wait up to wait_s for one to be requested.
 

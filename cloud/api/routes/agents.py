@@ -3,13 +3,16 @@ and issue agent tokens."""
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Response
 
-from cloud.api.deps import AdminAuth, AppDep, CallerAuth, PrincipalDep
+from cloud.api.deps import AdminAuth, AgentIdPath, AppDep, CallerAuth, PrincipalDep
 from cloud.api.guard import GuardedRoute
 from cloud.services import agents as svc
 from cloud.services import audit, credentials
-from wire.agents import AgentRead
+from cloud.services.errors import BadRequest
+from wire.agents import AGENT_ID_PATTERN, AgentRead
 from wire.credentials import Action, AgentTokenCreate, AgentUpdate, TokenCreated
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"], route_class=GuardedRoute)
@@ -26,7 +29,7 @@ async def list_agents(principal: PrincipalDep, app: AppDep) -> list[AgentRead]:
 
 
 @router.get("/{agent_id}", response_model=AgentRead, dependencies=[CallerAuth])
-async def get_agent(agent_id: str, principal: PrincipalDep, app: AppDep) -> AgentRead:
+async def get_agent(agent_id: AgentIdPath, principal: PrincipalDep, app: AppDep) -> AgentRead:
     principal.require(Action.read)
     with app.db.transaction() as conn:
         agent = svc.get_agent(conn, agent_id)
@@ -35,7 +38,7 @@ async def get_agent(agent_id: str, principal: PrincipalDep, app: AppDep) -> Agen
 
 
 @router.patch("/{agent_id}", response_model=AgentRead, dependencies=[AdminAuth])
-async def update_agent(agent_id: str, body: AgentUpdate, principal: PrincipalDep, app: AppDep) -> AgentRead:
+async def update_agent(agent_id: AgentIdPath, body: AgentUpdate, principal: PrincipalDep, app: AppDep) -> AgentRead:
     """`{"disabled": true}`: the agent is handed no task and accepts no new one (what runs finishes);
     `false` enables it again."""
     with app.db.transaction() as conn:
@@ -46,7 +49,7 @@ async def update_agent(agent_id: str, body: AgentUpdate, principal: PrincipalDep
 
 
 @router.delete("/{agent_id}", status_code=204, dependencies=[AdminAuth])
-async def delete_agent(agent_id: str, principal: PrincipalDep, app: AppDep) -> Response:
+async def delete_agent(agent_id: AgentIdPath, principal: PrincipalDep, app: AppDep) -> Response:
     """Delete the agent: its tokens stop working, its pending and running tasks fail `agent deleted`.
     The id can then be registered again."""
     with app.db.transaction() as conn:
@@ -59,11 +62,13 @@ async def delete_agent(agent_id: str, principal: PrincipalDep, app: AppDep) -> R
 
 @router.post("/{agent_id}/tokens", status_code=201, response_model=TokenCreated, dependencies=[AdminAuth])
 async def issue_agent_token(
-    agent_id: str, body: AgentTokenCreate, principal: PrincipalDep, app: AppDep
+    agent_id: AgentIdPath, body: AgentTokenCreate, principal: PrincipalDep, app: AppDep
 ) -> TokenCreated:
     """A new agent token (tga_..., shown once) for the agent's processes, e.g. a Kubernetes Secret shared by
     a Deployment's replicas. The agent need not be registered yet. Rotate by issuing a new one, rolling it
     out, then deleting the old one (DELETE /api/v1/tokens/{id})."""
+    if not re.fullmatch(AGENT_ID_PATTERN, agent_id):
+        raise BadRequest("agent_id: no whitespace, control characters, '/', '\\' or glob characters (*?[])")
     with app.db.transaction() as conn:
         row, token = credentials.issue_agent_token(conn, agent_id, body.name, principal.name, body.expires_in)
         audit.record(conn, principal, "token.create", f"token-{row.id}", kind="agent", agent_id=agent_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -27,7 +28,7 @@ from cloud.api.jsonrpc import (
     RpcError,
     dispatch,
 )
-from cloud.api.scopes import require_on_task
+from cloud.api.scopes import require_create, require_on_task
 from cloud.api.waits import wait_until_final
 from cloud.policy import enforce
 from cloud.services import audit, task_query
@@ -96,13 +97,11 @@ def _methods(app: AppContext) -> dict[str, Method]:
 
     async def create(params: dict[str, Any]) -> dict[str, int]:
         p = CreateParams.model_validate(params)
-        return {"id": await _create(app, check(p.token), p)}
+        return {"id": await _create(app, check(p.token), p, answered=False)}
 
     async def create_blocking(params: dict[str, Any]) -> dict[str, Any]:
         p = BlockingParams.model_validate(params)
-        principal = check(p.token)
-        _allowed(principal.require, Action.read)
-        n = await _create(app, principal, p)
+        n = await _create(app, check(p.token), p, answered=True)
         task = await wait_until_final(app, n, p.timeout_ms / 1000)
         if task.sync_timed_out:
             raise RpcError(TIMED_OUT, f"Task {n} timed out after {p.timeout_ms}ms")
@@ -133,7 +132,8 @@ def _methods(app: AppContext) -> dict[str, Method]:
         with app.db.transaction() as conn:
             _within_scope(app, conn, principal, Action.delete, p.conditions)
             deleted = _bad_params(task_query.delete_tasks, conn, p.conditions, p.all)
-            audit.record(conn, principal, "task.delete", "task_delete", conditions=p.conditions, deleted=deleted)
+            shown = p.conditions if len(orjson.dumps(p.conditions)) <= 2048 else f"{len(p.conditions)} conditions"
+            audit.record(conn, principal, "task.delete", "task_delete", conditions=shown, deleted=deleted)
         return {"success": True, "deleted": deleted, "condition_count": len(p.conditions)}
 
     return {
@@ -163,15 +163,13 @@ def _within_scope(app: AppContext, conn: Any, principal: Principal, action: Acti
         raise RpcError(FORBIDDEN, f"Forbidden: without a uuid condition {action.value} needs a global-scope token")
     if not types and not principal.all_types:
         raise RpcError(FORBIDDEN, f"Forbidden: without a type condition {action.value} needs a token for every type")
-    for agent_id in agents or ["*"]:
-        for type_name in types or ["*"]:
-            if agent_id == "*" and type_name == "*":
-                continue
-            if agent_id == "*":
+    # None: no such condition (the checks above covered it). Never "*": an agent may be named that.
+    for agent_id in agents or [None]:
+        for type_name in types or [None]:
+            if agent_id is None:
                 _allowed(principal.require, action, type_name=type_name)
             else:
-                type_arg = None if type_name == "*" else type_name
-                _allowed(require_on_task, conn, app.agents, principal, action, agent_id, type_arg)
+                _allowed(require_on_task, conn, app.agents, principal, action, agent_id, type_name)
 
 
 def _bad_params(fn: Any, *args: Any) -> Any:
@@ -181,12 +179,12 @@ def _bad_params(fn: Any, *args: Any) -> Any:
         raise RpcError(INVALID_PARAMS, f"Invalid params: {exc.message}") from exc
 
 
-async def _create(app: AppContext, principal: Principal, p: CreateParams) -> int:
+async def _create(app: AppContext, principal: Principal, p: CreateParams, *, answered: bool) -> int:
     req = to_task_create(p.target_uuid, p.task_type)
     try:
         await enforce(app.policy, req)
         with app.db.transaction() as conn:
-            _allowed(require_on_task, conn, app.agents, principal, Action.create, req.agent_id, req.type)
+            _allowed(require_create, conn, app.agents, principal, req, answered=answered)
             row, _ = svc.create_task(
                 conn,
                 req,

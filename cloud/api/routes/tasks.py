@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cloud.api.deps import AppDep, CallerAuth, PrincipalDep
 from cloud.api.guard import GuardedRoute
-from cloud.api.scopes import reach, require_on_task
+from cloud.api.scopes import reach, require_create, require_on_task
 from cloud.api.waits import wait_until_final
 from cloud.db.types import utcnow
 from cloud.policy import enforce
@@ -45,7 +45,7 @@ async def create_task(
         body.request_id, key_name = idempotency_key, "Idempotency-Key"
     await enforce(app.policy, body)
     with app.db.transaction() as conn:
-        require_on_task(conn, app.agents, principal, Action.create, body.agent_id, body.type)
+        require_create(conn, app.agents, principal, body, answered=body.sync)
         task, created = svc.create_task(
             conn,
             body,
@@ -55,6 +55,8 @@ async def create_task(
             default_expires_in=app.settings.task_expires_seconds,
             key_name=key_name,
         )
+        if not created:  # the task made before with this key: it is read, so `read` on it is needed
+            require_on_task(conn, app.agents, principal, Action.read, task.agent_id, task.type)
         if created:
             target = format_task_id(task.id)
             audit.record(conn, principal, "task.create", target, agent_id=body.agent_id, type=body.type)
