@@ -24,7 +24,7 @@ from executors.registry import UnknownTaskType, get_executor
 from wire.masker import Masker, map_strings
 from wire.output import storable
 from wire.secrets import mask_text
-from wire.tasks import Assignment, LogLevel, LogLine, LogStream, TaskReport, TaskStatus
+from wire.tasks import POLICY_REFUSED, Assignment, LogLevel, LogLine, LogStream, TaskReport, TaskStatus
 
 log = logging.getLogger("tiangong.agent")
 
@@ -222,8 +222,8 @@ def _refusal(task: Assignment, ctx: TaskContext) -> str:
         refusal = policy.check(task.type, task.command, task.params)
     except Exception as exc:
         log.exception("%s: the command policy failed", task.id)
-        return f"refused by the agent's policy: the check failed ({type(exc).__name__})"
-    return "" if refusal is None else "refused by the agent's policy: " + refusal.message
+        return f"{POLICY_REFUSED}: the check failed ({type(exc).__name__})"
+    return "" if refusal is None else f"{POLICY_REFUSED}: {refusal.message}"
 
 
 async def finish(task: Assignment, ctx: TaskContext, outcome: Outcome) -> TaskReport:

@@ -15,6 +15,9 @@ MAX_RETRIES = 20
 AGENT_LOST = "agent lost"
 """The error of an attempt whose agent went away (lease expired, or the agent restarted mid-run); an
 error equal to it or starting with `agent lost:` is retryable."""
+POLICY_REFUSED = "refused by the agent's policy"
+"""The error of an attempt the agent's command policy refused: never retried, the next attempt would be
+refused too."""
 NOT_DELIVERED = "not delivered"
 """The error prefix of a task no agent claimed within its `expires_in`; retryable."""
 

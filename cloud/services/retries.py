@@ -19,7 +19,7 @@ from cloud.services import events
 from cloud.services.errors import Conflict
 from cloud.services.logs import system_line
 from cloud.services.tasks import PENDING, TaskRow, fetch
-from wire.tasks import NOT_DELIVERED, LogLevel, TaskStatus, format_task_id, is_lost
+from wire.tasks import NOT_DELIVERED, POLICY_REFUSED, LogLevel, TaskStatus, format_task_id, is_lost
 
 MAX_BACKOFF_SECONDS = 3600.0
 EXPIRE_BATCH = 500
@@ -37,7 +37,7 @@ def backoff_seconds(base: float, retries_used: int) -> float:
 
 def retryable(task: Any, status: str, error: str) -> bool:
     """Whether an attempt that ended with `status` and `error` gets another one."""
-    if task.retries >= task.max_retries or status == CANCELED:
+    if task.retries >= task.max_retries or status == CANCELED or error.startswith(POLICY_REFUSED):
         return False
     if is_lost(error) or error.startswith(NOT_DELIVERED):
         return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections import Counter
@@ -159,11 +160,12 @@ def test_cloud_sigterm_answers_long_polls_and_exits(make_cloud: MakeCloud) -> No
     """A stopping cloud answers a held claim, heartbeat and sync wait at once instead of letting them
     run out (25 s, 25 s, 60 s here), then exits cleanly."""
     cloud = make_cloud()
-    agent = AgentClient(cloud.url, timeout=90)
-    for agent_id in ("idle", "busy"):
-        r = agent.post("/api/v1/agents/register", json={"agent_id": agent_id, "executors": ["shell"]})
+    agent, busy = AgentClient(cloud.url, timeout=90), AgentClient(cloud.url)
+    for client, agent_id in ((agent, "idle"), (busy, "busy")):  # each agent id with its own token
+        r = client.post("/api/v1/agents/register", json={"agent_id": agent_id, "executors": ["shell"]})
         assert r.status_code == 200, r.text
-    with ThreadPoolExecutor(3) as pool:
+    busy.close()
+    with contextlib.closing(agent), ThreadPoolExecutor(3) as pool:
         claim = pool.submit(agent.post, "/api/v1/agents/idle/claim", json={"capacity": 1, "wait_s": 25})
         beat = pool.submit(agent.post, "/api/v1/agents/idle/heartbeat", json={"running": [], "wait_s": 25})
         sync = pool.submit(cloud.create, agent_id="busy", type="shell", command="echo", sync=True, timeout=60)
@@ -179,4 +181,3 @@ def test_cloud_sigterm_answers_long_polls_and_exits(make_cloud: MakeCloud) -> No
     assert claimed.status_code == 200 and claimed.json() == []
     assert beaten.status_code == 200 and beaten.json()["cancel"] == []
     assert waited.status_code == 201 and waited.json()["status"] == "pending" and waited.json()["sync_timed_out"]
-    agent.close()
