@@ -42,9 +42,6 @@ class TaskStatus(StrEnum):
         return self not in (TaskStatus.pending, TaskStatus.running)
 
 
-FINAL_STATUSES = frozenset(s for s in TaskStatus if s.is_final)
-
-
 def format_task_id(n: int) -> str:
     """The public id of task number n (JSON-RPC uses the bare number)."""
     return f"task-{n}"

@@ -26,7 +26,7 @@ async def wait_until_final(
         with app.hub.subscribe(f"task:{task_id}") as sub:
             if task is None:
                 with app.db.transaction() as conn:
-                    task = svc.get_task_by_number(conn, task_id)
+                    task = svc.fetch(conn, task_id)
             if task is None or TaskStatus(task.status).is_final:
                 return task_read(task) if task else await _gone(task_id)
             remaining = deadline - loop.time()

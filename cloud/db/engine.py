@@ -12,10 +12,9 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
 
-from cloud.db import jsoncodec, notify
+from cloud.db import events, jsoncodec, notify
 from cloud.db.types import CLOCK
 from cloud.hub import Hub
-from cloud.services import events
 from files.private import FILE_MODE, private_file
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"

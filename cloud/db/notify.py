@@ -1,6 +1,6 @@
 """Wake-ups between cloud replicas on PostgreSQL: LISTEN/NOTIFY on one channel.
 
-A unit of work that queued wake-up keys (cloud.services.events) also NOTIFYs them inside its
+A unit of work that queued wake-up keys (cloud.db.events) also NOTIFYs them inside its
 transaction, so PostgreSQL delivers them at commit to every listening replica, which publishes them on
 its own hub. A replica ignores its own notifications (it published them in-process already). A lost
 notification (a listener reconnecting) only delays work: every waiting request re-reads the database at

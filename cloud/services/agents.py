@@ -10,10 +10,11 @@ from sqlalchemy import Connection, Row, bindparam, delete, insert, select, updat
 from sqlalchemy.exc import IntegrityError
 
 from cloud.access import Principal
+from cloud.db import events
 from cloud.db.models import AGENTS as A
 from cloud.db.models import TASKS as T
 from cloud.db.types import utcnow
-from cloud.services import audit, credentials, events
+from cloud.services import audit, credentials
 from cloud.services.errors import Conflict, Forbidden, NotFound
 from cloud.services.logs import system_line
 from wire.agents import AgentRead, AgentRegister, AgentStatus

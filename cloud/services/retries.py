@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
 
+from cloud.db import events
 from cloud.db.models import TASKS as T
-from cloud.services import events
 from cloud.services.errors import Conflict
 from cloud.services.logs import system_line
 from cloud.services.tasks import PENDING, TaskRow, fetch

@@ -11,11 +11,12 @@ from datetime import datetime, timedelta
 from pydantic import ValidationError
 from sqlalchemy import Connection, String, bindparam, func, or_, select, update
 
+from cloud.db import events
 from cloud.db.models import AGENTS as A
 from cloud.db.models import TASKS as T
 from cloud.db.types import utcnow
 from cloud.sealing import Sealer, Unsealable
-from cloud.services import events, output
+from cloud.services import output
 from cloud.services.errors import Conflict, Forbidden, NotFound
 from cloud.services.logs import store_lines, system_line
 from cloud.services.retries import retryable, schedule_retry

@@ -16,11 +16,12 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from cloud.db import events
 from cloud.db.models import TASK_LOGS as L
 from cloud.db.models import TASKS as T
 from cloud.db.types import utcnow
 from cloud.sealing import SEALED, Sealer, find_sealed_marker
-from cloud.services import events, idempotency
+from cloud.services import idempotency
 from cloud.services.agents import AgentCache, is_online
 from cloud.services.errors import BadRequest, Conflict, Forbidden, NotFound
 from cloud.services.logs import system_line
@@ -170,10 +171,6 @@ def get_task(conn: Connection, task_id: str) -> TaskRow:
     if row is None:
         raise NotFound(f"task not found: {task_id}")
     return row
-
-
-def get_task_by_number(conn: Connection, n: int) -> TaskRow | None:
-    return fetch(conn, n)
 
 
 @dataclass

@@ -18,8 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from wire.masker import Masker, map_strings
 
-DbType = Literal["mysql", "doris", "postgres", "clickhouse", "mongo", "elasticsearch"]
-
 
 @dataclass(frozen=True)
 class TypeDefaults:

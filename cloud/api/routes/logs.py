@@ -68,7 +68,7 @@ async def _follow(app: AppContext, task_id: int, after: int, as_text: bool, requ
         with app.hub.subscribe(f"logs:{task_id}", f"task:{task_id}") as sub:
             with app.db.transaction() as conn:
                 # The task before its lines: a task seen final then has all its lines in the read after.
-                task = svc.get_task_by_number(conn, task_id)
+                task = svc.fetch(conn, task_id)
                 lines = list_logs(conn, task_id, after, PAGE)
             for ln in lines:
                 yield ln.message + "\n" if as_text else _sse(ln.model_dump_json(), event="log", id=ln.id)

@@ -106,7 +106,7 @@ def _methods(app: AppContext) -> dict[str, Method]:
         if task.sync_timed_out:
             raise RpcError(TIMED_OUT, f"Task {n} timed out after {p.timeout_ms}ms")
         with app.db.transaction() as conn:
-            row = svc.get_task_by_number(conn, n)
+            row = svc.fetch(conn, n)
         if row is None:
             raise RpcError(INVALID_PARAMS, f"Task {n} was deleted while waiting")
         return _event_response(row)

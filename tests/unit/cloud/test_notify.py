@@ -9,10 +9,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import text
 
-from cloud.db import notify
+from cloud.db import events, notify
 from cloud.db.engine import Database
 from cloud.hub import Hub
-from cloud.services import events
 from tests.e2e.pgdb import PgDatabases
 
 
