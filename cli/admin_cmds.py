@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.client_cmds import ServerOpt, TokenOpt, _check, _client, _print
+from cli.client_cmds import ServerOpt, TokenOpt, check, client, show
 
 tokens_app = typer.Typer(no_args_is_help=True, help="API and registration tokens (admin).")
 agents_app = typer.Typer(no_args_is_help=True, help="Agents: list, issue tokens, disable, delete.")
@@ -65,8 +65,8 @@ def token_create(
         "single_use": single_use,
         "expires_in": parse_duration(expires) if expires else None,
     }
-    with _client(server, token) as http:
-        created = _check(http.post("/api/v1/tokens", json=body))
+    with client(server, token) as http:
+        created = check(http.post("/api/v1/tokens", json=body))
     typer.echo(created["token"])
     typer.echo(f"token-{created['id']} {created['kind']} {created['name']!r}: shown once, store it now", err=True)
 
@@ -74,8 +74,8 @@ def token_create(
 @tokens_app.command("list")
 def token_list(server: ServerOpt = "http://127.0.0.1:8080", token: TokenOpt = "") -> None:
     """Every token (without its secret): kind, name, scope, expiry, last use."""
-    with _client(server, token) as http:
-        rows = _check(http.get("/api/v1/tokens"))
+    with client(server, token) as http:
+        rows = check(http.get("/api/v1/tokens"))
     for t in rows:
         scope = t["scope"]
         reach = t["agent_id"] or ",".join(scope["agents"] + [f"{k}={v}" for k, v in scope["labels"].items()])
@@ -90,16 +90,16 @@ def token_list(server: ServerOpt = "http://127.0.0.1:8080", token: TokenOpt = ""
 @tokens_app.command("delete")
 def token_delete(token_id: int, server: ServerOpt = "http://127.0.0.1:8080", token: TokenOpt = "") -> None:
     """Revoke a token by its id (from `tiangong token list`)."""
-    with _client(server, token) as http:
-        _check(http.delete(f"/api/v1/tokens/{token_id}"))
+    with client(server, token) as http:
+        check(http.delete(f"/api/v1/tokens/{token_id}"))
     typer.echo(f"token-{token_id} deleted")
 
 
 @agents_app.command("list")
 def agents_list(server: ServerOpt = "http://127.0.0.1:8080", token: TokenOpt = "") -> None:
     """Agents this token reaches, with status."""
-    with _client(server, token) as http:
-        rows = _check(http.get("/api/v1/agents"))
+    with client(server, token) as http:
+        rows = check(http.get("/api/v1/agents"))
     for a in rows:
         flag = " (disabled)" if a.get("disabled") else ""
         typer.echo(f"{a['id']:<24} {a['status']:<8}{flag} {a['hostname']:<20} {','.join(a['executors'])}")
@@ -115,30 +115,33 @@ def agents_token(
 ) -> None:
     """Issue an agent token (tga_) for AGENT_ID, e.g. for a Kubernetes Secret shared by a pool; shown once."""
     body = {"name": name, "expires_in": parse_duration(expires) if expires else None}
-    with _client(server, token) as http:
-        created = _check(http.post(f"/api/v1/agents/{agent_id}/tokens", json=body))
+    with client(server, token) as http:
+        created = check(http.post(f"/api/v1/agents/{agent_id}/tokens", json=body))
     typer.echo(created["token"])
 
 
 @agents_app.command("disable")
 def agents_disable(agent_id: str, server: ServerOpt = "http://127.0.0.1:8080", token: TokenOpt = "") -> None:
     """Hand the agent no more tasks (what runs finishes)."""
-    with _client(server, token) as http:
-        _print(_check(http.patch(f"/api/v1/agents/{agent_id}", json={"disabled": True})))
+    _set_disabled(agent_id, True, server, token)
 
 
 @agents_app.command("enable")
 def agents_enable(agent_id: str, server: ServerOpt = "http://127.0.0.1:8080", token: TokenOpt = "") -> None:
     """Let a disabled agent take tasks again."""
-    with _client(server, token) as http:
-        _print(_check(http.patch(f"/api/v1/agents/{agent_id}", json={"disabled": False})))
+    _set_disabled(agent_id, False, server, token)
+
+
+def _set_disabled(agent_id: str, disabled: bool, server: str, token: str) -> None:
+    with client(server, token) as http:
+        show(check(http.patch(f"/api/v1/agents/{agent_id}", json={"disabled": disabled})))
 
 
 @agents_app.command("delete")
 def agents_delete(agent_id: str, server: ServerOpt = "http://127.0.0.1:8080", token: TokenOpt = "") -> None:
     """Delete the agent: its tokens stop working, its pending and running tasks fail."""
-    with _client(server, token) as http:
-        _check(http.delete(f"/api/v1/agents/{agent_id}"))
+    with client(server, token) as http:
+        check(http.delete(f"/api/v1/agents/{agent_id}"))
     typer.echo(f"agent {agent_id} deleted")
 
 
@@ -152,8 +155,8 @@ def audit_list(
 ) -> None:
     """Audit records, newest first."""
     query = {k: v for k, v in {"actor": actor, "action": action, "page": page}.items() if v is not None}
-    with _client(server, token) as http:
-        data = _check(http.get("/api/v1/audit", params=query))
+    with client(server, token) as http:
+        data = check(http.get("/api/v1/audit", params=query))
     for r in data["list"]:
         typer.echo(f"{r['at']}  {r['actor']:<20} {r['action']:<14} {r['target']:<20} {r['detail']}")
     typer.echo(f"page {data['page']}, {len(data['list'])} of {data['total']}")

@@ -18,13 +18,13 @@ TokenOpt = Annotated[
 ]
 
 
-def _client(server: str, token: str) -> Any:
+def client(server: str, token: str) -> Any:
     import httpx
 
     return httpx.Client(base_url=server.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=330)
 
 
-def _check(resp: Any) -> Any:
+def check(resp: Any) -> Any:
     if resp.status_code >= 400:
         try:
             msg = resp.json().get("error", resp.text)
@@ -35,7 +35,7 @@ def _check(resp: Any) -> Any:
     return resp.json() if resp.content else None
 
 
-def _print(obj: Any) -> None:
+def show(obj: Any) -> None:
     typer.echo(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
@@ -58,8 +58,8 @@ def run(
         parsed = json.loads(params)
     except ValueError as exc:
         raise typer.BadParameter(f"--params is not JSON: {exc}") from exc
-    with _client(server, token) as http:
-        task = _check(
+    with client(server, token) as http:
+        task = check(
             http.post(
                 "/api/v1/tasks",
                 json={
@@ -73,10 +73,10 @@ def run(
             )
         )
         if not wait:
-            _print(task)
+            show(task)
             return
         status = _follow(http, task["id"])
-        final = _check(http.get(f"/api/v1/tasks/{task['id']}"))
+        final = check(http.get(f"/api/v1/tasks/{task['id']}"))
     if status != "success":
         typer.echo(f"{final['id']}: {status}: {final['error']}", err=True)
     raise typer.Exit(0 if status == "success" else (final.get("exit_code") or 1))
@@ -87,7 +87,7 @@ def _follow(http: Any, task_id: str) -> str:
     with http.stream("GET", f"/api/v1/tasks/{task_id}/logs", params={"follow": "true"}) as resp:
         if resp.status_code >= 400:
             resp.read()
-            _check(resp)
+            check(resp)
         event = ""
         for raw in resp.iter_lines():
             if raw.startswith("event: "):
@@ -104,8 +104,8 @@ def _follow(http: Any, task_id: str) -> str:
 @app.command("get")
 def get(task_id: str, server: ServerOpt = "http://127.0.0.1:8080", token: TokenOpt = "") -> None:
     """Show a task."""
-    with _client(server, token) as http:
-        _print(_check(http.get(f"/api/v1/tasks/{task_id}")))
+    with client(server, token) as http:
+        show(check(http.get(f"/api/v1/tasks/{task_id}")))
 
 
 @app.command("logs")
@@ -116,13 +116,13 @@ def logs(
     token: TokenOpt = "",
 ) -> None:
     """Print a task's log; -f follows it until the task ends."""
-    with _client(server, token) as http:
+    with client(server, token) as http:
         if follow:
             _follow(http, task_id)
             return
         after = 0
         while True:
-            page = _check(http.get(f"/api/v1/tasks/{task_id}/logs", params={"after": after, "limit": 1000}))
+            page = check(http.get(f"/api/v1/tasks/{task_id}/logs", params={"after": after, "limit": 1000}))
             for line in page:
                 typer.echo(line["message"])
             if len(page) < 1000:
@@ -133,15 +133,15 @@ def logs(
 @app.command("cancel")
 def cancel(task_id: str, server: ServerOpt = "http://127.0.0.1:8080", token: TokenOpt = "") -> None:
     """Cancel a pending or running task."""
-    with _client(server, token) as http:
-        _print(_check(http.post(f"/api/v1/tasks/{task_id}/cancel")))
+    with client(server, token) as http:
+        show(check(http.post(f"/api/v1/tasks/{task_id}/cancel")))
 
 
 @app.command("retry")
 def retry(task_id: str, server: ServerOpt = "http://127.0.0.1:8080", token: TokenOpt = "") -> None:
     """Run a finished task again (a new attempt, queued at once)."""
-    with _client(server, token) as http:
-        _print(_check(http.post(f"/api/v1/tasks/{task_id}/retry")))
+    with client(server, token) as http:
+        show(check(http.post(f"/api/v1/tasks/{task_id}/retry")))
 
 
 @app.command("list")
@@ -154,8 +154,8 @@ def list_(
 ) -> None:
     """List tasks, newest first."""
     query = {k: v for k, v in {"agent_id": agent_id, "status": status, "page": page}.items() if v is not None}
-    with _client(server, token) as http:
-        data = _check(http.get("/api/v1/tasks", params=query))
+    with client(server, token) as http:
+        data = check(http.get("/api/v1/tasks", params=query))
     for t in data["list"]:
         typer.echo(f"{t['id']:>12}  {t['status']:<9} {t['agent_id']:<12} {t['type']:<8} {t['command'][:60]!r}")
     typer.echo(f"page {data['page']}, {len(data['list'])} of {data['total']}")

@@ -19,7 +19,16 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote
 
-from wire.secrets import MASK, args_secrets, command_secrets, is_secret_key, mask_text, mentions_mysql, secret_keys_of
+from wire.secrets import (
+    MASK,
+    args_secrets,
+    command_secrets,
+    is_secret_key,
+    mask_text,
+    mentions_mysql,
+    rebuild,
+    secret_keys_of,
+)
 
 MIN_SECRET_CHARS = 4
 """Shorter values are not masked in output: `abc` would blank out every word that contains it."""
@@ -153,29 +162,9 @@ class Masker:
 
 
 def map_strings(value: Any, fn: Callable[[str], str]) -> Any:
-    """A copy of a JSON-like value with `fn` applied to every string, keys included. Iterative, so no
-    nesting depth can exhaust the stack."""
+    """A copy of a JSON-like value with `fn` applied to every string, keys included (iterative)."""
 
-    def convert(v: Any) -> Any:
-        if isinstance(v, str):
-            return fn(v)
-        if isinstance(v, dict):
-            new_dict: dict[Any, Any] = {}
-            pending.append((v, new_dict))
-            return new_dict
-        if isinstance(v, list | tuple):
-            new_list: list[Any] = []
-            pending.append((v, new_list))
-            return new_list
-        return v
+    def entry(k: Any, v: Any, convert: Callable[[Any], Any]) -> tuple[Any, Any]:
+        return fn(k) if isinstance(k, str) else k, convert(v)
 
-    pending: list[tuple[Any, Any]] = []
-    out = convert(value)
-    while pending:
-        src, dst = pending.pop()
-        if isinstance(src, dict):
-            for key, item in src.items():
-                dst[fn(key) if isinstance(key, str) else key] = convert(item)
-        else:
-            dst.extend(convert(item) for item in src)
-    return out
+    return rebuild(value, fn, entry, lambda seq, convert: [convert(item) for item in seq])

@@ -8,7 +8,7 @@ and the URL scanner never looks at a character twice (a 40 KB command once took 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 MASK = "******"
@@ -219,30 +219,48 @@ def _is_secret(key: Any, extra: frozenset[str]) -> bool:
     return isinstance(key, str) and (key in extra or is_secret_key(key))
 
 
-def mask_secrets(value: Any, extra_keys: frozenset[str] = frozenset(), *, mysql: bool = False) -> Any:
-    """A copy of `value` (params or env) with every secret-named key's value (and those of `extra_keys`)
-    replaced by `******`, and command-line shapes masked in its strings and argument lists. Iterative:
-    a stored row is readable however deep it nests."""
+def rebuild(
+    value: Any,
+    leaf: Callable[[str], str],
+    entry: Callable[[Any, Any, Callable[[Any], Any]], tuple[Any, Any]],
+    items: Callable[[Any, Callable[[Any], Any]], Iterable[Any]],
+) -> Any:
+    """A copy of a JSON-like value, iteratively (no nesting depth can exhaust the stack): strings go
+    through `leaf`, each dict item through `entry(key, value, convert) -> (key, new value)`, each list or
+    tuple through `items(seq, convert) -> new items`; `convert` copies a nested value the same way."""
+    pending: list[tuple[Any, Any]] = []
 
     def convert(v: Any) -> Any:
         if isinstance(v, str):
-            return mask_command(v, mysql=mysql)
-        if isinstance(v, dict | list):
+            return leaf(v)
+        if isinstance(v, dict | list | tuple):
             new: Any = {} if isinstance(v, dict) else []
             pending.append((v, new))
             return new
         return v
 
-    pending: list[tuple[Any, Any]] = []
     out = convert(value)
     while pending:
         src, dst = pending.pop()
         if isinstance(src, dict):
-            for k, v in src.items():
-                dst[k] = MASK if _is_secret(k, extra_keys) and v not in (None, "") else convert(v)
+            dst.update(entry(k, v, convert) for k, v in src.items())
         else:
-            dst.extend(v if isinstance(v, str) else convert(v) for v in mask_args(src, mysql=mysql))
+            dst.extend(items(src, convert))
     return out
+
+
+def mask_secrets(value: Any, extra_keys: frozenset[str] = frozenset(), *, mysql: bool = False) -> Any:
+    """A copy of `value` (params or env) with every secret-named key's value (and those of `extra_keys`)
+    replaced by `******`, and command-line shapes masked in its strings and argument lists. Iterative:
+    a stored row is readable however deep it nests."""
+
+    def entry(k: Any, v: Any, convert: Callable[[Any], Any]) -> tuple[Any, Any]:
+        return k, MASK if _is_secret(k, extra_keys) and v not in (None, "") else convert(v)
+
+    def items(seq: Any, convert: Callable[[Any], Any]) -> Iterable[Any]:
+        return (v if isinstance(v, str) else convert(v) for v in mask_args(seq, mysql=mysql))
+
+    return rebuild(value, lambda text: mask_command(text, mysql=mysql), entry, items)
 
 
 def mentions_mysql(command: str, params: Any) -> bool:

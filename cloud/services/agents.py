@@ -12,14 +12,11 @@ from sqlalchemy.exc import IntegrityError
 from cloud.access import Principal
 from cloud.db import events
 from cloud.db.models import AGENTS as A
-from cloud.db.models import TASKS as T
 from cloud.db.types import utcnow
 from cloud.services import audit, credentials
 from cloud.services.errors import Conflict, Forbidden, NotFound
-from cloud.services.logs import system_line
 from wire.agents import AgentRead, AgentRegister, AgentStatus
 from wire.credentials import TokenKind
-from wire.tasks import LogLevel, TaskStatus
 
 AgentRow = Row[Any]
 
@@ -96,38 +93,12 @@ def set_disabled(conn: Connection, agent_id: str, disabled: bool) -> AgentRow:
     return get_agent(conn, agent_id)
 
 
-def delete_agent(conn: Connection, agent_id: str) -> int:
-    """Delete the agent and its tokens; its pending and running tasks fail `agent deleted`. Returns how many."""
+def delete_agent(conn: Connection, agent_id: str) -> None:
+    """Delete the agent and its tokens (its tasks are the caller's: tasks.fail_unfinished)."""
     get_agent(conn, agent_id)
     credentials.delete_agent_tokens(conn, agent_id)
     conn.execute(delete(A).where(A.c.id == agent_id))
-    now = utcnow()
-    unfinished = conn.execute(
-        select(T).where(T.c.agent_id == agent_id, T.c.status.in_([TaskStatus.pending.value, TaskStatus.running.value]))
-    ).all()
-    failed = 0
-    for task in unfinished:
-        res = conn.execute(
-            update(T)
-            .where(T.c.id == task.id, T.c.status == task.status)
-            .values(
-                status=TaskStatus.failed.value,
-                error=AGENT_DELETED,
-                last_error=AGENT_DELETED,
-                task_token=None,
-                lease_expires_at=None,
-                next_retry_at=None,
-                expires_at=None,
-                finished_at=now,
-                updated_at=now,
-            )
-        )
-        if res.rowcount == 1:
-            failed += 1
-            system_line(conn, task, f"{AGENT_DELETED}: the task will not run", LogLevel.error)
-            events.publish(conn, f"task:{task.id}", f"logs:{task.id}")
     events.publish(conn, f"agent:{agent_id}", f"cancel:{agent_id}")
-    return failed
 
 
 AGENT_DELETED = "agent deleted"

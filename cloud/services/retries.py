@@ -18,7 +18,7 @@ from cloud.db import events
 from cloud.db.models import TASKS as T
 from cloud.services.errors import Conflict
 from cloud.services.logs import system_line
-from cloud.services.tasks import PENDING, TaskRow, fetch
+from cloud.services.tasks import PENDING, TaskRow, fail_task, fetch
 from wire.tasks import NOT_DELIVERED, POLICY_REFUSED, LogLevel, TaskStatus, format_task_id, is_lost
 
 MAX_BACKOFF_SECONDS = 3600.0
@@ -138,23 +138,7 @@ def expire_undelivered(conn: Connection, now: datetime) -> int:
         if retryable(task, FAILED, error):
             schedule_retry(conn, task, error, now, *guard)
             continue
-        res = conn.execute(
-            update(T)
-            .where(T.c.id == task.id, *guard)
-            .values(
-                status=FAILED,
-                error=error,
-                last_error=error,
-                expires_at=None,
-                next_retry_at=None,
-                finished_at=now,
-                updated_at=now,
-            )
-        )
-        if res.rowcount == 1:
-            ended += 1
-            system_line(conn, task, error, LogLevel.error)
-            events.publish(conn, f"task:{task.id}", f"logs:{task.id}")
+        ended += fail_task(conn, task, error, *guard)
     return ended
 
 

@@ -6,7 +6,7 @@ task_token, so a stale agent can never change a task it no longer owns.
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from pydantic import ValidationError
 from sqlalchemy import Connection, String, bindparam, func, or_, select, update
@@ -18,13 +18,12 @@ from cloud.db.types import utcnow
 from cloud.sealing import Sealer, Unsealable
 from cloud.services import output
 from cloud.services.errors import Conflict, Forbidden, NotFound
-from cloud.services.logs import store_lines, system_line
+from cloud.services.logs import store_lines
 from cloud.services.retries import retryable, schedule_retry
-from cloud.services.tasks import PENDING, RUNNING, TaskRow, get_task
+from cloud.services.tasks import PENDING, RUNNING, TaskRow, fail_task, get_task
 from wire.tasks import (
     AGENT_LOST,
     Assignment,
-    LogLevel,
     LogLine,
     TaskReport,
     TaskStatus,
@@ -143,26 +142,11 @@ def claim_tasks(
             output.remember(r.task_token, assignment.params, assignment.env, r.command)
         except (Unsealable, ValidationError) as exc:
             # One task that cannot be handed out fails on its own; it must not block the agent's queue.
-            _fail_unassignable(conn, r, str(exc).splitlines()[0], now)
+            error = str(exc).splitlines()[0]
+            fail_task(
+                conn, r, error, T.c.status == RUNNING, T.c.task_token == r.task_token, line=f"not assigned: {error}"
+            )
     return out
-
-
-def _fail_unassignable(conn: Connection, task: TaskRow, error: str, now: datetime) -> None:
-    res = conn.execute(
-        update(T)
-        .where(T.c.id == task.id, T.c.status == RUNNING, T.c.task_token == task.task_token)
-        .values(
-            status=TaskStatus.failed.value,
-            error=error,
-            last_error=error,
-            finished_at=now,
-            updated_at=now,
-            lease_expires_at=None,
-        )
-    )
-    if res.rowcount == 1:
-        system_line(conn, task, f"not assigned: {error}", LogLevel.error)
-        events.publish(conn, f"task:{task.id}", f"logs:{task.id}")
 
 
 def _touch_registered(conn: Connection, agent_id: str) -> None:
@@ -341,7 +325,6 @@ def reap_expired(conn: Connection) -> int:
     expired = conn.execute(select(T).where(T.c.status == RUNNING, T.c.lease_expires_at < now)).all()
     reaped = 0
     for task in expired:
-        n = task.id
         guard = (T.c.status == RUNNING, T.c.lease_expires_at < now, T.c.task_token == task.task_token)
         if retryable(task, TaskStatus.failed.value, AGENT_LOST):
             error = f"{AGENT_LOST}: no heartbeat before the lease expired"
@@ -349,21 +332,5 @@ def reap_expired(conn: Connection) -> int:
             continue
         # The token is cleared, as for a retry: the lost attempt's late log and result (whatever its
         # status) get 409, rather than passing for a resend of an outcome the cloud stored itself.
-        res = conn.execute(
-            update(T)
-            .where(T.c.id == n, *guard)
-            .values(
-                status=TaskStatus.failed.value,
-                error="agent lost",
-                last_error="agent lost",
-                task_token=None,
-                lease_expires_at=None,
-                finished_at=now,
-                updated_at=now,
-            )
-        )
-        if res.rowcount == 1:
-            reaped += 1
-            system_line(conn, task, "agent lost: no heartbeat before the lease expired", LogLevel.error)
-            events.publish(conn, f"task:{n}", f"logs:{n}")
+        reaped += fail_task(conn, task, AGENT_LOST, *guard, line=f"{AGENT_LOST}: no heartbeat before the lease expired")
     return reaped

@@ -243,6 +243,40 @@ def cancel_task(conn: Connection, task: TaskRow) -> TaskRow:
     raise Conflict(f"task {format_task_id(task.id)} already finished ({task.status})")
 
 
+def fail_task(conn: Connection, task: TaskRow, error: str, *guard: Any, line: str | None = None) -> bool:
+    """End `task` `failed` with `error` if it is still as `guard` says (the compare-and-set); whether it
+    did. Its attempt's token, lease, expiry and retry time go: a late log or result of that attempt gets
+    409. One system line (`line`, else the error) says why."""
+    now = utcnow()
+    res = conn.execute(
+        update(T)
+        .where(T.c.id == task.id, *guard)
+        .values(
+            status=TaskStatus.failed.value,
+            error=error,
+            last_error=error,
+            task_token=None,
+            lease_expires_at=None,
+            next_retry_at=None,
+            expires_at=None,
+            finished_at=now,
+            updated_at=now,
+        )
+    )
+    if res.rowcount != 1:
+        return False
+    system_line(conn, task, line or error, LogLevel.error)
+    events.publish(conn, f"task:{task.id}", f"logs:{task.id}")
+    return True
+
+
+def fail_unfinished(conn: Connection, agent_id: str, error: str) -> int:
+    """Fail every pending and running task of `agent_id` (its agent is gone); returns how many."""
+    unfinished = conn.execute(select(T).where(T.c.agent_id == agent_id, T.c.status.in_([PENDING, RUNNING]))).all()
+    line = f"{error}: the task will not run"
+    return sum(fail_task(conn, task, error, T.c.status == task.status, line=line) for task in unfinished)
+
+
 def delete_task(conn: Connection, task: TaskRow) -> None:
     """Delete a finished task and its log; 409 while it is pending or running."""
     if not TaskStatus(task.status).is_final:

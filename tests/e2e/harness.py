@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -178,6 +179,25 @@ class Cloud:
         if wait_online:
             wait_for(lambda: self._online(agent_id, proc), 30, f"agent {agent_id} online")
         return handle
+
+    def scripted(self, name: str, executors: list[str] | None = None, timeout: float = 60) -> AgentClient:
+        """A scripted agent (the protocol spoken by the test), registered under `name` made into a valid
+        agent id (a test's node name has brackets); the id is in its `X-Agent-Id` header."""
+        agent_id = re.sub(r"[^\w.:@-]", ".", name)[:100]
+        client = AgentClient(self.url, timeout=timeout)
+        body: dict[str, Any] = {"agent_id": agent_id}
+        if executors is not None:
+            body["executors"] = executors
+        r = client.post(REGISTER, json=body)
+        assert r.status_code == 200, r.text
+        client.headers["X-Agent-Id"] = agent_id
+        return client
+
+    def rpc(self, method: str, **params: Any) -> dict[str, Any]:
+        """One JSON-RPC call (the token goes in `params.token`); the whole answer."""
+        r = httpx.post(f"{self.url}/api/rpc", json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        assert r.status_code == 200, r.text
+        return dict(r.json())
 
     def agent_token(self, agent_id: str) -> str:
         """An agent token for `agent_id`, issued by the admin (one per id and cloud process)."""

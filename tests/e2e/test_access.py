@@ -61,12 +61,6 @@ def write_sql(cloud: Cloud, statement: str) -> None:
         engine.dispose()
 
 
-def rpc(cloud: Cloud, method: str, params: dict[str, Any]) -> dict[str, Any]:
-    r = httpx.post(f"{cloud.url}/api/rpc", json={"jsonrpc": "2.0", "method": method, "params": params, "id": 1})
-    assert r.status_code == 200, r.text
-    return dict(r.json())
-
-
 def test_agent_tokens_act_for_their_own_agent_only(cloud: Cloud, scripted: Scripted) -> None:
     a, b = scripted("acc-a"), scripted("acc-b")
     tga_a, tga_b = a.headers["Authorization"][7:], b.headers["Authorization"][7:]
@@ -269,9 +263,7 @@ def test_json_rpc_applies_the_same_scopes(cloud: Cloud, scripted: Scripted) -> N
     agent = scripted("web-1")
     scripted("db-1")
     tok = token(cloud, name="ci rpc", agents=["web-*"], types=["shell"], can=["create", "read", "delete"])["token"]
-    made = rpc(
-        cloud, "task_create_task", {"token": tok, "target_uuid": "web-1", "task_type": {"shell": {"command": "echo"}}}
-    )
+    made = cloud.rpc("task_create_task", token=tok, target_uuid="web-1", task_type={"shell": {"command": "echo"}})
     n = made["result"]["id"]
     audited = cloud.http.get("/api/v1/audit", params={"target": f"task-{n}"}).json()["list"]
     assert [(e["actor"], e["action"]) for e in audited] == [("ci rpc", "task.create")]
@@ -283,16 +275,14 @@ def test_json_rpc_applies_the_same_scopes(cloud: Cloud, scripted: Scripted) -> N
         ("task_delete", {"conditions": [{"uuid": "web-1"}]}),
     ]
     for method, params in refusals:
-        err = rpc(cloud, method, {"token": tok, **params})["error"]
+        err = cloud.rpc(method, token=tok, **params)["error"]
         assert err["code"] == -32003 and err["message"].startswith("Forbidden:"), (method, params, err)
-    rows = rpc(
-        cloud, "task_query", {"token": tok, "task_data_query": {"condition": [{"uuid": "web-1"}, {"type": "shell"}]}}
-    )
+    rows = cloud.rpc("task_query", token=tok, task_data_query={"condition": [{"uuid": "web-1"}, {"type": "shell"}]})
     assert n in [r["task_id"] for r in rows["result"]] and {r["uuid"] for r in rows["result"]} == {"web-1"}
-    deleted = rpc(cloud, "task_delete", {"token": tok, "conditions": [{"uuid": "web-1"}, {"type": "shell"}]})
+    deleted = cloud.rpc("task_delete", token=tok, conditions=[{"uuid": "web-1"}, {"type": "shell"}])
     assert deleted["result"]["success"] is True
     for bad in ("tgp_nope", agent.headers["Authorization"][7:], AGENT):
-        assert rpc(cloud, "task_query", {"token": bad})["error"]["code"] == -32001
+        assert cloud.rpc("task_query", token=bad)["error"]["code"] == -32001
 
 
 def test_audit_names_who_did_what_and_holds_no_secret(cloud: Cloud, scripted: Scripted) -> None:
@@ -402,12 +392,14 @@ def test_creating_needs_read_to_see_the_outcome_and_files_read_to_name_a_file(cl
         assert c.post("/api/v1/tasks", json=keyed).status_code == 201
         again = c.post("/api/v1/tasks", json=keyed)  # answers the earlier task: a read
         assert again.status_code == 403 and "may not read" in again.json()["error"]
-    called = rpc(cloud, "task_create_task_blocking", {"token": blind["token"], "target_uuid": "acc-cr-1",
-                 "task_type": {"shell": {"command": "id"}}, "timeout_ms": 1000})  # fmt: skip
+    shell = {"shell": {"command": "id"}}
+    called = cloud.rpc(
+        "task_create_task_blocking", token=blind["token"], target_uuid="acc-cr-1", task_type=shell, timeout_ms=1000
+    )
     assert called["error"]["code"] == -32003
     narrow = token(cloud, name="narrow", agents=["acc-cr-1"], types=["shell"], can=["read"])
-    asked = rpc(cloud, "task_query", {"token": narrow["token"], "task_data_query": {"condition": [
-        {"uuid": "*"}, {"type": "shell"}]}})  # fmt: skip
+    everywhere = {"condition": [{"uuid": "*"}, {"type": "shell"}]}
+    asked = cloud.rpc("task_query", token=narrow["token"], task_data_query=everywhere)
     assert asked["error"]["code"] == -32003  # "*" is an agent id here, not "any"
 
 

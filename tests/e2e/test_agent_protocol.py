@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -9,19 +10,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.harness import AgentClient, Cloud
+from tests.e2e.harness import Cloud
 
 
 @pytest.fixture
 def agent(cloud: Cloud, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
     """An HTTP client holding the agent token, registered under an id of the test's own."""
-    client = AgentClient(cloud.url, timeout=60)
-    agent_id = f"scripted-{request.node.name}"[:100].replace("[", ".").replace("]", "")
-    r = client.post("/api/v1/agents/register", json={"agent_id": agent_id, "executors": ["shell", "execute"]})
-    assert r.status_code == 200
-    client.headers["X-Agent-Id"] = agent_id  # where the tests read it back
-    yield client
-    client.close()
+    with contextlib.closing(cloud.scripted(f"scripted-{request.node.name}", ["shell", "execute"])) as client:
+        yield client
 
 
 def _claim(agent: httpx.Client, capacity: int = 1, wait_s: float = 0) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@ memory or hold a connection, on both database backends."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import socket
@@ -46,12 +47,8 @@ def _post_raw(cloud: Cloud, path: str, body: bytes, token: str = ADMIN) -> httpx
 @pytest.fixture
 def agent(cloud: Cloud, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
     """A scripted agent registered under an id of the test's own."""
-    client = AgentClient(cloud.url, timeout=60)
-    agent_id = f"hostile-{request.node.name}"[:100].replace("[", ".").replace("]", "")
-    assert client.post("/api/v1/agents/register", json={"agent_id": agent_id}).status_code == 200
-    client.headers["X-Agent-Id"] = agent_id
-    yield client
-    client.close()
+    with contextlib.closing(cloud.scripted(f"hostile-{request.node.name}")) as client:
+        yield client
 
 
 def _everything_still_reads(cloud: Cloud) -> None:

@@ -97,15 +97,7 @@ def test_a_secrets_values_stay_out_of_the_result_and_logs(cloud: Cloud, k8s_agen
     assert shown["stringData"] == {"password": "******"} and shown["data"] == {"token": "******"}
     logs = json.dumps(cloud.logs(task["id"]))
     listed = cloud.http.get("/api/v1/tasks", params={"agent_id": k8s_agent, "page_size": 100}).json()
-    rpc = cloud.http.post(
-        "/api/rpc",
-        json={
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "task_query",
-            "params": {"token": ADMIN, "task_data_query": {"condition": [{"type": "k8s"}]}},
-        },
-    ).json()
+    rpc = cloud.rpc("task_query", token=ADMIN, task_data_query={"condition": [{"type": "k8s"}]})
     # ...and no way of reading the task back shows them: not its result or log, nor its own command.
     seen = {"created": task, "got": cloud.task(task["id"]), "listed": listed, "rpc": rpc, "logs": logs}
     for where, body in seen.items():

@@ -3,13 +3,14 @@ stores any text an agent sends: a NUL character (which PostgreSQL refuses in tex
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.harness import AgentClient, Cloud
+from tests.e2e.harness import Cloud
 
 MIB = 1024 * 1024
 CAP = 10 * MIB  # the cloud's default max_log_bytes
@@ -19,14 +20,8 @@ SLACK = 64 * 1024  # cloud.services.logs.LOG_SLACK_BYTES: room for an agent's ow
 @pytest.fixture
 def agent(cloud: Cloud, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
     """An agent spoken by hand, which keeps no cap of its own."""
-    client = AgentClient(cloud.url, timeout=120)
-    agent_id = f"uncapped-{request.node.name}"[:100].replace("[", ".").replace("]", "")
-    assert (
-        client.post("/api/v1/agents/register", json={"agent_id": agent_id, "executors": ["shell"]}).status_code == 200
-    )
-    client.headers["X-Agent-Id"] = agent_id
-    yield client
-    client.close()
+    with contextlib.closing(cloud.scripted(f"uncapped-{request.node.name}", ["shell"], timeout=120)) as client:
+        yield client
 
 
 def claim(cloud: Cloud, agent: httpx.Client) -> dict[str, Any]:

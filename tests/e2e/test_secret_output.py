@@ -4,6 +4,7 @@ what an agent sends (an old or faulty agent), with the task's unsealed params an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.harness import ADMIN, AgentClient, Cloud
+from tests.e2e.harness import ADMIN, Cloud
 from wire.secrets import MASK
 
 PASSWORD = "Pw-s3cret-71"
@@ -28,19 +29,11 @@ SECRETS = (PASSWORD, TOKEN, DSN, BEARER, URL_PASSWORD, ARG_PASSWORD)
 def everything_shown(cloud: Cloud, task_id: str) -> str:
     """Every way a caller can read the task and its log, as one text."""
     n = int(task_id.removeprefix("task-"))
-    rpc = cloud.http.post(
-        "/api/rpc",
-        json={
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "task_query",
-            "params": {"token": ADMIN, "task_data_query": {"condition": [{"task_id": n}]}},
-        },
-    )
+    rpc = cloud.rpc("task_query", token=ADMIN, task_data_query={"condition": [{"task_id": n}]})
     raw_log = cloud.http.get(f"/api/v1/tasks/{task_id}/logs", headers={"Accept": "text/plain"}).text
     live = cloud.http.get(f"/api/v1/tasks/{task_id}/logs", params={"follow": "true"}).text
     listed = cloud.http.get("/api/v1/tasks", params={"page_size": 100}).text
-    parts = [json.dumps(cloud.task(task_id)), json.dumps(cloud.logs(task_id)), raw_log, live, rpc.text, listed]
+    parts = [json.dumps(cloud.task(task_id)), json.dumps(cloud.logs(task_id)), raw_log, live, json.dumps(rpc), listed]
     return "\n".join(parts)
 
 
@@ -114,16 +107,8 @@ def test_json_rpc_shows_execute_args_masked_as_rest_does(cloud: Cloud) -> None:
     shown = ["--url", f"mysql://app:{MASK}@db/x", "--password", MASK, f"--token={MASK}"]
     assert task["params"]["args"] == shown
     assert task["result"] == " ".join(shown) + "\n"
-    r = cloud.http.post(
-        "/api/rpc",
-        json={
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "task_query",
-            "params": {"token": ADMIN, "task_data_query": {"condition": [{"task_id": int(task["id"][5:])}]}},
-        },
-    )
-    [record] = r.json()["result"]
+    answer = cloud.rpc("task_query", token=ADMIN, task_data_query={"condition": [{"task_id": int(task["id"][5:])}]})
+    [record] = answer["result"]
     assert record["task_event_type"] == {"execute": {"cmd": "echo", "args": shown}}
     assert_masked(everything_shown(cloud, task["id"]))
 
@@ -131,14 +116,8 @@ def test_json_rpc_shows_execute_args_masked_as_rest_does(cloud: Cloud) -> None:
 @pytest.fixture
 def old_agent(cloud: Cloud, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
     """The agent protocol spoken by hand, as an agent that masks nothing would speak it."""
-    client = AgentClient(cloud.url, timeout=60)
-    agent_id = f"unmasking-{request.node.name}"[:100].replace("[", ".").replace("]", "")
-    assert (
-        client.post("/api/v1/agents/register", json={"agent_id": agent_id, "executors": ["shell"]}).status_code == 200
-    )
-    client.headers["X-Agent-Id"] = agent_id
-    yield client
-    client.close()
+    with contextlib.closing(cloud.scripted(f"unmasking-{request.node.name}", ["shell"])) as client:
+        yield client
 
 
 def _line(seq: int, message: str) -> dict[str, Any]:
