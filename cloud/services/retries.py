@@ -9,16 +9,19 @@ is reached only when no retry is left. Every change is a compare-and-set on the 
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, select
 
 from cloud.db import events
 from cloud.db.models import TASKS as T
+from cloud.db.types import utcnow
+from cloud.services import transitions
+from cloud.services.agents import AgentCache
 from cloud.services.errors import Conflict
-from cloud.services.logs import system_line
-from cloud.services.tasks import PENDING, TaskRow, fail_task, fetch
+from cloud.services.tasks import PENDING, TaskRow, check_agent_for_retry, fetch
 from wire.tasks import NOT_DELIVERED, POLICY_REFUSED, LogLevel, TaskStatus, format_task_id, is_lost
 
 MAX_BACKOFF_SECONDS = 3600.0
@@ -44,79 +47,70 @@ def retryable(task: Any, status: str, error: str) -> bool:
     return bool(task.retry_on == "any" and status in (FAILED, TIMEOUT))
 
 
-def schedule_retry(conn: Connection, task: TaskRow, error: str, now: datetime, *guard: Any) -> TaskRow | None:
-    """Back to pending for attempt n+1 after the backoff, if the task is still as `guard` says (the
+def schedule_retry(
+    conn: Connection,
+    task: TaskRow,
+    error: str,
+    now: datetime,
+    expect_from: TaskStatus,
+    *,
+    match: Mapping[str, Any] | None = None,
+    lapsed: Mapping[str, datetime] | None = None,
+) -> TaskRow | None:
+    """Back to pending for attempt n+1 after the backoff, if the task is still as the guards say (the
     compare-and-set of the caller's decision); returns the new row, or None when it changed meanwhile.
 
     The token is cleared, so the old attempt's late lines and result get 409. The log line saying so goes
     into the ending attempt's log."""
     delay = backoff_seconds(task.retry_backoff, task.retries)
     at = now + timedelta(seconds=delay)
-    row = conn.execute(
-        update(T)
-        .where(T.c.id == task.id, *guard)
-        .values(
-            **_fresh_attempt(now),
-            retries=T.c.retries + 1,
-            last_error=error,
-            next_retry_at=at,
-            expires_at=_expiry(task, at),
-        )
-        .returning(*T.c)
-    ).first()
-    if row is None:
-        return None
-    system_line(conn, row, f"{error}; retry {row.retries} of {row.max_retries} in {delay:.1f}s", LogLevel.warn)
-    events.publish(conn, f"task:{task.id}", f"logs:{task.id}")
-    return fetch(conn, task.id)
-
-
-def _fresh_attempt(now: datetime) -> dict[str, Any]:
-    """Column values that make a task pending again with nothing of its previous attempt but the log."""
-    return {
-        "status": PENDING,
-        "error": "",
-        "result": "",
-        "data": None,
-        "exit_code": None,
-        "task_token": None,
-        "claimed_by": None,
-        "lease_expires_at": None,
-        "cancel_requested": False,
-        "finished_at": None,
-        "updated_at": now,
-    }
+    row = transitions.transition(
+        conn,
+        task.id,
+        to=TaskStatus.pending,
+        expect_from=expect_from,
+        # The retry count read with the decision is part of it: two deciders never both use one up.
+        match={**(match or {}), "retries": task.retries},
+        lapsed=lapsed,
+        line=f"{error}; retry {task.retries + 1} of {task.max_retries} in {delay:.1f}s",
+        level=LogLevel.warn,
+        now=now,
+        **transitions.fresh_attempt(),
+        retries=task.retries + 1,
+        last_error=error,
+        next_retry_at=at,
+        expires_at=_expiry(task, at),
+    )
+    return None if row is None else fetch(conn, task.id)
 
 
 def _expiry(task: Any, start: datetime) -> datetime | None:
     return start + timedelta(seconds=task.expires_in) if task.expires_in else None
 
 
-def check_finished(task: TaskRow) -> None:
-    """Only a finished task can be retried by request: 409 otherwise."""
+def retry_task(conn: Connection, task: TaskRow, *, agents: AgentCache, offline_after: float) -> TaskRow:
+    """POST /tasks/{id}/retry: a new attempt of a finished task, at once, for the same agent, which must
+    still exist, be online and run the type. It does not use up the task's automatic retries. 409 while
+    the task is pending or running, or when its agent cannot take it."""
     if not TaskStatus(task.status).is_final:
         raise Conflict(f"task {format_task_id(task.id)} is {task.status}; only a finished task can be retried")
-
-
-def retry_task(conn: Connection, task: TaskRow, now: datetime) -> TaskRow:
-    """POST /tasks/{id}/retry: a new attempt of a finished task, at once. It does not use up the task's
-    automatic retries. 409 while the task is pending or running."""
-    check_finished(task)
-    row = conn.execute(
-        update(T)
-        .where(T.c.id == task.id, T.c.status == task.status, T.c.attempts == task.attempts)
-        .values(
-            **_fresh_attempt(now),
-            last_error=task.error or task.status,
-            next_retry_at=None,
-            expires_at=_expiry(task, now),
-        )
-        .returning(*T.c)
-    ).first()
+    check_agent_for_retry(conn, task, agents=agents, offline_after=offline_after)
+    now = utcnow()
+    row = transitions.transition(
+        conn,
+        task.id,
+        to=TaskStatus.pending,
+        expect_from=TaskStatus(task.status),
+        match={"attempts": task.attempts},
+        line=f"retried by request (was {task.status})",
+        now=now,
+        **transitions.fresh_attempt(),
+        last_error=task.error or task.status,
+        next_retry_at=None,
+        expires_at=_expiry(task, now),
+    )
     if row is None:
         raise Conflict(f"task {format_task_id(task.id)} changed meanwhile; read it and try again")
-    system_line(conn, row, f"retried by request (was {task.status})", LogLevel.info)
-    events.publish(conn, f"agent:{task.agent_id}", f"task:{task.id}", f"logs:{task.id}")
     return fetch(conn, task.id) or row
 
 
@@ -134,11 +128,11 @@ def expire_undelivered(conn: Connection, now: datetime) -> int:
     ended = 0
     for task in conn.execute(_EXPIRED, {"b_now": now}).all():
         error = f"{NOT_DELIVERED}: agent {task.agent_id} did not claim it within {task.expires_in} s"
-        guard = (T.c.status == PENDING, T.c.expires_at < now)
+        lapsed = {"expires_at": now}
         if retryable(task, FAILED, error):
-            schedule_retry(conn, task, error, now, *guard)
+            schedule_retry(conn, task, error, now, TaskStatus.pending, lapsed=lapsed)
             continue
-        ended += fail_task(conn, task, error, *guard)
+        ended += transitions.fail(conn, task, error, expect_from=TaskStatus.pending, lapsed=lapsed)
     return ended
 
 

@@ -7,20 +7,22 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
+from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, String, bindparam, func, or_, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from cloud.db import events
 from cloud.db.models import AGENTS as A
 from cloud.db.models import TASKS as T
 from cloud.db.types import utcnow
 from cloud.sealing import Sealer, Unsealable
-from cloud.services import output
+from cloud.services import output, transitions
 from cloud.services.errors import Conflict, Forbidden, NotFound
 from cloud.services.logs import store_lines
 from cloud.services.retries import retryable, schedule_retry
-from cloud.services.tasks import PENDING, RUNNING, TaskRow, fail_task, get_task
+from cloud.services.tasks import RUNNING, TaskRow, get_task
+from cloud.services.transitions import S
 from wire.tasks import (
     AGENT_LOST,
     Assignment,
@@ -31,62 +33,6 @@ from wire.tasks import (
     parse_task_id,
 )
 
-_CLAIM = (
-    update(T)
-    .where(
-        T.c.id.in_(
-            select(T.c.id)
-            .where(
-                T.c.agent_id == bindparam("b_agent_id"),
-                T.c.status == PENDING,
-                # A retry waits out its backoff; an expired task is never handed out, even before the
-                # background pass has failed it.
-                or_(T.c.next_retry_at.is_(None), T.c.next_retry_at <= bindparam("b_now")),
-                or_(T.c.expires_at.is_(None), T.c.expires_at > bindparam("b_now")),
-            )
-            .order_by(T.c.id)
-            .limit(bindparam("b_capacity"))
-            .with_for_update(skip_locked=True)
-        ),
-        T.c.status == PENDING,
-    )
-    # One random prefix per claim plus the task number: unique and unguessable per task and attempt.
-    .values(
-        status=RUNNING,
-        task_token=bindparam("b_token_prefix", type_=String) + func.cast(T.c.id, String),
-        attempts=T.c.attempts + 1,
-        next_seq=1,
-        log_bytes=0,
-        cancel_requested=False,
-        started_at=bindparam("b_now"),
-        updated_at=bindparam("b_now"),
-        claimed_by=bindparam("b_claimer"),
-        lease_expires_at=bindparam("b_lease_until"),
-        next_retry_at=None,
-        expires_at=None,
-    )
-    .returning(*T.c)
-)
-_FINISH = (
-    update(T)
-    .where(
-        T.c.id == bindparam("n"),
-        T.c.status == RUNNING,
-        T.c.task_token == bindparam("b_token"),
-        T.c.next_seq == bindparam("b_next_seq"),  # the whole log is stored
-    )
-    .values(
-        status=bindparam("b_status"),
-        exit_code=bindparam("b_exit_code"),
-        result=bindparam("b_result"),
-        data=bindparam("b_data", type_=T.c.data.type),
-        error=bindparam("b_error"),
-        finished_at=bindparam("b_now"),
-        updated_at=bindparam("b_now"),
-        lease_expires_at=None,
-    )
-    .returning(*T.c)
-)
 _NEVER_RETRIED = (TaskStatus.success, TaskStatus.canceled)
 """Outcomes recorded in one statement; a failure or timeout first checks the task's retry policy."""
 _TOUCH = update(A).where(A.c.id == bindparam("b_agent_id")).values(last_seen_at=bindparam("b_now"))
@@ -111,17 +57,8 @@ def claim_tasks(
     now = utcnow()
     if touch:
         _touch_registered(conn, agent_id)
-    params = {
-        "b_agent_id": agent_id,
-        "b_capacity": capacity,
-        "b_token_prefix": secrets.token_hex(16) + "-",
-        "b_now": now,
-        "b_claimer": claimer or None,
-        "b_lease_until": now + timedelta(seconds=lease_seconds),
-    }
-    rows = conn.execute(_CLAIM, params).all()
-    if len(rows) == capacity:
-        events.publish(conn, f"agent:{agent_id}")  # maybe more are pending: wake the next claimer
+    until = now + timedelta(seconds=lease_seconds)
+    rows = transitions.claim(conn, agent_id, capacity, secrets.token_hex(16) + "-", now, until, claimer)
     out = []
     for r in sorted(rows, key=lambda r: r.id):
         try:
@@ -143,9 +80,8 @@ def claim_tasks(
         except (Unsealable, ValidationError) as exc:
             # One task that cannot be handed out fails on its own; it must not block the agent's queue.
             error = str(exc).splitlines()[0]
-            fail_task(
-                conn, r, error, T.c.status == RUNNING, T.c.task_token == r.task_token, line=f"not assigned: {error}"
-            )
+            line = f"not assigned: {error}"
+            transitions.fail(conn, r, error, expect_from=S.running, match={"task_token": r.task_token}, line=line)
     return out
 
 
@@ -162,11 +98,10 @@ def heartbeat(
     this process should no longer run. With `tokens` (id -> task_token) a lease is renewed only for the
     attempt the process holds: a stale process of a pool must not keep another process's attempt alive."""
     _touch_registered(conn, agent_id)
-    ids = [n for n in (parse_task_id(r) for r in running) if n is not None]
+    ids, by_token = _parse_running(running, tokens)
     if not ids:
         return []
     until = utcnow() + timedelta(seconds=lease_seconds)
-    by_token = {n: tokens[r] for r in running if tokens and r in tokens and (n := parse_task_id(r)) is not None}
     plain = [n for n in ids if n not in by_token]
     if plain:
         conn.execute(
@@ -182,6 +117,27 @@ def heartbeat(
             [{"b_id": n, "b_token": t, "b_until": until} for n, t in by_token.items()],
         )
     return pending_cancels(conn, agent_id, ids, by_token)
+
+
+def _parse_running(running: list[str], tokens: dict[str, str] | None) -> tuple[list[int], dict[int, str]]:
+    """The task numbers a heartbeat lists (ids that are not task ids are skipped), and the attempt token
+    it holds for each, where it said."""
+    ids, by_token = [], {}
+    for r in running:
+        n = parse_task_id(r)
+        if n is None:
+            continue
+        ids.append(n)
+        if tokens and r in tokens:
+            by_token[n] = tokens[r]
+    return ids, by_token
+
+
+def cancels_since(conn: Connection, agent_id: str, running: list[str], tokens: dict[str, str] | None) -> list[str]:
+    """After a heartbeat waited for a cancel: the ids of its `running` the agent should stop now, and any
+    other running task of the agent whose cancel was requested (started since the beat was sent)."""
+    ids, by_token = _parse_running(running, tokens)
+    return pending_cancels(conn, agent_id, ids, by_token) + requested_cancels(conn, agent_id, exclude=ids)
 
 
 def pending_cancels(conn: Connection, agent_id: str, ids: list[int], tokens: dict[int, str] | None = None) -> list[str]:
@@ -288,8 +244,7 @@ def report_result(
         )
     error = report.error or f"{report.status.value} (exit code {report.exit_code})"
     if retryable(task, report.status.value, error):
-        guard = (T.c.status == RUNNING, T.c.task_token == report.task_token)
-        row = schedule_retry(conn, task, error, utcnow(), *guard)
+        row = schedule_retry(conn, task, error, utcnow(), S.running, match={"task_token": report.task_token})
     else:
         row = _finish(conn, task.id, report, next_seq)
     if row is None:
@@ -299,23 +254,19 @@ def report_result(
 
 
 def _finish(conn: Connection, n: int, report: TaskReport, next_seq: int) -> TaskRow | None:
-    """The compare-and-set to the final status; None when the task is not in the expected state."""
-    params = {
-        "n": n,
-        "b_token": report.task_token,
-        "b_next_seq": next_seq,
-        "b_status": report.status.value,
-        "b_exit_code": report.exit_code,
-        "b_result": report.result,
-        "b_data": report.data,
-        "b_error": report.error,
-        "b_now": utcnow(),
-    }
-    row = conn.execute(_FINISH, params).first()
-    if row is not None:
-        events.publish(conn, f"task:{n}", payload=row)
-        events.publish(conn, f"logs:{n}")
-    return row
+    """The compare-and-set to the final status, with the whole log stored (next_seq); None when the task
+    is not in the expected state."""
+    return transitions.transition(
+        conn,
+        n,
+        to=report.status,
+        expect_from=S.running,
+        match={"task_token": report.task_token, "next_seq": next_seq},
+        exit_code=report.exit_code,
+        result=report.result,
+        data=report.data,
+        error=report.error,
+    )
 
 
 def reap_expired(conn: Connection) -> int:
@@ -325,12 +276,12 @@ def reap_expired(conn: Connection) -> int:
     expired = conn.execute(select(T).where(T.c.status == RUNNING, T.c.lease_expires_at < now)).all()
     reaped = 0
     for task in expired:
-        guard = (T.c.status == RUNNING, T.c.lease_expires_at < now, T.c.task_token == task.task_token)
+        guard: dict[str, Any] = {"match": {"task_token": task.task_token}, "lapsed": {"lease_expires_at": now}}
+        line = f"{AGENT_LOST}: no heartbeat before the lease expired"
         if retryable(task, TaskStatus.failed.value, AGENT_LOST):
-            error = f"{AGENT_LOST}: no heartbeat before the lease expired"
-            reaped += schedule_retry(conn, task, error, now, *guard) is not None
+            reaped += schedule_retry(conn, task, line, now, S.running, **guard) is not None
             continue
         # The token is cleared, as for a retry: the lost attempt's late log and result (whatever its
         # status) get 409, rather than passing for a resend of an outcome the cloud stored itself.
-        reaped += fail_task(conn, task, AGENT_LOST, *guard, line=f"{AGENT_LOST}: no heartbeat before the lease expired")
+        reaped += transitions.fail(conn, task, AGENT_LOST, expect_from=S.running, line=line, **guard)
     return reaped

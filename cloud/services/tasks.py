@@ -1,6 +1,6 @@
-"""Tasks as callers see them: create, read, list, cancel, delete. The agent's side of the state
-machine is in runs.py. Every status change is one compare-and-set UPDATE whose row count is checked,
-so concurrent callers can never both win.
+"""Tasks as callers see them: create, read, list, cancel, delete. The agent's side is in runs.py; every
+status change goes through transitions.py, one compare-and-set UPDATE whose row count is checked, so
+concurrent callers can never both win.
 
 Everything is SQLAlchemy Core on one Connection: the ORM's unit of work cost more than the SQL itself
 (measured with bench/roundtrip.py), and statements on the per-task path are built once, for the same
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cloud.db import events
@@ -21,17 +21,14 @@ from cloud.db.models import TASK_LOGS as L
 from cloud.db.models import TASKS as T
 from cloud.db.types import utcnow
 from cloud.sealing import SEALED, Sealer, find_sealed_marker
-from cloud.services import idempotency
+from cloud.services import idempotency, transitions
 from cloud.services.agents import AgentCache, is_online
 from cloud.services.errors import BadRequest, Conflict, Forbidden, NotFound
-from cloud.services.logs import system_line
+from cloud.services.transitions import TaskRow
 from executors.policy import CommandPolicy
 from executors.registry import UnknownTaskType, default_exec_timeout, get_executor
 from wire.secrets import secret_keys_of
 from wire.tasks import LogLevel, TaskCreate, TaskRequest, TaskStatus, format_task_id, parse_task_id
-
-TaskRow = Row[Any]
-"""A full row of the tasks table; fields are read as attributes (row.status)."""
 
 PENDING, RUNNING = TaskStatus.pending.value, TaskStatus.running.value
 
@@ -214,67 +211,38 @@ def list_tasks(conn: Connection, flt: TaskFilter, page: int, page_size: int) -> 
 
 def cancel_task(conn: Connection, task: TaskRow) -> TaskRow:
     """Cancel a pending task at once; ask the agent to stop a running one. 409 when already final."""
-    now = utcnow()
     if task.status == PENDING:
         message = "canceled before an agent claimed it"
-        res = conn.execute(
-            update(T)
-            .where(T.c.id == task.id, T.c.status == PENDING)
-            .values(
-                status=TaskStatus.canceled.value,
-                error=message,
-                next_retry_at=None,
-                expires_at=None,
-                finished_at=now,
-                updated_at=now,
-            )
+        row = transitions.transition(
+            conn,
+            task.id,
+            to=TaskStatus.canceled,
+            expect_from=TaskStatus.pending,
+            line=message,
+            level=LogLevel.warn,
+            error=message,
         )
-        if res.rowcount == 1:
-            system_line(conn, task, message, LogLevel.warn)
-            events.publish(conn, f"task:{task.id}", f"logs:{task.id}")
-            return fetch(conn, task.id) or task
+        if row is not None:
+            return fetch(conn, task.id) or row
         task = fetch(conn, task.id) or task  # claimed meanwhile: stop it as a running task
     if task.status == RUNNING:
+        # Not a status change: the agent ends the attempt and reports `canceled` as its result.
         conn.execute(
-            update(T).where(T.c.id == task.id, T.c.status == RUNNING).values(cancel_requested=True, updated_at=now)
+            update(T).where(T.c.id == task.id, T.c.status == RUNNING).values(cancel_requested=True, updated_at=utcnow())
         )
         events.publish(conn, f"cancel:{task.agent_id}")
         return fetch(conn, task.id) or task
     raise Conflict(f"task {format_task_id(task.id)} already finished ({task.status})")
 
 
-def fail_task(conn: Connection, task: TaskRow, error: str, *guard: Any, line: str | None = None) -> bool:
-    """End `task` `failed` with `error` if it is still as `guard` says (the compare-and-set); whether it
-    did. Its attempt's token, lease, expiry and retry time go: a late log or result of that attempt gets
-    409. One system line (`line`, else the error) says why."""
-    now = utcnow()
-    res = conn.execute(
-        update(T)
-        .where(T.c.id == task.id, *guard)
-        .values(
-            status=TaskStatus.failed.value,
-            error=error,
-            last_error=error,
-            task_token=None,
-            lease_expires_at=None,
-            next_retry_at=None,
-            expires_at=None,
-            finished_at=now,
-            updated_at=now,
-        )
-    )
-    if res.rowcount != 1:
-        return False
-    system_line(conn, task, line or error, LogLevel.error)
-    events.publish(conn, f"task:{task.id}", f"logs:{task.id}")
-    return True
-
-
 def fail_unfinished(conn: Connection, agent_id: str, error: str) -> int:
     """Fail every pending and running task of `agent_id` (its agent is gone); returns how many."""
     unfinished = conn.execute(select(T).where(T.c.agent_id == agent_id, T.c.status.in_([PENDING, RUNNING]))).all()
     line = f"{error}: the task will not run"
-    return sum(fail_task(conn, task, error, T.c.status == task.status, line=line) for task in unfinished)
+    ended = 0
+    for task in unfinished:
+        ended += transitions.fail(conn, task, error, expect_from=TaskStatus(task.status), line=line)
+    return ended
 
 
 def delete_task(conn: Connection, task: TaskRow) -> None:

@@ -15,7 +15,7 @@ from cloud.services import agents as agents_svc
 from cloud.services import runs as svc
 from cloud.services.errors import Forbidden
 from wire.agents import AgentRegister, ClaimRequest, Heartbeat, HeartbeatReply, RegisterReply
-from wire.tasks import Assignment, LogBatch, TaskReport, parse_task_id
+from wire.tasks import Assignment, LogBatch, TaskReport
 
 router = APIRouter(prefix="/api/v1", tags=["agent protocol"], route_class=GuardedRoute)
 
@@ -104,11 +104,8 @@ async def heartbeat(
             wait = min(body.wait_s, app.settings.lease_seconds / 3)
             if await sub.wait(wait):
                 _own(recheck(request), agent_id)
-                ids = [n for n in (parse_task_id(r) for r in body.running) if n is not None]
-                tokens = {n: body.tokens[r] for r in body.running if r in body.tokens and (n := parse_task_id(r))}
                 with app.db.transaction() as conn:
-                    cancel = svc.pending_cancels(conn, agent_id, ids, tokens)
-                    cancel += svc.requested_cancels(conn, agent_id, exclude=ids)
+                    cancel = svc.cancels_since(conn, agent_id, body.running, body.tokens)
     return HeartbeatReply(cancel=cancel, lease_seconds=app.settings.lease_seconds)
 
 

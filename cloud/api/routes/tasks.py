@@ -12,7 +12,6 @@ from cloud.api.deps import AppDep, CallerAuth, PrincipalDep
 from cloud.api.guard import GuardedRoute
 from cloud.api.scopes import reach, require_create, require_on_task
 from cloud.api.waits import wait_until_final
-from cloud.db.types import utcnow
 from cloud.policy import enforce
 from cloud.services import audit, retries
 from cloud.services import tasks as svc
@@ -118,9 +117,7 @@ async def retry_task(task_id: str, principal: PrincipalDep, app: AppDep) -> Task
     with app.db.transaction() as conn:
         task = svc.get_task(conn, task_id)
         require_on_task(conn, app.agents, principal, Action.retry, task.agent_id, task.type)
-        retries.check_finished(task)
-        svc.check_agent_for_retry(conn, task, agents=app.agents, offline_after=app.settings.agent_offline_seconds)
-        task = retries.retry_task(conn, task, utcnow())
+        task = retries.retry_task(conn, task, agents=app.agents, offline_after=app.settings.agent_offline_seconds)
         audit.record(conn, principal, "task.retry", format_task_id(task.id), agent_id=task.agent_id)
         return task_read(task)
 
