@@ -15,7 +15,7 @@ from cloud.db.models import AGENTS as A
 from cloud.db.types import utcnow
 from cloud.services import audit, credentials
 from cloud.services.errors import Conflict, Forbidden, NotFound
-from wire.agents import AgentRead, AgentRegister, AgentStatus
+from wire.agents import AgentRegister
 from wire.credentials import TokenKind
 
 AgentRow = Row[Any]
@@ -119,22 +119,6 @@ def is_online(last_seen_at: datetime | None, offline_after: float) -> bool:
 
 def list_agents(conn: Connection) -> list[AgentRow]:
     return list(conn.execute(select(A).order_by(A.c.id)).all())
-
-
-def to_read(agent: AgentRow, offline_after: float) -> AgentRead:
-    """The API shape, with status derived from the heartbeat age."""
-    return AgentRead(
-        id=agent.id,
-        hostname=agent.hostname,
-        labels=agent.labels,
-        version=agent.version,
-        executors=agent.executors,
-        max_concurrency=agent.max_concurrency,
-        status=AgentStatus.online if is_online(agent.last_seen_at, offline_after) else AgentStatus.offline,
-        disabled=agent.disabled,
-        last_seen_at=agent.last_seen_at,
-        registered_at=agent.registered_at,
-    )
 
 
 class SeenThrottle:

@@ -6,12 +6,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select
+from sqlalchemy import Connection, Row, delete, func, select
 
 from cloud.access import Principal
 from cloud.db.models import AUDIT as AU
 from cloud.db.types import utcnow
-from wire.credentials import AuditRead
 
 MAX_TARGET = 200
 
@@ -35,7 +34,7 @@ def list_audit(
     action: str | None = None,
     target: str | None = None,
     since: datetime | None = None,
-) -> tuple[list[AuditRead], int]:
+) -> tuple[list[Row[Any]], int]:
     """A page of records, newest first, and the total matching."""
     where = []
     if actor:
@@ -51,11 +50,7 @@ def list_audit(
     rows = conn.execute(
         select(AU).where(*where).order_by(AU.c.id.desc()).limit(page_size).offset((page - 1) * page_size)
     ).all()
-    items = [
-        AuditRead(id=r.id, at=r.at, actor=r.actor, action=r.action, target=r.target, detail=r.detail or {})
-        for r in rows
-    ]
-    return items, int(total)
+    return list(rows), int(total)
 
 
 def prune(conn: Connection, keep_days: int) -> int:

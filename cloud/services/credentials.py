@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Row, delete, func, or_, select, update
 from cloud.db.models import CREDENTIALS as C
 from cloud.db.types import utcnow
 from cloud.services.errors import NotFound
-from wire.credentials import PREFIXES, Scope, TokenCreate, TokenKind, TokenRead
+from wire.credentials import PREFIXES, Scope, TokenCreate, TokenKind
 
 CredentialRow = Row[Any]
 TOUCH_EVERY = timedelta(seconds=60)
@@ -126,21 +126,3 @@ def get_token(conn: Connection, token_id: int) -> CredentialRow:
 
 def delete_token(conn: Connection, row: CredentialRow) -> None:
     conn.execute(delete(C).where(C.c.id == row.id))
-
-
-def to_read(row: CredentialRow) -> TokenRead:
-    return TokenRead(
-        id=row.id,
-        name=row.name,
-        kind=TokenKind(row.kind),
-        hint=row.hint,
-        agent_id=row.agent_id,
-        scope=Scope.model_validate(row.scope or {}),
-        single_use=row.single_use,
-        uses=row.uses,
-        expires_at=row.expires_at,
-        last_used_at=row.last_used_at,
-        created_at=row.created_at,
-        created_by=row.created_by,
-        expired=is_expired(row),
-    )

@@ -15,7 +15,7 @@ from cloud.db.types import utcnow
 from cloud.services.errors import Conflict, NotFound
 from files.names import clean_name
 from files.store import FileStore, Received
-from wire.files import FileRead, format_file_id, parse_file_id
+from wire.files import format_file_id, parse_file_id
 from wire.tasks import TaskStatus
 
 FileRow = Row[Any]
@@ -106,20 +106,6 @@ def delete_file(conn: Connection, store: FileStore, row: FileRow) -> None:
         raise Conflict(f"file {fid} is used by task task-{busy.id}, which has not finished")
     conn.execute(F.delete().where(F.c.id == row.id))
     store.remove(row.md5)  # md5 is unique, so no other record shares these bytes
-
-
-def file_read(row: FileRow, store: FileStore) -> FileRead:
-    return FileRead(
-        id=format_file_id(row.id),
-        name=row.name,
-        path=str(store.blob_path(row.md5)),
-        size=row.size,
-        content_type=row.content_type,
-        md5=row.md5,
-        sha256=row.sha256,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
 
 
 def named_by_agent_task(conn: Connection, row: FileRow, agent_id: str) -> bool:

@@ -12,7 +12,7 @@ from cloud.db.models import TASKS as T
 from cloud.db.types import utcnow
 from cloud.services.errors import Conflict
 from wire.output import utf8_len
-from wire.tasks import LogLevel, LogLine, LogRead, LogStream, format_task_id
+from wire.tasks import LogLevel, LogLine, LogStream
 
 LOG_SLACK_BYTES = 64 * 1024
 """Room over max_log_bytes before lines are dropped: an agent keeps max_log_bytes of output and adds its
@@ -26,23 +26,11 @@ _PAGE = (
 )
 
 
-def list_logs(conn: Connection, task_id: int, after: int, limit: int) -> list[LogRead]:
-    """Up to `limit` lines of the task with id > `after`, in the order they were written."""
+def list_logs(conn: Connection, task_id: int, after: int, limit: int) -> list[Any]:
+    """Up to `limit` lines of the task with id > `after`, in the order they were written (present.log_read
+    shows them)."""
     rows = conn.execute(_PAGE, {"b_task": task_id, "b_after": after, "b_limit": limit}).all()
-    tid = format_task_id(task_id)
-    return [
-        LogRead(
-            id=r.id,
-            task_id=tid,
-            attempt=r.attempt,
-            seq=r.seq,
-            level=LogLevel(r.level),
-            stream=LogStream(r.stream),
-            message=r.message,
-            timestamp=r.timestamp,
-        )
-        for r in rows
-    ]
+    return list(rows)
 
 
 _DEFAULT_LEVEL = {LogStream.stdout: LogLevel.info, LogStream.stderr: LogLevel.warn}

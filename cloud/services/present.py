@@ -1,17 +1,30 @@
-"""Turning rows into API models; secrets in params, env and command are masked here, on the way out.
+"""Turning rows into the models and shapes that leave the cloud: REST's tasks, agents, tokens, files, log
+lines and audit records, an agent's assignment, and JSON-RPC's (seed 000) task events. Services return
+rows; routes (and the claim) turn them into what they send here, and nowhere else.
 
-Only the task's input is masked on a read, by key name and command-line shape, which is cheap. Its
-output (result, error, data, log lines) was masked once, when it was stored (cloud.services.output).
+Secrets in a task's params, env and command are masked here, on the way out, by key name and
+command-line shape, which is cheap. Its output (result, error, data, log lines) was masked once, when it
+was stored (cloud.services.output).
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import hashlib
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from cloud.services.tasks import TaskRow
+from cloud.sealing import Sealer
+from cloud.services.agents import is_online
+from cloud.services.credentials import is_expired
 from executors.registry import shown_command
+from files.store import FileStore
+from wire.agents import AgentRead, AgentStatus
+from wire.credentials import AuditRead, Scope, TokenKind, TokenRead
+from wire.files import FileRead, format_file_id
 from wire.secrets import mask_secrets, mentions_mysql, secret_keys_of
-from wire.tasks import TaskRead, TaskStatus, format_task_id
+from wire.tasks import Assignment, LogLevel, LogRead, LogStream, TaskRead, TaskStatus, format_task_id
+
+if TYPE_CHECKING:
+    from cloud.services.transitions import TaskRow
 
 
 class Shown(NamedTuple):
@@ -64,3 +77,149 @@ def task_read(task: TaskRow, *, sync_timed_out: bool = False) -> TaskRead:
         updated_at=task.updated_at,
         sync_timed_out=sync_timed_out,
     )
+
+
+def assignment(task: TaskRow, sealer: Sealer, max_log_bytes: int) -> Assignment:
+    """A claimed task as its agent receives it: unsealed secrets and the attempt's token. Raises
+    Unsealable or ValidationError when the row cannot be handed out."""
+    return Assignment(
+        id=format_task_id(task.id),
+        type=task.type,
+        command=task.command,
+        params=sealer.unseal(task.params),
+        file_id=task.file_id,
+        env=sealer.unseal(task.env),
+        exec_timeout=task.exec_timeout,
+        attempt=task.attempts,
+        task_token=task.task_token,
+        max_log_bytes=max_log_bytes,
+    )
+
+
+def log_read(line: Any, task_id: int) -> LogRead:
+    """A stored log line of task number `task_id`."""
+    return LogRead(
+        id=line.id,
+        task_id=format_task_id(task_id),
+        attempt=line.attempt,
+        seq=line.seq,
+        level=LogLevel(line.level),
+        stream=LogStream(line.stream),
+        message=line.message,
+        timestamp=line.timestamp,
+    )
+
+
+def agent_read(agent: Any, offline_after: float) -> AgentRead:
+    """An agent, with its status derived from the heartbeat age."""
+    return AgentRead(
+        id=agent.id,
+        hostname=agent.hostname,
+        labels=agent.labels,
+        version=agent.version,
+        executors=agent.executors,
+        max_concurrency=agent.max_concurrency,
+        status=AgentStatus.online if is_online(agent.last_seen_at, offline_after) else AgentStatus.offline,
+        disabled=agent.disabled,
+        last_seen_at=agent.last_seen_at,
+        registered_at=agent.registered_at,
+    )
+
+
+def token_read(row: Any) -> TokenRead:
+    """A token's record; never the token itself (only its hash is stored)."""
+    return TokenRead(
+        id=row.id,
+        name=row.name,
+        kind=TokenKind(row.kind),
+        hint=row.hint,
+        agent_id=row.agent_id,
+        scope=Scope.model_validate(row.scope or {}),
+        single_use=row.single_use,
+        uses=row.uses,
+        expires_at=row.expires_at,
+        last_used_at=row.last_used_at,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        expired=is_expired(row),
+    )
+
+
+def file_read(row: Any, store: FileStore) -> FileRead:
+    """A stored file's record, with where its bytes lie in `store`."""
+    return FileRead(
+        id=format_file_id(row.id),
+        name=row.name,
+        path=str(store.blob_path(row.md5)),
+        size=row.size,
+        content_type=row.content_type,
+        md5=row.md5,
+        sha256=row.sha256,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def audit_read(row: Any) -> AuditRead:
+    """An audit record."""
+    detail = row.detail or {}
+    return AuditRead(id=row.id, at=row.at, actor=row.actor, action=row.action, target=row.target, detail=detail)
+
+
+def rpc_event_response(row: TaskRow) -> dict[str, Any]:
+    """Seed 000's TaskEventResponse. `task_token` identifies the attempt without revealing its fencing token."""
+    return {
+        "task_id": int(row.id),
+        "agent_uuid": row.agent_id,
+        "task_token": hashlib.sha256((row.task_token or "").encode()).hexdigest()[:16],
+        "timestamp": _ms(row.created_at),
+        "success": row.status == TaskStatus.success.value,
+        "error_message": _error_message(row),
+        "task_event_result": _event_result(row),
+    }
+
+
+def rpc_record(row: TaskRow) -> dict[str, Any]:
+    """Seed 000's task_query record."""
+    final = TaskStatus(row.status).is_final
+    return {
+        "cron_source": row.cron_source,
+        "error_message": _error_message(row) if final else None,
+        "success": row.status == TaskStatus.success.value,
+        "task_event_result": _event_result(row) if final else None,
+        "task_event_type": _event_type(row),
+        "task_id": int(row.id),
+        "timestamp": _ms(row.created_at),
+        "uuid": row.agent_id,
+    }
+
+
+def _ms(value: Any) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def _event_result(row: Any) -> dict[str, Any]:
+    """`task_event_result` keyed by type: ping -> rtt in ms, process types -> stdout, else the data."""
+    if row.type == "ping":
+        return {"ping": (row.data or {}).get("rtt_ms")}
+    if row.type in ("execute", "shell", "python"):
+        return {row.type: row.result}
+    return {row.type: row.data if row.data is not None else row.result}
+
+
+def _event_type(row: Any) -> dict[str, Any]:
+    """Seed 000's TaskEventType, masked exactly as REST shows the task."""
+    command, params, _ = shown(row)
+    if row.type == "ping":
+        return {"ping": command}
+    if row.type == "execute":
+        return {"execute": {"cmd": params.get("cmd"), "args": params.get("args") or []}}
+    if row.type == "http_request":
+        return {"http_request": params}
+    return {row.type: {"command": command, "params": params}}
+
+
+def _error_message(row: Any) -> str | None:
+    if row.status == TaskStatus.success.value:
+        return None
+    return row.error or row.status

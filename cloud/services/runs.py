@@ -17,7 +17,7 @@ from cloud.db.models import AGENTS as A
 from cloud.db.models import TASKS as T
 from cloud.db.types import utcnow
 from cloud.sealing import Sealer, Unsealable
-from cloud.services import output, transitions
+from cloud.services import output, present, transitions
 from cloud.services.errors import Conflict, Forbidden, NotFound
 from cloud.services.logs import store_lines
 from cloud.services.retries import retryable, schedule_retry
@@ -62,18 +62,7 @@ def claim_tasks(
     out = []
     for r in sorted(rows, key=lambda r: r.id):
         try:
-            assignment = Assignment(
-                id=format_task_id(r.id),
-                type=r.type,
-                command=r.command,
-                params=sealer.unseal(r.params),
-                file_id=r.file_id,
-                env=sealer.unseal(r.env),
-                exec_timeout=r.exec_timeout,
-                attempt=r.attempts,
-                task_token=r.task_token,
-                max_log_bytes=max_log_bytes,
-            )
+            assignment = present.assignment(r, sealer, max_log_bytes)
             out.append(assignment)
             # Its output is masked when stored: keep what that takes while the secrets are unsealed.
             output.remember(r.task_token, assignment.params, assignment.env, r.command)

@@ -13,6 +13,7 @@ from cloud.services import agents as svc
 from cloud.services import audit, credentials
 from cloud.services import tasks as tasks_svc
 from cloud.services.errors import BadRequest
+from cloud.services.present import agent_read, token_read
 from wire.agents import AGENT_ID_PATTERN, AgentRead
 from wire.credentials import Action, AgentTokenCreate, AgentUpdate, TokenCreated
 
@@ -26,7 +27,7 @@ async def list_agents(principal: PrincipalDep, app: AppDep) -> list[AgentRead]:
     offline = app.settings.agent_offline_seconds
     with app.db.transaction() as conn:
         rows = svc.list_agents(conn)
-    return [svc.to_read(a, offline) for a in rows if principal.reaches_agent(a.id, a.labels)]
+    return [agent_read(a, offline) for a in rows if principal.reaches_agent(a.id, a.labels)]
 
 
 @router.get("/{agent_id}", response_model=AgentRead, dependencies=[CallerAuth])
@@ -35,7 +36,7 @@ async def get_agent(agent_id: AgentIdPath, principal: PrincipalDep, app: AppDep)
     with app.db.transaction() as conn:
         agent = svc.get_agent(conn, agent_id)
     principal.require(Action.read, agent_id=agent.id, labels=agent.labels)
-    return svc.to_read(agent, app.settings.agent_offline_seconds)
+    return agent_read(agent, app.settings.agent_offline_seconds)
 
 
 @router.patch("/{agent_id}", response_model=AgentRead, dependencies=[AdminAuth])
@@ -46,7 +47,7 @@ async def update_agent(agent_id: AgentIdPath, body: AgentUpdate, principal: Prin
         agent = svc.set_disabled(conn, agent_id, body.disabled)
         audit.record(conn, principal, "agent.disable" if body.disabled else "agent.enable", agent_id)
     app.agents.forget(agent_id)
-    return svc.to_read(agent, app.settings.agent_offline_seconds)
+    return agent_read(agent, app.settings.agent_offline_seconds)
 
 
 @router.delete("/{agent_id}", status_code=204, dependencies=[AdminAuth])
@@ -74,4 +75,4 @@ async def issue_agent_token(
     with app.db.transaction() as conn:
         row, token = credentials.issue_agent_token(conn, agent_id, body.name, principal.name, body.expires_in)
         audit.record(conn, principal, "token.create", f"token-{row.id}", kind="agent", agent_id=agent_id)
-    return TokenCreated(**credentials.to_read(row).model_dump(), token=token)
+    return TokenCreated(**token_read(row).model_dump(), token=token)

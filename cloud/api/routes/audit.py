@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from cloud.api.deps import AdminAuth, AppDep
 from cloud.api.guard import GuardedRoute
 from cloud.services import audit as svc
+from cloud.services.present import audit_read
 from wire.credentials import AuditList
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"], dependencies=[AdminAuth], route_class=GuardedRoute)
@@ -29,5 +30,5 @@ async def list_audit(
 ) -> AuditList:
     """Records newest first; kept `audit_retention_days` (TIANGONG_AUDIT_RETENTION_DAYS)."""
     with app.db.transaction() as conn:
-        items, total = svc.list_audit(conn, page, page_size, actor=actor, action=action, target=target, since=since)
-    return AuditList(items=items, total=total, page=page, page_size=page_size)
+        rows, total = svc.list_audit(conn, page, page_size, actor=actor, action=action, target=target, since=since)
+    return AuditList(items=[audit_read(r) for r in rows], total=total, page=page, page_size=page_size)

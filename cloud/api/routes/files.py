@@ -15,6 +15,7 @@ from cloud.api.multipart import receive_file
 from cloud.services import audit
 from cloud.services import files as svc
 from cloud.services.errors import Forbidden
+from cloud.services.present import file_read
 from files.names import content_disposition
 from wire.credentials import Action, TokenKind
 from wire.files import FileList, FileRead, format_file_id
@@ -80,7 +81,7 @@ async def upload_file(request: Request, principal: PrincipalDep, app: AppDep) ->
     try:
         with app.db.transaction() as conn:
             row, created = svc.save_upload(conn, app.store, upload.received, upload.filename, upload.content_type)
-            body = svc.file_read(row, app.store)
+            body = file_read(row, app.store)
             if created:
                 audit.record(conn, principal, "file.upload", body.id, name=body.name, md5=body.md5)
     finally:
@@ -100,7 +101,7 @@ async def list_files(
     principal.require(Action.files_read)
     with app.db.transaction() as conn:
         rows, total = svc.list_files(conn, q, page, page_size)
-    return FileList(items=[svc.file_read(r, app.store) for r in rows], total=total, page=page, page_size=page_size)
+    return FileList(items=[file_read(r, app.store) for r in rows], total=total, page=page, page_size=page_size)
 
 
 @router.get("/{file_id}", response_model=FileRead, dependencies=[ReadAuth])
@@ -108,7 +109,7 @@ async def get_file(file_id: str, principal: PrincipalDep, app: AppDep) -> FileRe
     with app.db.transaction() as conn:
         row = svc.get_file(conn, file_id)
         _may_read(conn, principal, row)
-        return svc.file_read(row, app.store)
+        return file_read(row, app.store)
 
 
 @router.get("/{file_id}/content", dependencies=[ReadAuth], response_class=FileResponse, responses=_DOWNLOAD_RESPONSES)

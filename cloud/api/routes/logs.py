@@ -14,6 +14,7 @@ from cloud.api.guard import GuardedRoute
 from cloud.api.scopes import require_on_task
 from cloud.services import tasks as svc
 from cloud.services.logs import list_logs
+from cloud.services.present import log_read
 from wire.credentials import Action
 from wire.tasks import LogRead, TaskStatus
 
@@ -50,7 +51,7 @@ async def get_logs(
             stream, media_type=media, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
     with app.db.transaction() as conn:
-        lines = list_logs(conn, n, after, limit)
+        lines = [log_read(r, n) for r in list_logs(conn, n, after, limit)]
     if as_text:
         return PlainTextResponse("".join(ln.message + "\n" for ln in lines))
     return lines
@@ -69,7 +70,7 @@ async def _follow(app: AppContext, task_id: int, after: int, as_text: bool, requ
             with app.db.transaction() as conn:
                 # The task before its lines: a task seen final then has all its lines in the read after.
                 task = svc.fetch(conn, task_id)
-                lines = list_logs(conn, task_id, after, PAGE)
+                lines = [log_read(r, task_id) for r in list_logs(conn, task_id, after, PAGE)]
             for ln in lines:
                 yield ln.message + "\n" if as_text else _sse(ln.model_dump_json(), event="log", id=ln.id)
             if lines:

@@ -7,7 +7,6 @@ condition one reaching every type."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import orjson
@@ -34,10 +33,10 @@ from cloud.policy import enforce
 from cloud.services import audit, task_query
 from cloud.services import tasks as svc
 from cloud.services.errors import BadRequest, Conflict, Forbidden, NotFound
-from cloud.services.present import shown
+from cloud.services.present import rpc_event_response, rpc_record
 from executors.registry import known_types
 from wire.credentials import Action
-from wire.tasks import TaskCreate, TaskStatus, format_task_id
+from wire.tasks import TaskCreate, format_task_id
 
 router = APIRouter(tags=["json-rpc"], route_class=GuardedRoute)
 
@@ -109,7 +108,7 @@ def _methods(app: AppContext) -> dict[str, Method]:
             row = svc.fetch(conn, n)
         if row is None:
             raise RpcError(INVALID_PARAMS, f"Task {n} was deleted while waiting")
-        return _event_response(row)
+        return rpc_event_response(row)
 
     async def query(params: dict[str, Any]) -> list[dict[str, Any]]:
         p = QueryParams.model_validate(params)
@@ -124,7 +123,7 @@ def _methods(app: AppContext) -> dict[str, Method]:
             raise RpcError(
                 ANSWER_TOO_LARGE, f"Answer too large: {exc}; narrow the query (more conditions, a smaller limit)"
             ) from exc
-        return await run_in_threadpool(lambda: [_record(r) for r in rows])
+        return await run_in_threadpool(lambda: [rpc_record(r) for r in rows])
 
     async def delete(params: dict[str, Any]) -> dict[str, Any]:
         p = DeleteParams.model_validate(params)
@@ -229,62 +228,3 @@ def to_task_create(agent_id: str, task_type: dict[str, Any]) -> TaskCreate:
         raise RpcError(INVALID_PARAMS, f"Invalid params: task_type.{kind} must be an object with command/params")
     fields = {k: body[k] for k in ("command", "params", "file_id", "env", "exec_timeout") if k in body}
     return TaskCreate(agent_id=agent_id, type=kind, **fields)
-
-
-def _ms(value: Any) -> int:
-    return int(value.timestamp() * 1000)
-
-
-def _event_result(row: Any) -> dict[str, Any]:
-    """`task_event_result` keyed by type: ping -> rtt in ms, process types -> stdout, else the data."""
-    if row.type == "ping":
-        return {"ping": (row.data or {}).get("rtt_ms")}
-    if row.type in ("execute", "shell", "python"):
-        return {row.type: row.result}
-    return {row.type: row.data if row.data is not None else row.result}
-
-
-def _event_type(row: Any) -> dict[str, Any]:
-    """Seed 000's TaskEventType, masked exactly as REST shows the task (cloud.services.present)."""
-    command, params, _ = shown(row)
-    if row.type == "ping":
-        return {"ping": command}
-    if row.type == "execute":
-        return {"execute": {"cmd": params.get("cmd"), "args": params.get("args") or []}}
-    if row.type == "http_request":
-        return {"http_request": params}
-    return {row.type: {"command": command, "params": params}}
-
-
-def _error_message(row: Any) -> str | None:
-    if row.status == TaskStatus.success.value:
-        return None
-    return row.error or row.status
-
-
-def _event_response(row: Any) -> dict[str, Any]:
-    """Seed 000's TaskEventResponse. `task_token` identifies the attempt without revealing its fencing token."""
-    return {
-        "task_id": int(row.id),
-        "agent_uuid": row.agent_id,
-        "task_token": hashlib.sha256((row.task_token or "").encode()).hexdigest()[:16],
-        "timestamp": _ms(row.created_at),
-        "success": row.status == TaskStatus.success.value,
-        "error_message": _error_message(row),
-        "task_event_result": _event_result(row),
-    }
-
-
-def _record(row: Any) -> dict[str, Any]:
-    """Seed 000's task_query record."""
-    final = TaskStatus(row.status).is_final
-    return {
-        "cron_source": row.cron_source,
-        "error_message": _error_message(row) if final else None,
-        "success": row.status == TaskStatus.success.value,
-        "task_event_result": _event_result(row) if final else None,
-        "task_event_type": _event_type(row),
-        "task_id": int(row.id),
-        "timestamp": _ms(row.created_at),
-        "uuid": row.agent_id,
-    }

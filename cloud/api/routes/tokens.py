@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Response
 from cloud.api.deps import AdminAuth, AppDep, PrincipalDep
 from cloud.api.guard import GuardedRoute
 from cloud.services import audit, credentials
+from cloud.services.present import token_read
 from wire.credentials import TokenCreate, TokenCreated, TokenKind, TokenRead
 
 TokenId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The token's id (not the token).")]
@@ -23,7 +24,7 @@ async def create_token(body: TokenCreate, principal: PrincipalDep, app: AppDep) 
     with app.db.transaction() as conn:
         row, token = credentials.create_token(conn, body, principal.name)
         audit.record(conn, principal, "token.create", f"token-{row.id}", kind=body.kind, name=body.name)
-    return TokenCreated(**credentials.to_read(row).model_dump(), token=token)
+    return TokenCreated(**token_read(row).model_dump(), token=token)
 
 
 @router.get("", response_model=list[TokenRead])
@@ -34,13 +35,13 @@ async def list_tokens(
 ) -> list[TokenRead]:
     """Every credential, without its secret: name, kind, scope, expiry, last use."""
     with app.db.transaction() as conn:
-        return [credentials.to_read(r) for r in credentials.list_tokens(conn, kind, agent_id)]
+        return [token_read(r) for r in credentials.list_tokens(conn, kind, agent_id)]
 
 
 @router.get("/{token_id}", response_model=TokenRead)
 async def get_token(token_id: TokenId, app: AppDep) -> TokenRead:
     with app.db.transaction() as conn:
-        return credentials.to_read(credentials.get_token(conn, token_id))
+        return token_read(credentials.get_token(conn, token_id))
 
 
 @router.delete("/{token_id}", status_code=204)
