@@ -22,7 +22,6 @@ from cloud.services.errors import Conflict, Forbidden, NotFound
 from cloud.services.logs import store_lines
 from cloud.services.retries import retryable, schedule_retry
 from cloud.services.tasks import RUNNING, TaskRow, get_task
-from cloud.services.transitions import S
 from wire.tasks import (
     AGENT_LOST,
     Assignment,
@@ -69,8 +68,9 @@ def claim_tasks(
         except (Unsealable, ValidationError) as exc:
             # One task that cannot be handed out fails on its own; it must not block the agent's queue.
             error = str(exc).splitlines()[0]
+            guard = {"task_token": r.task_token}
             line = f"not assigned: {error}"
-            transitions.fail(conn, r, error, expect_from=S.running, match={"task_token": r.task_token}, line=line)
+            transitions.fail(conn, r, error, expect_from=TaskStatus.running, match=guard, line=line)
     return out
 
 
@@ -233,7 +233,7 @@ def report_result(
         )
     error = report.error or f"{report.status.value} (exit code {report.exit_code})"
     if retryable(task, report.status.value, error):
-        row = schedule_retry(conn, task, error, utcnow(), S.running, match={"task_token": report.task_token})
+        row = schedule_retry(conn, task, error, utcnow(), TaskStatus.running, match={"task_token": report.task_token})
     else:
         row = _finish(conn, task.id, report, next_seq)
     if row is None:
@@ -249,7 +249,7 @@ def _finish(conn: Connection, n: int, report: TaskReport, next_seq: int) -> Task
         conn,
         n,
         to=report.status,
-        expect_from=S.running,
+        expect_from=TaskStatus.running,
         match={"task_token": report.task_token, "next_seq": next_seq},
         exit_code=report.exit_code,
         result=report.result,
@@ -268,9 +268,9 @@ def reap_expired(conn: Connection) -> int:
         guard: dict[str, Any] = {"match": {"task_token": task.task_token}, "lapsed": {"lease_expires_at": now}}
         line = f"{AGENT_LOST}: no heartbeat before the lease expired"
         if retryable(task, TaskStatus.failed.value, AGENT_LOST):
-            reaped += schedule_retry(conn, task, line, now, S.running, **guard) is not None
+            reaped += schedule_retry(conn, task, line, now, TaskStatus.running, **guard) is not None
             continue
         # The token is cleared, as for a retry: the lost attempt's late log and result (whatever its
         # status) get 409, rather than passing for a resend of an outcome the cloud stored itself.
-        reaped += transitions.fail(conn, task, AGENT_LOST, expect_from=S.running, line=line, **guard)
+        reaped += transitions.fail(conn, task, AGENT_LOST, expect_from=TaskStatus.running, line=line, **guard)
     return reaped

@@ -24,16 +24,16 @@ from wire.tasks import LogLevel, TaskStatus
 TaskRow = Row[Any]
 """A full row of the tasks table; fields are read as attributes (row.status)."""
 
-S = TaskStatus
-FINAL = frozenset(s for s in S if s.is_final)
+_S = TaskStatus
+FINAL = frozenset(s for s in _S if s.is_final)
 ALLOWED: Mapping[TaskStatus, frozenset[TaskStatus]] = {
     # Claimed; canceled before a claim; failed undelivered or with its agent deleted; an undelivered
     # task's automatic retry stays pending with a new expiry.
-    S.pending: frozenset({S.running, S.canceled, S.failed, S.pending}),
+    _S.pending: frozenset({_S.running, _S.canceled, _S.failed, _S.pending}),
     # The agent's result; failed by the cloud (agent lost or deleted, not assignable); an automatic retry.
-    S.running: frozenset({S.success, S.failed, S.timeout, S.canceled, S.pending}),
+    _S.running: frozenset({_S.success, _S.failed, _S.timeout, _S.canceled, _S.pending}),
     # A final status changes only by a retry on request (POST /tasks/{id}/retry).
-    **{s: frozenset({S.pending}) for s in FINAL},
+    **{s: frozenset({_S.pending}) for s in FINAL},
 }
 """From-status -> the statuses it may change to."""
 
@@ -122,7 +122,7 @@ def _after(conn: Connection, row: TaskRow, line: str | None, level: LogLevel) ->
         events.publish(conn, f"logs:{row.id}")
         return
     events.publish(conn, f"task:{row.id}", f"logs:{row.id}")
-    if row.status == S.pending.value and row.next_retry_at is None:
+    if row.status == _S.pending.value and row.next_retry_at is None:
         events.publish(conn, f"agent:{row.agent_id}")  # claimable at once: wake its agent's claims
 
 
@@ -142,7 +142,7 @@ def fail(
     row = transition(
         conn,
         task.id,
-        to=S.failed,
+        to=_S.failed,
         expect_from=expect_from,
         match=match,
         lapsed=lapsed,
@@ -172,13 +172,13 @@ def fresh_attempt() -> dict[str, Any]:
 
 _CLAIM = (
     _cas(
-        S.running,
-        (S.pending,),
+        _S.running,
+        (_S.pending,),
         T.c.id.in_(
             select(T.c.id)
             .where(
                 T.c.agent_id == bindparam("b_agent_id"),
-                T.c.status == S.pending.value,
+                T.c.status == _S.pending.value,
                 # A retry waits out its backoff; an expired task is never handed out, even before the
                 # background pass has failed it.
                 or_(T.c.next_retry_at.is_(None), T.c.next_retry_at <= bindparam("b_now")),
