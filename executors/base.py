@@ -8,15 +8,17 @@ the registry gives a third-party class that lacks one of them the default from `
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import inspect
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from wire.tasks import Assignment, LogLevel, LogStream, TaskRequest, TaskStatus
 
+T = TypeVar("T")
 DEFAULT_EXEC_TIMEOUT = 1800
 """Execution limit in seconds for types that do not set `default_exec_timeout`."""
 
@@ -147,3 +149,76 @@ def parse_model(model: type[BaseModel], params: Mapping[str, Any], type_name: st
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
         raise ValueError(f"params{'.' + loc if loc else ''}: {msg}") from None
+
+
+class Stoppable(Protocol):
+    """What `until_stopped` watches: a RunContext, or any object with a cancel event and a deadline."""
+
+    @property
+    def cancel_event(self) -> asyncio.Event: ...
+
+    @property
+    def deadline(self) -> float: ...
+
+
+@dataclass
+class Limits:
+    """A cancel event and a deadline other than the task's: one target's, or a commit's grace period."""
+
+    cancel_event: asyncio.Event
+    deadline: float
+    """Loop time (`asyncio.get_running_loop().time()`)."""
+
+
+class Stopped(Exception):
+    """A wait was cut short: `reason` is "canceled" or "timeout".
+
+    `abandoned`: work left running in a thread still owns what it used (a connection), which must then
+    only be dropped. `in_flight`: a request had been sent and not answered, so it may still take effect.
+    """
+
+    def __init__(self, reason: str, *, abandoned: bool = False, in_flight: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.abandoned = abandoned
+        self.in_flight = in_flight
+
+    @property
+    def status(self) -> TaskStatus:
+        """The task status this stop ends a task with."""
+        return TaskStatus.canceled if self.reason == "canceled" else TaskStatus.timeout
+
+
+def stop_reason(limits: Stoppable) -> str | None:
+    """ "canceled" or "timeout" when `limits` say to stop now, else None."""
+    if limits.cancel_event.is_set():
+        return "canceled"
+    if asyncio.get_running_loop().time() >= limits.deadline:
+        return "timeout"
+    return None
+
+
+async def until_stopped(limits: Stoppable, aw: Awaitable[T]) -> T:
+    """The result of `aw`, unless `limits.cancel_event` is set or `limits.deadline` passes first: then `aw`
+    is canceled and Stopped raised. Wrap `aw` in `asyncio.shield` to keep it running after a stop."""
+    reason = stop_reason(limits)
+    if reason is not None:
+        if inspect.iscoroutine(aw):
+            aw.close()  # never started: closing it spares a "never awaited" warning
+        raise Stopped(reason)
+    work = asyncio.ensure_future(aw)
+    canceled = asyncio.ensure_future(limits.cancel_event.wait())
+    loop = asyncio.get_running_loop()
+    try:
+        done, _ = await asyncio.wait(
+            (work, canceled), timeout=max(0.0, limits.deadline - loop.time()), return_when=asyncio.FIRST_COMPLETED
+        )
+    except BaseException:
+        work.cancel()  # the caller itself was canceled: take its work down with it
+        raise
+    finally:
+        canceled.cancel()
+    if work in done:
+        return work.result()
+    work.cancel()
+    raise Stopped("canceled" if limits.cancel_event.is_set() else "timeout")

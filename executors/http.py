@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from executors.base import BaseExecutor, Outcome, RunContext
+from executors.base import BaseExecutor, Outcome, RunContext, Stopped, until_stopped
 from wire.secrets import mask_text
 from wire.tasks import Assignment, TaskRequest, TaskStatus
 
@@ -158,22 +158,23 @@ class _HttpExecutor(BaseExecutor, ABC):
                 transport=transport, follow_redirects=p.get("follow_redirects", True), timeout=timeout
             ) as client:
                 request = client.build_request(method, p["url"], headers=headers, content=content)
-                fetch = asyncio.ensure_future(self._fetch(client, request, limit))
-                canceled = asyncio.ensure_future(ctx.cancel_event.wait())
-                done, _ = await asyncio.wait({fetch, canceled}, return_when=asyncio.FIRST_COMPLETED)
-                canceled.cancel()
-                if fetch not in done:
-                    fetch.cancel()
-                    return Outcome(TaskStatus.canceled, error="canceled")
-                response, body, truncated = fetch.result()
+                response, body, truncated = await until_stopped(ctx, self._fetch(client, request, limit))
+        except Stopped as stop:
+            if stop.reason == "canceled":
+                return Outcome(TaskStatus.canceled, error="canceled")
+            return self._timed_out(task)
         except httpx.TimeoutException:
-            return Outcome(TaskStatus.timeout, error=f"execution timed out after {task.exec_timeout} s (HTTP request)")
+            return self._timed_out(task)
         except httpx.ConnectError as exc:
             kind = "TLS error" if "SSL" in str(exc) or "certificate" in str(exc).lower() else "cannot connect"
             return Outcome(TaskStatus.failed, error=f"{kind}: {mask_text(p['url'])}: {exc}")
         except (httpx.HTTPError, OSError) as exc:
             return Outcome(TaskStatus.failed, error=f"request failed: {type(exc).__name__}: {exc}")
         return self._outcome(response, body, truncated, p.get("expected_status"), ctx)
+
+    @staticmethod
+    def _timed_out(task: Assignment) -> Outcome:
+        return Outcome(TaskStatus.timeout, error=f"execution timed out after {task.exec_timeout} s (HTTP request)")
 
     @staticmethod
     async def _fetch(client: Any, request: Any, limit: int) -> tuple[Any, bytes, bool]:

@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import ClassVar
 
-from executors.base import BaseExecutor, Outcome, ParamsModel, RunContext
+from executors.base import BaseExecutor, Outcome, ParamsModel, RunContext, Stopped, until_stopped
 from executors.capture import HeadTail
 from executors.process_params import ProcessParams
 from executors.procs import (  # noqa: F401  (MAX_KILL_GRACE_S, proc_stat: the agent's imports until it uses procs)
@@ -159,21 +159,11 @@ class _ProcessRun:
 
     async def supervise(self, proc: asyncio.subprocess.Process) -> TaskStatus | None:
         """Wait for the exit, the cancel event or the deadline; None when the process exited."""
-        loop = asyncio.get_running_loop()
-        exited = asyncio.ensure_future(proc.wait())
-        canceled = asyncio.ensure_future(self.ctx.cancel_event.wait())
         try:
-            done, _ = await asyncio.wait(
-                (exited, canceled),
-                timeout=max(0.0, self.ctx.deadline - loop.time()),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            exited.cancel()
-            canceled.cancel()
-        if exited in done:
-            return None
-        return TaskStatus.canceled if canceled in done else TaskStatus.timeout
+            await until_stopped(self.ctx, proc.wait())
+        except Stopped as stop:
+            return stop.status
+        return None
 
     async def stop(self, proc: asyncio.subprocess.Process, reason: TaskStatus) -> None:
         """SIGTERM the whole group, SIGKILL it after the grace period, and wait until none of it runs."""

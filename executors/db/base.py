@@ -57,6 +57,11 @@ class TargetRun:
     scrubbed of them here, where all lines pass."""
 
     @property
+    def cancel_event(self) -> asyncio.Event:
+        """The task's: a TargetRun is what `until_stopped` watches for one target."""
+        return self.ctx.cancel_event
+
+    @property
     def options(self) -> Any:
         return self.params.exec_options
 

@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 
 import yaml
 
-from executors.base import BaseExecutor, Outcome, RunContext
-from executors.k8s.calls import Calls, Stopped
+from executors.base import BaseExecutor, Outcome, RunContext, Stopped
+from executors.k8s.calls import Calls
 from executors.k8s.documents import MAX_MANIFEST_BYTES, ManifestError, check_object, parse_manifests
 from executors.k8s.errors import K8sError, Target
 from executors.k8s.operations import Done, Operator, explain
