@@ -46,6 +46,7 @@ class ClickHouseExecutor(SqlExecutor):
     """`clickhouse`: `target.protocol` native (port 9000, default) or http (port 8123)."""
 
     type: ClassVar[str] = "clickhouse"
+    dialect: ClassVar[str] = "clickhouse"
     shows_rollback: ClassVar[bool] = False
 
     def driver_modules(self, targets: list[Target]) -> list[str]:

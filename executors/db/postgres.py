@@ -13,6 +13,7 @@ class PostgresExecutor(SqlExecutor):
     """`postgres`."""
 
     type: ClassVar[str] = "postgres"
+    dialect: ClassVar[str] = "postgres"
 
     def driver_modules(self, targets: list[Target]) -> list[str]:
         return [*super().driver_modules(targets), "psycopg", "psycopg_pool", "executors.db.postgres_conn"]

@@ -69,9 +69,13 @@ class SqlSession(ABC):
 class SqlExecutor(DbExecutor):
     """Base of mysql, doris, postgres and clickhouse."""
 
+    dialect: ClassVar[str]
+    """The sqlglot dialect that splits this type's scripts: a type's own name is not one (a new type
+    speaking MySQL's protocol, say, names `mysql` here)."""
+
     def driver_modules(self, targets: list[Target]) -> list[str]:
         # sqlglot loads a dialect's lexer on first use: part of the agent's warm-up, not of the deadline.
-        return [f"sqlglot.dialects.{self.type}"]
+        return [f"sqlglot.dialects.{self.dialect}"]
 
     @abstractmethod
     def connect(self, target: Target, run: TargetRun) -> SqlSession:
@@ -83,7 +87,7 @@ class SqlExecutor(DbExecutor):
         except SourceError as exc:
             return TargetResult(target, TaskStatus.failed, str(exc))
         try:
-            statements = split_sql(script, self.type)
+            statements = split_sql(script, self.dialect)
         except SplitError as exc:
             return TargetResult(target, TaskStatus.failed, f"{where}: {exc}")
         if not statements:
