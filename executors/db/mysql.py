@@ -21,8 +21,6 @@ class MySqlExecutor(SqlExecutor):
         return [
             *super().driver_modules(targets),
             "pymysql",
-            "sqlalchemy.pool",
-            "sqlalchemy.dialects.mysql.pymysql",
             "executors.db.mysql_conn",
         ]
 
