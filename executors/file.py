@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from executors.base import BaseExecutor, Outcome, RunContext
+from executors.base import BaseExecutor, Outcome, RunContext, Stopped, until_stopped
 from wire.tasks import Assignment, TaskRequest, TaskStatus
 
 
@@ -72,10 +72,15 @@ class FileExecutor(BaseExecutor):
     async def run(self, task: Assignment, ctx: RunContext) -> Outcome:
         try:
             dest = destination(str(task.params["path"]), ctx.workdir)
-            src = await ctx.fetch_file(task.file_id)
+            # Downloading may take long and can stop at any point; placing is local and is never cut short,
+            # so a stopped task never leaves a file half in place.
+            src = await until_stopped(ctx, ctx.fetch_file(task.file_id))
             size, md5 = await asyncio.to_thread(
                 place, src, dest, parse_mode(task.params.get("mode")), bool(task.params.get("overwrite", False))
             )
+        except Stopped as stop:
+            error = "canceled" if stop.reason == "canceled" else f"execution timed out after {task.exec_timeout} s"
+            return Outcome(stop.status, error=error)
         except Exception as exc:  # disk errors, an existing file, a failed download, `~nobody`: each message says which
             return Outcome(TaskStatus.failed, error=str(exc) or type(exc).__name__)
         ctx.log(f"wrote {dest} ({size} bytes, md5 {md5})")

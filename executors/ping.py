@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from executors.base import BaseExecutor, Outcome, RunContext
+from executors.base import BaseExecutor, Outcome, RunContext, Stopped, until_stopped
 from wire.tasks import Assignment, TaskRequest, TaskStatus
 
 MAX_COUNT = 100
@@ -64,6 +64,14 @@ class PingExecutor(BaseExecutor):
             raise ValueError("command: the host to ping is required (or params.host)")
 
     async def run(self, task: Assignment, ctx: RunContext) -> Outcome:
+        """Measure, unless the task is canceled or its time runs out first."""
+        try:
+            return await until_stopped(ctx, self._measure(task, ctx))
+        except Stopped as stop:
+            error = "canceled" if stop.reason == "canceled" else f"execution timed out after {task.exec_timeout} s"
+            return Outcome(stop.status, error=error)
+
+    async def _measure(self, task: Assignment, ctx: RunContext) -> Outcome:
         host = _target(task.command, task.params)
         count = int(task.params.get("count", 1))
         per_try = max(0.2, min(2.0, (ctx.deadline - asyncio.get_running_loop().time()) / count))

@@ -2,7 +2,9 @@
 
 Abandoning the thread is not enough: the statement would go on running on the server. So when the task
 is canceled or its time is up, `interrupt` (KILL QUERY, a PostgreSQL cancel request...) is called from
-another thread, and the worker is awaited until the driver returns with the server's error.
+another thread, and the worker is awaited until the driver returns with the server's error. A call with
+no `interrupt` (a connect, a ping) is left to finish in its thread at once: nothing would end it sooner.
+The race itself (call, cancel event, deadline) is `executors.base.until_stopped`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from executors.base import Limits, Stopped, until_stopped
 
@@ -51,11 +53,6 @@ async def call(
             raise  # stopped before the call started: nothing runs
         reason = stop.reason
         running = work
-    if interrupt is not None:
-        try:
-            await asyncio.to_thread(interrupt)
-        except Exception as exc:  # the server may already be gone; the result says what happened
-            log.warning("interrupting the running statement failed: %s", exc)
     if on_late_result is not None:
         late = on_late_result
 
@@ -64,6 +61,20 @@ async def call(
                 late(fut.result())
 
         running.add_done_callback(hand_over)
+    if interrupt is None:
+        # Nothing would make the worker return sooner (a connect, a ping): waiting only delays the stop.
+        running.add_done_callback(_discard)
+        raise Stopped(reason, abandoned=True)
+    try:
+        await asyncio.to_thread(interrupt)
+    except Exception as exc:  # the server may already be gone; the result says what happened
+        log.warning("interrupting the running statement failed: %s", exc)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(asyncio.shield(running), INTERRUPT_GRACE_SECONDS)
     raise Stopped(reason, abandoned=not running.done())
+
+
+def _discard(future: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned call's exception, so that asyncio does not report it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
