@@ -7,10 +7,13 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from executors.base import Outcome, RunContext
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from executors.base import BaseExecutor, Outcome, RunContext, Stopped, until_stopped
 from wire.tasks import Assignment, TaskRequest, TaskStatus
 
 
@@ -29,29 +32,55 @@ def parse_mode(value: Any) -> int | None:
     return mode
 
 
-class FileExecutor:
+def _path(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("params.path: is required: where to put the file on the agent")
+    return value
+
+
+def _flag(name: str) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"params.{name}: must be true or false")
+        return value
+
+    return check
+
+
+class FileParams(BaseModel):
+    """`params` of a file task."""
+
+    model_config = ConfigDict(extra="allow")
+
+    path: Annotated[str, BeforeValidator(_path)] = Field(None, validate_default=True, description="Destination.")
+    mode: Annotated[int | None, BeforeValidator(parse_mode)] = Field(None, description="Permission bits.")
+    overwrite: Annotated[bool, BeforeValidator(_flag("overwrite"))] = Field(False, description="Replace a file.")
+
+
+class FileExecutor(BaseExecutor):
     """Writes the file next to its destination, then renames it into place, so readers never see half."""
 
     type: ClassVar[str] = "file"
     default_exec_timeout: ClassVar[int] = 600
+    params_model = FileParams
 
-    def validate(self, req: TaskRequest) -> None:
+    def check(self, req: TaskRequest, params: FileParams) -> None:
+        """A file to place is required."""
         if not req.file_id:
             raise ValueError("file_id: is required for file tasks (upload with POST /api/v1/files)")
-        path = req.params.get("path")
-        if not isinstance(path, str) or not path.strip():
-            raise ValueError("params.path: is required: where to put the file on the agent")
-        parse_mode(req.params.get("mode"))
-        if not isinstance(req.params.get("overwrite", False), bool):
-            raise ValueError("params.overwrite: must be true or false")
 
     async def run(self, task: Assignment, ctx: RunContext) -> Outcome:
         try:
             dest = destination(str(task.params["path"]), ctx.workdir)
-            src = await ctx.fetch_file(task.file_id)
+            # Downloading may take long and can stop at any point; placing is local and is never cut short,
+            # so a stopped task never leaves a file half in place.
+            src = await until_stopped(ctx, ctx.fetch_file(task.file_id))
             size, md5 = await asyncio.to_thread(
                 place, src, dest, parse_mode(task.params.get("mode")), bool(task.params.get("overwrite", False))
             )
+        except Stopped as stop:
+            error = "canceled" if stop.reason == "canceled" else f"execution timed out after {task.exec_timeout} s"
+            return Outcome(stop.status, error=error)
         except Exception as exc:  # disk errors, an existing file, a failed download, `~nobody`: each message says which
             return Outcome(TaskStatus.failed, error=str(exc) or type(exc).__name__)
         ctx.log(f"wrote {dest} ({size} bytes, md5 {md5})")

@@ -4,55 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
-import ipaddress
 import json
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-from executors.base import Outcome, RunContext
+from executors.base import BaseExecutor, Outcome, RunContext, Stopped, until_stopped
+from executors.http_params import DEFAULT_MAX_BODY_BYTES, ApiParams, HttpRequestParams, local_address
 from wire.secrets import mask_text
 from wire.tasks import Assignment, TaskRequest, TaskStatus
 
-DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
-_IP_AUTO = {"ipv4 auto": "0.0.0.0", "ipv6 auto": "::"}
 
-
-def _check_common(params: dict[str, Any]) -> None:
-    url = params.get("url")
-    if not isinstance(url, str) or not url.strip():
-        raise ValueError("params.url: url is required in params")
-    if not url.lower().startswith(("http://", "https://")):
-        raise ValueError("params.url: must start with http:// or https://")
-    headers = params.get("headers", {})
-    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-        raise ValueError("params.headers: must be an object of string values")
-    for flag in ("verify_tls", "follow_redirects"):
-        if not isinstance(params.get(flag, True), bool):
-            raise ValueError(f"params.{flag}: must be true or false")
-    expected = params.get("expected_status")
-    if expected is not None and not (
-        isinstance(expected, list) and expected and all(isinstance(c, int) and 100 <= c <= 599 for c in expected)
-    ):
-        raise ValueError("params.expected_status: must be a list of HTTP status codes")
-    limit = params.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise ValueError("params.max_body_bytes: must be a number of bytes >= 0")
-
-
-def _local_address(ip: Any) -> str | None:
-    """`ip`: "ipv4 auto", "ipv6 auto", or a literal source address; raises ValueError naming the field."""
-    if ip in (None, ""):
-        return None
-    if isinstance(ip, str) and ip.lower() in _IP_AUTO:
-        return _IP_AUTO[ip.lower()]
-    try:
-        return str(ipaddress.ip_address(str(ip)))
-    except ValueError:
-        raise ValueError('params.ip: must be "ipv4 auto", "ipv6 auto" or an IP address') from None
-
-
-class _HttpExecutor(ABC):
+class _HttpExecutor(BaseExecutor, ABC):
     """Shared run: the request, the capped body, the seed's text result and the structured data."""
 
     default_exec_timeout: ClassVar[int] = 30
@@ -70,9 +32,7 @@ class _HttpExecutor(ABC):
         headers = {**extra_headers, **p.get("headers", {})}
         loop = asyncio.get_running_loop()
         timeout = max(0.1, ctx.deadline - loop.time())
-        transport = httpx.AsyncHTTPTransport(
-            local_address=_local_address(p.get("ip")), verify=p.get("verify_tls", True)
-        )
+        transport = httpx.AsyncHTTPTransport(local_address=local_address(p.get("ip")), verify=p.get("verify_tls", True))
         ctx.log(f"{method} {mask_text(p['url'])}")
         limit = int(p.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES))
         try:
@@ -80,22 +40,23 @@ class _HttpExecutor(ABC):
                 transport=transport, follow_redirects=p.get("follow_redirects", True), timeout=timeout
             ) as client:
                 request = client.build_request(method, p["url"], headers=headers, content=content)
-                fetch = asyncio.ensure_future(self._fetch(client, request, limit))
-                canceled = asyncio.ensure_future(ctx.cancel_event.wait())
-                done, _ = await asyncio.wait({fetch, canceled}, return_when=asyncio.FIRST_COMPLETED)
-                canceled.cancel()
-                if fetch not in done:
-                    fetch.cancel()
-                    return Outcome(TaskStatus.canceled, error="canceled")
-                response, body, truncated = fetch.result()
+                response, body, truncated = await until_stopped(ctx, self._fetch(client, request, limit))
+        except Stopped as stop:
+            if stop.reason == "canceled":
+                return Outcome(TaskStatus.canceled, error="canceled")
+            return self._timed_out(task)
         except httpx.TimeoutException:
-            return Outcome(TaskStatus.timeout, error=f"execution timed out after {task.exec_timeout} s (HTTP request)")
+            return self._timed_out(task)
         except httpx.ConnectError as exc:
             kind = "TLS error" if "SSL" in str(exc) or "certificate" in str(exc).lower() else "cannot connect"
             return Outcome(TaskStatus.failed, error=f"{kind}: {mask_text(p['url'])}: {exc}")
         except (httpx.HTTPError, OSError) as exc:
             return Outcome(TaskStatus.failed, error=f"request failed: {type(exc).__name__}: {exc}")
         return self._outcome(response, body, truncated, p.get("expected_status"), ctx)
+
+    @staticmethod
+    def _timed_out(task: Assignment) -> Outcome:
+        return Outcome(TaskStatus.timeout, error=f"execution timed out after {task.exec_timeout} s (HTTP request)")
 
     @staticmethod
     async def _fetch(client: Any, request: Any, limit: int) -> tuple[Any, bytes, bool]:
@@ -159,11 +120,12 @@ class ApiExecutor(_HttpExecutor):
 
     type: ClassVar[str] = "api"
 
-    def validate(self, req: TaskRequest) -> None:
-        _check_common(req.params)
+    params_model = ApiParams
+
+    def check(self, req: TaskRequest, params: ApiParams) -> None:
+        """`command`, when given, is the method."""
         if req.command.strip() and not req.command.strip().isalpha():
             raise ValueError("command: must be an HTTP method such as GET or POST")
-        _local_address(req.params.get("ip"))
 
     def request_parts(self, task: Assignment) -> tuple[str, bytes | None, dict[str, str]]:
         method = (task.command.strip() or "GET").upper()
@@ -182,22 +144,7 @@ class HttpRequestExecutor(_HttpExecutor):
     type: ClassVar[str] = "http_request"
     headers_as_pairs: ClassVar[bool] = True
 
-    def validate(self, req: TaskRequest) -> None:
-        p = req.params
-        _check_common(p)
-        if "body" in p and "body_base64" in p:
-            raise ValueError("params.body_base64: body and body_base64 are exclusive; give one")
-        if "body" in p and not isinstance(p["body"], str):
-            raise ValueError("params.body: must be a string (use body_base64 for binary data)")
-        if "body_base64" in p:
-            try:
-                base64.b64decode(str(p["body_base64"]), validate=True)
-            except (binascii.Error, ValueError):
-                raise ValueError("params.body_base64: is not valid base64") from None
-        method = p.get("method", "GET")
-        if not isinstance(method, str) or not method.strip().isalpha():
-            raise ValueError("params.method: must be an HTTP method such as GET or POST")
-        _local_address(p.get("ip"))
+    params_model = HttpRequestParams
 
     def request_parts(self, task: Assignment) -> tuple[str, bytes | None, dict[str, str]]:
         p = task.params

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from executors.base import Outcome, RunContext
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from executors.base import BaseExecutor, Outcome, RunContext, Stopped, until_stopped
 from wire.tasks import Assignment, TaskRequest, TaskStatus
 
 MAX_COUNT = 100
@@ -18,27 +20,58 @@ def _target(req_command: str, params: dict[str, Any]) -> str:
     return str(params.get("host") or req_command).strip()
 
 
-class PingExecutor:
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_COUNT:
+        raise ValueError(f"params.count: must be a whole number from 1 to {MAX_COUNT}")
+    return value
+
+
+def _method(value: Any) -> str:
+    if value not in ("icmp", "tcp"):
+        raise ValueError('params.method: must be "icmp" or "tcp"')
+    return str(value)
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ValueError("params.port: must be a port number from 1 to 65535")
+    return value
+
+
+class PingParams(BaseModel):
+    """`params` of a ping task; `host` may come from `command` instead."""
+
+    model_config = ConfigDict(extra="allow")
+
+    host: Any = Field(None, description="The host to ping, when `command` does not name it.")
+    count: Annotated[int, BeforeValidator(_count)] = Field(1, description="Echoes (or connects) to send.")
+    method: Annotated[str, BeforeValidator(_method)] = Field("icmp", description="icmp or tcp.")
+    port: Annotated[int, BeforeValidator(_port)] = Field(80, description="Port for tcp.")
+
+
+class PingExecutor(BaseExecutor):
     """`command` or `params.host`; `params.count` (default 1); `params.method` icmp (default) or tcp;
     `params.port` for tcp (default 80)."""
 
     type: ClassVar[str] = "ping"
     default_exec_timeout: ClassVar[int] = 10
+    params_model = PingParams
 
-    def validate(self, req: TaskRequest) -> None:
+    def check(self, req: TaskRequest, params: PingParams) -> None:
+        """A host is required, from `params.host` or `command`."""
         host = _target(req.command, req.params)
         if not host or any(c.isspace() for c in host):
             raise ValueError("command: the host to ping is required (or params.host)")
-        count = req.params.get("count", 1)
-        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
-            raise ValueError(f"params.count: must be a whole number from 1 to {MAX_COUNT}")
-        if req.params.get("method", "icmp") not in ("icmp", "tcp"):
-            raise ValueError('params.method: must be "icmp" or "tcp"')
-        port = req.params.get("port", 80)
-        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-            raise ValueError("params.port: must be a port number from 1 to 65535")
 
     async def run(self, task: Assignment, ctx: RunContext) -> Outcome:
+        """Measure, unless the task is canceled or its time runs out first."""
+        try:
+            return await until_stopped(ctx, self._measure(task, ctx))
+        except Stopped as stop:
+            error = "canceled" if stop.reason == "canceled" else f"execution timed out after {task.exec_timeout} s"
+            return Outcome(stop.status, error=error)
+
+    async def _measure(self, task: Assignment, ctx: RunContext) -> Outcome:
         host = _target(task.command, task.params)
         count = int(task.params.get("count", 1))
         per_try = max(0.2, min(2.0, (ctx.deadline - asyncio.get_running_loop().time()) / count))

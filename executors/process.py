@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import math
 import os
 import signal
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Mapping
-from contextlib import AbstractContextManager, suppress
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from executors.base import DEFAULT_EXEC_TIMEOUT, Outcome, RunContext
+from executors.base import BaseExecutor, Outcome, ParamsModel, RunContext, Stopped, until_stopped
 from executors.capture import HeadTail
+from executors.process_params import ProcessParams
+from executors.procs import (  # noqa: F401  (MAX_KILL_GRACE_S, proc_stat: the agent's imports until it uses procs)
+    MAX_KILL_GRACE_S,
+    group_running,
+    kill_grace,
+    proc_stat,
+    signal_group,
+)
 from wire.masker import Masker
 from wire.output import storable
 from wire.tasks import Assignment, LogLevel, LogStream, TaskRequest, TaskStatus
@@ -29,9 +35,6 @@ KILL_WAIT_S = 5.0
 POLL_S = 0.05
 STDERR_TAIL_LINES = 20
 ERROR_LINE_CHARS = 500
-DEFAULT_KILL_GRACE_S = 5.0
-MAX_KILL_GRACE_S = 60.0
-"""Upper bound for params.kill_grace_s; the agent allows an executor this much past its deadline."""
 
 
 class _Pipe:
@@ -69,44 +72,6 @@ async def _read_piece(reader: asyncio.StreamReader) -> bytes:
         return exc.partial
     except (asyncio.LimitOverrunError, ValueError):
         return await reader.read(CHUNK)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
-
-
-def group_running(pgid: int) -> bool:
-    """Whether a process of group `pgid` still runs; zombies left for init to reap do not count."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # a member changed its user (setuid): it exists
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return True  # no procfs: only kill(2) can tell, and it counts zombies too
-    # init may reap orphans lazily (or never, when the agent is PID 1 itself): look at the states.
-    return any(_running_member(entry, pgid) for entry in entries if entry.isdigit())
-
-
-def proc_stat(pid: int | str) -> list[bytes] | None:
-    """The fields of /proc/<pid>/stat after the command name, from the state (field 3) on; None when the
-    process is gone or there is no procfs."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat_file:
-            stat = stat_file.read()
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses: the fields start after its last ")".
-    return stat[stat.rfind(b")") + 2 :].split()
-
-
-def _running_member(pid: str, pgid: int) -> bool:
-    fields = proc_stat(pid)  # state, ppid, pgrp, ...
-    return fields is not None and len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] not in (b"Z", b"X")
 
 
 def _exit_code(returncode: int | None) -> tuple[int | None, str]:
@@ -194,32 +159,22 @@ class _ProcessRun:
 
     async def supervise(self, proc: asyncio.subprocess.Process) -> TaskStatus | None:
         """Wait for the exit, the cancel event or the deadline; None when the process exited."""
-        loop = asyncio.get_running_loop()
-        exited = asyncio.ensure_future(proc.wait())
-        canceled = asyncio.ensure_future(self.ctx.cancel_event.wait())
         try:
-            done, _ = await asyncio.wait(
-                (exited, canceled),
-                timeout=max(0.0, self.ctx.deadline - loop.time()),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            exited.cancel()
-            canceled.cancel()
-        if exited in done:
-            return None
-        return TaskStatus.canceled if canceled in done else TaskStatus.timeout
+            await until_stopped(self.ctx, proc.wait())
+        except Stopped as stop:
+            return stop.status
+        return None
 
     async def stop(self, proc: asyncio.subprocess.Process, reason: TaskStatus) -> None:
         """SIGTERM the whole group, SIGKILL it after the grace period, and wait until none of it runs."""
         self.stop_requested = True
         pgid = proc.pid
         what = "canceled" if reason is TaskStatus.canceled else self.timeout_error()
-        _signal_group(pgid, signal.SIGTERM)
+        signal_group(pgid, signal.SIGTERM)
         self.ctx.log(f"{what}; sent SIGTERM to process group {pgid}", LogStream.system, LogLevel.warn)
         if await self._wait_gone(proc, self.grace):
             return
-        _signal_group(pgid, signal.SIGKILL)
+        signal_group(pgid, signal.SIGKILL)
         self.ctx.log(
             f"process group {pgid} still running {self.grace:g} s after SIGTERM; sent SIGKILL",
             LogStream.system,
@@ -283,23 +238,11 @@ class _ProcessRun:
         ):
             # A normal exit may leave daemons on purpose; a stop (cancel, timeout) that was itself cut
             # short must still take the whole group down.
-            _signal_group(self.proc.pid, signal.SIGKILL)
+            signal_group(self.proc.pid, signal.SIGKILL)
         for pump in self.pumps:
             pump.cancel()
         for pipe in self.pipes.values():
             pipe.close()
-
-
-def kill_grace(params: Mapping[str, Any]) -> float:
-    """`params.kill_grace_s` in seconds; raises ValueError naming the field."""
-    value = params.get("kill_grace_s", DEFAULT_KILL_GRACE_S)
-    try:
-        grace = float(value)
-    except (TypeError, ValueError):
-        grace = -1.0
-    if isinstance(value, bool) or not math.isfinite(grace) or not 0 <= grace <= MAX_KILL_GRACE_S:
-        raise ValueError(f"params.kill_grace_s: must be a number of seconds from 0 to {MAX_KILL_GRACE_S:g}")
-    return grace
 
 
 def _working_dir(task: Assignment, ctx: RunContext) -> Path:
@@ -343,21 +286,10 @@ async def run_process(
         run.close()
 
 
-class ProcessExecutor(ABC):
+class ProcessExecutor(BaseExecutor, ABC):
     """Validation and file handling shared by the types that run one local process."""
 
-    type: ClassVar[str]
-    default_exec_timeout: ClassVar[int] = DEFAULT_EXEC_TIMEOUT
-
-    def validate(self, req: TaskRequest) -> None:
-        """Check the params every process type shares, then the type's own."""
-        optional_text(req.params, "cwd", allow_empty=True)
-        kill_grace(req.params)
-        self.check(req)
-
-    @abstractmethod
-    def check(self, req: TaskRequest) -> None:
-        """The type's own checks; raise ValueError naming the field."""
+    params_model: ClassVar[ParamsModel] = ProcessParams
 
     def require_command(self, req: TaskRequest) -> None:
         """`command` must hold something to run."""
@@ -381,13 +313,3 @@ class ProcessExecutor(ABC):
                 return await run_process(argv, task, ctx, extra_env=extra_env)
         except OSError as exc:
             return Outcome(TaskStatus.failed, error=f"cannot prepare the {self.type} task: {exc}")
-
-
-def optional_text(params: Mapping[str, Any], name: str, *, allow_empty: bool = False) -> None:
-    """`params.<name>`, when given, must be a string (non-empty unless allowed)."""
-    value = params.get(name)
-    if value is None:
-        return
-    if not isinstance(value, str) or not (allow_empty or value.strip()):
-        kind = "string" if allow_empty else "non-empty string"
-        raise ValueError(f"params.{name}: must be a {kind}")

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from executors.base import RunContext
-from executors.process import ProcessExecutor, optional_text
+from executors.process import ProcessExecutor
+from executors.process_params import PythonParams
 from wire.tasks import Assignment, TaskRequest
 
 
@@ -18,10 +19,11 @@ class PythonExecutor(ProcessExecutor):
 
     type = "python"
 
-    def check(self, req: TaskRequest) -> None:
+    params_model = PythonParams
+
+    def check(self, req: TaskRequest, params: PythonParams) -> None:
         """`command` is required; `params.python` names the interpreter."""
         self.require_command(req)
-        optional_text(req.params, "python")
 
     @contextmanager
     def argv(self, task: Assignment, ctx: RunContext) -> Iterator[list[str]]:

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from functools import cache
 from importlib.metadata import entry_points
 
-from executors.base import DEFAULT_EXEC_TIMEOUT, Executor
+from executors.base import BaseExecutor, Executor
 from wire.secrets import mask_command
 from wire.tasks import TaskRequest
 
@@ -55,24 +55,27 @@ def get_executor(type_name: str) -> Executor:
     if target is None:
         raise UnknownTaskType(f"type: unknown task type {type_name!r}; known types: {', '.join(known_types())}")
     module_name, _, attr = target.partition(":")
-    cls = getattr(importlib.import_module(module_name), attr)
-    executor: Executor = cls()
+    executor: Executor = with_defaults(getattr(importlib.import_module(module_name), attr))()
     return executor
 
 
+def with_defaults(cls: type) -> type:
+    """`cls`, or for a class written against an older contract, a subclass taking every hook it lacks
+    from BaseExecutor: its own members come first in the method resolution order."""
+    if issubclass(cls, BaseExecutor):
+        return cls
+    return type(cls.__name__, (cls, BaseExecutor), {"__module__": cls.__module__, "__doc__": cls.__doc__})
+
+
 def default_exec_timeout(req: TaskRequest) -> int:
-    """The execution limit a task gets when it gives none: the executor's `exec_timeout_for(req)` if it has
-    one (database types derive it from `exec_options.timeout_ms`), else its `default_exec_timeout`."""
-    executor = get_executor(req.type)
-    per_request = getattr(executor, "exec_timeout_for", None)
-    if per_request is not None:
-        return int(per_request(req))
-    return int(getattr(executor, "default_exec_timeout", DEFAULT_EXEC_TIMEOUT))
+    """The execution limit a task gets when it gives none: its executor's `exec_timeout_for(req)`
+    (database types derive it from `exec_options.timeout_ms`, the others return `default_exec_timeout`)."""
+    return int(get_executor(req.type).exec_timeout_for(req))
 
 
 def shown_command(type_name: str, command: str, *, mysql: bool = False) -> str:
-    """`command` as the API may show it: the executor's `shown_command(command)` if it has one (k8s masks
-    a Secret's values; a type no longer installed has none), then secrets in command-line shapes masked
+    """`command` as the API may show it: the executor's `shown_command(command)` (k8s masks a Secret's
+    values; a type no longer installed shows it as is), then secrets in command-line shapes masked
     (`--password=x`, URL passwords...: wire.secrets.mask_command; `mysql` says `-px` is a password).
 
     A long command is masked once and kept: a task is read far more often than it is created, and the
@@ -84,12 +87,9 @@ def shown_command(type_name: str, command: str, *, mysql: bool = False) -> str:
 
 def _shown(type_name: str, command: str, mysql: bool) -> str:
     try:
-        executor = get_executor(type_name)
+        text = str(get_executor(type_name).shown_command(command))
     except UnknownTaskType:
-        masker = None
-    else:
-        masker = getattr(executor, "shown_command", None)
-    text = command if masker is None else str(masker(command))
+        text = command
     return mask_command(text, mysql=mysql)
 
 

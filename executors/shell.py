@@ -5,7 +5,8 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 
 from executors.base import RunContext
-from executors.process import ProcessExecutor, optional_text
+from executors.process import ProcessExecutor
+from executors.process_params import ShellParams
 from wire.tasks import Assignment, TaskRequest
 
 
@@ -15,10 +16,11 @@ class ShellExecutor(ProcessExecutor):
     type = "shell"
     default_exec_timeout = 1800
 
-    def check(self, req: TaskRequest) -> None:
+    params_model = ShellParams
+
+    def check(self, req: TaskRequest, params: ShellParams) -> None:
         """`command` is required; `params.shell` names the shell (e.g. bash)."""
         self.require_command(req)
-        optional_text(req.params, "shell")
 
     def argv(self, task: Assignment, ctx: RunContext) -> AbstractContextManager[list[str]]:
         """`<shell> -c <command>`."""

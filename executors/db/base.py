@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from executors.base import Outcome, RunContext
+from executors.base import BaseExecutor, Outcome, ParamsModel, RunContext
 from executors.db.params import (
     DEFAULTS,
     DbParams,
@@ -57,6 +57,11 @@ class TargetRun:
     scrubbed of them here, where all lines pass."""
 
     @property
+    def cancel_event(self) -> asyncio.Event:
+        """The task's: a TargetRun is what `until_stopped` watches for one target."""
+        return self.ctx.cancel_event
+
+    @property
     def options(self) -> Any:
         return self.params.exec_options
 
@@ -64,13 +69,13 @@ class TargetRun:
         self.ctx.log(scrub(self.prefix + message, self.secrets), LogStream.stdout, level)
 
 
-class DbExecutor(ABC):
+class DbExecutor(BaseExecutor, ABC):
     """Base of the database executors."""
 
-    type: ClassVar[str]
+    params_model: ClassVar[ParamsModel] = DbParams
 
-    def validate(self, req: TaskRequest) -> None:
-        params = parse_params(req.params, self.type)
+    def check(self, req: TaskRequest, params: DbParams) -> None:
+        """Statements (or operations) come in `command` or in a file; `command` is checked without I/O."""
         if not req.command.strip() and not req.file_id:
             raise ValueError("command: command is empty (give the statements, or a file_id)")
         if req.command.strip() and not req.file_id:

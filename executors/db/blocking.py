@@ -2,7 +2,9 @@
 
 Abandoning the thread is not enough: the statement would go on running on the server. So when the task
 is canceled or its time is up, `interrupt` (KILL QUERY, a PostgreSQL cancel request...) is called from
-another thread, and the worker is awaited until the driver returns with the server's error.
+another thread, and the worker is awaited until the driver returns with the server's error. A call with
+no `interrupt` (a connect, a ping) is left to finish in its thread at once: nothing would end it sooner.
+The race itself (call, cancel event, deadline) is `executors.base.until_stopped`.
 """
 
 from __future__ import annotations
@@ -11,26 +13,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from executors.base import Limits, Stopped, until_stopped
 
 T = TypeVar("T")
 log = logging.getLogger("tiangong.executors.db")
 
+__all__ = ["INTERRUPT_GRACE_SECONDS", "Stopped", "call"]
+
 INTERRUPT_GRACE_SECONDS = 10.0
 """How long a worker gets to return after its statement was interrupted before it is abandoned."""
-
-
-class Stopped(Exception):
-    """The call was interrupted: `reason` is "canceled" or "timeout".
-
-    `abandoned` means the worker had still not returned after the interrupt and its grace: it still owns
-    whatever it was using (a connection), which must then not be used again, only dropped.
-    """
-
-    def __init__(self, reason: str, abandoned: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.abandoned = abandoned
 
 
 async def call(
@@ -46,27 +39,20 @@ async def call(
     `on_late_result` receives what `fn` returns if it returns only after Stopped was raised (a
     connection checked out too late must still go back to its pool).
     """
-    loop = asyncio.get_running_loop()
-    if cancel.is_set():
-        raise Stopped("canceled")
-    if loop.time() >= deadline:
-        raise Stopped("timeout")
-    work = asyncio.ensure_future(asyncio.to_thread(fn))
-    waiter = asyncio.ensure_future(cancel.wait())
+    work: asyncio.Future[T] | None = None
+
+    async def in_thread() -> T:
+        nonlocal work
+        work = asyncio.ensure_future(asyncio.to_thread(fn))
+        return await asyncio.shield(work)
+
     try:
-        done, _ = await asyncio.wait(
-            {work, waiter}, timeout=max(0.0, deadline - loop.time()), return_when=asyncio.FIRST_COMPLETED
-        )
-    finally:
-        waiter.cancel()
-    if work in done:
-        return work.result()
-    reason = "canceled" if cancel.is_set() else "timeout"
-    if interrupt is not None:
-        try:
-            await asyncio.to_thread(interrupt)
-        except Exception as exc:  # the server may already be gone; the result says what happened
-            log.warning("interrupting the running statement failed: %s", exc)
+        return await until_stopped(Limits(cancel, deadline), in_thread())
+    except Stopped as stop:
+        if work is None:
+            raise  # stopped before the call started: nothing runs
+        reason = stop.reason
+        running = work
     if on_late_result is not None:
         late = on_late_result
 
@@ -74,7 +60,21 @@ async def call(
             if not fut.cancelled() and fut.exception() is None:
                 late(fut.result())
 
-        work.add_done_callback(hand_over)
+        running.add_done_callback(hand_over)
+    if interrupt is None:
+        # Nothing would make the worker return sooner (a connect, a ping): waiting only delays the stop.
+        running.add_done_callback(_discard)
+        raise Stopped(reason, abandoned=True)
+    try:
+        await asyncio.to_thread(interrupt)
+    except Exception as exc:  # the server may already be gone; the result says what happened
+        log.warning("interrupting the running statement failed: %s", exc)
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(asyncio.shield(work), INTERRUPT_GRACE_SECONDS)
-    raise Stopped(reason, abandoned=not work.done())
+        await asyncio.wait_for(asyncio.shield(running), INTERRUPT_GRACE_SECONDS)
+    raise Stopped(reason, abandoned=not running.done())
+
+
+def _discard(future: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned call's exception, so that asyncio does not report it as never retrieved."""
+    if not future.cancelled():
+        future.exception()

@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from executors.base import Stopped
 from executors.db import blocking
 from executors.db.base import TargetResult, TargetRun
 from executors.db.goinception_backup import backup_server, read_rollback, wanted
@@ -118,7 +119,7 @@ async def run_goinception(url: str, target: Target, run: TargetRun) -> TargetRes
         columns, rows = await blocking.call(
             lambda: session.run(sql), cancel=run.ctx.cancel_event, deadline=run.deadline, interrupt=session.kill
         )
-    except blocking.Stopped as exc:
+    except Stopped as exc:
         if exc.abandoned:
             session.drop()
         status = TaskStatus.canceled if exc.reason == "canceled" else TaskStatus.timeout
@@ -146,7 +147,7 @@ async def _rollback(run: TargetRun, entries: list[dict[str, Any]], backup: bool)
         found = await blocking.call(
             lambda: read_rollback(server, pairs), cancel=run.ctx.cancel_event, deadline=run.deadline
         )
-    except blocking.Stopped as exc:
+    except Stopped as exc:
         return None, f"not read: {exc.reason} before the backup server answered"
     except Exception as exc:  # the script ran; a backup server we cannot read only costs the rollback text
         note = f"not read from goInception's backup server {server['host']}:{server['port']}: {exc}"

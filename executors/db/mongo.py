@@ -13,6 +13,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from executors.base import Stopped
 from executors.db import blocking, operations, pools
 from executors.db.base import DbExecutor, TargetResult, TargetRun
 from executors.db.params import DbParams, Target
@@ -236,7 +237,7 @@ class MongoExecutor(DbExecutor):
                 await blocking.call(
                     lambda: _connect(client, target, remaining), cancel=run.ctx.cancel_event, deadline=run.deadline
                 )
-            except blocking.Stopped as exc:
+            except Stopped as exc:
                 return TargetResult(
                     target, operations.stopped(exc.reason), f"{exc.reason} while connecting to {target.label}"
                 )

@@ -14,14 +14,13 @@ class MySqlExecutor(SqlExecutor):
     """`mysql`: statements in batches with rollback SQL, or the whole script through goInception."""
 
     type: ClassVar[str] = "mysql"
+    dialect: ClassVar[str] = "mysql"
     transactional: ClassVar[bool] = True
 
     def driver_modules(self, targets: list[Target]) -> list[str]:
         return [
             *super().driver_modules(targets),
             "pymysql",
-            "sqlalchemy.pool",
-            "sqlalchemy.dialects.mysql.pymysql",
             "executors.db.mysql_conn",
         ]
 
@@ -50,5 +49,6 @@ class DorisExecutor(MySqlExecutor):
     on its own and no rollback SQL is produced."""
 
     type: ClassVar[str] = "doris"
+    dialect: ClassVar[str] = "doris"
     transactional: ClassVar[bool] = False
     shows_rollback: ClassVar[bool] = False

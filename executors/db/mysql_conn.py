@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlglot import exp
 
@@ -12,9 +12,6 @@ from executors.db.params import Target
 from executors.db.rollback import BackupDb, Executed, run_with_backup
 from executors.db.split import Statement
 from executors.db.sql import SqlSession, StatementOutput
-
-if TYPE_CHECKING:
-    from sqlalchemy.pool import QueuePool
 
 CONNECT_TIMEOUT_SECONDS = 10
 
@@ -32,27 +29,23 @@ def _connect_args(target: Target) -> dict[str, Any]:
     }
 
 
-def _new_pool(target: Target) -> QueuePool:
+def _new_pool(target: Target) -> pools.ConnectionPool[Any]:
+    """Seed 004's pool of pymysql connections; a connection coming back is rolled back before it is kept."""
     import pymysql
-    from sqlalchemy.dialects.mysql.pymysql import MySQLDialect_pymysql
-    from sqlalchemy.pool import QueuePool
 
     args = _connect_args(target)
-    # Seed 004's pool: 10 open (5 kept + 5 overflow), 5 idle, one hour's lifetime. The creator runs in
-    # the caller's thread, so a refused connection fails the task at once with the server's reason.
-    return QueuePool(
-        lambda: pymysql.connect(**args),
-        pool_size=pools.MAX_IDLE,
-        max_overflow=pools.MAX_OPEN - pools.MAX_IDLE,
-        recycle=pools.MAX_LIFETIME_SECONDS,
-        pre_ping=True,
-        dialect=MySQLDialect_pymysql(),  # the pool's pre-ping asks the dialect how to ping
-        timeout=30,
-        reset_on_return="rollback",
+    return pools.ConnectionPool(
+        lambda: pymysql.connect(**args), lambda conn: conn.close(), alive=_alive, reset=lambda conn: conn.rollback()
     )
 
 
-_POOLS: pools.PoolCache[QueuePool] = pools.PoolCache(lambda p: p.dispose())
+def _alive(conn: Any) -> bool:
+    """A ping without reconnecting: a connection the server dropped (wait_timeout) is replaced."""
+    conn.ping(reconnect=False)
+    return True
+
+
+_POOLS: pools.PoolCache[pools.ConnectionPool[Any]] = pools.PoolCache(lambda p: p.close())
 
 
 class MySqlSession(SqlSession, BackupDb):
@@ -60,12 +53,15 @@ class MySqlSession(SqlSession, BackupDb):
 
     dialect = "mysql"
 
-    def __init__(self, target: Target, pool: QueuePool, lease: contextlib.ExitStack, transactional: bool) -> None:
+    def __init__(
+        self, target: Target, pool: pools.ConnectionPool[Any], lease: contextlib.ExitStack, transactional: bool
+    ) -> None:
         self.target = target
         self.transactional = transactional  # type: ignore[misc]
         self._lease = lease
-        self._fairy = pool.connect()
-        conn: Any = self._fairy.dbapi_connection
+        self._pool = pool
+        self._item = pool.get()
+        conn: Any = self._item.conn
         conn.autocommit(not transactional)
         self._thread_id = conn.thread_id()
         self.conn = conn
@@ -102,9 +98,7 @@ class MySqlSession(SqlSession, BackupDb):
 
     def close(self, reusable: bool) -> None:
         try:
-            if not (reusable and self._clean):
-                self._fairy.invalidate()
-            self._fairy.close()
+            self._pool.put(self._item, reusable and self._clean)
         finally:
             self._lease.close()
 

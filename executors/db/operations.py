@@ -13,6 +13,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, ClassVar
 
+from executors.base import Stopped, stop_reason
 from executors.db import blocking
 from executors.db.base import TargetResult, TargetRun
 from executors.db.params import Target
@@ -106,8 +107,8 @@ class OperationLoop(ABC):
         cancel, n = self.run.ctx.cancel_event, len(self.ops)
         for i, op in enumerate(self.ops, 1):
             what = f"{op['operation']} {op[self.on]}"
-            if cancel.is_set() or loop.time() >= self.run.deadline:
-                reason = "canceled" if cancel.is_set() else "timeout"
+            reason = stop_reason(self.run)
+            if reason is not None:
                 return self._end(stopped(reason), f"{reason} before operation {i} of {n} ({what})", i - 1)
             entry: dict[str, Any] = {"order": i, "operation": op["operation"], self.on: op[self.on]}
             started, status, error = time.perf_counter(), TaskStatus.success, ""
@@ -122,7 +123,7 @@ class OperationLoop(ABC):
                 )
                 entry.update(fields)
                 status = TaskStatus.failed if error else TaskStatus.success
-            except blocking.Stopped as exc:
+            except Stopped as exc:
                 status, error = stopped(exc.reason), f"{exc.reason}; it may have been applied in part"
             except Exception as exc:
                 entry.update(getattr(exc, "counts", {}))  # what a failing operation did before it failed

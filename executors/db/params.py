@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
+from executors.base import parse_model
 from wire.masker import Masker, map_strings
 
 
@@ -143,15 +144,8 @@ class DbParams(BaseModel):
 def parse_params(params: Mapping[str, Any], type_name: str | None = None) -> DbParams:
     """The checked params of `type_name` (its defaults applied: clickhouse and elasticsearch fall back on
     the connection `default`); ValueError names the first bad field as `params.<path>: <problem>`."""
-    try:
-        return DbParams.model_validate(dict(params), context={"type": type_name})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        raise ValueError(f"params{'.' + loc if loc else ''}: {msg}") from None
+    parsed: DbParams = parse_model(DbParams, params, type_name)
+    return parsed
 
 
 @dataclass(frozen=True)

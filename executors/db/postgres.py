@@ -1,4 +1,4 @@
-"""`postgres`: psycopg 3 with psycopg_pool; batches, rollback SQL, and server-side cancel."""
+"""`postgres`: psycopg 3 in the shared connection pool; batches, rollback SQL, and server-side cancel."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ class PostgresExecutor(SqlExecutor):
     """`postgres`."""
 
     type: ClassVar[str] = "postgres"
+    dialect: ClassVar[str] = "postgres"
 
     def driver_modules(self, targets: list[Target]) -> list[str]:
-        return [*super().driver_modules(targets), "psycopg", "psycopg_pool", "executors.db.postgres_conn"]
+        return [*super().driver_modules(targets), "psycopg", "executors.db.postgres_conn"]
 
     def connect(self, target: Target, run: TargetRun) -> SqlSession:
         from executors.db.postgres_conn import open_session  # psycopg and sqlglot: agent side only

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlglot import exp
 
@@ -15,9 +14,6 @@ from executors.db.rollback import BackupDb, Executed, run_with_backup
 from executors.db.split import Statement
 from executors.db.sql import SqlSession, StatementOutput
 
-if TYPE_CHECKING:
-    from psycopg_pool import ConnectionPool
-
 CONNECT_TIMEOUT_SECONDS = 10
 _OUTSIDE_TRANSACTION = re.compile(
     r"\s*(VACUUM|ALTER\s+SYSTEM|(CREATE|DROP)\s+(DATABASE|TABLESPACE)|"
@@ -26,7 +22,6 @@ _OUTSIDE_TRANSACTION = re.compile(
 )
 _DECLARABLE = re.compile(r"\s*(SELECT|VALUES|TABLE|WITH)\b", re.IGNORECASE)
 """Statements a server-side cursor can run (DECLARE ... CURSOR FOR <query>)."""
-POOL_WAIT_SECONDS = 30
 
 
 def _connect_args(target: Target) -> dict[str, Any]:
@@ -50,72 +45,44 @@ def _connect_args(target: Target) -> dict[str, Any]:
 
 
 def _reset(conn: Any) -> None:
-    """Before a connection goes back to the pool: nothing of this task's session (search_path, roles,
-    settings, temporary tables, prepared statements) may reach the next task."""
+    """Before a connection goes back to the pool: nothing of this task's session (an open transaction,
+    search_path, roles, settings, temporary tables, prepared statements) may reach the next task."""
+    from psycopg.pq import TransactionStatus
+
+    status = conn.info.transaction_status
+    if status == TransactionStatus.ACTIVE:
+        raise RuntimeError("the connection is still running a statement")
+    if status != TransactionStatus.IDLE:
+        conn.rollback()
     conn.autocommit = True
-    conn.execute("DISCARD ALL")
-    conn.autocommit = False
+    try:
+        conn.execute("DISCARD ALL")
+    finally:
+        conn.autocommit = False
 
 
-@functools.cache
-def _bounded_pool_class() -> type[ConnectionPool]:
-    """psycopg_pool's ConnectionPool with seed 004's bound on idle connections, which it lacks."""
-    import threading
-
-    from psycopg_pool import ConnectionPool
-
-    class BoundedPool(ConnectionPool):
-        """A connection coming back (or newly made) while MAX_IDLE wait idle and nobody waits is closed,
-        and the pool counts one connection fewer, as its own idle shrinking does. This leans on
-        psycopg_pool's internals (`_add_to_pool`, `_lock`, `_pool`, `_waiting`, `_nconns`);
-        tests/integration/db/test_postgres.py checks the bound holds on the installed version."""
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            # One arrival at a time: the idle count checked is the one the connection joins (only
-            # arrivals add to it; checkouts only take from it).
-            self._arrivals = threading.Lock()
-
-        def _add_to_pool(self, conn: Any) -> None:
-            with self._arrivals:
-                with self._lock:
-                    surplus = not self._closed and not self._waiting and len(self._pool) >= pools.MAX_IDLE
-                    if surplus:
-                        self._nconns -= 1
-                if not surplus:
-                    super()._add_to_pool(conn)
-                    return
-            self._close_connection(conn)
-
-    return BoundedPool
+def _alive(conn: Any) -> bool:
+    """An empty query outside any transaction: a connection the server or network dropped is replaced."""
+    if conn.closed:
+        return False
+    conn.autocommit = True
+    try:
+        conn.execute("")
+    finally:
+        conn.autocommit = False
+    return True
 
 
-def _new_pool(target: Target) -> ConnectionPool:
+def _new_pool(target: Target) -> pools.ConnectionPool[Any]:
+    """Seed 004's pool of psycopg connections: each made in the caller's thread, so a refused one fails
+    the task with the server's own reason."""
     import psycopg
 
     args = _connect_args(target)
-    # psycopg_pool retries a failing connect in the background until its timeout and then reports only
-    # "couldn't get a connection": one direct connect first gives the caller the server's own reason.
-    psycopg.connect(**args).close()
-    # Seed 004's pool: 10 open, 5 idle (BoundedPool), one hour's lifetime; an idle pool also shrinks by
-    # itself after max_idle seconds.
-    pool_class = _bounded_pool_class()
-    return pool_class(
-        "",
-        kwargs=args,
-        min_size=0,
-        max_size=pools.MAX_OPEN,
-        max_lifetime=pools.MAX_LIFETIME_SECONDS,
-        max_idle=pools.IDLE_SECONDS,
-        timeout=POOL_WAIT_SECONDS,
-        check=pool_class.check_connection,
-        reset=_reset,
-        open=True,
-        name=f"tiangong-{target.host}:{target.port}",
-    )
+    return pools.ConnectionPool(lambda: psycopg.connect(**args), lambda conn: conn.close(), alive=_alive, reset=_reset)
 
 
-_POOLS: pools.PoolCache[ConnectionPool] = pools.PoolCache(lambda p: p.close(timeout=5))
+_POOLS: pools.PoolCache[pools.ConnectionPool[Any]] = pools.PoolCache(lambda p: p.close())
 
 
 class PostgresSession(SqlSession, BackupDb):
@@ -124,10 +91,11 @@ class PostgresSession(SqlSession, BackupDb):
     dialect = "postgres"
     transactional = True
 
-    def __init__(self, pool: ConnectionPool, lease: contextlib.ExitStack) -> None:
+    def __init__(self, pool: pools.ConnectionPool[Any], lease: contextlib.ExitStack) -> None:
         self._pool = pool
         self._lease = lease
-        self.conn: Any = pool.getconn()
+        self._item = pool.get()
+        self.conn: Any = self._item.conn
         self._types: dict[str, dict[str, str]] = {}
         self._cursors = 0
 
@@ -168,9 +136,9 @@ class PostgresSession(SqlSession, BackupDb):
         try:
             if not reusable:
                 # No rollback here: the connection may still be busy with an interrupted statement, and a
-                # command would wait behind it. Closing it makes the server roll back; the pool replaces it.
+                # command would wait behind it. Closing it makes the server roll back.
                 self.conn.close()
-            self._pool.putconn(self.conn)
+            self._pool.put(self._item, reusable)
         finally:
             self._lease.close()
 
@@ -272,7 +240,7 @@ class PostgresSession(SqlSession, BackupDb):
 
 
 def open_session(target: Target) -> PostgresSession:
-    """A session on a connection from the target's pool (created, after one probing connect, on first use)."""
+    """A session on a connection from the target's pool (created on first use)."""
     lease = contextlib.ExitStack()
     try:
         pool = lease.enter_context(_POOLS.lease(target.pool_key(), lambda: _new_pool(target)))

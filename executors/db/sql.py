@@ -9,12 +9,12 @@ exactly what is committed. Types without transactions (ClickHouse) run statement
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from executors.base import Stopped, until_stopped
 from executors.db import blocking
 from executors.db.base import DbExecutor, TargetResult, TargetRun
 from executors.db.params import Target
@@ -69,9 +69,13 @@ class SqlSession(ABC):
 class SqlExecutor(DbExecutor):
     """Base of mysql, doris, postgres and clickhouse."""
 
+    dialect: ClassVar[str]
+    """The sqlglot dialect that splits this type's scripts: a type's own name is not one (a new type
+    speaking MySQL's protocol, say, names `mysql` here)."""
+
     def driver_modules(self, targets: list[Target]) -> list[str]:
         # sqlglot loads a dialect's lexer on first use: part of the agent's warm-up, not of the deadline.
-        return [f"sqlglot.dialects.{self.type}"]
+        return [f"sqlglot.dialects.{self.dialect}"]
 
     @abstractmethod
     def connect(self, target: Target, run: TargetRun) -> SqlSession:
@@ -83,7 +87,7 @@ class SqlExecutor(DbExecutor):
         except SourceError as exc:
             return TargetResult(target, TaskStatus.failed, str(exc))
         try:
-            statements = split_sql(script, self.type)
+            statements = split_sql(script, self.dialect)
         except SplitError as exc:
             return TargetResult(target, TaskStatus.failed, f"{where}: {exc}")
         if not statements:
@@ -96,8 +100,8 @@ class SqlExecutor(DbExecutor):
                 deadline=run.deadline,
                 on_late_result=lambda late: late.close(False),  # a connection that came too late goes back
             )
-        except blocking.Stopped as exc:
-            return TargetResult(target, _stopped_status(exc.reason), f"{exc.reason} while connecting to {target.label}")
+        except Stopped as exc:
+            return TargetResult(target, exc.status, f"{exc.reason} while connecting to {target.label}")
         except Exception as exc:
             return TargetResult(target, TaskStatus.failed, f"cannot connect to {target.label}: {_message(exc)}")
         batch = _Batch(session, run, statements)
@@ -145,10 +149,10 @@ class _Batch:
             started = time.perf_counter()
             try:
                 out = await self._call(lambda s=stmt: self.session.execute(s, self.opts.max_rows, self.opts.backup))
-            except blocking.Stopped as exc:
+            except Stopped as exc:
                 entry.finish_failed(f"interrupted: {exc.reason}", started, interrupted=True)
                 self.abandoned = exc.abandoned
-                await self._fail(_stopped_status(exc.reason), f"statement {stmt.index} interrupted ({exc.reason})")
+                await self._fail(exc.status, f"statement {stmt.index} interrupted ({exc.reason})")
                 return
             except Exception as exc:
                 entry.finish_failed(_message(exc), started)
@@ -187,7 +191,7 @@ class _Batch:
             return True
         try:
             await self._call(self.session.commit, grace=True)
-        except blocking.Stopped:
+        except Stopped:
             # The commit may or may not have happened: say so rather than guess, and drop the connection.
             self.abandoned = True
             self.status = TaskStatus.failed
@@ -229,7 +233,7 @@ class _Batch:
                     first = self.open[0].stmt.index if self.open else self.entries[-1].stmt.index
                     last = self.entries[-1].stmt.index if self.entries else first
                     self.run.log(f"rolled back batch {self.batches + 1} (statements {first}-{last})", LogLevel.warn)
-            except blocking.Stopped:
+            except Stopped:
                 self.abandoned = True
                 self.error += "; the rollback got no answer: the connection was dropped"
             except Exception as exc:
@@ -240,13 +244,10 @@ class _Batch:
         """Sleep `sleep_ms` between batches; a cancel or the deadline ends the sleep (and the run)."""
         if not more or not self.opts.sleep_ms:
             return True
-        loop = asyncio.get_running_loop()
-        wait = min(self.opts.sleep_ms / 1000, max(0.0, self.run.deadline - loop.time()))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.run.ctx.cancel_event.wait(), wait)
-        if self.run.ctx.cancel_event.is_set() or loop.time() >= self.run.deadline:
-            reason = "canceled" if self.run.ctx.cancel_event.is_set() else "timeout"
-            self.status, self.error = _stopped_status(reason), f"{reason} between batches"
+        try:
+            await until_stopped(self.run, asyncio.sleep(self.opts.sleep_ms / 1000))
+        except Stopped as stop:
+            self.status, self.error = stop.status, f"{stop.reason} between batches"
             return False
         return True
 
@@ -271,10 +272,6 @@ class _Batch:
         if not_run > 0 and self.status != TaskStatus.success:
             parts.append(f"{not_run} not run")
         return "; ".join(parts)
-
-
-def _stopped_status(reason: str) -> TaskStatus:
-    return TaskStatus.canceled if reason == "canceled" else TaskStatus.timeout
 
 
 def _message(exc: BaseException) -> str:

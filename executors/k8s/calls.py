@@ -9,23 +9,15 @@ a write already sent may still be applied, and the task's error says so.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from executors.base import Stopped, stop_reason, until_stopped
+
 T = TypeVar("T")
+__all__ = ["CONNECT_TIMEOUT_SECONDS", "Calls", "Stopped"]
 CONNECT_TIMEOUT_SECONDS = 10.0
-
-
-class Stopped(Exception):
-    """The task was canceled (`reason` "canceled") or ran out of time ("timeout")."""
-
-    def __init__(self, reason: str, in_flight: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.in_flight = in_flight
-        """True when a request had been sent and not answered: it may still take effect."""
 
 
 @dataclass
@@ -41,12 +33,16 @@ class Calls:
     def remaining(self) -> float:
         return self.deadline - self.loop.time()
 
+    @property
+    def cancel_event(self) -> asyncio.Event:
+        """The task's: Calls is what `until_stopped` watches."""
+        return self.cancel
+
     def check(self) -> None:
         """Raise Stopped when canceled or out of time."""
-        if self.cancel.is_set():
-            raise Stopped("canceled")
-        if self.remaining() <= 0:
-            raise Stopped("timeout")
+        reason = stop_reason(self)
+        if reason is not None:
+            raise Stopped(reason)
 
     def request_timeout(self) -> tuple[float, float]:
         """(connect, read) seconds for one HTTP request: never past the deadline."""
@@ -57,22 +53,15 @@ class Calls:
         """`fn()` in a worker thread; raises Stopped on cancel or at the deadline."""
         self.check()
         work = asyncio.ensure_future(asyncio.to_thread(fn))
-        stop = asyncio.ensure_future(self.cancel.wait())
         try:
-            done, _ = await asyncio.wait({work, stop}, timeout=self.remaining(), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-        if work in done:
-            return work.result()
-        work.add_done_callback(_discard)  # its outcome no longer matters; do not warn about it
-        raise Stopped("canceled" if self.cancel.is_set() else "timeout", in_flight=True)
+            return await until_stopped(self, asyncio.shield(work))
+        except Stopped as stop:
+            work.add_done_callback(_discard)  # its outcome no longer matters; do not warn about it
+            raise Stopped(stop.reason, in_flight=True) from None
 
     async def sleep(self, seconds: float) -> None:
         """Wait `seconds` (less if the deadline comes first); raises Stopped on cancel or at the deadline."""
-        self.check()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.cancel.wait(), timeout=max(0.0, min(seconds, self.remaining())))
-        self.check()
+        await until_stopped(self, asyncio.sleep(seconds))
 
 
 def _discard(future: asyncio.Future[Any]) -> None:

@@ -14,12 +14,12 @@ from typing import Any, ClassVar
 
 import yaml
 
-from executors.base import Outcome, RunContext
-from executors.k8s.calls import Calls, Stopped
+from executors.base import BaseExecutor, Outcome, RunContext, Stopped
+from executors.k8s.calls import Calls
 from executors.k8s.documents import MAX_MANIFEST_BYTES, ManifestError, check_object, parse_manifests
 from executors.k8s.errors import K8sError, Target
 from executors.k8s.operations import Done, Operator, explain
-from executors.k8s.params import K8sParams, parse_params
+from executors.k8s.params import K8sParams, K8sParamsModel, parse_params
 from executors.k8s.present import is_secret, ref, result_text, shown
 from executors.k8s.wait import progress, waitable
 from wire.secrets import mask_text
@@ -35,11 +35,12 @@ def _check_objects(objects: list[dict[str, Any]], params: K8sParams) -> None:
         raise ManifestError(f"command: a JSON patch changes one object; the command names {len(objects)}")
 
 
-class KubernetesExecutor:
+class KubernetesExecutor(BaseExecutor):
     """Kubernetes objects through the official client's dynamic client (any kind, CRDs included)."""
 
     type: ClassVar[str] = "k8s"
     default_exec_timeout: ClassVar[int] = 120
+    params_model = K8sParamsModel
 
     def __init__(self, poll_seconds: float = 2.0) -> None:
         self.poll_seconds = poll_seconds
@@ -58,15 +59,16 @@ class KubernetesExecutor:
             return command
         return yaml.safe_dump_all([shown(o) if is_secret(o) else o for o in objects], sort_keys=False)
 
-    def validate(self, req: TaskRequest) -> None:
-        params = parse_params(req.params)
+    def check(self, req: TaskRequest, params: K8sParamsModel) -> None:
+        """The manifests in `command` parse and name what the operation needs."""
+        checked = parse_params(req.params)
         if not req.command.strip():
             if req.file_id:
                 return  # the file is read on the agent; the cloud does no I/O here
             raise ValueError("command: the manifests (YAML or JSON) are required, or a file_id holding them")
         objects = parse_manifests(req.command)
         if not req.file_id:
-            _check_objects(objects, params)
+            _check_objects(objects, checked)
 
     async def run(self, task: Assignment, ctx: RunContext) -> Outcome:
         try:

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from executors.k8s.calls import Calls, Stopped
+from executors.base import Stopped
+from executors.k8s.calls import Calls
 from executors.k8s.client import Cluster
 from executors.k8s.errors import K8sError, Target, describe, describe_discovery, describe_transport, reason_of
 from executors.k8s.params import K8sParams

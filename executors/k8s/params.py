@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, model_validator
+
 OPERATIONS = ("apply", "create", "update", "delete", "patch")
 PATCH_TYPES = ("strategic", "merge", "json")
 PROPAGATION_POLICIES = ("Foreground", "Background", "Orphan")
@@ -118,3 +120,17 @@ def _check_json_patch(patch: Any) -> None:
                 raise ValueError(f"{where}.{pointer}: must be a JSON Pointer such as /spec/replicas")
         if op["op"] in ("add", "replace", "test") and "value" not in op:
             raise ValueError(f"{where}.value: is required for op {op['op']}")
+
+
+class K8sParamsModel(BaseModel):
+    """The k8s type's `params_model`: the hand-written checks above, so their messages stay as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _checked(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValueError("params: must be an object")
+        parse_params(data)
+        return data

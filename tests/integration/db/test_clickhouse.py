@@ -289,27 +289,21 @@ def test_the_cloud_side_imports_no_driver() -> None:
 def test_http_pool_keeps_five_idle_and_opens_at_most_ten(
     chdb_http: ClickHouseServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Seed 004's bounds on the HTTP client: urllib3 keeps 5 connections, sessions take at most 10."""
-    from executors.db import clickhouse as ch_mod
-    from executors.db import pools
+    """Seed 004's bounds on the HTTP clients: urllib3 keeps 5 connections, sessions take at most 10."""
+    from executors.db import clickhouse_http, pools
     from executors.db.params import parse_params, resolve_targets
 
-    monkeypatch.setattr(ch_mod, "POOL_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(pools, "WAIT_SECONDS", 0.2)
     with chdb_http.database() as name:
         target = resolve_targets("clickhouse", parse_params({"target": chdb_http.target(name)}), {})[0]
         deadline = time.monotonic() + 30
-
-        def session() -> Any:
-            return ch_mod._open(
-                ch_mod._HTTP_POOLS, target, ch_mod._HttpPool, lambda p, lease: ch_mod._HttpSession(p, lease, deadline)
-            )
-
-        sessions = [session() for _ in range(pools.MAX_OPEN)]
+        sessions = [clickhouse_http.open_session(target, deadline) for _ in range(pools.MAX_OPEN)]
         manager = sessions[0]._client.http
         assert (manager.connection_pool_kw["maxsize"], manager.connection_pool_kw["block"]) == (pools.MAX_IDLE, False)
-        with pytest.raises(ch_mod.ClickHouseError, match="all 10 connections to this server are busy"):
-            session()
+        with pytest.raises(pools.PoolExhausted, match="all 10 connections to this server are busy"):
+            clickhouse_http.open_session(target, deadline)
         sessions.pop().close(True)
-        sessions.append(session())  # a slot freed is a slot taken
+        sessions.append(clickhouse_http.open_session(target, deadline))  # a slot freed is a slot taken
         for s in sessions:
             s.close(True)
+        assert sessions[0]._pool.stats() == (pools.MAX_IDLE, pools.MAX_IDLE)

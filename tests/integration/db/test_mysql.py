@@ -171,13 +171,13 @@ task = make_task(
     "SELECT 1; SELECT SLEEP(30)", type=sys.argv[1], target=json.loads(sys.argv[2]), exec_options={"timeout_ms": 1000}
 )
 out, _ = run_task(task, Path(sys.argv[3]))
-print(json.dumps({"status": out.status.value, "error": out.error, "loaded": "sqlalchemy" in sys.modules}))
+print(json.dumps({"status": out.status.value, "error": out.error, "loaded": "pymysql" in sys.modules}))
 """
 
 
 @pytest.mark.parametrize("type_", ["mysql", "doris"])
 def test_a_cold_agent_imports_its_driver_outside_timeout_ms(type_: str, mariadb: MariaDb, tmp_path: Path) -> None:
-    """In a fresh interpreter the first import of pymysql and SQLAlchemy can take longer than a 1 s
+    """In a fresh interpreter the first import of pymysql and sqlglot can take longer than a 1 s
     timeout_ms: that is the agent's time, so the statement still runs and is interrupted on the server."""
     root = Path(__file__).resolve().parents[3]
     args = [sys.executable, "-c", COLD_RUN, type_, json.dumps(mariadb.target()), str(tmp_path)]

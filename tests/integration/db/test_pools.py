@@ -1,11 +1,10 @@
-"""Seed 004's pool bounds per driver (10 open, 5 idle, 1 h lifetime), on the real MariaDB and PostgreSQL
-where a connection is needed; the Mongo and Elasticsearch clients are inspected as built (they connect
+"""Seed 004's pool bounds (10 open, 5 idle, 1 h lifetime) of the one pool the SQL types share, on the real
+MariaDB and PostgreSQL; the Mongo and Elasticsearch clients are inspected as built (they connect
 lazily). The ClickHouse HTTP pool is checked in test_clickhouse.py, next to its server."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,15 +18,6 @@ def target(type_: str, spec: dict[str, Any]) -> Target:
     return resolve_targets(type_, parse_params({"target": spec}, type_), {})[0]
 
 
-def eventually(check: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
-    """Wait for a background worker's effect (psycopg_pool returns connections in its own threads)."""
-    end = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > end:
-            pytest.fail(f"not reached within {seconds} s: {what}")
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def pg_pools() -> Iterator[None]:
     yield
@@ -36,38 +26,68 @@ def pg_pools() -> Iterator[None]:
 
 def test_postgres_keeps_at_most_five_idle_of_ten(pg: PgDb, pg_pools: None) -> None:
     sessions = [postgres_conn.open_session(target("postgres", pg.target())) for _ in range(7)]
-    pool: Any = sessions[0]._pool
-    assert (pool.min_size, pool.max_size, pool.max_lifetime) == (0, pools.MAX_OPEN, pools.MAX_LIFETIME_SECONDS)
+    pool: pools.ConnectionPool[Any] = sessions[0]._pool
+    assert (pool.max_open, pool.max_idle, pool.lifetime) == (pools.MAX_OPEN, pools.MAX_IDLE, pools.MAX_LIFETIME_SECONDS)
     for s in sessions:
         s.close(True)
-
-    def settled() -> bool:
-        stats = pool.get_stats()
-        return bool(stats["pool_available"] == stats["pool_size"] == pools.MAX_IDLE)
-
-    eventually(settled, "5 idle connections and no more open")
+    assert pool.stats() == (pools.MAX_IDLE, pools.MAX_IDLE)
     rows = pg.query(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tiangong' AND datname = %s", pg.name
     )
     assert rows == [(pools.MAX_IDLE,)]
-    # The pool still hands out (and grows back to) its ten.
+    # The pool still hands out (and grows back to) its ten, then an eleventh waits and gives up.
     again = [postgres_conn.open_session(target("postgres", pg.target())) for _ in range(pools.MAX_OPEN)]
-    assert pool.get_stats()["pool_size"] == pools.MAX_OPEN
+    assert pool.stats() == (pools.MAX_OPEN, 0)
+    pool.wait_seconds = 0.1
+    with pytest.raises(pools.PoolExhausted, match="all 10 connections to this server are busy"):
+        postgres_conn.open_session(target("postgres", pg.target()))
     for s in again:
         s.close(True)
-    eventually(settled, "back to 5 idle after ten were out")
+    assert pool.stats() == (pools.MAX_IDLE, pools.MAX_IDLE)
+
+
+def test_postgres_session_state_does_not_reach_the_next_task(pg: PgDb, pg_pools: None) -> None:
+    first = postgres_conn.open_session(target("postgres", pg.target()))
+    first.conn.execute("SET search_path TO nowhere")
+    first.conn.execute("CREATE TEMPORARY TABLE leftover (a int)")
+    first.close(True)
+    second = postgres_conn.open_session(target("postgres", pg.target()))
+    try:
+        assert second.conn is first.conn  # the same connection, reset
+        assert second.conn.execute("SHOW search_path").fetchone()[0] != "nowhere"
+        assert second.conn.execute("SELECT to_regclass('pg_temp.leftover')").fetchone() == (None,)
+    finally:
+        second.close(True)
 
 
 def test_mysql_keeps_at_most_five_idle_of_ten(mariadb: MariaDb) -> None:
     pool = mysql_conn._new_pool(target("mysql", mariadb.target()))
     try:
-        assert (pool.size(), pool._max_overflow, pool._recycle) == (pools.MAX_IDLE, 5, pools.MAX_LIFETIME_SECONDS)
-        out = [pool.connect() for _ in range(7)]
-        for conn in out:
-            conn.close()
-        assert (pool.checkedin(), pool.checkedout()) == (pools.MAX_IDLE, 0)  # the two beyond five were closed
+        assert (pool.max_open, pool.max_idle, pool.lifetime) == (
+            pools.MAX_OPEN,
+            pools.MAX_IDLE,
+            pools.MAX_LIFETIME_SECONDS,
+        )
+        out = [pool.get() for _ in range(7)]
+        for item in out:
+            pool.put(item, True)
+        assert pool.stats() == (pools.MAX_IDLE, pools.MAX_IDLE)  # the two beyond five were closed
     finally:
-        pool.dispose()
+        pool.close()
+
+
+def test_a_connection_the_server_dropped_is_replaced(mariadb: MariaDb) -> None:
+    pool = mysql_conn._new_pool(target("mysql", mariadb.target()))
+    try:
+        item = pool.get()
+        pool.put(item, True)
+        item.conn.close()  # as if the server had gone away while it was idle: the ping before reuse fails
+        fresh = pool.get()
+        assert fresh.conn is not item.conn and fresh.conn.open
+        assert pool.stats() == (1, 0)
+        pool.put(fresh, True)
+    finally:
+        pool.close()
 
 
 def test_mongo_client_pool_options() -> None:

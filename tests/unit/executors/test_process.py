@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from executors.process import CHUNK, group_running
+from executors.process import CHUNK
+from executors.procs import group_running
 from executors.registry import default_exec_timeout, get_executor
 from tests.unit.executors.harness import Harness, make_task, run_task
 from wire.tasks import LogStream, TaskRequest, TaskStatus

@@ -22,9 +22,9 @@ def modules(type_: str, **target: Any) -> list[str]:
 @pytest.mark.parametrize(
     ("type_", "target", "expected"),
     [
-        ("mysql", {}, {"pymysql", "sqlalchemy.pool", "sqlglot.dialects.mysql"}),
+        ("mysql", {}, {"pymysql", "sqlglot.dialects.mysql"}),
         ("doris", {}, {"pymysql", "sqlglot.dialects.doris"}),
-        ("postgres", {}, {"psycopg", "psycopg_pool", "sqlglot.dialects.postgres"}),
+        ("postgres", {}, {"psycopg", "sqlglot.dialects.postgres"}),
         ("clickhouse", {}, {"clickhouse_driver", "sqlglot.dialects.clickhouse"}),
         ("clickhouse", {"protocol": "http"}, {"clickhouse_connect.driver.httpclient"}),
         ("mongo", {}, {"pymongo"}),

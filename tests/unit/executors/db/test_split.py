@@ -84,3 +84,27 @@ def test_an_unterminated_string_is_an_error_not_a_guess() -> None:
 def test_kinds(sql: str, kind: str, verb: str) -> None:
     (stmt,) = split_sql(sql, "mysql")
     assert (stmt.kind, stmt.verb) == (kind, verb)
+
+
+@pytest.mark.parametrize("type_name", ["mysql", "doris", "postgres", "clickhouse"])
+def test_each_sql_type_names_a_sqlglot_dialect(type_name: str) -> None:
+    from sqlglot.dialects import Dialect
+
+    from executors.db.sql import SqlExecutor
+    from executors.registry import get_executor
+
+    executor = get_executor(type_name)
+    assert isinstance(executor, SqlExecutor)
+    Dialect.get_or_raise(executor.dialect)
+    assert executor.driver_modules([])[0] == f"sqlglot.dialects.{executor.dialect}"
+
+
+def test_a_type_splits_by_its_dialect_not_its_name() -> None:
+    from executors.db.mysql import MySqlExecutor
+
+    class TiDbExecutor(MySqlExecutor):
+        """A type whose name sqlglot does not know, speaking MySQL."""
+
+        type = "tidb"
+
+    assert TiDbExecutor().driver_modules([])[0] == "sqlglot.dialects.mysql"
