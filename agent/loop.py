@@ -1,6 +1,6 @@
-"""The agent process: register, claim into bounded slots, heartbeat, and drain on SIGTERM/SIGINT; each
-attempt runs in agent/runner.py, its results ship through agent/shipping.py, a crash is undone by
-agent/recovery.py."""
+"""The agent process: claim into bounded slots, heartbeat, and drain on SIGTERM/SIGINT. Each attempt runs
+in agent/runner.py, results ship through agent/shipping.py, agent/recovery.py undoes a crash at start and
+agent/registration.py signs in."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Awaitable
 
-from agent.client import Backoff, CloudClient, CloudUnavailable, Rejected, retrying
+from agent.client import Backoff, CloudClient, CloudUnavailable, Rejected
 from agent.config import load_config
 from agent.files import FileCache
 from agent.health import Health
@@ -21,12 +20,13 @@ from agent.ledger import StartedLedger
 from agent.outbox import DataDirInUse, Outbox
 from agent.policy import served_types
 from agent.recovery import recover
+from agent.registration import register
 from agent.runner import EXECUTOR_OVERRUN_SECONDS, Attempt, Shared
 from agent.settings import AgentSettings
 from agent.shipping import Deliveries
 from executors.registry import known_types
 from wire import API_VERSION
-from wire.agents import AgentRegister, RegisterReply
+from wire.agents import AgentRegister
 from wire.tasks import Assignment
 
 log = logging.getLogger("tiangong.agent")
@@ -138,33 +138,7 @@ class Agent:
             executors=served_types(self.config, known_types()),
             max_concurrency=self.settings.max_concurrency,
         )
-
-        def attempt() -> Awaitable[RegisterReply]:
-            self.health.alive()  # no heartbeat runs before the first registration: stay alive meanwhile
-            return self.client.register(reg)
-
-        token = self.identity.first_token()
-        self.client.use_token(token)
-        try:
-            reply = await retrying(attempt, "register", self.stopping)
-        except Rejected as exc:
-            if exc.status != 401 or not self.identity.can_fall_back(token):
-                raise
-            # The saved agent token no longer works (the agent was deleted, or the token revoked): register
-            # anew with the configured registration token.
-            log.warning("saved agent token refused (%s); registering again with the configured token", exc.message)
-            self.identity.forget()
-            self.client.use_token(self.identity.configured)
-            reply = await retrying(attempt, "register", self.stopping)
-        if reply.agent_token:
-            self.identity.save(reply.agent_token)
-            self.client.use_token(reply.agent_token)
-            log.info(
-                "received agent token %s... for %s (saved in %s)",
-                reply.agent_token[:8],
-                reg.agent_id,
-                self.identity.path,
-            )
+        reply = await register(self.client, self.identity, reg, self.stopping, self.health.alive)
         self._heartbeat_seconds = reply.heartbeat_seconds
         log.info("registered as %s at %s (max concurrency %d)", reg.agent_id, self.settings.server, reg.max_concurrency)
 
