@@ -1,5 +1,6 @@
-"""The agent process: recover its outbox, register, claim (bounded concurrency), heartbeat, deliver
-results through the outbox, and drain on SIGTERM/SIGINT."""
+"""The agent process: claim into bounded slots, heartbeat, and drain on SIGTERM/SIGINT. Each attempt runs
+in agent/runner.py, results ship through agent/shipping.py, agent/recovery.py undoes a crash at start and
+agent/registration.py signs in."""
 
 from __future__ import annotations
 
@@ -9,22 +10,23 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Awaitable
 
-from agent.client import Backoff, CloudClient, CloudUnavailable, Rejected, retrying
+from agent.client import Backoff, CloudClient, CloudUnavailable, Rejected
 from agent.config import load_config
-from agent.delivery import Pending, deliver, recover
 from agent.files import FileCache
 from agent.health import Health
 from agent.identity import Identity
 from agent.ledger import StartedLedger
-from agent.outbox import DataDirInUse, Entry, Outbox
+from agent.outbox import DataDirInUse, Outbox
 from agent.policy import served_types
-from agent.runner import EXECUTOR_OVERRUN_SECONDS, LogShipper, TaskContext, execute, finish
+from agent.recovery import recover
+from agent.registration import register
+from agent.runner import EXECUTOR_OVERRUN_SECONDS, Attempt, Shared
 from agent.settings import AgentSettings
+from agent.shipping import Deliveries
 from executors.registry import known_types
 from wire import API_VERSION
-from wire.agents import AgentRegister, RegisterReply
+from wire.agents import AgentRegister
 from wire.tasks import Assignment
 
 log = logging.getLogger("tiangong.agent")
@@ -55,7 +57,6 @@ class Agent:
         self.identity = Identity(data_dir, settings.server, settings.agent_id, configured)
         self.client = CloudClient(settings.server, self.identity.first_token(), settings.agent_id)
         self.workdir = data_dir / "work"
-        self.files = FileCache(self.client, data_dir / "cache" / "files")
         self.outbox = Outbox(data_dir / "outbox")
         try:
             self.outbox.lock()
@@ -63,12 +64,19 @@ class Agent:
             raise AgentRefused(str(exc)) from None
         self.ledger = StartedLedger(self.outbox.root / "started")
         self.health = Health(data_dir)
-        self.running: dict[str, TaskContext] = {}
-        self._tokens: dict[str, str] = {}
-        """Task id -> the task_token of the attempt this process runs or is delivering."""
+        self.shared = Shared(
+            client=self.client,
+            outbox=self.outbox,
+            files=FileCache(self.client, data_dir / "cache" / "files"),
+            workdir=self.workdir,
+            config=self.config,
+            log_flush_seconds=settings.log_flush_seconds,
+            log_batch_lines=settings.log_batch_lines,
+        )
+        self.running: dict[str, Attempt] = {}
+        """Task id -> its attempt, from its start until its result is stored (or, abandoned, until exit)."""
         self._jobs: set[asyncio.Task[None]] = set()
-        self._deliveries: dict[asyncio.Task[bool], str] = {}
-        """Results on their way to the cloud (task ids): their leases are kept alive meanwhile."""
+        self.deliveries = Deliveries(self.client, settings.log_batch_lines)
         self._slot_freed = asyncio.Event()
         self.stopping = asyncio.Event()
         self._heartbeat_seconds = 5.0
@@ -81,10 +89,8 @@ class Agent:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.health.start()
         try:
-            for item in recover(self.outbox):
-                if not self.ledger.started(item.entry.task_id, item.entry.attempt):
-                    self.ledger.add(item.entry.task_id, item.entry.attempt)
-                self._deliver(item)
+            for item in recover(self.outbox, self.ledger):
+                self.deliveries.send(item)
             try:
                 await self._register()
             except CloudUnavailable:
@@ -96,7 +102,7 @@ class Agent:
             await self._serve()
         finally:
             self.health.not_ready()
-            await self._settle_deliveries(0.0)
+            await self.deliveries.settle(0.0)
             self.ledger.close()
             self.outbox.unlock()
             await self.client.aclose()
@@ -132,33 +138,7 @@ class Agent:
             executors=served_types(self.config, known_types()),
             max_concurrency=self.settings.max_concurrency,
         )
-
-        def attempt() -> Awaitable[RegisterReply]:
-            self.health.alive()  # no heartbeat runs before the first registration: stay alive meanwhile
-            return self.client.register(reg)
-
-        token = self.identity.first_token()
-        self.client.use_token(token)
-        try:
-            reply = await retrying(attempt, "register", self.stopping)
-        except Rejected as exc:
-            if exc.status != 401 or not self.identity.can_fall_back(token):
-                raise
-            # The saved agent token no longer works (the agent was deleted, or the token revoked): register
-            # anew with the configured registration token.
-            log.warning("saved agent token refused (%s); registering again with the configured token", exc.message)
-            self.identity.forget()
-            self.client.use_token(self.identity.configured)
-            reply = await retrying(attempt, "register", self.stopping)
-        if reply.agent_token:
-            self.identity.save(reply.agent_token)
-            self.client.use_token(reply.agent_token)
-            log.info(
-                "received agent token %s... for %s (saved in %s)",
-                reply.agent_token[:8],
-                reg.agent_id,
-                self.identity.path,
-            )
+        reply = await register(self.client, self.identity, reg, self.stopping, self.health.alive)
         self._heartbeat_seconds = reply.heartbeat_seconds
         log.info("registered as %s at %s (max concurrency %d)", reg.agent_id, self.settings.server, reg.max_concurrency)
 
@@ -197,61 +177,30 @@ class Agent:
             self.ledger.add(task.id, task.attempt)
         except OSError as exc:  # remembered in memory all the same
             log.error("%s: cannot record the start on disk: %s", task.id, exc)
-        entry, journal = self.outbox.create(task)
-        loop = asyncio.get_running_loop()
-        shipper = LogShipper(
-            self.client, task, self.settings.log_flush_seconds, self.settings.log_batch_lines, entry, journal
-        )
-        ctx = TaskContext(
-            task_id=task.id,
-            workdir=self.workdir,
-            deadline=loop.time() + task.exec_timeout,
-            max_output_bytes=task.max_log_bytes,
-            shipper=shipper,
-            journal=journal,
-            files=self.files,
-            params=task.params,
-            connections=self.config.connections,
-            config=self.config.model_dump(exclude={"connections"}),
-        )
-        self.running[task.id] = ctx
-        self._tokens[task.id] = task.task_token
-        job = asyncio.create_task(self._run_task(task, ctx, entry), name=f"task-{task.id}")
+        attempt = Attempt(task, self.shared)
+        self.running[task.id] = attempt
+        job = asyncio.create_task(self._run(attempt), name=f"task-{task.id}")
         self._jobs.add(job)
         job.add_done_callback(self._jobs.discard)
 
-    async def _run_task(self, task: Assignment, ctx: TaskContext, entry: Entry) -> None:
+    async def _run(self, attempt: Attempt) -> None:
         try:
-            outcome = await execute(task, ctx)
-            result = await finish(task, ctx, outcome)
-        except asyncio.CancelledError:  # abandoned at shutdown: the journal lets the next start report it
-            ctx.shipper.abort()
-            ctx.journal.close()
+            item = await attempt.run()
+        except asyncio.CancelledError:
+            # Abandoned at shutdown: it stays in `running`, so heartbeats keep its lease until this
+            # process exits, and the next start reports it.
             raise
-        finally:
-            if self.running.get(task.id) is ctx:
-                del self.running[task.id]
-            self._slot_freed.set()
-        try:
-            entry.write_result(result)  # before the first send
-        except OSError as exc:
-            log.error("%s: cannot store the result in the outbox (%s); sending it from memory", task.id, exc)
-        self._deliver(Pending(entry, result, ctx.shipper.unsent(), ctx.shipper.lines_from))
+        except Exception:
+            self._free(attempt)
+            raise
+        self._free(attempt)
+        self.deliveries.send(item)
 
-    def _deliver(self, item: Pending) -> None:
-        job = asyncio.create_task(
-            deliver(self.client, item, self.settings.log_batch_lines), name=f"deliver-{item.entry.task_id}"
-        )
-        self._deliveries[job] = item.entry.task_id
-        self._tokens[item.entry.task_id] = item.entry.task_token
-        job.add_done_callback(self._delivered)
-
-    def _delivered(self, job: asyncio.Task[bool]) -> None:
-        task_id = self._deliveries.pop(job, "?")
-        if task_id not in self.running and task_id not in self._deliveries.values():
-            self._tokens.pop(task_id, None)
-        if not job.cancelled() and (exc := job.exception()) is not None:
-            log.error("%s: delivery failed; the result stays in the outbox", task_id, exc_info=exc)
+    def _free(self, attempt: Attempt) -> None:
+        """Give the attempt's slot back (its result, if any, is in the outbox by now)."""
+        if self.running.get(attempt.task.id) is attempt:
+            del self.running[attempt.task.id]
+        self._slot_freed.set()
 
     async def _heartbeat_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -262,11 +211,11 @@ class Agent:
             self.health.alive()
             try:
                 # Results still on their way count as running: the cloud must not reap them meanwhile.
-                listed = dict(self._tokens)
+                listed = self.deliveries.tokens() | {tid: a.task.task_token for tid, a in self.running.items()}
                 reply = await self.client.heartbeat(listed, wait_s=self._heartbeat_seconds)
                 for task_id in reply.cancel:
-                    if ctx := self.running.get(task_id):
-                        ctx.cancel("canceled by request")
+                    if attempt := self.running.get(task_id):
+                        attempt.cancel("canceled by request")
                 if any(task_id not in listed for task_id in reply.cancel):
                     # A task that started after this beat was sent: beat again at once, listing it.
                     continue
@@ -285,26 +234,15 @@ class Agent:
             log.info("draining %d running task(s), grace %.0fs", len(self._jobs), grace)
             _, pending = await asyncio.wait(set(self._jobs), timeout=grace)
             if pending:
-                for ctx in list(self.running.values()):
-                    ctx.cancel("agent shutting down: canceled after the grace period")
+                for attempt in list(self.running.values()):
+                    attempt.cancel("agent shutting down: canceled after the grace period")
                 _, pending = await asyncio.wait(pending, timeout=STOP_GRACE_SECONDS)
             if pending:
                 log.error("%d task(s) did not stop when canceled; abandoned for the next start to report", len(pending))
                 for job in pending:
                     job.cancel()
                 await asyncio.wait(pending, timeout=DELIVERY_GRACE_SECONDS)
-        await self._settle_deliveries(max(end - loop.time(), DELIVERY_GRACE_SECONDS))
-
-    async def _settle_deliveries(self, timeout: float) -> None:
-        """Wait up to `timeout` for results in flight; the rest stay in the outbox for the next start."""
-        pending: set[asyncio.Task[bool]] = set(self._deliveries)
-        if pending and timeout > 0:
-            _, pending = await asyncio.wait(pending, timeout=timeout)
-        if pending:
-            log.warning("%d result(s) not delivered yet; kept in the outbox for the next start", len(pending))
-            for job in pending:
-                job.cancel()
-            await asyncio.wait(pending)
+        await self.deliveries.settle(max(end - loop.time(), DELIVERY_GRACE_SECONDS))
 
 
 def install_child_watcher() -> None:

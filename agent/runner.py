@@ -1,21 +1,22 @@
-"""One task on the agent: its context (log capture, files, cancel, deadline, process groups), live log
-shipping in batches through the outbox journal, the executor call, and the result it ends with."""
+"""One attempt of a task on the agent: its outbox entry and live log, its context (output capture,
+files, cancel, deadline, process groups), the executor call, and the result it stores in the outbox."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.client import CloudClient, CloudUnavailable, Rejected
+from agent.client import CloudClient
+from agent.config import AgentConfig
 from agent.files import FileCache
 from agent.orphans import record
-from agent.outbox import Entry, Journal
+from agent.outbox import Journal, Outbox
 from agent.policy import agent_policy
+from agent.shipping import LogShipper, Pending
 from executors.base import Outcome
 from executors.capture import HeadTail
 from executors.policy import CommandPolicy
@@ -24,118 +25,13 @@ from executors.registry import UnknownTaskType, get_executor
 from wire.masker import Masker, map_strings
 from wire.output import storable
 from wire.secrets import mask_text
-from wire.tasks import POLICY_REFUSED, Assignment, LogLevel, LogLine, LogStream, TaskReport, TaskStatus
+from wire.tasks import POLICY_REFUSED, Assignment, LogLevel, LogStream, TaskReport, TaskStatus
 
 log = logging.getLogger("tiangong.agent")
 
 # Room for the executor to stop its processes (SIGTERM grace, at most MAX_KILL_GRACE_S) before the
 # runner gives up on it.
 EXECUTOR_OVERRUN_SECONDS = MAX_KILL_GRACE_S + 15.0
-
-
-class LogShipper:
-    """Numbers lines (contiguous seq from 1), journals them in the outbox, ships them in batches by size or age.
-
-    Unacknowledged lines are kept and travel with the result when the task ends first, so a short
-    task costs no extra request. On a 409 gap the cloud names the next seq and we resend from there
-    (read back from the journal when memory no longer has them).
-    """
-
-    def __init__(
-        self,
-        client: CloudClient,
-        task: Assignment,
-        flush_seconds: float,
-        batch_lines: int,
-        entry: Entry,
-        journal: Journal,
-    ) -> None:
-        self._client, self._task = client, task
-        self._flush_seconds, self.batch_lines = flush_seconds, batch_lines
-        self._entry, self._journal = entry, journal
-        self._pending: list[LogLine] = []
-        self._next_seq = 1
-        self._wake = asyncio.Event()
-        self._closing = False
-        self._runner = asyncio.create_task(self._run(), name=f"logs-{task.id}")
-
-    @property
-    def total(self) -> int:
-        return self._next_seq - 1
-
-    def add(self, message: str, stream: LogStream, level: LogLevel | None) -> None:
-        line = LogLine(seq=self._next_seq, stream=stream, level=level, message=message)
-        self._journal.line(line)  # on disk (the kernel's) before anyone may see it
-        self._pending.append(line)
-        self._next_seq += 1
-        self._wake.set()
-
-    def acknowledge(self, next_seq: int) -> bool:
-        """The cloud holds every line below `next_seq`; False when it wants lines we no longer have."""
-        lines = self.lines_from(next_seq)
-        if lines is None:
-            return False
-        self._pending = lines
-        return True
-
-    def lines_from(self, seq: int) -> list[LogLine] | None:
-        """This attempt's lines from `seq` on, from memory or else from the journal; None if lost."""
-        first = self._pending[0].seq if self._pending else self._next_seq
-        if seq >= first:
-            return [ln for ln in self._pending if ln.seq >= seq]
-        try:
-            lines = self._entry.read().lines
-        except OSError:
-            return None
-        return lines[seq - 1 :] if len(lines) >= self.total and seq >= 1 else None
-
-    def unsent(self) -> list[LogLine]:
-        return list(self._pending)
-
-    async def _run(self) -> None:
-        while not self._closing:
-            await self._wake.wait()
-            self._wake.clear()
-            if len(self._pending) < self.batch_lines:
-                # Let lines gather (or the task end, so they ride with the result).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._until_full(), self._flush_seconds)
-            if self._closing:
-                return
-            await self._ship()
-
-    async def _until_full(self) -> None:
-        while len(self._pending) < self.batch_lines and not self._closing:
-            await self._wake.wait()
-            self._wake.clear()
-
-    async def _ship(self) -> None:
-        while self._pending and not self._closing:
-            batch = self._pending[: self.batch_lines]
-            try:
-                self.acknowledge(await self._client.post_logs(self._task.id, self._task.task_token, batch))
-            except Rejected as exc:
-                if exc.next_seq is None:
-                    log.warning("%s: log batch refused: %s", self._task.id, exc.message)
-                    self._closing = True  # stale attempt: stop shipping, the report will say so
-                    return
-                if not self.acknowledge(exc.next_seq):
-                    log.error("%s: cloud wants log lines from seq %s, which are gone", self._task.id, exc.next_seq)
-                    self._closing = True
-                    return
-            except CloudUnavailable:
-                await asyncio.sleep(min(1.0, self._flush_seconds * 10))  # keep lines; try again later
-
-    async def close(self) -> None:
-        """Stop shipping; an in-flight batch completes first. Unsent lines stay for the report."""
-        self._closing = True
-        self._wake.set()
-        await self._runner
-
-    def abort(self) -> None:
-        """Stop at once (the attempt was abandoned; its journal tells a restarted agent the rest)."""
-        self._closing = True
-        self._runner.cancel()
 
 
 @dataclass
@@ -244,3 +140,61 @@ async def finish(task: Assignment, ctx: TaskContext, outcome: Outcome) -> TaskRe
         error=ctx.clean(error),
         log_lines=ctx.shipper.total,
     )
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every attempt of one agent process uses."""
+
+    client: CloudClient
+    outbox: Outbox
+    files: FileCache
+    workdir: Path
+    config: AgentConfig
+    log_flush_seconds: float
+    log_batch_lines: int
+
+
+class Attempt:
+    """One attempt from its start to its result in the outbox; the loop holds one per running task."""
+
+    def __init__(self, task: Assignment, shared: Shared) -> None:
+        self.task = task
+        self.entry, journal = shared.outbox.create(task)
+        shipper = LogShipper(shared.client, task, shared.log_flush_seconds, shared.log_batch_lines, self.entry, journal)
+        self.ctx = TaskContext(
+            task_id=task.id,
+            workdir=shared.workdir,
+            deadline=asyncio.get_running_loop().time() + task.exec_timeout,  # the deadline starts now
+            max_output_bytes=task.max_log_bytes,
+            shipper=shipper,
+            journal=journal,
+            files=shared.files,
+            params=task.params,
+            connections=shared.config.connections,
+            config=shared.config.model_dump(exclude={"connections"}),
+        )
+
+    def cancel(self, reason: str) -> None:
+        """Ask the executor to stop; the result says `reason`."""
+        self.ctx.cancel(reason)
+
+    async def run(self) -> Pending:
+        """Run to the end and store the result in the outbox before its first send; returns it to ship.
+
+        Cancelled (abandoned at shutdown), the attempt stops shipping its log and stores no result: its
+        journal lets the next start report it.
+        """
+        task, ctx = self.task, self.ctx
+        try:
+            outcome = await execute(task, ctx)
+            report = await finish(task, ctx, outcome)
+        except asyncio.CancelledError:
+            ctx.shipper.abort()
+            ctx.journal.close()
+            raise
+        try:
+            self.entry.write_result(report)
+        except OSError as exc:
+            log.error("%s: cannot store the result in the outbox (%s); sending it from memory", task.id, exc)
+        return Pending(self.entry, report, ctx.shipper.unsent(), ctx.shipper.lines_from)
