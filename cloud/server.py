@@ -71,8 +71,8 @@ def _protocol(header_timeout: float) -> type[HttpToolsProtocol]:
     return type("HttpProtocol", (_HeaderTimeoutProtocol,), {"header_timeout": header_timeout})
 
 
-def serve(settings: CloudSettings, host: str, port: int) -> None:
-    """Serve until SIGTERM/SIGINT."""
+def build_server(settings: CloudSettings, host: str, port: int) -> uvicorn.Server:
+    """The cloud's uvicorn server, not yet started (tests run it in a thread of their own process)."""
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -88,4 +88,9 @@ def serve(settings: CloudSettings, host: str, port: int) -> None:
         access_log=False,
         log_level="info",
     )
-    _Server(config).run()
+    return _Server(config)
+
+
+def serve(settings: CloudSettings, host: str, port: int) -> None:
+    """Serve until SIGTERM/SIGINT."""
+    build_server(settings, host, port).run()

@@ -115,8 +115,9 @@ class Database:
     def sync_clock(self, tries: int = 1) -> float | None:
         """PostgreSQL: measure the database's clock against this process's and make utcnow() follow it,
         to within half a round trip; returns the offset, or None when nothing was measured (SQLite, or
-        only slow answers: the last offset stays)."""
+        only slow answers: the last offset stays). On SQLite the database's clock is this machine's."""
         if self.is_sqlite:
+            CLOCK.offset = 0.0
             return None
         for _ in range(tries):
             with self.engine.connect() as conn:

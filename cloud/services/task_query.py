@@ -95,11 +95,13 @@ def query_tasks(conn: Connection, conditions: Any, max_bytes: int | None = None)
         return list(conn.execute(stmt).all())
     rows: list[TaskRow] = []
     used = 0
-    for row in conn.execute(stmt.execution_options(yield_per=50)):
-        used += _size(row)
-        if used > max_bytes:
-            raise TooLarge(max_bytes, len(rows) + 1)
-        rows.append(row)
+    # Closed on the way out: a PostgreSQL server-side cursor left open past TooLarge leaks until collected.
+    with conn.execute(stmt.execution_options(yield_per=50)) as result:
+        for row in result:
+            used += _size(row)
+            if used > max_bytes:
+                raise TooLarge(max_bytes, len(rows) + 1)
+            rows.append(row)
     return rows
 
 

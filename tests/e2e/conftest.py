@@ -29,9 +29,13 @@ def _backend_env(backend: PgDatabases | None) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def cloud(tmp_path_factory: pytest.TempPathFactory, backend: PgDatabases | None) -> Iterator[Cloud]:
-    """A cloud with one agent `local` (concurrency 4), shared by a module's tests."""
-    c = Cloud(tmp_path_factory.mktemp("cloud"), cloud_env(**_backend_env(backend))).start()
+def cloud(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, backend: PgDatabases | None
+) -> Iterator[Cloud]:
+    """A cloud with one agent `local` (concurrency 4), shared by a module's tests. It runs in a server
+    thread unless the module sets `CLOUD_PROCESS = True` (it looks at the cloud's process)."""
+    process = bool(getattr(request.module, "CLOUD_PROCESS", False))
+    c = Cloud(tmp_path_factory.mktemp("cloud"), cloud_env(**_backend_env(backend)), process=process).start()
     c.agent("local", max_concurrency=4)
     yield c
     c.close()
@@ -42,9 +46,10 @@ def make_cloud(tmp_path: Path, backend: PgDatabases | None) -> Iterator[Callable
     """Start a cloud of the test's own, with TIANGONG_* settings given as keyword arguments."""
     started: list[Cloud] = []
 
-    def factory(**settings: str) -> Cloud:
+    def factory(process: bool = False, **settings: str) -> Cloud:
+        """`process=True` for a test that signals, kills or inspects the cloud's process."""
         env = cloud_env(**_backend_env(backend), **{f"TIANGONG_{k.upper()}": str(v) for k, v in settings.items()})
-        c = Cloud(tmp_path / f"cloud{len(started)}", env).start()
+        c = Cloud(tmp_path / f"cloud{len(started)}", env, process=process).start()
         started.append(c)
         return c
 

@@ -8,11 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 
@@ -95,14 +97,58 @@ class AgentProc:
         self.proc.wait()
 
 
+class ServerThread:
+    """The real cloud (create_app under our uvicorn server, on a free port) in a thread of the test process.
+
+    Starting a cloud process costs seconds of imports; API-contract tests do not need the process, only
+    the server. Tests that kill, signal or inspect the cloud process use a process (`Cloud(process=True)`).
+    """
+
+    def __init__(self, env: dict[str, str], data_dir: Path, port: int) -> None:
+        from cloud.server import build_server
+        from cloud.settings import CloudSettings
+
+        # Settings come from TIANGONG_* variables, as in the process; only this thread reads them here.
+        with mock.patch.dict(os.environ, {k: v for k, v in env.items() if k.startswith("TIANGONG_")}, clear=True):
+            settings = CloudSettings(data_dir=data_dir)
+        self.server = build_server(settings, "127.0.0.1", port)
+        self.loop: Any = None
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=f"cloud:{port}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.loop = self.server.config.get_loop_factory()()  # type: ignore[misc]
+        try:
+            self.loop.run_until_complete(self.server.serve())
+        except BaseException as exc:  # reported by the harness when the server is waited for
+            self.failure = exc
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    @property
+    def dead(self) -> bool:
+        return not self.thread.is_alive()
+
+    def stop(self) -> None:
+        """As SIGTERM does: wake the long-polls, let uvicorn finish its requests, run the lifespan's end."""
+        if self.thread.is_alive() and self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.server.handle_exit, signal.SIGTERM, None)
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "the cloud's server thread did not stop"
+
+
 @dataclass
 class Cloud:
-    """A cloud process and an admin client for it."""
+    """A cloud (in a server thread, or a process when `process=True`) and an admin client for it."""
 
     data_dir: Path
     env: dict[str, str]
     port: int = field(default_factory=free_port)
+    process: bool = False
     proc: subprocess.Popen[bytes] | None = None
+    thread: ServerThread | None = None
     agents: list[AgentProc] = field(default_factory=list)
     issued: dict[str, str] = field(default_factory=dict)
 
@@ -126,22 +172,31 @@ class Cloud:
             engine.dispose()
 
     def start(self) -> Cloud:
-        cmd = [sys.executable, "-m", "cli.main", "cloud", "--port", str(self.port), "--data-dir", str(self.data_dir)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env)
+        if self.process:
+            cmd = [sys.executable, "-m", "cli.main", "cloud", "--port", str(self.port)]
+            self.proc = subprocess.Popen([*cmd, "--data-dir", str(self.data_dir)], cwd=ROOT, env=self.env)
+        else:
+            self.thread = ServerThread(self.env, self.data_dir, self.port)
         wait_for(self._ready, 60, "cloud /readyz")
         self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=330)
         return self
 
     def _ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
+        if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"cloud exited with {self.proc.returncode}")
+        if self.thread is not None and self.thread.dead:
+            raise AssertionError(f"cloud server thread ended: {self.thread.failure!r}")
         try:
             return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
         except httpx.TransportError:
             return False
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.thread is not None:
+            assert sig == signal.SIGTERM, "only a cloud process can be killed: use Cloud(process=True)"
+            self.thread.stop()
+            self.thread = None
+            self.http.close()
         if self.proc is not None:
             _stop(self.proc, sig)
             self.http.close()

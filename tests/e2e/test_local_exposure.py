@@ -23,6 +23,8 @@ from cryptography.fernet import Fernet
 from tests.e2e.harness import ADMIN, AGENT, ROOT, AgentProc, Cloud, free_port, wait_for
 from tests.e2e.test_files import curl_upload
 
+CLOUD_PROCESS = True  # the tests look into the cloud process's environment
+
 SECRET_VARS = {"TIANGONG_ADMIN_TOKEN", "TIANGONG_AGENT_TOKEN", "TIANGONG_SECRET_KEY", "TIANGONG_DATABASE_URL"}
 NOBODY = 65534
 

@@ -47,7 +47,7 @@ def test_long_tail_past_the_cap_arrives_whole(make_cloud: MakeCloud) -> None:
 
 
 def test_cloud_restart_keeps_tasks_and_logs(make_cloud: MakeCloud) -> None:
-    cloud = make_cloud()
+    cloud = make_cloud(process=True)
     cloud.agent("local")
     done = cloud.run(type="shell", command="echo before restart")
     cloud.restart()
@@ -159,7 +159,7 @@ def test_sync_wait_times_out_and_task_goes_on(make_cloud: MakeCloud) -> None:
 def test_cloud_sigterm_answers_long_polls_and_exits(make_cloud: MakeCloud) -> None:
     """A stopping cloud answers a held claim, heartbeat and sync wait at once instead of letting them
     run out (25 s, 25 s, 60 s here), then exits cleanly."""
-    cloud = make_cloud()
+    cloud = make_cloud(process=True)
     agent, busy = AgentClient(cloud.url, timeout=90), AgentClient(cloud.url)
     for client, agent_id in ((agent, "idle"), (busy, "busy")):  # each agent id with its own token
         r = client.post("/api/v1/agents/register", json={"agent_id": agent_id, "executors": ["shell"]})
