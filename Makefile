@@ -17,8 +17,11 @@ $(BIN)/tiangong: pyproject.toml uv.lock
 run: install
 	$(BIN)/tiangong up --host 127.0.0.1 --port 8080 --data-dir ./data --agent-id local
 
+# Test modules run in parallel workers (pytest-xdist), a module's tests on one worker, since they share
+# its cloud; TEST_WORKERS=0 runs them in this process, in order.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 lint: install
 	$(BIN)/ruff check .

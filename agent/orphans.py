@@ -9,7 +9,7 @@ import os
 import signal
 from dataclasses import dataclass
 
-from executors.process import proc_stat
+from executors.procs import proc_stat
 
 log = logging.getLogger("tiangong.agent")
 

@@ -20,7 +20,7 @@ from agent.shipping import LogShipper, Pending
 from executors.base import Outcome
 from executors.capture import HeadTail
 from executors.policy import CommandPolicy
-from executors.process import MAX_KILL_GRACE_S
+from executors.procs import MAX_KILL_GRACE_S
 from executors.registry import UnknownTaskType, get_executor
 from wire.masker import Masker, map_strings
 from wire.output import storable

@@ -15,13 +15,7 @@ from typing import ClassVar
 from executors.base import BaseExecutor, Outcome, ParamsModel, RunContext, Stopped, until_stopped
 from executors.capture import HeadTail
 from executors.process_params import ProcessParams
-from executors.procs import (  # noqa: F401  (MAX_KILL_GRACE_S, proc_stat: the agent's imports until it uses procs)
-    MAX_KILL_GRACE_S,
-    group_running,
-    kill_grace,
-    proc_stat,
-    signal_group,
-)
+from executors.procs import group_running, kill_grace, signal_group
 from wire.masker import Masker
 from wire.output import storable
 from wire.tasks import Assignment, LogLevel, LogStream, TaskRequest, TaskStatus

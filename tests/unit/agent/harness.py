@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.client import CloudUnavailable, Rejected
-from executors.process import group_running
+from executors.procs import group_running
 from wire.tasks import Assignment, LogLine, LogStream, TaskReport
 
 
