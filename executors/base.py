@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -149,6 +149,17 @@ def parse_model(model: type[BaseModel], params: Mapping[str, Any], type_name: st
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
         raise ValueError(f"params{'.' + loc if loc else ''}: {msg}") from None
+
+
+def strict_flag(name: str) -> Callable[[Any], bool]:
+    """A params model's check that `params.<name>` is a JSON boolean ("yes" or 1 is not taken for true)."""
+
+    def check(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"params.{name}: must be true or false")
+        return value
+
+    return check
 
 
 class Stoppable(Protocol):

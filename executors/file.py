@@ -7,13 +7,12 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from executors.base import BaseExecutor, Outcome, RunContext, Stopped, until_stopped
+from executors.base import BaseExecutor, Outcome, RunContext, Stopped, strict_flag, until_stopped
 from wire.tasks import Assignment, TaskRequest, TaskStatus
 
 
@@ -38,15 +37,6 @@ def _path(value: Any) -> str:
     return value
 
 
-def _flag(name: str) -> Callable[[Any], bool]:
-    def check(value: Any) -> bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"params.{name}: must be true or false")
-        return value
-
-    return check
-
-
 class FileParams(BaseModel):
     """`params` of a file task."""
 
@@ -54,7 +44,7 @@ class FileParams(BaseModel):
 
     path: Annotated[str, BeforeValidator(_path)] = Field(None, validate_default=True, description="Destination.")
     mode: Annotated[int | None, BeforeValidator(parse_mode)] = Field(None, description="Permission bits.")
-    overwrite: Annotated[bool, BeforeValidator(_flag("overwrite"))] = Field(False, description="Replace a file.")
+    overwrite: Annotated[bool, BeforeValidator(strict_flag("overwrite"))] = Field(False, description="Replace a file.")
 
 
 class FileExecutor(BaseExecutor):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from executors.base import strict_flag
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 _IP_AUTO = {"ipv4 auto": "0.0.0.0", "ipv6 auto": "::"}
@@ -26,15 +27,6 @@ def _headers(value: Any) -> dict[str, str]:
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise ValueError("params.headers: must be an object of string values")
     return value
-
-
-def _flag(name: str) -> Callable[[Any], bool]:
-    def check(value: Any) -> bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"params.{name}: must be true or false")
-        return value
-
-    return check
 
 
 def _expected(value: Any) -> list[int] | None:
@@ -63,8 +55,8 @@ class HttpParams(BaseModel):
 
     url: Annotated[str, BeforeValidator(_url)] = Field(None, validate_default=True, description="http(s) URL.")
     headers: Annotated[dict[str, str], BeforeValidator(_headers)] = Field(default_factory=dict)
-    verify_tls: Annotated[bool, BeforeValidator(_flag("verify_tls"))] = True
-    follow_redirects: Annotated[bool, BeforeValidator(_flag("follow_redirects"))] = True
+    verify_tls: Annotated[bool, BeforeValidator(strict_flag("verify_tls"))] = True
+    follow_redirects: Annotated[bool, BeforeValidator(strict_flag("follow_redirects"))] = True
     expected_status: Annotated[list[int] | None, BeforeValidator(_expected)] = None
     max_body_bytes: Annotated[int, BeforeValidator(_limit)] = DEFAULT_MAX_BODY_BYTES
     ip: Annotated[Any, BeforeValidator(_ip)] = Field(None, description='"ipv4 auto", "ipv6 auto" or a source IP.')
