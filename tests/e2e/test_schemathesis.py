@@ -16,6 +16,8 @@ from schemathesis.hooks import HookContext
 
 from tests.e2e.harness import ADMIN, AGENT, Cloud
 
+CLOUD_PROCESS = True  # the fuzzer is CPU-bound: the cloud gets a core of its own, not a thread under its GIL
+
 MAX_EXAMPLES = 100
 """Per operation, in the fuzzing phase (the examples and coverage phases add their own): about 2,800
 requests, 40 s per backend here."""
