@@ -213,10 +213,16 @@ class Agent:
                 # Results still on their way count as running: the cloud must not reap them meanwhile.
                 listed = self.deliveries.tokens() | {tid: a.task.task_token for tid, a in self.running.items()}
                 reply = await self.client.heartbeat(listed, wait_s=self._heartbeat_seconds)
+                again = False
                 for task_id in reply.cancel:
-                    if attempt := self.running.get(task_id):
+                    attempt = self.running.get(task_id)
+                    if task_id in listed and attempt is not None and attempt.task.task_token != listed[task_id]:
+                        # The answer is about the attempt this beat listed, which has ended since, and a
+                        # newer attempt of the task runs here now: ask again about that one.
+                        again = True
+                    elif attempt is not None:
                         attempt.cancel("canceled by request")
-                if any(task_id not in listed for task_id in reply.cancel):
+                if again or any(task_id not in listed for task_id in reply.cancel):
                     # A task that started after this beat was sent: beat again at once, listing it.
                     continue
             except (CloudUnavailable, Rejected) as exc:

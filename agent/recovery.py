@@ -33,7 +33,10 @@ def recover(outbox: Outbox, ledger: StartedLedger) -> list[Pending]:
             log.error("%s: outbox entry unreadable (%s); left for the next start", entry.task_id, exc)
             continue
         if not ledger.started(entry.task_id, entry.attempt):
-            ledger.add(entry.task_id, entry.attempt)  # a duplicated claim of it must not start it again
+            try:
+                ledger.add(entry.task_id, entry.attempt)  # a duplicated claim of it must not start it again
+            except OSError as exc:  # remembered in memory all the same; the other entries still ship
+                log.error("%s: cannot record the start on disk: %s", entry.task_id, exc)
         out.append(item)
     return out
 

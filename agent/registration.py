@@ -40,5 +40,5 @@ async def register(
     if reply.agent_token:
         identity.save(reply.agent_token)
         client.use_token(reply.agent_token)
-        log.info("received agent token %s... for %s (saved in %s)", reply.agent_token[:8], reg.agent_id, identity.path)
+        log.info("received the agent token for %s (saved in %s)", reg.agent_id, identity.path)
     return reply

@@ -233,3 +233,10 @@ async def until_stopped(limits: Stoppable, aw: Awaitable[T]) -> T:
         return work.result()
     work.cancel()
     raise Stopped("canceled" if limits.cancel_event.is_set() else "timeout")
+
+
+def discard_outcome(future: asyncio.Future[Any]) -> None:
+    """A done-callback for work left running after a stop: retrieve its exception, so that asyncio does
+    not report it as never retrieved."""
+    if not future.cancelled():
+        future.exception()

@@ -12,11 +12,13 @@ from sqlalchemy.exc import IntegrityError
 from cloud.access import Principal
 from cloud.db import events
 from cloud.db.models import AGENTS as A
+from cloud.db.models import TASKS as T
 from cloud.db.types import utcnow
-from cloud.services import audit, credentials
+from cloud.services import audit, credentials, transitions
 from cloud.services.errors import Conflict, Forbidden, NotFound
 from wire.agents import AgentRegister
 from wire.credentials import TokenKind
+from wire.tasks import TaskStatus
 
 AgentRow = Row[Any]
 
@@ -93,12 +95,22 @@ def set_disabled(conn: Connection, agent_id: str, disabled: bool) -> AgentRow:
     return get_agent(conn, agent_id)
 
 
-def delete_agent(conn: Connection, agent_id: str) -> None:
-    """Delete the agent and its tokens (its tasks are the caller's: tasks.fail_unfinished)."""
+def delete_agent(conn: Connection, agent_id: str) -> int:
+    """Delete the agent and its tokens, and fail its pending and running tasks `agent deleted` (nothing
+    would run them); returns how many tasks it failed."""
     get_agent(conn, agent_id)
     credentials.delete_agent_tokens(conn, agent_id)
     conn.execute(delete(A).where(A.c.id == agent_id))
     events.publish(conn, f"agent:{agent_id}", f"cancel:{agent_id}")
+    unfinished = conn.execute(select(T).where(T.c.agent_id == agent_id, T.c.status.in_(_UNFINISHED))).all()
+    line = f"{AGENT_DELETED}: the task will not run"
+    return sum(
+        transitions.fail(conn, task, AGENT_DELETED, expect_from=TaskStatus(task.status), line=line)
+        for task in unfinished
+    )
+
+
+_UNFINISHED = [TaskStatus.pending.value, TaskStatus.running.value]
 
 
 AGENT_DELETED = "agent deleted"

@@ -235,16 +235,6 @@ def cancel_task(conn: Connection, task: TaskRow) -> TaskRow:
     raise Conflict(f"task {format_task_id(task.id)} already finished ({task.status})")
 
 
-def fail_unfinished(conn: Connection, agent_id: str, error: str) -> int:
-    """Fail every pending and running task of `agent_id` (its agent is gone); returns how many."""
-    unfinished = conn.execute(select(T).where(T.c.agent_id == agent_id, T.c.status.in_([PENDING, RUNNING]))).all()
-    line = f"{error}: the task will not run"
-    ended = 0
-    for task in unfinished:
-        ended += transitions.fail(conn, task, error, expect_from=TaskStatus(task.status), line=line)
-    return ended
-
-
 def delete_task(conn: Connection, task: TaskRow) -> None:
     """Delete a finished task and its log; 409 while it is pending or running."""
     if not TaskStatus(task.status).is_final:

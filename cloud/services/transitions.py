@@ -53,11 +53,7 @@ def _cas(to: TaskStatus, expect_from: tuple[TaskStatus, ...], *where: ColumnElem
     """UPDATE tasks SET status = to WHERE status IN expect_from AND where: the compare-and-set under
     every status change, refused here when the table does not allow it."""
     check(expect_from, to)
-    if len(expect_from) == 1:
-        was = T.c.status == expect_from[0].value
-    else:
-        was = T.c.status.in_([s.value for s in expect_from])
-    return update(T).where(*where, was).values(status=to.value)
+    return update(T).where(*where, T.c.status.in_([s.value for s in expect_from])).values(status=to.value)
 
 
 @lru_cache(maxsize=256)

@@ -13,14 +13,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from executors.base import Limits, Stopped, until_stopped
+from executors.base import Limits, Stopped, discard_outcome, until_stopped
 
 T = TypeVar("T")
 log = logging.getLogger("tiangong.executors.db")
 
-__all__ = ["INTERRUPT_GRACE_SECONDS", "Stopped", "call"]
+__all__ = ["INTERRUPT_GRACE_SECONDS", "call"]
 
 INTERRUPT_GRACE_SECONDS = 10.0
 """How long a worker gets to return after its statement was interrupted before it is abandoned."""
@@ -46,6 +46,16 @@ async def call(
         work = asyncio.ensure_future(asyncio.to_thread(fn))
         return await asyncio.shield(work)
 
+    def hand_over_late_result(running: asyncio.Future[T]) -> None:
+        if on_late_result is not None:
+            late = on_late_result
+
+            def hand_over(fut: asyncio.Future[T]) -> None:
+                if not fut.cancelled() and fut.exception() is None:
+                    late(fut.result())
+
+            running.add_done_callback(hand_over)
+
     try:
         return await until_stopped(Limits(cancel, deadline), in_thread())
     except Stopped as stop:
@@ -53,17 +63,15 @@ async def call(
             raise  # stopped before the call started: nothing runs
         reason = stop.reason
         running = work
-    if on_late_result is not None:
-        late = on_late_result
-
-        def hand_over(fut: asyncio.Future[T]) -> None:
-            if not fut.cancelled() and fut.exception() is None:
-                late(fut.result())
-
-        running.add_done_callback(hand_over)
+    except asyncio.CancelledError:
+        # The caller itself was canceled: the thread runs on, and what it returns is never received.
+        if work is not None:
+            hand_over_late_result(work)
+        raise
+    hand_over_late_result(running)
     if interrupt is None:
         # Nothing would make the worker return sooner (a connect, a ping): waiting only delays the stop.
-        running.add_done_callback(_discard)
+        running.add_done_callback(discard_outcome)
         raise Stopped(reason, abandoned=True)
     try:
         await asyncio.to_thread(interrupt)
@@ -72,9 +80,3 @@ async def call(
     with contextlib.suppress(Exception):
         await asyncio.wait_for(asyncio.shield(running), INTERRUPT_GRACE_SECONDS)
     raise Stopped(reason, abandoned=not running.done())
-
-
-def _discard(future: asyncio.Future[Any]) -> None:
-    """Retrieve an abandoned call's exception, so that asyncio does not report it as never retrieved."""
-    if not future.cancelled():
-        future.exception()

@@ -78,7 +78,7 @@ class ConnectionPool(Generic[C]):
             item = self._take()
             if item is None:
                 break
-            if self._alive is None or self._check(item):
+            if self._check(item):
                 return item
         try:
             return Pooled(self._connect(), time.monotonic())

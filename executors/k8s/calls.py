@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from executors.base import Stopped, stop_reason, until_stopped
+from executors.base import Stopped, discard_outcome, stop_reason, until_stopped
 
 T = TypeVar("T")
-__all__ = ["CONNECT_TIMEOUT_SECONDS", "Calls", "Stopped"]
+__all__ = ["CONNECT_TIMEOUT_SECONDS", "Calls"]
 CONNECT_TIMEOUT_SECONDS = 10.0
 
 
@@ -56,14 +56,9 @@ class Calls:
         try:
             return await until_stopped(self, asyncio.shield(work))
         except Stopped as stop:
-            work.add_done_callback(_discard)  # its outcome no longer matters; do not warn about it
+            work.add_done_callback(discard_outcome)  # its outcome no longer matters; do not warn about it
             raise Stopped(stop.reason, in_flight=True) from None
 
     async def sleep(self, seconds: float) -> None:
         """Wait `seconds` (less if the deadline comes first); raises Stopped on cancel or at the deadline."""
         await until_stopped(self, asyncio.sleep(seconds))
-
-
-def _discard(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()

@@ -108,8 +108,12 @@ class ServerThread:
         from cloud.server import build_server
         from cloud.settings import CloudSettings
 
-        # Settings come from TIANGONG_* variables, as in the process; only this thread reads them here.
-        with mock.patch.dict(os.environ, {k: v for k, v in env.items() if k.startswith("TIANGONG_")}, clear=True):
+        # Settings come from TIANGONG_* variables, as in the process: this cloud's, and no other's.
+        ours = {k: v for k, v in env.items() if k.startswith("TIANGONG_")}
+        others = [k for k in os.environ if k.startswith("TIANGONG_") and k not in ours]
+        with mock.patch.dict(os.environ, ours):
+            for k in others:
+                del os.environ[k]  # put back when the patch ends
             settings = CloudSettings(data_dir=data_dir)
         self.server = build_server(settings, "127.0.0.1", port)
         self.loop: Any = None

@@ -11,7 +11,6 @@ from cloud.api.deps import AdminAuth, AgentIdPath, AppDep, CallerAuth, Principal
 from cloud.api.guard import GuardedRoute
 from cloud.services import agents as svc
 from cloud.services import audit, credentials
-from cloud.services import tasks as tasks_svc
 from cloud.services.errors import BadRequest
 from cloud.services.present import agent_read, token_read
 from wire.agents import AGENT_ID_PATTERN, AgentRead
@@ -55,8 +54,7 @@ async def delete_agent(agent_id: AgentIdPath, principal: PrincipalDep, app: AppD
     """Delete the agent: its tokens stop working, its pending and running tasks fail `agent deleted`.
     The id can then be registered again."""
     with app.db.transaction() as conn:
-        svc.delete_agent(conn, agent_id)
-        failed = tasks_svc.fail_unfinished(conn, agent_id, svc.AGENT_DELETED)
+        failed = svc.delete_agent(conn, agent_id)
         audit.record(conn, principal, "agent.delete", agent_id, failed_tasks=failed)
     app.agents.forget(agent_id)
     app.credentials.clear()

@@ -75,6 +75,8 @@ class FakeCloud:
     """Calls to answer with CloudUnavailable before serving again."""
     refuse: Rejected | None = None
     """A refusal without a resend, for every call."""
+    calls: int = 0
+    """Log and result posts received, refused ones included."""
 
     @property
     def next_seq(self) -> int:
@@ -82,6 +84,7 @@ class FakeCloud:
 
     def _take(self, batch: list[LogLine]) -> int:
         """Store a batch as the cloud does; the next seq it expects (as it believes)."""
+        self.calls += 1
         if self.unavailable:
             self.unavailable -= 1
             raise CloudUnavailable("connection refused")

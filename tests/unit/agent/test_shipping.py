@@ -155,7 +155,7 @@ def test_live_resend_reads_lines_memory_no_longer_holds_from_the_journal(tmp_pat
 
 
 def test_a_refused_batch_stops_live_shipping(tmp_path: Path) -> None:
-    async def scenario() -> LogShipper:
+    async def scenario() -> tuple[FakeCloud, LogShipper]:
         cloud = FakeCloud(refuse=Rejected(409, "stale task_token"))
         entry, journal = Outbox(tmp_path / "outbox").create(assignment())
         shipper = LogShipper(client(cloud), assignment(), 0.01, 1, entry, journal)
@@ -164,9 +164,10 @@ def test_a_refused_batch_stops_live_shipping(tmp_path: Path) -> None:
         shipper.add("two", LogStream.stdout, None)
         await shipper.close()
         journal.close()
-        return shipper
+        return cloud, shipper
 
-    shipper = asyncio.run(scenario())
+    cloud, shipper = asyncio.run(scenario())
+    assert cloud.calls == 1  # "one" was refused; "two" was never offered
     assert [ln.message for ln in shipper.unsent()] == ["one", "two"]  # they stay for the report
 
 

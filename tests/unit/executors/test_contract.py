@@ -52,7 +52,7 @@ VALID: dict[str, dict[str, Any]] = {
     "postgres": {"command": "SELECT 1", "params": {"target": {"host": "db"}}},
     "clickhouse": {"command": "SELECT 1", "params": {"target": {"host": "db", "protocol": "http"}}},
     "mongo": {
-        "command": '{"operation": "insert", "collection": "c", "documents": [{}]}',
+        "command": MONGO_INSERT,
         "params": {"connection": "m"},
     },
     "elasticsearch": {"command": '{"operation": "index", "index": "i", "doc": {}}'},
@@ -201,9 +201,7 @@ def _long_run(type_name: str, request: pytest.FixtureRequest, tmp_path: Path) ->
             "port": silent.port,
             **({"protocol": "http"} if type_name == "clickhouse" else {}),
         }
-        command = (
-            '{"operation": "insert", "collection": "c", "documents": [{}]}' if type_name == "mongo" else "SELECT 1"
-        )
+        command = MONGO_INSERT if type_name == "mongo" else "SELECT 1"
         return LongRun(make_task(command, type=type_name, target=target), release=silent.close)
     if type_name == "k8s":
         cluster: Cluster = request.getfixturevalue("fake_cluster")
