@@ -138,9 +138,11 @@ class Chaos:
                 targets += [r for r in live_replicas if any(s is not r for s in serving)]
             if not targets:
                 continue
-            victim = self.rng.choice(targets)
+            # Each kind is killed once before the choice is left to chance, so even a short run kills both.
+            unhit = [t for t in targets if self.kills[_kind(t)] == 0]
+            victim = self.rng.choice(unhit or targets)
             victim.kill()
-            self.kills["replica" if isinstance(victim, Replica) else "agent"] += 1
+            self.kills[_kind(victim)] += 1
             self.down.append((victim, time.monotonic() + self.rng.uniform(*down_for)))
         self._restart_due(float("inf"))
 
@@ -152,6 +154,10 @@ class Chaos:
                 proc.launch()  # not waited for: the proxy sends nobody there until it listens
             else:
                 proc.start()
+
+
+def _kind(proc: Replica | AgentProcess) -> str:
+    return "replica" if isinstance(proc, Replica) else "agent"
 
 
 def _wait_final(database_url: str, n: int, timeout: float, say: Callable[[str], None]) -> None:

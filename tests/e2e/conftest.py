@@ -33,9 +33,12 @@ def cloud(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, backend: PgDatabases | None
 ) -> Iterator[Cloud]:
     """A cloud with one agent `local` (concurrency 4), shared by a module's tests. It runs in a server
-    thread unless the module sets `CLOUD_PROCESS = True` (it looks at the cloud's process)."""
+    thread unless the module sets `CLOUD_PROCESS = True` (it looks at the cloud's process); a module's
+    `CLOUD_SETTINGS` (names without the TIANGONG_ prefix) configure it."""
     process = bool(getattr(request.module, "CLOUD_PROCESS", False))
-    c = Cloud(tmp_path_factory.mktemp("cloud"), cloud_env(**_backend_env(backend)), process=process).start()
+    settings = {f"TIANGONG_{k.upper()}": str(v) for k, v in getattr(request.module, "CLOUD_SETTINGS", {}).items()}
+    env = cloud_env(**_backend_env(backend), **settings)
+    c = Cloud(tmp_path_factory.mktemp("cloud"), env, process=process).start()
     c.agent("local", max_concurrency=4)
     yield c
     c.close()

@@ -14,27 +14,30 @@ from tests.e2e.harness import AgentClient, Cloud, wait_for
 
 MakeCloud = Callable[..., Cloud]
 
+CLOUD_SETTINGS = {"lease_seconds": 2, "heartbeat_seconds": 0.5, "reaper_interval_seconds": 0.2}
+"""The module's cloud: a 2 s lease and a background pass every 0.2 s, with its agent `local`."""
+
 
 @pytest.fixture
-def quick(make_cloud: MakeCloud) -> Cloud:
-    """A cloud with a 2 s lease and a background pass every 0.2 s, and one agent `local`."""
-    cloud = make_cloud(lease_seconds="2", heartbeat_seconds="0.5", reaper_interval_seconds="0.2")
-    cloud.agent("local", max_concurrency=2)
+def quick(cloud: Cloud) -> Cloud:
     return cloud
 
 
 @pytest.fixture
-def scripted(quick: Cloud) -> Iterator[httpx.Client]:
-    """The agent protocol spoken by the test itself, as agent `scripted` (registered, never heartbeating)."""
-    client = AgentClient(quick.url, timeout=30)
-    r = client.post("/api/v1/agents/register", json={"agent_id": "scripted", "executors": ["shell"]})
-    assert r.status_code == 200
+def scripted(quick: Cloud, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
+    """The agent protocol spoken by the test itself, as an agent of the test's own (registered, never
+    heartbeating); its id is in the `X-Agent-Id` header."""
+    client = quick.scripted(request.node.name, executors=["shell"], timeout=30)
     yield client
     client.close()
 
 
+def agent_id(agent: httpx.Client) -> str:
+    return agent.headers["X-Agent-Id"]
+
+
 def claim(agent: httpx.Client) -> list[dict[str, Any]]:
-    r = agent.post("/api/v1/agents/scripted/claim", json={"capacity": 5, "wait_s": 0})
+    r = agent.post(f"/api/v1/agents/{agent_id(agent)}/claim", json={"capacity": 5, "wait_s": 0})
     assert r.status_code == 200, r.text
     return list(r.json())
 
@@ -62,7 +65,7 @@ def test_a_failure_of_the_work_is_not_retried_by_default(quick: Cloud) -> None:
 
 
 def test_a_lost_agent_is_retried_and_its_late_result_refused(quick: Cloud, scripted: httpx.Client) -> None:
-    created = quick.create(agent_id="scripted", type="shell", command="work", max_retries=1, retry_backoff=0.1)
+    created = quick.create(agent_id=agent_id(scripted), type="shell", command="work", max_retries=1, retry_backoff=0.1)
     task_id = created.json()["id"]
     [first] = claim(scripted)
     # No heartbeat: the lease (2 s) runs out and the task goes back to pending for attempt 2.
@@ -84,7 +87,7 @@ def test_a_lost_agent_is_retried_and_its_late_result_refused(quick: Cloud, scrip
 
 
 def test_a_retry_waits_out_its_backoff_with_next_retry_at_in_the_future(quick: Cloud, scripted: httpx.Client) -> None:
-    created = quick.create(agent_id="scripted", type="shell", command="work", max_retries=1, retry_backoff=60)
+    created = quick.create(agent_id=agent_id(scripted), type="shell", command="work", max_retries=1, retry_backoff=60)
     task_id = created.json()["id"]
     assert created.json()["next_retry_at"] is None
     assert claim(scripted)
@@ -99,7 +102,7 @@ def test_a_retry_waits_out_its_backoff_with_next_retry_at_in_the_future(quick: C
 
 
 def test_a_lost_agent_without_retries_left_ends_the_task(quick: Cloud, scripted: httpx.Client) -> None:
-    task_id = quick.create(agent_id="scripted", type="shell", command="work").json()["id"]
+    task_id = quick.create(agent_id=agent_id(scripted), type="shell", command="work").json()["id"]
     assert claim(scripted)
     done = quick.wait_final(task_id, 20)
     assert (done["status"], done["error"]) == ("failed", "agent lost")
@@ -131,12 +134,12 @@ def test_retry_by_request_refuses_what_is_not_finished(quick: Cloud) -> None:
 def test_an_undelivered_task_fails_and_never_runs(quick: Cloud, scripted: httpx.Client, tmp_path: Path) -> None:
     # `scripted` is online (registered) but never claims.
     marker = tmp_path / "ran"
-    r = quick.create(agent_id="scripted", type="shell", command=f"touch {marker}", expires_in=1)
+    r = quick.create(agent_id=agent_id(scripted), type="shell", command=f"touch {marker}", expires_in=1)
     assert r.status_code == 201
     assert r.json()["expires_at"] is not None
     done = quick.wait_final(r.json()["id"], 20)
     assert done["status"] == "failed"
-    assert done["error"] == "not delivered: agent scripted did not claim it within 1 s"
+    assert done["error"] == f"not delivered: agent {agent_id(scripted)} did not claim it within 1 s"
     assert claim(scripted) == []  # an expired task is never handed out
     assert not marker.exists()
 
@@ -158,7 +161,9 @@ def test_a_claim_never_hands_out_an_expired_task_even_before_the_expiry_pass(mak
 
 
 def test_an_undelivered_task_with_retries_gets_a_new_delivery_window(quick: Cloud, scripted: httpx.Client) -> None:
-    r = quick.create(agent_id="scripted", type="shell", command="x", expires_in=1, max_retries=1, retry_backoff=0.1)
+    r = quick.create(
+        agent_id=agent_id(scripted), type="shell", command="x", expires_in=1, max_retries=1, retry_backoff=0.1
+    )
     task_id = r.json()["id"]
     retried = wait_for(lambda: (t := quick.task(task_id))["retries"] == 1 and t, 20, "the first expiry")
     assert retried["status"] == "pending" and retried["last_error"].startswith("not delivered: ")
@@ -175,8 +180,11 @@ def test_retry_fields_are_checked(quick: Cloud) -> None:
     assert r.status_code == 400 and r.json()["error"].startswith("expires_in: ")
 
 
-def test_a_task_that_keeps_killing_its_agent_stops_at_max_retries(quick: Cloud) -> None:
-    """Each attempt SIGKILLs the agent running it; the test restarts the agent (as a supervisor would)."""
+def test_a_task_that_keeps_killing_its_agent_stops_at_max_retries(make_cloud: MakeCloud) -> None:
+    """Each attempt SIGKILLs the agent running it; the test restarts the agent (as a supervisor would).
+    A cloud of its own: the module's keeps its agent alive."""
+    quick = make_cloud(**CLOUD_SETTINGS)
+    quick.agent("local", max_concurrency=2)
     task_id = quick.create(type="shell", command="echo fatal; kill -9 $PPID", max_retries=2, retry_backoff=0.1).json()[
         "id"
     ]
@@ -198,9 +206,9 @@ def test_a_stale_process_heartbeat_neither_renews_the_new_attempt_nor_keeps_runn
     quick: Cloud, scripted: httpx.Client
 ) -> None:
     """Two processes of one agent id: the one that lost attempt 1 keeps heartbeating it, naming its token."""
-    task_id = quick.create(agent_id="scripted", type="shell", command="work", max_retries=1, retry_backoff=0.1).json()[
-        "id"
-    ]
+    task_id = quick.create(
+        agent_id=agent_id(scripted), type="shell", command="work", max_retries=1, retry_backoff=0.1
+    ).json()["id"]
     [first] = claim(scripted)
     [second] = wait_for(lambda: claim(scripted), 20, "attempt 2 to be handed out")
     n = task_id.removeprefix("task-")
@@ -210,10 +218,10 @@ def test_a_stale_process_heartbeat_neither_renews_the_new_attempt_nor_keeps_runn
 
     before = lease()
     stale = {"running": [task_id], "tokens": {task_id: first["task_token"]}}
-    r = scripted.post("/api/v1/agents/scripted/heartbeat", json=stale)
+    r = scripted.post(f"/api/v1/agents/{agent_id(scripted)}/heartbeat", json=stale)
     assert r.status_code == 200 and r.json()["cancel"] == [task_id]  # stop what you still run of attempt 1
     assert lease() == before
     current = {"running": [task_id], "tokens": {task_id: second["task_token"]}}
-    r = scripted.post("/api/v1/agents/scripted/heartbeat", json=current)
+    r = scripted.post(f"/api/v1/agents/{agent_id(scripted)}/heartbeat", json=current)
     assert r.status_code == 200 and r.json()["cancel"] == []
     assert lease() > before

@@ -21,19 +21,20 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def make_cluster(tmp_path: Path) -> Iterator[MakeCluster]:
-    """`make_cluster(backend, replicas=1, **cloud_settings)`: a started cluster, closed after the test
-    (before its database is dropped). The end of every process's log is printed at teardown, which
-    pytest shows when the test fails."""
+    """`make_cluster(backend, replicas=1, process=False, **cloud_settings)`: a started cluster, closed
+    after the test (before its database is dropped). Its replicas serve from threads unless the test
+    kills or inspects them (`process=True`); agents are always processes. The end of every process's log
+    is printed at teardown, which pytest shows when the test fails."""
     started: list[Cluster] = []
     dbs: list[PgDatabases] = []
 
-    def factory(backend: str, replicas: int = 1, **settings: object) -> Cluster:
+    def factory(backend: str, replicas: int = 1, process: bool = False, **settings: object) -> Cluster:
         url = None
         if backend == "postgres":
             if not dbs:
                 dbs.append(PgDatabases())
             url = dbs[0].create()
-        cluster = Cluster(tmp_path / f"cluster{len(started)}", url, replicas, **settings)
+        cluster = Cluster(tmp_path / f"cluster{len(started)}", url, replicas, process, **settings)
         started.append(cluster)
         return cluster.start()
 

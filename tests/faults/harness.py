@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import httpx
 
-from tests.e2e.harness import ADMIN, ROOT, Cloud, _stop, cloud_env, wait_for
+from tests.e2e.harness import ADMIN, ROOT, Cloud, ServerThread, _stop, cloud_env, wait_for
 from tests.faults.proxy import TcpProxy
 
 
@@ -28,10 +28,20 @@ class Replica(Cloud):
     _log: IO[bytes] | None = None
 
     def launch(self) -> None:
-        """Start the process (on the same port as before, when restarting); do not wait."""
-        cmd = [sys.executable, "-m", "cli.main", "cloud", "--port", str(self.port), "--data-dir", str(self.data_dir)]
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        """Start the cloud (on the same port as before, when restarting); do not wait. A replica that
+        is never killed (`process=False`) serves from a thread: no seconds of imports for a process."""
+        if not self.process:
+            self.thread = ServerThread(self.env, self.data_dir, self.port)
+        else:
+            cmd = [sys.executable, "-m", "cli.main", "cloud", "--port", str(self.port)]
+            self._log = self.log_path.open("ab")
+            self.proc = subprocess.Popen(
+                [*cmd, "--data-dir", str(self.data_dir)],
+                cwd=ROOT,
+                env=self.env,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+            )
         self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=330)
 
     def wait_ready(self, timeout: float = 90) -> None:
@@ -44,6 +54,8 @@ class Replica(Cloud):
 
     @property
     def alive(self) -> bool:
+        if self.thread is not None:
+            return not self.thread.dead
         return self.proc is not None and self.proc.poll() is None
 
     @property
@@ -58,6 +70,7 @@ class Replica(Cloud):
 
     def kill(self) -> None:
         """SIGKILL: no shutdown of any kind, as a crash or an OOM kill."""
+        assert self.process, "only a replica process can be killed: make the cluster with process=True"
         self.stop(signal.SIGKILL)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -124,10 +137,13 @@ class Cluster:
     """Cloud replicas sharing one database, data dir, tokens and secret key, plus agents and proxies.
 
     `database_url` None means SQLite in the shared data dir (then only one replica makes sense).
+    `process=False` serves the replicas from threads of this process: for tests that never kill them.
     `settings` are cloud settings without the TIANGONG_ prefix, e.g. lease_seconds=3.
     """
 
-    def __init__(self, root: Path, database_url: str | None = None, replicas: int = 1, **settings: Any) -> None:
+    def __init__(
+        self, root: Path, database_url: str | None = None, replicas: int = 1, process: bool = True, **settings: Any
+    ) -> None:
         from cryptography.fernet import Fernet
 
         self.root = root
@@ -136,7 +152,7 @@ class Cluster:
         if database_url:
             extra["TIANGONG_DATABASE_URL"] = database_url
         env = cloud_env(TIANGONG_SECRET_KEY=Fernet.generate_key().decode(), **extra)
-        self.replicas = [Replica(root / "cloud", env) for _ in range(replicas)]
+        self.replicas = [Replica(root / "cloud", env, process=process) for _ in range(replicas)]
         for i, r in enumerate(self.replicas):
             r.log_path = root / f"cloud-{i}.log"
         self.agents: list[AgentProcess] = []

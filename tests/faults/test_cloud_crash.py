@@ -20,7 +20,7 @@ def test_cloud_killed_mid_task_loses_and_repeats_nothing(
     backend: str, make_cluster: MakeCluster, tmp_path: Path
 ) -> None:
     # The lease outlasts the outage: this test is about the cloud's restart, not the agent's.
-    cluster = make_cluster(backend, lease_seconds=60)
+    cluster = make_cluster(backend, process=True, lease_seconds=60)
     cloud = cluster.a
     cluster.agent("local", max_concurrency=1)
     marker = tmp_path / "marker"

@@ -34,7 +34,7 @@ CLAIM = b"POST /api/v1/agents/on-b/claim "
 
 @pytest.fixture
 def cluster(make_cluster: MakeCluster) -> Cluster:
-    cluster = make_cluster("postgres", replicas=2, recheck_seconds=120, heartbeat_seconds=5)
+    cluster = make_cluster("postgres", replicas=2, process=True, recheck_seconds=120, heartbeat_seconds=5)
     proxy = cluster.proxy(cluster.b, record=True)  # only to see the agent's requests; it never pauses
     cluster.agent("on-b", via=proxy.url, max_concurrency=2)
     return cluster
@@ -141,7 +141,7 @@ def test_a_lost_notification_only_delays_the_claim_until_the_recheck(make_cluste
     """B's LISTEN connection is killed, so A's NOTIFY for the new task never reaches B; the claim held
     on B still finds the task within about recheck_seconds (its periodic re-read, or the wake-up of every
     waiter once the listener has reconnected, whichever comes first)."""
-    cluster = make_cluster("postgres", replicas=2, recheck_seconds=RECHECK_S, heartbeat_seconds=5)
+    cluster = make_cluster("postgres", replicas=2, process=True, recheck_seconds=RECHECK_S, heartbeat_seconds=5)
     cluster.proxy(cluster.b, record=True)
     cluster.agent("on-b", via=cluster.proxies[0].url, max_concurrency=2)
     [listener] = wait_for(lambda: _listeners(cluster, cluster.b), 30, "B's LISTEN connection")
