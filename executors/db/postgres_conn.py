@@ -232,6 +232,23 @@ class PostgresSession(SqlSession, BackupDb):
             return "NULL"
         return f"{self.literal(str(value))}::{column.type}"
 
+    def inexact_read(self, columns: list[Column]) -> str | None:
+        # The text read depends on these settings; with the defaults it parses back exactly in any session.
+        # Checked whatever the column types: arrays, ranges, domains and composites hide their elements.
+        with self.conn.cursor() as cur:
+            cur.execute(
+                "SELECT current_setting('DateStyle'), current_setting('IntervalStyle'),"
+                " current_setting('extra_float_digits')::int"
+            )
+            date_style, interval_style, float_digits = cur.fetchone()
+        if not str(date_style).upper().startswith("ISO"):
+            return f"DateStyle is {date_style!r}: dates would be read in a form another session may misread"
+        if interval_style == "sql_standard":  # the one output style other sessions may read differently
+            return "IntervalStyle is 'sql_standard': intervals would be read in a form another session may misread"
+        if float_digits < 1:
+            return f"extra_float_digits is {float_digits}: floats would be read rounded"
+        return None
+
     def returning(self, stmt_sql: str, pk: list[str]) -> str | None:
         return f"{stmt_sql} RETURNING {', '.join(self.quote(c) + '::text' for c in pk)}"
 

@@ -104,6 +104,10 @@ class BackupDb(ABC):
         """A before-image value written back into `column`."""
         return self.literal(value)
 
+    def inexact_read(self, columns: list[Column]) -> str | None:
+        """Why this session cannot read these columns' values exactly (a setting); None when it can."""
+        return None
+
     def auto_increment(self, table: exp.Table) -> str | None:
         """The table's auto-increment column (MySQL), if any."""
         return None
@@ -212,6 +216,9 @@ def _update_or_delete(db: BackupDb, stmt: Statement, tree: exp.Update | exp.Dele
     fixed = [c.name for c in info if c.identity_always and c.name in set_cols]
     if fixed:
         return _cannot_restore(db, stmt, max_rows, f"an UPDATE cannot set the GENERATED ALWAYS identity {fixed[0]!r}")
+    why = db.inexact_read(info)
+    if why:
+        return _cannot_restore(db, stmt, max_rows, why)
     select = exp.select(*db.image_columns(info)).from_(table.copy())
     if tree.args.get("where") is not None:
         select = select.where(tree.args["where"].this.copy())

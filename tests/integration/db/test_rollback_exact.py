@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.integration.db.conftest import MariaDb, PgDb
 from tests.integration.db.test_mysql import mysql
 from tests.integration.db.test_postgres import postgres
@@ -186,3 +188,29 @@ def test_postgres_says_when_it_cannot_restore_exactly(pg: PgDb, tmp_path: Path) 
     ]
     assert pg.query("SELECT k, seq FROM tickets ORDER BY k") == [(1, 3), (2, 2)]
     assert pg.query("SELECT count(*) FROM logbook") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("setting", "why"),
+    [
+        ("extra_float_digits = 0", "extra_float_digits is 0: floats would be read rounded"),
+        (
+            "DateStyle = 'SQL, DMY'",
+            "DateStyle is 'SQL, DMY': dates would be read in a form another session may misread",
+        ),
+        (
+            "IntervalStyle = 'sql_standard'",
+            "IntervalStyle is 'sql_standard': intervals would be read in a form another session may misread",
+        ),
+    ],
+)
+def test_postgres_session_settings_that_would_read_values_inexactly(
+    setting: str, why: str, pg: PgDb, tmp_path: Path
+) -> None:
+    pg.query("CREATE TABLE readings (id INT PRIMARY KEY, r REAL, d DATE, i INTERVAL)")
+    pg.query("INSERT INTO readings VALUES (1, 123456.789, '2001-02-03', '-1 day 02:03:04')")
+    out, _ = run_task(postgres(f"SET {setting}; UPDATE readings SET r = 0, d = NULL, i = NULL", pg), tmp_path)
+    assert out.status is TaskStatus.success, out.error
+    update = out.data[1]
+    assert (update["rollback_sql"], update["rollback_note"]) == ([], f"cannot restore exactly: {why}")
+    assert pg.query("SELECT r, d, i FROM readings") == [(0.0, None, None)]
