@@ -9,7 +9,7 @@ from sqlglot import exp
 
 from executors.db import pools
 from executors.db.params import Target
-from executors.db.rollback import BackupDb, Executed, run_with_backup
+from executors.db.rollback import BackupDb, Column, Executed, run_with_backup
 from executors.db.split import Statement
 from executors.db.sql import SqlSession, StatementOutput
 
@@ -128,12 +128,38 @@ class MySqlSession(SqlSession, BackupDb):
         return [r[0] for r in rows]
 
     def columns(self, table: exp.Table) -> list[str]:
+        return [c.name for c in self.column_info(table)]
+
+    def column_info(self, table: exp.Table) -> list[Column]:
+        # EXTRA, not IS_GENERATED (MySQL 5.7 has none): "VIRTUAL GENERATED", "STORED GENERATED",
+        # "INVISIBLE", "on update current_timestamp(6)" (MySQL 8: "DEFAULT_GENERATED on update ..."),
+        # "auto_increment".
         rows = self._catalog(
-            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE())"
-            " AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+            "SELECT COLUMN_NAME, DATA_TYPE, LOWER(EXTRA) FROM information_schema.COLUMNS"
+            " WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
             table,
         )
-        return [r[0] for r in rows]
+        return [
+            Column(
+                str(name),
+                str(type_).lower(),
+                generated="virtual generated" in extra or "stored generated" in extra,
+                on_update="on update" in extra,
+                invisible="invisible" in extra,
+                auto_increment="auto_increment" in extra,
+            )
+            for name, type_, extra in rows
+        ]
+
+    def image_columns(self, columns: list[Column]) -> list[exp.Expression]:
+        return [_image_column(c) for c in columns]
+
+    def restore_literal(self, column: Column, value: Any) -> str:
+        if column.type == "timestamp" and value is not None:
+            # Seconds since the epoch (see _image_column): exact whatever the time_zone of the session
+            # that runs the rollback SQL. 0 is the zero date, which FROM_UNIXTIME cannot give.
+            return "'0000-00-00 00:00:00'" if value == 0 else f"FROM_UNIXTIME({value})"
+        return self.literal(value)
 
     def exists(self, table: exp.Table) -> bool:
         return bool(
@@ -165,6 +191,21 @@ class MySqlSession(SqlSession, BackupDb):
             row = cur.fetchone()
         step = int(row[0]) if row else 1
         return [first_id + i * step for i in range(count)]
+
+
+def _image_column(column: Column) -> exp.Expression:
+    """How a before-image reads `column` so that writing the value back restores it bit for bit."""
+    col = exp.column(column.name, quoted=True)
+    if column.type == "float":
+        # The text protocol sends a FLOAT with 6 significant digits (123456.789 arrives as 123457):
+        # `+ 0e0` reads it as a DOUBLE, which holds every FLOAT exactly and is sent in full.
+        read: exp.Expression = exp.Add(this=col, expression=exp.Literal.number("0e0"))
+    elif column.type == "timestamp":
+        # A TIMESTAMP literal means local time in the session's time_zone: read the instant itself.
+        read = exp.Anonymous(this="UNIX_TIMESTAMP", expressions=[col])
+    else:
+        return col
+    return exp.Alias(this=read, alias=exp.to_identifier(column.name, quoted=True))
 
 
 def open_session(target: Target, transactional: bool) -> MySqlSession:

@@ -10,7 +10,7 @@ from sqlglot import exp
 
 from executors.db import pools
 from executors.db.params import Target
-from executors.db.rollback import BackupDb, Executed, run_with_backup
+from executors.db.rollback import BackupDb, Column, Executed, run_with_backup
 from executors.db.split import Statement
 from executors.db.sql import SqlSession, StatementOutput
 
@@ -96,7 +96,6 @@ class PostgresSession(SqlSession, BackupDb):
         self._lease = lease
         self._item = pool.get()
         self.conn: Any = self._item.conn
-        self._types: dict[str, dict[str, str]] = {}
         self._cursors = 0
 
     # SqlSession
@@ -183,17 +182,16 @@ class PostgresSession(SqlSession, BackupDb):
         bare.set("alias", None)
         return bare.sql(dialect="postgres")  # keeps the script's quoting, so case folding matches
 
-    def _column_types(self, table: exp.Table) -> dict[str, str]:
-        key = self._regclass(table)
-        if key not in self._types:
-            with self.conn.cursor() as cur:
-                cur.execute(
-                    "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid ="
-                    " to_regclass(%s) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-                    (key,),
-                )
-                self._types[key] = {name: typ for name, typ in cur.fetchall()}
-        return self._types[key]
+    def column_info(self, table: exp.Table) -> list[Column]:
+        # Read for each statement, not cached: an ALTER TABLE earlier in the script changes the answer.
+        with self.conn.cursor() as cur:
+            cur.execute(
+                "SELECT attname, format_type(atttypid, atttypmod), attgenerated <> '', attidentity = 'a'"
+                " FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped"
+                " ORDER BY attnum",
+                (self._regclass(table),),
+            )
+            return [Column(n, t, generated=g, identity_always=a) for n, t, g, a in cur.fetchall()]
 
     def primary_key(self, table: exp.Table) -> list[str]:
         with self.conn.cursor() as cur:
@@ -206,7 +204,7 @@ class PostgresSession(SqlSession, BackupDb):
             return [r[0] for r in cur.fetchall()]
 
     def columns(self, table: exp.Table) -> list[str]:
-        return list(self._column_types(table))
+        return [c.name for c in self.column_info(table)]
 
     def exists(self, table: exp.Table) -> bool:
         with self.conn.cursor() as cur:
@@ -219,18 +217,37 @@ class PostgresSession(SqlSession, BackupDb):
 
         return str(sql.Literal(value).as_string(self.conn))
 
-    def image_columns(self, table: exp.Table, columns: list[str]) -> list[exp.Expression]:
+    def image_columns(self, columns: list[Column]) -> list[exp.Expression]:
         # Every value as its text form, written back with a cast to the column's own type: arrays, json
-        # scalars, ranges and 'infinity' dates survive the round trip exactly.
+        # scalars, ranges, 'infinity' dates and floats (shortest exact text since PostgreSQL 12) survive
+        # the round trip exactly.
         out: list[exp.Expression] = []
         for c in columns:
-            out.append(exp.alias_(exp.cast(exp.column(c, quoted=True), "text"), c, quoted=True))  # type: ignore[arg-type]
+            text = exp.cast(exp.column(c.name, quoted=True), "text")
+            out.append(exp.Alias(this=text, alias=exp.to_identifier(c.name, quoted=True)))
         return out
 
-    def restore_literal(self, table: exp.Table, column: str, value: Any) -> str:
+    def restore_literal(self, column: Column, value: Any) -> str:
         if value is None:
             return "NULL"
-        return f"{self.literal(str(value))}::{self._column_types(table)[column]}"
+        return f"{self.literal(str(value))}::{column.type}"
+
+    def inexact_read(self, columns: list[Column]) -> str | None:
+        # The text read depends on these settings; with the defaults it parses back exactly in any session.
+        # Checked whatever the column types: arrays, ranges, domains and composites hide their elements.
+        with self.conn.cursor() as cur:
+            cur.execute(
+                "SELECT current_setting('DateStyle'), current_setting('IntervalStyle'),"
+                " current_setting('extra_float_digits')::int"
+            )
+            date_style, interval_style, float_digits = cur.fetchone()
+        if not str(date_style).upper().startswith("ISO"):
+            return f"DateStyle is {date_style!r}: dates would be read in a form another session may misread"
+        if interval_style == "sql_standard":  # the one output style other sessions may read differently
+            return "IntervalStyle is 'sql_standard': intervals would be read in a form another session may misread"
+        if float_digits < 1:
+            return f"extra_float_digits is {float_digits}: floats would be read rounded"
+        return None
 
     def returning(self, stmt_sql: str, pk: list[str]) -> str | None:
         return f"{stmt_sql} RETURNING {', '.join(self.quote(c) + '::text' for c in pk)}"

@@ -1,7 +1,10 @@
 """Before-images and rollback SQL for MySQL and PostgreSQL (`exec_options.backup`, on by default).
 
 For UPDATE and DELETE the affected rows are read first (the statement's own WITH, WHERE, ORDER BY and
-LIMIT, `FOR UPDATE`, in the same transaction) and restored by primary key; INSERT is undone by deleting
+LIMIT, `FOR UPDATE`, in the same transaction, every column by name) and restored by primary key, exactly:
+generated columns are left to recompute, PostgreSQL's `GENERATED ALWAYS` identities are re-inserted with
+`OVERRIDING SYSTEM VALUE`, MySQL's `ON UPDATE` columns are set back explicitly. Where that cannot be
+exact the note says `cannot restore exactly: <why>` and there is no script. INSERT is undone by deleting
 the inserted keys; CREATE TABLE by dropping the table. Anything else is reported as not reversible, with
 the reason, rather than guessed at.
 """
@@ -33,6 +36,25 @@ class Executed:
     lastrowid: int | None = None
 
 
+@dataclass(frozen=True)
+class Column:
+    """What writing a before-image back needs to know about one column."""
+
+    name: str
+    type: str = ""
+    """The column's type as the catalog spells it (PostgreSQL: `format_type`, MySQL: `DATA_TYPE`)."""
+    generated: bool = False
+    """Computed by the server (generated/stored/virtual): never written, it recomputes."""
+    identity_always: bool = False
+    """PostgreSQL `GENERATED ALWAYS AS IDENTITY`: an INSERT needs `OVERRIDING SYSTEM VALUE`, an UPDATE cannot set it."""
+    on_update: bool = False
+    """MySQL `ON UPDATE CURRENT_TIMESTAMP`: a restoring UPDATE sets it, or the server stamps it with now."""
+    invisible: bool = False
+    """MariaDB/MySQL `INVISIBLE`: left out of `SELECT *` and of an INSERT without a column list."""
+    auto_increment: bool = False
+    """MySQL `AUTO_INCREMENT`: an inserted 0 means "generate one" (unless sql_mode says otherwise)."""
+
+
 class NotReversible(Exception):
     """Why no rollback SQL can be written for a statement."""
 
@@ -59,7 +81,11 @@ class BackupDb(ABC):
 
     @abstractmethod
     def columns(self, table: exp.Table) -> list[str]:
-        """The table's columns in their declared order."""
+        """The table's columns in their declared order (invisible ones too)."""
+
+    def column_info(self, table: exp.Table) -> list[Column]:
+        """The table's columns with what restoring them needs; read afresh (an ALTER may have run since)."""
+        return [Column(c) for c in self.columns(table)]
 
     @abstractmethod
     def exists(self, table: exp.Table) -> bool:
@@ -69,13 +95,18 @@ class BackupDb(ABC):
     def literal(self, value: Any) -> str:
         """`value` as a SQL literal, quoted by the driver."""
 
-    def image_columns(self, table: exp.Table, columns: list[str]) -> list[exp.Expression]:
-        """The select list of a before-image read."""
-        return [exp.Star()]
+    def image_columns(self, columns: list[Column]) -> list[exp.Expression]:
+        """The select list of a before-image read: every column by name (`*` leaves out invisible ones),
+        each aliased to its own name and read so that `restore_literal` writes back the same value."""
+        return [exp.column(c.name, quoted=True) for c in columns]
 
-    def restore_literal(self, table: exp.Table, column: str, value: Any) -> str:
+    def restore_literal(self, column: Column, value: Any) -> str:
         """A before-image value written back into `column`."""
         return self.literal(value)
+
+    def inexact_read(self, columns: list[Column]) -> str | None:
+        """Why this session cannot read these columns' values exactly (a setting); None when it can."""
+        return None
 
     def auto_increment(self, table: exp.Table) -> str | None:
         """The table's auto-increment column (MySQL), if any."""
@@ -176,12 +207,19 @@ def _update_or_delete(db: BackupDb, stmt: Statement, tree: exp.Update | exp.Dele
     table = _single_table(tree, stmt.verb)
     pk = db.primary_key(table)
     if not pk:
-        raise NotReversible(f"{_name(db, table)} has no primary key")
-    columns = db.columns(table)
+        return _cannot_restore(db, stmt, max_rows, f"{_name(db, table)} has no primary key")
+    info = db.column_info(table)
+    columns = [c.name for c in info]
     set_cols = _set_columns(db, tree, columns) if isinstance(tree, exp.Update) else []
     if set(set_cols) & set(pk):
         raise NotReversible("the statement changes the primary key")
-    select = exp.select(*db.image_columns(table, columns)).from_(table.copy())
+    fixed = [c.name for c in info if c.identity_always and c.name in set_cols]
+    if fixed:
+        return _cannot_restore(db, stmt, max_rows, f"an UPDATE cannot set the GENERATED ALWAYS identity {fixed[0]!r}")
+    why = db.inexact_read(info)
+    if why:
+        return _cannot_restore(db, stmt, max_rows, why)
+    select = exp.select(*db.image_columns(info)).from_(table.copy())
     if tree.args.get("where") is not None:
         select = select.where(tree.args["where"].this.copy())
     for part in ("order", "limit", "with", "with_"):
@@ -193,24 +231,66 @@ def _update_or_delete(db: BackupDb, stmt: Statement, tree: exp.Update | exp.Dele
     done = db.run(stmt.sql, max_rows)
     if before.truncated:
         return Backed(done, [], f"not backed up: more than {MAX_BACKUP_ROWS} rows affected")
-    image_cols = before.columns or []
-    name = _name(db, table)
-    out = []
-    for row in before.rows or []:
-        values = dict(zip(image_cols, row, strict=False))
-        lit = lambda c, values=values: db.restore_literal(table, c, values[c])  # noqa: E731
-        where = " AND ".join(f"{db.quote(k)} = {lit(k)}" for k in pk)
+    rows = [dict(zip(before.columns or [], row, strict=True)) for row in before.rows or []]
+    try:
         if isinstance(tree, exp.Update):
-            assigns = ", ".join(f"{db.quote(c)} = {lit(c)}" for c in dict.fromkeys(set_cols))
-            out.append(f"UPDATE {name} SET {assigns} WHERE {where};")
+            out = _restore_updates(db, table, pk, info, set_cols, rows)
         else:
-            names = ", ".join(db.quote(c) for c in image_cols)
-            out.append(f"INSERT INTO {name} ({names}) VALUES ({', '.join(lit(c) for c in image_cols)});")
+            out = _restore_deletes(db, table, info, rows)
+    except _Inexact as why:
+        return Backed(done, [], f"cannot restore exactly: {why}")
     note = ""
-    if done.rowcount != len(before.rows or []):
+    if done.rowcount != len(rows):
         # Another transaction changed which rows match between the read and the statement.
-        note = f"the statement changed {done.rowcount} rows but {len(before.rows or [])} were read first: check it"
+        note = f"the statement changed {done.rowcount} rows but {len(rows)} were read first: check it"
     return Backed(done, out, note)
+
+
+class _Inexact(Exception):
+    """Why the rows read cannot be written back exactly."""
+
+
+def _cannot_restore(db: BackupDb, stmt: Statement, max_rows: int, why: str) -> Backed:
+    """Run the statement and say why there is no rollback SQL, rather than writing an inexact one."""
+    return Backed(db.run(stmt.sql, max_rows), [], f"cannot restore exactly: {why}")
+
+
+def _where_key(db: BackupDb, pk: list[Column], row: dict[str, Any]) -> str:
+    return " AND ".join(f"{db.quote(c.name)} = {db.restore_literal(c, row[c.name])}" for c in pk)
+
+
+def _by_name(info: list[Column], names: list[str]) -> list[Column]:
+    named = {c.name: c for c in info}
+    return [named[n] for n in names]
+
+
+def _restore_updates(
+    db: BackupDb, table: exp.Table, pk: list[str], info: list[Column], set_cols: list[str], rows: list[dict[str, Any]]
+) -> list[str]:
+    """One UPDATE per row setting back what the statement set, and every `ON UPDATE` column the server
+    restamped; generated columns are left to recompute."""
+    wanted = set(set_cols)
+    assigned = [c for c in info if not c.generated and c.name not in pk and (c.name in wanted or c.on_update)]
+    if not assigned:  # only generated columns were set: they recompute by themselves
+        return []
+    keys, name = _by_name(info, pk), _name(db, table)
+    out = []
+    for row in rows:
+        assigns = ", ".join(f"{db.quote(c.name)} = {db.restore_literal(c, row[c.name])}" for c in assigned)
+        out.append(f"UPDATE {name} SET {assigns} WHERE {_where_key(db, keys, row)};")
+    return out
+
+
+def _restore_deletes(db: BackupDb, table: exp.Table, info: list[Column], rows: list[dict[str, Any]]) -> list[str]:
+    """One INSERT per row with every written column, invisible ones too; generated columns recompute."""
+    written = [c for c in info if not c.generated]
+    for c in written:
+        if c.auto_increment and any(row[c.name] == 0 for row in rows):
+            raise _Inexact(f"{c.name!r} is 0 in an AUTO_INCREMENT column: inserting it generates a new value")
+    overriding = " OVERRIDING SYSTEM VALUE" if any(c.identity_always for c in written) else ""
+    names = ", ".join(db.quote(c.name) for c in written)
+    into = f"INSERT INTO {_name(db, table)} ({names}){overriding} VALUES"
+    return [f"{into} ({', '.join(db.restore_literal(c, row[c.name]) for c in written)});" for row in rows]
 
 
 def _insert(db: BackupDb, stmt: Statement, tree: exp.Insert, max_rows: int) -> Backed:
@@ -222,7 +302,7 @@ def _insert(db: BackupDb, stmt: Statement, tree: exp.Insert, max_rows: int) -> B
         raise NotReversible("the INSERT may update existing rows")
     pk = db.primary_key(table)
     if not pk:
-        raise NotReversible(f"{_name(db, table)} has no primary key")
+        return _cannot_restore(db, stmt, max_rows, f"{_name(db, table)} has no primary key")
     keys = _literal_keys(db, tree, table, pk)
     rewritten = db.returning(stmt.sql, pk) if keys is None and tree.args.get("returning") is None else None
     if rewritten is not None:
@@ -230,7 +310,8 @@ def _insert(db: BackupDb, stmt: Statement, tree: exp.Insert, max_rows: int) -> B
         if got.truncated:
             return Backed(Executed(got.rowcount), [], f"not backed up: more than {MAX_BACKUP_ROWS} rows inserted")
         done, typed = Executed(got.rowcount), [list(r) for r in got.rows or []]
-        literal = lambda c, v: db.restore_literal(table, c, v)  # noqa: E731
+        named = {c.name: c for c in db.column_info(table)}
+        literal = lambda c, v: db.restore_literal(named[c], v)  # noqa: E731
     else:
         done = db.run(stmt.sql, max_rows)
         if keys is None:
@@ -266,13 +347,14 @@ def _literal_keys(db: BackupDb, tree: exp.Insert, table: exp.Table, pk: list[str
     values = tree.expression
     if not isinstance(values, exp.Values):
         return None
-    columns = db.columns(table)
+    info = db.column_info(table)
     if isinstance(tree.this, exp.Schema):
+        columns = [c.name for c in info]
         names = [
             _catalog_name(db, c if isinstance(c, exp.Identifier) else c.this, columns) for c in tree.this.expressions
         ]
-    else:
-        names = columns
+    else:  # an INSERT without a column list fills the visible columns only
+        names = [c.name for c in info if not c.invisible]
     if not set(pk) <= set(names):
         return None
     auto = db.auto_increment(table)

@@ -125,7 +125,7 @@ def test_backup_off_and_tables_without_a_key_say_so(mariadb: MariaDb, tmp_path: 
     mariadb.query("CREATE TABLE logbook (msg TEXT)")
     out, _ = run_task(mysql("INSERT INTO logbook VALUES ('x'); DELETE FROM logbook", mariadb), tmp_path)
     assert out.status is TaskStatus.success
-    assert [e["rollback_note"] for e in out.data] == ["not reversible: `logbook` has no primary key"] * 2
+    assert [e["rollback_note"] for e in out.data] == ["cannot restore exactly: `logbook` has no primary key"] * 2
     out, _ = run_task(mysql("INSERT INTO logbook VALUES ('y')", mariadb, exec_options={"backup": False}), tmp_path)
     assert out.status is TaskStatus.success, out
     assert "rollback_sql" not in out.data[0] and "Rollback SQL" not in out.result
