@@ -1,4 +1,5 @@
-"""Behaviour that needs a cloud of its own: output caps, restarts, lost agents, pools, drains."""
+"""Output caps, restarts, lost agents, pools, drains: on the module's cloud where the default settings
+serve, else on a cloud of the test's own."""
 
 from __future__ import annotations
 
@@ -71,8 +72,7 @@ def test_killed_agent_leaves_task_failed_agent_lost(make_cloud: MakeCloud) -> No
     assert "agent lost" in cloud.logs(created["id"])[-1]["message"]
 
 
-def test_pool_of_agents_never_runs_a_task_twice(make_cloud: MakeCloud, tmp_path: Path) -> None:
-    cloud = make_cloud()
+def test_pool_of_agents_never_runs_a_task_twice(cloud: Cloud, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     cloud.agent("pool", max_concurrency=4)
     cloud.agent("pool", max_concurrency=4)
@@ -98,12 +98,11 @@ def test_offline_agent_gets_409(make_cloud: MakeCloud) -> None:
     assert r.status_code == 409 and "offline" in r.json()["error"]
 
 
-def test_cancel_pending_task(make_cloud: MakeCloud) -> None:
-    cloud = make_cloud()
-    cloud.agent("solo", max_concurrency=1)
-    busy = cloud.create(agent_id="solo", type="shell", command="sleep 30").json()
+def test_cancel_pending_task(cloud: Cloud) -> None:
+    cloud.agent("one-slot", max_concurrency=1)
+    busy = cloud.create(agent_id="one-slot", type="shell", command="sleep 30").json()
     wait_for(lambda: cloud.task(busy["id"])["status"] == "running", 20, "the first task to run")
-    queued = cloud.create(agent_id="solo", type="shell", command="echo must not run").json()
+    queued = cloud.create(agent_id="one-slot", type="shell", command="echo must not run").json()
     assert cloud.task(queued["id"])["status"] == "pending"
     r = cloud.http.post(f"/api/v1/tasks/{queued['id']}/cancel")
     assert r.status_code == 200 and r.json()["status"] == "canceled"
@@ -125,10 +124,9 @@ def test_cancel_reaches_a_task_started_after_the_last_heartbeat(make_cloud: Make
     assert done["status"] == "canceled" and done["error"] == "canceled by request", done
 
 
-def test_sigterm_drains_running_tasks(make_cloud: MakeCloud) -> None:
-    cloud = make_cloud()
-    agent = cloud.agent("local", TIANGONG_SHUTDOWN_GRACE_SECONDS="20")
-    created = cloud.create(type="shell", command="echo start; sleep 1; echo finished").json()
+def test_sigterm_drains_running_tasks(cloud: Cloud) -> None:
+    agent = cloud.agent("drains", TIANGONG_SHUTDOWN_GRACE_SECONDS="20")
+    created = cloud.create(agent_id="drains", type="shell", command="echo start; sleep 1; echo finished").json()
     wait_for(lambda: cloud.logs(created["id"]), 20, "the task to start")
     agent.stop(signal.SIGTERM)
     assert agent.proc.returncode == 0
@@ -136,19 +134,17 @@ def test_sigterm_drains_running_tasks(make_cloud: MakeCloud) -> None:
     assert done["status"] == "success" and done["result"] == "start\nfinished\n"
 
 
-def test_sigterm_cancels_what_outlives_the_grace(make_cloud: MakeCloud) -> None:
-    cloud = make_cloud()
-    agent = cloud.agent("local", TIANGONG_SHUTDOWN_GRACE_SECONDS="0.5")
-    created = cloud.create(type="shell", command="echo start; sleep 60", params={"kill_grace_s": 1}).json()
+def test_sigterm_cancels_what_outlives_the_grace(cloud: Cloud) -> None:
+    agent = cloud.agent("short-grace", TIANGONG_SHUTDOWN_GRACE_SECONDS="0.5")
+    command = "echo start; sleep 60"
+    created = cloud.create(agent_id="short-grace", type="shell", command=command, params={"kill_grace_s": 1}).json()
     wait_for(lambda: cloud.logs(created["id"]), 20, "the task to start")
     agent.stop(signal.SIGTERM)
     done = cloud.task(created["id"])
     assert done["status"] == "canceled" and "shutting down" in done["error"]
 
 
-def test_sync_wait_times_out_and_task_goes_on(make_cloud: MakeCloud) -> None:
-    cloud = make_cloud()
-    cloud.agent("local")
+def test_sync_wait_times_out_and_task_goes_on(cloud: Cloud) -> None:
     r = cloud.create(type="shell", command="sleep 2; echo late", sync=True, timeout=1)
     assert r.status_code == 201
     body = r.json()
