@@ -102,7 +102,7 @@ def test_http_cancel_with_an_unanswered_kill_ends_within_seconds_and_says_so(
     assert out.error == f"statement 1 interrupted (canceled); {note}"
     assert note in [line for _, line in ctx.lines]
     # The bounded KILL wait, then the dropped connection returns the worker at once (no 10 s grace, no 300 s).
-    assert KILL_WAIT_SECONDS <= took < KILL_WAIT_SECONDS + 1.5, took
+    assert KILL_WAIT_SECONDS <= took < KILL_WAIT_SECONDS + 2.5, took
     # What the task says is what happened: the server never stopped the query (the stand-in ignores the KILL).
     assert still_running == 1
 
