@@ -7,11 +7,21 @@ imports it only to validate requests.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar
 
-from executors.db.base import TargetRun
+from executors.db.base import TargetResult, TargetRun
 from executors.db.params import Target
 from executors.db.sql import SqlExecutor, SqlSession
+from wire.tasks import LogLevel
+
+
+@dataclasses.dataclass
+class ChRun(TargetRun):
+    """A target's run that also collects what the session's interrupt found (a KILL with no answer): the
+    interrupt runs in a worker thread, so it is reported here, on the loop, once the run is over."""
+
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 class ClickHouseExecutor(SqlExecutor):
@@ -33,11 +43,20 @@ class ClickHouseExecutor(SqlExecutor):
             names += ["clickhouse_driver", "executors.db.clickhouse_native"]
         return names
 
+    async def run_target(self, target: Target, run: TargetRun) -> TargetResult:
+        ch_run = ChRun(**{f.name: getattr(run, f.name) for f in dataclasses.fields(run)})
+        result = await super().run_target(target, ch_run)
+        for note in ch_run.notes:
+            run.log(note, LogLevel.warn)
+            result.error = f"{result.error}; {note}" if result.error else note
+        return result
+
     def connect(self, target: Target, run: TargetRun) -> SqlSession:
+        notes = run.notes if isinstance(run, ChRun) else []
         if target.protocol == "http":
             from executors.db import clickhouse_http
 
-            return clickhouse_http.open_session(target, run.deadline)
+            return clickhouse_http.open_session(target, run.deadline, notes)
         from executors.db import clickhouse_native
 
-        return clickhouse_native.open_session(target, run.deadline)
+        return clickhouse_native.open_session(target, run.deadline, notes)

@@ -12,24 +12,85 @@ from __future__ import annotations
 
 import contextlib
 import re
+import socket
+import threading
 import uuid
 from typing import Any
 
 from executors.db import pools
-from executors.db.clickhouse_session import CONNECT_TIMEOUT_SECONDS, KILL_TIMEOUT_SECONDS, ChSession, ClickHouseError
+from executors.db.clickhouse_session import (
+    CONNECT_TIMEOUT_SECONDS,
+    KILL_TIMEOUT_SECONDS,
+    KILL_WAIT_SECONDS,
+    ChSession,
+    ClickHouseError,
+)
 from executors.db.params import Target
 from executors.db.split import Statement
 from executors.db.sql import StatementOutput
+
+
+class InFlight:
+    """The urllib3 connection each thread is using right now, so that an interrupt can drop the socket a
+    statement's worker waits on (clients share one urllib3 pool, which hands out connections per request)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_thread: dict[int, Any] = {}
+
+    def taken(self, conn: Any) -> None:
+        with self._lock:
+            self._by_thread[threading.get_ident()] = conn
+
+    def returned(self, conn: Any) -> None:
+        with self._lock:
+            for thread, held in list(self._by_thread.items()):
+                if held is conn:
+                    del self._by_thread[thread]
+
+    def drop(self, thread: int) -> bool:
+        """Shut the socket `thread` is using down (its read fails at once); whether there was one."""
+        with self._lock:
+            conn = self._by_thread.pop(thread, None)
+        sock = getattr(conn, "sock", None)
+        if sock is None:
+            return False
+        with contextlib.suppress(OSError):  # closed meanwhile: the statement returned after all
+            sock.shutdown(socket.SHUT_RDWR)
+        return True
+
+
+def _tracked_manager(verify: bool, in_flight: InFlight) -> Any:
+    """clickhouse-connect's pool manager, with connection pools that record which thread holds which
+    connection in `in_flight`."""
+    from clickhouse_connect.driver.httputil import get_pool_manager
+    from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
+
+    def tracked(base: Any) -> Any:
+        class Tracked(base):
+            def _get_conn(self, timeout: float | None = None) -> Any:
+                conn = super()._get_conn(timeout)
+                in_flight.taken(conn)
+                return conn
+
+            def _put_conn(self, conn: Any) -> None:
+                in_flight.returned(conn)
+                super()._put_conn(conn)
+
+        return Tracked
+
+    manager = get_pool_manager(maxsize=pools.MAX_IDLE, block=False, verify=verify)
+    manager.pool_classes_by_scheme = {"http": tracked(HTTPConnectionPool), "https": tracked(HTTPSConnectionPool)}
+    return manager
 
 
 class HttpTarget:
     """One target's urllib3 pool and the pool of clients over it."""
 
     def __init__(self, target: Target) -> None:
-        from clickhouse_connect.driver.httputil import get_pool_manager
-
         self.target = target
-        self.manager = get_pool_manager(maxsize=pools.MAX_IDLE, block=False, verify=target.verify_tls)
+        self.in_flight = InFlight()
+        self.manager = _tracked_manager(target.verify_tls, self.in_flight)
         # A client's requests all go through the shared manager: dropping one needs no closing.
         self.clients: pools.ConnectionPool[Any] = pools.ConnectionPool(self._client, lambda client: None)
 
@@ -70,9 +131,12 @@ POOLS: pools.PoolCache[HttpTarget] = pools.PoolCache(lambda p: p.close())
 class HttpSession(ChSession):
     """Statements over HTTP in one ClickHouse session, so SET and temporary tables last for the script."""
 
-    def __init__(self, pool: pools.ConnectionPool[Any], lease: contextlib.ExitStack, deadline: float) -> None:
-        super().__init__(pool, lease, deadline)
+    def __init__(self, http: HttpTarget, lease: contextlib.ExitStack, deadline: float, notes: list[str]) -> None:
+        super().__init__(http.clients, lease, deadline, notes)
+        self._in_flight = http.in_flight
         self._session_id = str(uuid.uuid4())
+        self._worker: int | None = None
+        """The thread running the current statement, whose connection an unconfirmed KILL drops."""
 
     def execute(self, stmt: Statement, max_rows: int, backup: bool) -> StatementOutput:
         from clickhouse_connect.driver.exceptions import DatabaseError
@@ -80,12 +144,15 @@ class HttpSession(ChSession):
 
         query_id, settings = self._begin()
         settings.update(session_id=self._session_id, query_id=query_id)
+        self._worker = threading.get_ident()
         try:
             if stmt.kind == "query":
                 return self._query(stmt.sql, settings, max_rows)
             result = self._client.command(stmt.sql, settings=settings)
         except DatabaseError as exc:
             raise ClickHouseError(http_message(exc)) from None
+        finally:
+            self._worker = None
         if isinstance(result, QuerySummary):
             return StatementOutput(result.written_rows)
         # A statement that is not a query but answered rows (KILL QUERY, SYSTEM ...): its TabSeparated text.
@@ -106,20 +173,37 @@ class HttpSession(ChSession):
         return StatementOutput(0, columns, rows[:max_rows], len(rows) > max_rows)
 
     def _kill(self, query_id: str) -> None:
-        # Its own request, outside the session (which is busy with the statement), on another pooled connection.
+        from urllib3 import Timeout
+
+        # Its own request, outside the session (which is busy with the statement), on another pooled
+        # connection. The client's read timeout (300 s) would keep a canceled task running for minutes while
+        # the server does not answer: this client is never used again after an interrupt, so it is cut here.
+        self._client.timeout = Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=KILL_WAIT_SECONDS)
         self._client.command(
             f"KILL QUERY WHERE query_id = '{query_id}' SYNC", settings={"max_execution_time": KILL_TIMEOUT_SECONDS}
         )
 
+    def _kill_failure(self, exc: BaseException) -> str:
+        text = http_message(exc)
+        return f"no answer within {KILL_WAIT_SECONDS} s" if "timed out" in text.lower() else text
 
-def open_session(target: Target, deadline: float) -> HttpSession:
+    def _drop_statement(self) -> bool:
+        worker = self._worker
+        return worker is not None and self._in_flight.drop(worker)
+
+    def reusable(self) -> bool:
+        # Interrupted: its client's timeout was cut for the KILL, and its statement may have been dropped.
+        return not self._stopped
+
+
+def open_session(target: Target, deadline: float, notes: list[str] | None = None) -> HttpSession:
     """A session on the target's pool (created on first use); it holds the pool's lease until it closes."""
     lease = contextlib.ExitStack()
     try:
         # pool_key() leaves out TLS: a plain and an https target on one port must not share clients.
         key = (*target.pool_key(), target.scheme, target.verify_tls)
         http = lease.enter_context(POOLS.lease(key, lambda: HttpTarget(target)))
-        return HttpSession(http.clients, lease, deadline)
+        return HttpSession(http, lease, deadline, [] if notes is None else notes)
     except BaseException:
         lease.close()
         raise

@@ -72,9 +72,14 @@ class NativeSession(ChSession):
     """One pooled clickhouse-driver client for one target."""
 
     def __init__(
-        self, pool: pools.ConnectionPool[Any], args: dict[str, Any], lease: contextlib.ExitStack, deadline: float
+        self,
+        pool: pools.ConnectionPool[Any],
+        args: dict[str, Any],
+        lease: contextlib.ExitStack,
+        deadline: float,
+        notes: list[str],
     ) -> None:
-        super().__init__(pool, lease, deadline)
+        super().__init__(pool, lease, deadline, notes)
         self._args = args
         self._dirty = False
         conn = self._client.connection
@@ -160,14 +165,14 @@ class NativeSession(ChSession):
         return not self._dirty and bool(self._client.connection.connected)
 
 
-def open_session(target: Target, deadline: float) -> NativeSession:
+def open_session(target: Target, deadline: float, notes: list[str] | None = None) -> NativeSession:
     """A session on the target's pool (created on first use); it holds the pool's lease until it closes."""
     lease = contextlib.ExitStack()
     try:
         # pool_key() leaves out TLS: a plain and a secure target on one port must not share clients.
         key = (*target.pool_key(), target.scheme, target.verify_tls)
         pool = lease.enter_context(POOLS.lease(key, lambda: new_pool(target)))
-        return NativeSession(pool, native_args(target), lease, deadline)
+        return NativeSession(pool, native_args(target), lease, deadline, [] if notes is None else notes)
     except BaseException:
         lease.close()
         raise

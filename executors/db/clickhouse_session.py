@@ -21,6 +21,9 @@ from executors.db.sql import SqlSession
 CONNECT_TIMEOUT_SECONDS = 10
 KILL_TIMEOUT_SECONDS = 10
 """How long KILL QUERY ... SYNC may wait for the statement to stop."""
+KILL_WAIT_SECONDS = 3
+"""How long the agent waits for a KILL QUERY's answer over HTTP before it drops the statement's connection:
+a canceled task must end within seconds, not after the client's 300 s read timeout."""
 BACKSTOP_SLACK_SECONDS = 5
 """`max_execution_time` is the time left plus this, so the agent's own KILL at the deadline comes first."""
 
@@ -34,8 +37,12 @@ class ChSession(SqlSession):
 
     transactional: ClassVar[bool] = False
 
-    def __init__(self, pool: pools.ConnectionPool[Any], lease: contextlib.ExitStack, deadline: float) -> None:
+    def __init__(
+        self, pool: pools.ConnectionPool[Any], lease: contextlib.ExitStack, deadline: float, notes: list[str]
+    ) -> None:
         self._pool = pool
+        self._notes = notes
+        """What an interrupt has to tell the task (it runs in a worker thread; the executor reports them)."""
         self._lease = lease
         self._deadline = deadline
         """Loop time; the loop's clock is time.monotonic() (asyncio's default), read here in a worker thread."""
@@ -59,11 +66,31 @@ class ChSession(SqlSession):
         # while the first KILL is on its way: kill until the id holds still.
         while self._query_id and self._query_id != killed:
             killed = self._query_id
-            self._kill(killed)
+            try:
+                self._kill(killed)
+            except Exception as exc:
+                # No confirmation: the statement may go on. Waiting longer would keep the task running, so
+                # the session's connection is dropped (where the protocol allows) and the task says so.
+                dropped = self._drop_statement()
+                what = "the connection was dropped" if dropped else "the agent stopped waiting for it"
+                self._notes.append(
+                    f"KILL QUERY got no confirmation ({self._kill_failure(exc)}): {what};"
+                    " the statement may still be running on the server"
+                )
+                return
 
     @abstractmethod
     def _kill(self, query_id: str) -> None:
         """Run KILL QUERY for `query_id` over a connection other than the session's."""
+
+    def _kill_failure(self, exc: BaseException) -> str:
+        """Why a KILL got no confirmation, in a few words."""
+        return str(exc) or type(exc).__name__
+
+    def _drop_statement(self) -> bool:
+        """Close the connection the running statement waits on, so its worker returns now; False when the
+        protocol's client cannot be closed safely from another thread."""
+        return False
 
     def reusable(self) -> bool:
         """Whether the connection may serve the next task once this one is done with it."""

@@ -14,6 +14,12 @@ from executors.db.clickhouse_session import ClickHouseError
 _WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
 _DECIMAL_TYPE = re.compile(r"^(Nullable\(|LowCardinality\()*Decimal")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_NULL = re.compile(r"^null$", re.IGNORECASE)
+_LOW_CARDINALITY = re.compile(r"^LowCardinality\((?P<inner>.*)\)$")
+_NEVER_NULLABLE = ("Nullable(", "Array(", "Map(", "Tuple(", "Nested(", "LowCardinality(", "Object(", "JSON", "Variant(")
+"""Types already Nullable, or that cannot be inside Nullable (ClickHouse refuses `Nullable(Array(...))`)."""
+ROW = "__tiangong_row"
+"""The name of the array element the rewrite picks its values from (not a name a table's column is likely to have)."""
 
 
 def _skip(text: str, i: int) -> int:
@@ -132,17 +138,39 @@ def _cut(text: str, at: list[int]) -> list[str]:
     return [text[a + 1 : b] for a, b in itertools.pairwise(bounds)]
 
 
+def _null_type(type_name: str) -> str | None:
+    """The type a NULL for a column of `type_name` is cast to: its Nullable form, so that the server's own
+    insert conversion decides what a NULL in a non-Nullable column becomes (the column's DEFAULT where
+    `insert_null_as_default` is on, as its VALUES parser does with `input_format_null_as_default`; an
+    error on servers without it, such as 18.16, whose VALUES parser refuses it too). None when the type
+    is Nullable already or cannot be made Nullable."""
+    low = _LOW_CARDINALITY.match(type_name)
+    inner = low.group("inner") if low else type_name
+    if inner.startswith(_NEVER_NULLABLE):
+        return None
+    return f"Nullable({inner})"
+
+
+def _cast(value: str, type_name: str) -> str:
+    """`value` (an expression's text) cast to `type_name` by the server."""
+    if _NULL.match(value):
+        type_name = _null_type(type_name) or type_name
+    elif _DECIMAL_TYPE.match(type_name) and _NUMBER.match(value):
+        value = f"'{value}'"  # read as text by the Decimal parser: exact, as the VALUES format reads it
+    quoted = type_name.replace("\\", "\\\\").replace("'", "\\'")
+    return f"CAST({value}, '{quoted}')"
+
+
+def _name(column: str) -> str:
+    return "`" + column.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
 def insert_select(head: str, types: list[tuple[str, str]], rows: list[list[str]]) -> str:
-    """`head SELECT ...` over an array of tuples, each value cast to its column's type by the server."""
+    """`head SELECT ...` over an array of tuples, each value cast to its column's type by the server.
 
-    def cast(value: str, type_name: str) -> str:
-        quoted = type_name.replace("\\", "\\\\").replace("'", "\\'")
-        if _DECIMAL_TYPE.match(type_name) and _NUMBER.match(value):
-            value = f"'{value}'"  # read as text by the Decimal parser: exact, as the VALUES format reads it
-        return f"CAST({value}, '{quoted}')"
-
+    Each picked value is named after its column, so a server error names the column, not `tupleElement`."""
     tuples = ", ".join(
-        "tuple(" + ", ".join(cast(v, t) for v, (_, t) in zip(row, types, strict=True)) + ")" for row in rows
+        "tuple(" + ", ".join(_cast(v, t) for v, (_, t) in zip(row, types, strict=True)) + ")" for row in rows
     )
-    picks = ", ".join(f"tupleElement(r, {i})" for i in range(1, len(types) + 1))
-    return f"{head} SELECT {picks} FROM (SELECT arrayJoin([{tuples}]) AS r)"
+    picks = ", ".join(f"tupleElement({ROW}, {i}) AS {_name(c)}" for i, (c, _) in enumerate(types, 1))
+    return f"{head} SELECT {picks} FROM (SELECT arrayJoin([{tuples}]) AS {ROW})"

@@ -33,6 +33,8 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 """Connecting, and checking the server answers (and the account logs in), may take this long."""
 KILL_TIMEOUT_SECONDS = 2.0
 """Finding and killing a canceled operation on the server may take this long."""
+NOTHING_KILLED = "it had already finished, or had not reached the server yet"
+"""Why a cancel's kill can find no operation: said rather than claiming a kill."""
 MAX_IDLE_TIME_MS = 60_000
 """A pooled connection idle this long is closed (pymongo has no idle-count bound like seed 004's 5)."""
 
@@ -257,12 +259,35 @@ class _Ops(operations.OperationLoop):
     def __init__(self, db: Database[Any], ops: list[dict[str, Any]], target: Target, run: TargetRun) -> None:
         super().__init__(ops, target, run)
         self.db = db
+        self.loop = asyncio.get_running_loop()
+        """`interrupt` runs in a worker thread; the task's log is written on the loop."""
+        self.kill_found_nothing = False
 
     def apply(self, op: dict[str, Any], timeout: float, tag: str) -> tuple[dict[str, Any], str]:
         return _apply(self.db, op, timeout, self.run.options.max_rows, tag), ""
 
     def interrupt(self, tag: str) -> None:
-        _kill_tagged(self.db.client, tag)
+        try:
+            found = _kill_tagged(self.db.client, tag)
+        except Exception as exc:
+            self._log_soon(f"the kill of operation {tag} failed: {_message(exc)}")
+            raise
+        if found:
+            self._log_soon(f"killed operation {tag} on the server")
+            return
+        # Nothing to kill: it finished (fully applied) just before the kill looked, or it had not reached
+        # the server yet. Either way claiming it was killed would be wrong.
+        self.kill_found_nothing = True
+        self._log_soon(f"the kill found no running operation {tag} on the server: {NOTHING_KILLED}")
+
+    def _log_soon(self, message: str) -> None:
+        self.loop.call_soon_threadsafe(self.run.log, message, LogLevel.warn)
+
+    async def run_all(self) -> TargetResult:
+        result = await super().run_all()
+        if self.kill_found_nothing and result.status in (TaskStatus.canceled, TaskStatus.timeout):
+            result.error += f"; the kill found no running operation on the server: {NOTHING_KILLED}"
+        return result
 
     def message(self, exc: BaseException) -> str:
         return _message(exc)

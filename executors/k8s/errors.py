@@ -34,6 +34,8 @@ class Target:
     namespace: str
     """Empty for cluster-scoped kinds."""
     name: str
+    api_version: str = ""
+    """The object's apiVersion (`apps/v1`), to name a kind the server does not serve."""
 
     @property
     def ref(self) -> str:
@@ -73,6 +75,11 @@ def describe(exc: BaseException, target: Target) -> K8sError:
     details: dict[str, Any] = status["details"] if isinstance(status.get("details"), dict) else {}
     if reason == "AlreadyExists" or (code == 409 and target.verb == "create" and not reason):
         return K8sError(f"{target.kind} {target.ref} already exists", "AlreadyExists")
+    if code == 404 and not details.get("kind") and not details.get("name"):
+        # A Status naming no object is the API server's answer for a path it does not serve: the resource
+        # type itself is gone (a CRD deleted after discovery was cached), not the object.
+        kind = f"{target.api_version}/{target.kind}" if target.api_version else target.kind
+        return K8sError(f"unknown kind {kind}: no such resource type on the server (is its CRD installed?)", "NoKind")
     if code == 404:
         about_target = details.get("kind") in (None, target.plural) and details.get("name") in (None, target.name)
         text = f"{target.kind} {target.ref} not found" if about_target else f"not found: {message}"

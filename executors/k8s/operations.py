@@ -7,6 +7,7 @@ raises is put in plain words by `explain`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ class Operator:
         namespace = (meta.get("namespace") or self.default_namespace) if resource.namespaced else ""
         name = meta.get("name") or meta.get("generateName", "")
         verb = {"apply": "patch"}.get(self.params.operation, self.params.operation)
-        return resource, Target(verb, kind, resource.name, resource.group or "", namespace, name)
+        return resource, Target(verb, kind, resource.name, resource.group or "", namespace, name, api_version)
 
     async def handle(self, obj: dict[str, Any], resource: Any, target: Target) -> Done:
         """Run the task's operation on `obj`."""
@@ -111,7 +112,7 @@ class Operator:
         return int(response.status), json.loads(data) if data else {}
 
     async def _get(self, resource: Any, target: Target) -> dict[str, Any] | None:
-        get = Target("get", target.kind, target.plural, target.group, target.namespace, target.name)
+        get = dataclasses.replace(target, verb="get")
         try:
             _, obj = await self.calls(
                 lambda: self._send("get", resource, name=target.name, namespace=target.namespace or None)
@@ -150,7 +151,7 @@ class Operator:
             )
         )
         name = (obj.get("metadata") or {}).get("name", target.name)  # generateName: the server picked it
-        created = Target(target.verb, target.kind, target.plural, target.group, target.namespace, name)
+        created = dataclasses.replace(target, name=name)
         return Done("created", created, resource, obj)
 
     async def _update(self, body: dict[str, Any], resource: Any, target: Target) -> Done:

@@ -17,7 +17,11 @@ client's `query_id` is kept in the query's `log_comment` setting, and in a `KILL
 column `query_id` is read as `Settings['log_comment']`: a KILL QUERY by the client's id then cancels the
 running query inside the engine, through a second engine connection, as a server would.
 
-Run it as a process: `python chdb_http.py --port N [--password P]`; it prints `listening on 127.0.0.1:N`.
+With `--hold-kills` it plays a server whose KILL QUERY never comes back (a query stuck where it cannot be
+canceled): each KILL QUERY request is held unanswered for HOLD_KILL_SECONDS and the query goes on.
+
+Run it as a process: `python chdb_http.py --port N [--password P] [--hold-kills]`; it prints
+`listening on 127.0.0.1:N`.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ _KILL_QUERY = re.compile(r"^\s*KILL\s+QUERY\b", re.IGNORECASE)
 _QUERY_ID_COLUMN = re.compile(r"\bquery_id\b")
 _CODE = re.compile(r"Code: (\d+)\.")
 AUTH_FAILED = 516
+HOLD_KILL_SECONDS = 600.0
+"""How long `--hold-kills` holds a KILL QUERY request (longer than any test waits)."""
 
 
 class ClickHouseError(Exception):
@@ -78,6 +84,9 @@ class Engine:
         self.timezone = self._scalar("SELECT timezone()")
         self._sessions: dict[str, tuple[Any, threading.Lock]] = {}
         self._lock = threading.Lock()
+        self.hold_kills = False
+        self.never = threading.Event()
+        """Never set: a held KILL waits on it."""
 
     def _scalar(self, sql: str) -> str:
         return bytes(self.admin.query(sql, "TabSeparated").bytes()).decode().strip()
@@ -116,6 +125,8 @@ def run_query(engine: Engine, params: dict[str, str], sql: str) -> tuple[bytes, 
     if m:
         fmt = m.group(1)  # the query's own FORMAT clause wins, as in ClickHouse
     if _KILL_QUERY.match(sql):
+        if engine.hold_kills:
+            engine.never.wait(HOLD_KILL_SECONDS)
         sql = _QUERY_ID_COLUMN.sub("Settings['log_comment']", sql)
     conn, lock = engine.connection(params.get("session_id"))
     try:
@@ -263,9 +274,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--password", default="", help="the password of the user `default`")
+    parser.add_argument("--hold-kills", action="store_true", help="never answer KILL QUERY (see the docstring)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="tiangong-chdb-") as path:
         Handler.engine = Engine(path, args.password)
+        Handler.engine.hold_kills = args.hold_kills
         server = ThreadingHTTPServer((args.host, args.port), Handler)
         server.daemon_threads = True
         print(f"listening on {args.host}:{server.server_address[1]} (chdb {Handler.engine.version})", flush=True)

@@ -141,15 +141,16 @@ def _checked(server: ClickHouseServer, what: str) -> ClickHouseServer:
 
 
 @contextlib.contextmanager
-def chdb_http_server() -> Iterator[ClickHouseServer]:
-    """The chdb HTTP stand-in in a process of its own on a free port, with a password; killed afterwards."""
+def chdb_http_server(*options: str) -> Iterator[ClickHouseServer]:
+    """The chdb HTTP stand-in in a process of its own on a free port, with a password; killed afterwards.
+    `options` are the stand-in's own (`--hold-kills`)."""
     try:
         import chdb  # noqa: F401  (a dev dependency: only checks it is installed)
     except ImportError as exc:
         unavailable("chdb (the HTTP stand-in's engine)", exc)
     port = free_port()
     script = Path(__file__).with_name("chdb_http.py")
-    args = [sys.executable, str(script), "--port", str(port), "--password", HTTP_PASSWORD]
+    args = [sys.executable, str(script), "--port", str(port), "--password", HTTP_PASSWORD, *options]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     listening = threading.Event()
     output: list[str] = []
