@@ -181,7 +181,10 @@ class MySqlSession(SqlSession, BackupDb):
         left, so the server is told to stop producing them first (its error ends the result)."""
         import pymysql
 
-        self._kill("QUERY")
+        try:
+            self._kill("QUERY")
+        except Exception as exc:  # e.g. no connection to spare: the rest is then read, as it would be unkilled
+            log.warning("could not stop a query cut at max_rows, reading the rest of it: %s", exc)
         try:
             cur.close()
         except pymysql.OperationalError as exc:

@@ -27,10 +27,10 @@ STOPS_WITHIN = 1.0
 
 
 class Watch:
-    """Cancels the task when `seen()` first holds on the server, and remembers when it did."""
+    """Cancels the task (or runs `then`) when `seen()` first holds on the server, and remembers when."""
 
-    def __init__(self, seen: Callable[[], bool], cancel: bool = True) -> None:
-        self.seen, self.cancel = seen, cancel
+    def __init__(self, seen: Callable[[], bool], cancel: bool = True, then: Callable[[], None] | None = None) -> None:
+        self.seen, self.cancel, self.then = seen, cancel, then
         self.at: float | None = None
         self.ended = threading.Event()
 
@@ -43,6 +43,8 @@ class Watch:
                     self.at = time.monotonic()
                     if self.cancel:
                         loop.call_soon_threadsafe(ctx.cancel_event.set)
+                    if self.then is not None:
+                        self.then()
                     return
                 time.sleep(0.02)
 
@@ -85,15 +87,16 @@ def my_task(script: str, db: MariaDb, **options: Any) -> Any:
 
 
 @contextmanager
-def my_row_locked(db: MariaDb, sql: str) -> Iterator[None]:
-    """Another transaction holds the lock on the rows `sql` changes, until the block ends."""
+def my_row_locked(db: MariaDb, *sql: str) -> Iterator[Any]:
+    """Another transaction holds the locks of the statements `sql`, until the block ends."""
     import pymysql
 
     conn = pymysql.connect(**MARIADB, database=db.name, autocommit=False)
     try:
         with conn.cursor() as cur:
-            cur.execute(sql)
-        yield
+            for one in sql:
+                cur.execute(one)
+        yield conn
     finally:
         conn.rollback()
         conn.close()
@@ -150,6 +153,27 @@ def test_mysql_cancel_of_a_slow_update_in_each_phase(
     assert ended < STOPS_WITHIN and idle < STOPS_WITHIN, (phase, ended, idle)
     assert [e["stage"] for e in out.data] == ["ROLLED_BACK", "INTERRUPTED"]
     assert accounts.query("SELECT id, balance FROM acct ORDER BY id") == [(1, 100), (2, 200)]
+
+
+def test_mysql_deadlock_in_the_backup_read_fails_the_statement(accounts: MariaDb, tmp_path: Path) -> None:
+    """A deadlock rolls the whole transaction back on MySQL: running the UPDATE "without a backup" then
+    would start a new transaction, and the batch's first statement, already undone, would be reported
+    committed. The statement fails instead, and the batch is reported rolled back."""
+    accounts.query("CREATE TABLE filler (id INT PRIMARY KEY)")
+    heavy = "INSERT INTO filler SELECT seq FROM seq_1_to_500"  # InnoDB picks the lighter transaction as victim
+    with my_row_locked(accounts, heavy, "UPDATE acct SET balance = 0 WHERE id = 1") as other:
+
+        def close_the_cycle() -> None:
+            with other.cursor() as cur:
+                cur.execute("UPDATE acct SET balance = 0 WHERE id = 2")
+
+        watch = Watch(lambda: my_running(accounts, "FOR UPDATE"), cancel=False, then=close_the_cycle)
+        script = "UPDATE acct SET balance = 1 WHERE id = 2; UPDATE acct SET balance = 2 WHERE id = 1"
+        out = watch.run(my_task(script, accounts, trans_batch_size=10), tmp_path)
+    assert out.status is TaskStatus.failed
+    assert "(1213) Deadlock found" in out.error, out.error
+    assert [e["stage"] for e in out.data] == ["ROLLED_BACK", "FAILED"]
+    assert accounts.query("SELECT balance FROM acct ORDER BY id") == [(100,), (200,)]
 
 
 def test_mysql_max_rows_stops_the_query(mariadb: MariaDb, tmp_path: Path) -> None:
@@ -311,3 +335,25 @@ def test_postgres_dropping_a_busy_connection_ends_its_backend(pg: PgDb) -> None:
     )
     assert closed < STOPS_WITHIN, closed
     assert server_idle_after(lambda: pg_busy(pg), started + closed) < STOPS_WITHIN
+
+
+def test_no_statement_starts_once_the_session_was_interrupted(accounts: MariaDb, pg_accounts: PgDb) -> None:
+    """A cancel that lands between two steps (after the backup read, before the UPDATE; between two
+    statements) finds nothing running to kill: what comes next must then not start at all."""
+    from executors.db import mysql_conn, postgres_conn
+    from executors.db.blocking import Interrupted
+    from executors.db.split import split_sql
+
+    password = accounts.target()["password"]
+    sessions = [
+        mysql_conn.open_session(Target("mysql", "127.0.0.1", 3306, accounts.user, password, accounts.name, "t"), True),
+        postgres_conn.open_session(Target("postgres", "127.0.0.1", 5432, "postgres", None, pg_accounts.name, "t")),
+    ]
+    for session in sessions:
+        (stmt,) = split_sql("UPDATE acct SET balance = 0 WHERE id = 1", session.dialect)
+        session.interrupt()
+        with pytest.raises(Interrupted):
+            session.execute(stmt, 10, backup=True)
+        session.close(reusable=False)
+    assert accounts.query("SELECT balance FROM acct WHERE id = 1") == [(100,)]
+    assert pg_accounts.query("SELECT balance FROM acct WHERE id = 1") == [(100,)]
