@@ -3,20 +3,39 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import socket
 from typing import Any
 
 from sqlglot import exp
 
 from executors.db import pools
+from executors.db.blocking import StatementGuard
 from executors.db.params import Target
 from executors.db.rollback import BackupDb, Column, Executed, run_with_backup
 from executors.db.split import Statement
 from executors.db.sql import SqlSession, StatementOutput
 
 CONNECT_TIMEOUT_SECONDS = 10
+KILL_CONNECT_TIMEOUT_SECONDS = 5
+"""The connection that sends a KILL: short, since a stop waits for it."""
+_MUST_STOP = {
+    1205,  # lock wait timeout: the statement itself would wait as long again
+    1213,  # deadlock: the server rolled the whole transaction back, the batch is gone
+    1317,  # query execution was interrupted (KILL QUERY)
+    1927,  # connection was killed (MariaDB)
+    1969,  # max_statement_time exceeded (MariaDB)
+    3024,  # max_execution_time exceeded (MySQL)
+    2006,  # server has gone away
+    2013,  # lost connection during query
+}
+"""Errors of a backup read that end the statement instead of letting it run without a backup."""
+log = logging.getLogger("tiangong.executors.db")
 
 
 def _connect_args(target: Target) -> dict[str, Any]:
+    from pymysql.constants import CLIENT
+
     return {
         "host": target.host,
         "port": target.port,
@@ -26,6 +45,9 @@ def _connect_args(target: Target) -> dict[str, Any]:
         "charset": "utf8mb4",
         "connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "autocommit": False,
+        # Affected rows count the rows an UPDATE matched, not only those whose values changed, as on
+        # PostgreSQL: an UPDATE to values the rows already hold reports them rather than 0.
+        "client_flag": CLIENT.FOUND_ROWS,
     }
 
 
@@ -68,9 +90,14 @@ class MySqlSession(SqlSession, BackupDb):
         self._clean = True
         """False once a statement may have changed session state (USE, SET, variables, temporary tables):
         such a connection is not handed to the next task."""
+        self._guard = StatementGuard()
 
     # SqlSession
     def execute(self, stmt: Statement, max_rows: int, backup: bool) -> StatementOutput:
+        with self._guard.busy():
+            return self._execute(stmt, max_rows, backup)
+
+    def _execute(self, stmt: Statement, max_rows: int, backup: bool) -> StatementOutput:
         if stmt.kind not in ("dml", "query", "ddl") or "@" in stmt.sql or "TEMPORARY" in stmt.sql.upper():
             self._clean = False
         if backup and self.transactional:
@@ -81,40 +108,101 @@ class MySqlSession(SqlSession, BackupDb):
         return StatementOutput(e.rowcount, e.columns, e.rows, e.truncated)
 
     def commit(self) -> None:
-        self.conn.commit()
+        with self._guard.busy(starts_work=False):
+            self.conn.commit()
 
     def rollback(self) -> None:
-        self.conn.rollback()
+        with self._guard.busy(starts_work=False):
+            self.conn.rollback()
 
     def interrupt(self) -> None:
+        # No statement starts after this; KILL QUERY is repeated while the worker is still busy, in case
+        # the first one reached the server before the statement it was meant for.
+        self._guard.stop(lambda: self._kill("QUERY"))
+
+    def _kill(self, what: str) -> None:
+        """KILL QUERY or KILL CONNECTION of this session's connection, sent over another one."""
         import pymysql
 
-        killer = pymysql.connect(**{**_connect_args(self.target), "database": None, "autocommit": True})
+        args = {**_connect_args(self.target), "database": None, "autocommit": True}
+        killer = pymysql.connect(**{**args, "connect_timeout": KILL_CONNECT_TIMEOUT_SECONDS})
         try:
             with killer.cursor() as cur:
-                cur.execute(f"KILL QUERY {int(self._thread_id)}")
+                cur.execute(f"KILL {what} {int(self._thread_id)}")
+        except pymysql.MySQLError as exc:
+            if exc.args[0] != 1094:  # unknown thread id: it has already ended
+                raise
         finally:
             killer.close()
 
     def close(self, reusable: bool) -> None:
         try:
+            if self._guard.is_busy():
+                self._drop()
+                reusable = False
             self._pool.put(self._item, reusable and self._clean)
         finally:
             self._lease.close()
+
+    def _drop(self) -> None:
+        """A connection whose worker is still inside a statement: pymysql's close() would wait for that
+        statement to return (it takes the reader's lock). The server ends the connection (and rolls its
+        transaction back), then the socket is shut, which wakes the worker with "lost connection"."""
+        try:
+            self._kill("CONNECTION")
+        except Exception as exc:  # the server may be unreachable: the socket is shut all the same
+            log.warning("KILL CONNECTION of a stuck connection failed: %s", exc)
+        sock = self.conn._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self._guard.wait_idle(KILL_CONNECT_TIMEOUT_SECONDS)
 
     # BackupDb
     def run(self, sql: str, max_rows: int, rows: bool = False) -> Executed:
         import pymysql.cursors
 
+        self._guard.check()
         # Unbuffered whatever `rows` says: a huge SELECT streams and only max_rows + 1 rows are kept.
-        with self.conn.cursor(pymysql.cursors.SSCursor) as cur:
+        cur = self.conn.cursor(pymysql.cursors.SSCursor)
+        try:
             cur.execute(sql)
             if cur.description is None:
                 return Executed(max(cur.rowcount, 0), lastrowid=cur.lastrowid or None)
             got = cur.fetchmany(max_rows + 1)
+            if len(got) > max_rows:
+                self._end_result(cur)
             return Executed(0, [d[0] for d in cur.description], [list(r) for r in got[:max_rows]], len(got) > max_rows)
+        finally:
+            cur.close()
+
+    def _end_result(self, cur: Any) -> None:
+        """Stop a query whose first max_rows rows are read: closing an unbuffered cursor reads every row
+        left, so the server is told to stop producing them first (its error ends the result)."""
+        import pymysql
+
+        try:
+            self._kill("QUERY")
+        except Exception as exc:  # e.g. no connection to spare: the rest is then read, as it would be unkilled
+            log.warning("could not stop a query cut at max_rows, reading the rest of it: %s", exc)
+        try:
+            cur.close()
+        except pymysql.OperationalError as exc:
+            if exc.args[0] != 1317:
+                raise
+
+    def try_run(self, sql: str, max_rows: int) -> Executed | Exception:
+        import pymysql
+
+        try:
+            return self.run(sql, max_rows, rows=True)
+        except pymysql.MySQLError as exc:
+            if self._guard.stopped or exc.args[0] in _MUST_STOP:
+                raise
+            return exc
 
     def _catalog(self, sql: str, table: exp.Table) -> list[tuple[Any, ...]]:
+        self._guard.check()
         with self.conn.cursor() as cur:
             cur.execute(sql, (table.db or None, table.name))
             return list(cur.fetchall())

@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import re
+import socket
 from typing import Any
 
 from sqlglot import exp
 
 from executors.db import pools
+from executors.db.blocking import StatementGuard
 from executors.db.params import Target
 from executors.db.rollback import BackupDb, Column, Executed, run_with_backup
 from executors.db.split import Statement
 from executors.db.sql import SqlSession, StatementOutput
 
 CONNECT_TIMEOUT_SECONDS = 10
+KILL_CONNECT_TIMEOUT_SECONDS = 5
+"""The connection that ends a stuck backend: short, since a stop waits for it."""
+_MUST_STOP = {
+    "57014",  # query_canceled: our cancel request, or statement_timeout
+    "55P03",  # lock_not_available: lock_timeout; the statement itself would wait as long again
+    "40P01",  # deadlock_detected
+}
+"""SQLSTATEs of a backup read that end the statement instead of letting it run without a backup."""
+log = logging.getLogger("tiangong.executors.db")
 _OUTSIDE_TRANSACTION = re.compile(
     r"\s*(VACUUM|ALTER\s+SYSTEM|(CREATE|DROP)\s+(DATABASE|TABLESPACE)|"
     r"(CREATE\s+(UNIQUE\s+)?|DROP\s+|REINDEX\s+.*)INDEX\s+CONCURRENTLY|REINDEX\s+.*\bCONCURRENTLY)",
@@ -91,15 +104,21 @@ class PostgresSession(SqlSession, BackupDb):
     dialect = "postgres"
     transactional = True
 
-    def __init__(self, pool: pools.ConnectionPool[Any], lease: contextlib.ExitStack) -> None:
+    def __init__(self, pool: pools.ConnectionPool[Any], lease: contextlib.ExitStack, args: dict[str, Any]) -> None:
+        self._args = args
         self._pool = pool
         self._lease = lease
         self._item = pool.get()
         self.conn: Any = self._item.conn
         self._cursors = 0
+        self._guard = StatementGuard()
 
     # SqlSession
     def execute(self, stmt: Statement, max_rows: int, backup: bool) -> StatementOutput:
+        with self._guard.busy():
+            return self._execute(stmt, max_rows, backup)
+
+    def _execute(self, stmt: Statement, max_rows: int, backup: bool) -> StatementOutput:
         if _OUTSIDE_TRANSACTION.match(stmt.sql):
             return self._autocommit(stmt, max_rows)
         if backup:
@@ -121,18 +140,24 @@ class PostgresSession(SqlSession, BackupDb):
         return StatementOutput(e.rowcount, e.columns, e.rows, e.truncated, [], f"not reversible: {stmt.verb}")
 
     def commit(self) -> None:
-        self.conn.commit()
+        with self._guard.busy(starts_work=False):
+            self.conn.commit()
 
     def rollback(self) -> None:
-        self.conn.rollback()
+        with self._guard.busy(starts_work=False):
+            self.conn.rollback()
 
     def interrupt(self) -> None:
-        # A cancel request on its own connection: the server stops the statement, which then fails
-        # with QueryCanceled in the worker thread.
-        self.conn.cancel_safe(timeout=5)
+        # A cancel request (to the backend with this connection's key): the server stops the statement,
+        # which then fails with QueryCanceled in the worker thread. No statement starts after this, and
+        # the request is repeated while the worker is busy, in case one came before its statement.
+        self._guard.stop(lambda: self.conn.cancel_safe(timeout=KILL_CONNECT_TIMEOUT_SECONDS))
 
     def close(self, reusable: bool) -> None:
         try:
+            if self._guard.is_busy():
+                self._drop()
+                reusable = False
             if not reusable:
                 # No rollback here: the connection may still be busy with an interrupted statement, and a
                 # command would wait behind it. Closing it makes the server roll back.
@@ -141,8 +166,27 @@ class PostgresSession(SqlSession, BackupDb):
         finally:
             self._lease.close()
 
+    def _drop(self) -> None:
+        """A connection whose worker is still inside a statement: a backend ignores a closed client until
+        it next writes to it, so it is ended on the server (pg_terminate_backend, which rolls its
+        transaction back), then the socket is shut, which wakes the worker with a connection error."""
+        import psycopg
+
+        try:
+            with psycopg.connect(
+                **{**self._args, "connect_timeout": KILL_CONNECT_TIMEOUT_SECONDS}, autocommit=True
+            ) as killer:
+                killer.execute("SELECT pg_terminate_backend(%s)", (self.conn.info.backend_pid,))
+        except Exception as exc:  # the server may be unreachable: the socket is shut all the same
+            log.warning("ending a stuck backend failed: %s", exc)
+        with contextlib.suppress(OSError, psycopg.Error), socket.socket(fileno=os.dup(self.conn.pgconn.socket)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+        if not self._guard.wait_idle(KILL_CONNECT_TIMEOUT_SECONDS):
+            log.warning("a stuck PostgreSQL connection's worker did not return after its backend was ended")
+
     # BackupDb
     def run(self, sql: str, max_rows: int, rows: bool = False) -> Executed:
+        self._guard.check()
         if rows and _DECLARABLE.match(sql) and " INTO " not in sql.upper():
             return self._stream(sql, max_rows)
         with self.conn.cursor() as cur:
@@ -168,10 +212,16 @@ class PostgresSession(SqlSession, BackupDb):
 
     def try_run(self, sql: str, max_rows: int) -> Executed | Exception:
         # A failed statement aborts a PostgreSQL transaction: a savepoint keeps the batch usable.
+        import psycopg
+
+        self._guard.check()
         self.conn.execute("SAVEPOINT tiangong_backup")
         try:
             out = self.run(sql, max_rows, rows=True)
-        except Exception as exc:
+        except psycopg.Error as exc:
+            # A cancel, a timeout or a lost connection ends the statement: it must not run without a backup.
+            if self._guard.stopped or exc.sqlstate in _MUST_STOP or isinstance(exc, psycopg.OperationalError):
+                raise
             self.conn.execute("ROLLBACK TO SAVEPOINT tiangong_backup")
             return exc
         self.conn.execute("RELEASE SAVEPOINT tiangong_backup")
@@ -261,7 +311,7 @@ def open_session(target: Target) -> PostgresSession:
     lease = contextlib.ExitStack()
     try:
         pool = lease.enter_context(_POOLS.lease(target.pool_key(), lambda: _new_pool(target)))
-        return PostgresSession(pool, lease)
+        return PostgresSession(pool, lease, _connect_args(target))
     except BaseException:
         lease.close()
         raise
