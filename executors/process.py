@@ -233,6 +233,12 @@ class _ProcessRun:
             # A normal exit may leave daemons on purpose; a stop (cancel, timeout) that was itself cut
             # short must still take the whole group down.
             signal_group(self.proc.pid, signal.SIGKILL)
+        if self.proc is not None and self.proc.returncode is None:
+            # Canceled before the exit was seen: close the transport now, while its loop runs. Left to the
+            # garbage collector, it would try to close itself on a loop that is gone by then.
+            transport: asyncio.SubprocessTransport | None = getattr(self.proc, "_transport", None)
+            if transport is not None:
+                transport.close()
         for pump in self.pumps:
             pump.cancel()
         for pipe in self.pipes.values():
