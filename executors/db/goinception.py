@@ -16,8 +16,10 @@ from executors.base import Stopped
 from executors.db import blocking
 from executors.db.base import TargetResult, TargetRun
 from executors.db.goinception_backup import backup_server, read_rollback, wanted
+from executors.db.guard import ScriptRefused, check_script
 from executors.db.params import Target
 from executors.db.source import SourceError, read_source
+from executors.db.split import SplitError, split_sql
 from wire.tasks import LogLevel, TaskStatus
 
 _LEVELS = {0: "OK", 1: "WARNING", 2: "ERROR"}
@@ -105,6 +107,9 @@ async def run_goinception(url: str, target: Target, run: TargetRun) -> TargetRes
         return TargetResult(target, TaskStatus.failed, str(exc))
     opts = run.options
     execute = not opts.check_only
+    refused = _refused(script) if execute and not opts.allow_dangerous else None
+    if refused:
+        return TargetResult(target, TaskStatus.failed, f"{where}: {refused}")
     use = f"use `{target.database}`;\n" if target.database else ""
     sql = (
         _header(target, execute, opts.backup, opts.trans_batch_size, opts.sleep_ms)
@@ -135,6 +140,17 @@ async def run_goinception(url: str, target: Target, run: TargetRun) -> TargetRes
     took = time.perf_counter() - started
     rollback, note = await _rollback(run, _entries(columns, rows), execute and opts.backup)
     return _result(target, run, columns, rows, took, execute=execute, rollback=rollback, rollback_note=note)
+
+
+def _refused(script: str) -> str | None:
+    """The same dangerous-statement guard as the direct path: checked before goInception sees the script."""
+    try:
+        check_script(split_sql(script, "mysql"), "mysql", allow_dangerous=False)
+    except ScriptRefused as exc:
+        return str(exc)
+    except SplitError:
+        return None  # goInception parses the script itself and reports what it cannot
+    return None
 
 
 async def _rollback(run: TargetRun, entries: list[dict[str, Any]], backup: bool) -> tuple[Rollback | None, str]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from executors.base import Stopped
 from executors.db import blocking, operations, pools
 from executors.db.base import DbExecutor, TargetResult, TargetRun
+from executors.db.everything import mongo_matches_everything
 from executors.db.params import DbParams, Target
 from executors.db.report import jsonable
 from wire.tasks import LogLevel, TaskStatus
@@ -68,11 +69,10 @@ def _check(op: Any, where: str, *, allow_all: bool) -> None:
     flt = op.get("filter")
     if not isinstance(flt, dict):
         raise ValueError(f"{where}.filter: an object is required")
-    if not flt and not allow_all:
+    why = mongo_matches_everything(flt)
+    if why and not allow_all:
         verb = "deletes" if name == "delete" else "updates"
-        raise ValueError(
-            f"{where}.filter: an empty filter {verb} every document; set exec_options.allow_all to allow it"
-        )
+        raise ValueError(f"{where}.filter: {why} {verb} every document; set exec_options.allow_dangerous to allow it")
     if name == "update":
         upd = op.get("update")
         if not isinstance(upd, dict) or not upd:

@@ -7,7 +7,6 @@ from typing import ClassVar
 from executors.db.base import TargetResult, TargetRun
 from executors.db.params import Target
 from executors.db.sql import SqlExecutor, SqlSession
-from wire.tasks import TaskStatus
 
 
 class MySqlExecutor(SqlExecutor):
@@ -35,13 +34,7 @@ class MySqlExecutor(SqlExecutor):
             from executors.db.goinception import run_goinception
 
             return await run_goinception(str(url), target, run)
-        if run.options.check_only:  # only goInception reviews; running the script instead would surprise
-            return TargetResult(
-                target,
-                TaskStatus.failed,
-                "exec_options.check_only needs goInception: this agent's config has no goinception_url",
-            )
-        return await super().run_target(target, run)
+        return await super().run_target(target, run)  # without goInception, check_only is SqlExecutor's review
 
 
 class DorisExecutor(MySqlExecutor):

@@ -37,6 +37,8 @@ DEFAULTS: dict[str, TypeDefaults] = {
     "mongo": TypeDefaults(27017, None, "admin", 600_000),
     "elasticsearch": TypeDefaults(9200, None, None, 600_000),
 }
+SQL_TYPES = ("mysql", "doris", "postgres", "clickhouse")
+"""The types whose scripts are SQL: they honour exec_options.check_only and allow_dangerous for statements."""
 CLICKHOUSE_HTTP_PORT = 8123
 DEFAULT_CONNECTION: dict[str, str] = {"clickhouse": "default", "elasticsearch": "default"}
 """Seed 004 §4.4/§4.5: these types use the agent's connection named `default` when the params name no
@@ -73,7 +75,7 @@ class TargetSpec(BaseModel):
 
 
 class ExecOptions(BaseModel):
-    """`params.exec_options` (seed 004), plus `max_rows` and `allow_all`."""
+    """`params.exec_options` (seed 004), plus `max_rows`, `allow_dangerous` (`allow_all`) and `check_only`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -83,16 +85,29 @@ class ExecOptions(BaseModel):
     backup: bool = Field(True, description="Record before-images and produce rollback SQL.")
     concurrency: int = Field(1, ge=1, le=64, description="Targets worked on at once.")
     max_rows: int = Field(1000, ge=0, le=1_000_000, description="Rows of a query kept in the result.")
+    allow_dangerous: bool = Field(
+        False,
+        description="Run statements that change or destroy everything: SQL UPDATE/DELETE without WHERE, DROP, "
+        "TRUNCATE; a mongo update or delete whose filter matches every document; an elasticsearch "
+        "delete_by_query whose query matches every document. Refused before anything runs otherwise.",
+    )
     allow_all: bool = Field(
         False,
-        description="mongo: allow an update or delete with an empty filter; elasticsearch: a match_all "
-        "delete_by_query.",
+        description="The older name of allow_dangerous for mongo and elasticsearch (still honoured there).",
     )
     check_only: bool = Field(
         False,
-        description="mysql through goInception: review the script (`--check=1`) and report each statement's "
-        "stage, error level and messages without executing it.",
+        description="SQL types: review the script without executing anything: each statement's kind, warnings "
+        "(dangerous statements) and estimated rows where the server can tell (EXPLAIN). mysql with "
+        "goInception configured on the agent: goInception's review (`--check=1`).",
     )
+
+    @model_validator(mode="after")
+    def _older_name(self) -> ExecOptions:
+        # mongo and elasticsearch read allow_all, their older name: allow_dangerous turns it on too. SQL
+        # types read only allow_dangerous (allow_all never allowed a DROP there).
+        self.allow_all = self.allow_all or self.allow_dangerous
+        return self
 
 
 class Metadata(BaseModel):
@@ -127,8 +142,10 @@ class DbParams(BaseModel):
         if self.target is not None and self.targets is not None:
             raise ValueError("give either target or targets, not both")
         type_name = (info.context or {}).get("type")
-        if self.exec_options.check_only and type_name not in (None, "mysql"):
-            raise ValueError(f"exec_options.check_only: only mysql (through goInception) can review, not {type_name}")
+        if self.exec_options.check_only and type_name not in (None, *SQL_TYPES):
+            raise ValueError(
+                f"exec_options.check_only: only the SQL types ({', '.join(SQL_TYPES)}) can review, not {type_name}"
+            )
         if self.target is None and self.targets is None and self.connection is None:
             if type_name not in DEFAULT_CONNECTION:
                 raise ValueError("one of target, targets or connection is required")

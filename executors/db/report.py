@@ -20,6 +20,9 @@ MAX_SQL_IN_TEXT = 2000
 """A statement longer than this is cut in the result text (the log and `data` keep it whole)."""
 
 
+_ROLLED_BY_SCRIPT = "Rolled Back (the script's ROLLBACK)"
+
+
 @dataclass
 class Entry:
     """How one statement went."""
@@ -35,6 +38,8 @@ class Entry:
     interrupted: bool = False
     committed: bool = False
     rolled_back: bool = False
+    by_script: bool = False
+    """Rolled back by the script's own ROLLBACK/ABORT (the task still succeeds), not by a failure."""
     rollback_sql: list[str] = field(default_factory=list)
     rollback_note: str = ""
 
@@ -65,7 +70,7 @@ class Entry:
         return {
             "FAILED": "Execute Failed",
             "INTERRUPTED": "Execute Interrupted",
-            "ROLLED_BACK": "Rolled Back (its batch failed)",
+            "ROLLED_BACK": _ROLLED_BY_SCRIPT if self.by_script else "Rolled Back (its batch failed)",
             "EXECUTED": "Execute Successfully",
             "EXECUTED_UNCOMMITTED": "Executed, Not Committed",
         }[self.stage]
@@ -93,6 +98,8 @@ class Entry:
         }
         if self.truncated:
             out["truncated"] = True
+        if self.by_script:
+            out["rolled_back_by_script"] = True
         if self.rollback_sql or self.rollback_note:
             out["rollback_sql"] = self.rollback_sql
             out["rollback_note"] = self.rollback_note

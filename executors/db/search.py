@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from executors.db import operations, pools
 from executors.db.base import DbExecutor, TargetResult, TargetRun
+from executors.db.everything import es_matches_everything
 from executors.db.params import DbParams, Target
 
 OPERATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -68,8 +69,11 @@ def _check(op: Any, where: str, *, allow_all: bool) -> None:
         query = op["query"]
         if not isinstance(query, dict) or not query:
             raise ValueError(f"{where}.query: a non-empty query object is required")
-        if "match_all" in query and not allow_all:
-            raise ValueError(f"{where}.query: match_all deletes every document; set exec_options.allow_all to allow it")
+        why = es_matches_everything(query)
+        if why and not allow_all:
+            raise ValueError(
+                f"{where}.query: {why} deletes every document; set exec_options.allow_dangerous to allow it"
+            )
     if name == "bulk":
         actions = op["actions"]
         if not isinstance(actions, list) or not actions:

@@ -4,6 +4,11 @@ Batching (seed 004 `exec_options`): DML statements are grouped `trans_batch_size
 statement commits the open batch and then commits on its own; `sleep_ms` pauses between batches. On an
 error the open batch is rolled back and nothing after the failing statement runs, so the result says
 exactly what is committed. Types without transactions (ClickHouse) run statement by statement.
+
+The whole script is checked first (`guard.check_script`): a dangerous or unsupported statement fails the
+target before anything runs. A script's own `BEGIN [modes] ... COMMIT` runs as one transaction opened
+with its modes (READ ONLY, ISOLATION LEVEL: the server enforces them); its `ROLLBACK`/`ABORT` rolls that
+transaction back and the result says so. `check_only` reviews instead of running (`review`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from typing import Any, ClassVar
 from executors.base import Stopped, until_stopped
 from executors.db import blocking
 from executors.db.base import DbExecutor, TargetResult, TargetRun
-from executors.db.params import Target
+from executors.db.guard import BEGIN_VERBS, COMMIT_VERBS, ROLLBACK_VERBS, ScriptRefused, check_script, transaction_start
+from executors.db.params import DbParams, Target
 from executors.db.report import Entry, render
 from executors.db.source import SourceError, read_source
 from executors.db.split import SplitError, Statement, split_sql
@@ -73,6 +79,14 @@ class SqlExecutor(DbExecutor):
     """The sqlglot dialect that splits this type's scripts: a type's own name is not one (a new type
     speaking MySQL's protocol, say, names `mysql` here)."""
 
+    def check_command(self, command: str, params: DbParams) -> None:
+        """An inline script is checked whole at task creation: a refused statement is a 400, not a failed task."""
+        try:
+            statements = split_sql(command, self.dialect)
+            check_script(statements, self.dialect, _allows_dangerous(params))
+        except (SplitError, ScriptRefused) as exc:
+            raise ValueError(f"command: {exc}") from None
+
     def driver_modules(self, targets: list[Target]) -> list[str]:
         # sqlglot loads a dialect's lexer on first use: part of the agent's warm-up, not of the deadline.
         return [f"sqlglot.dialects.{self.dialect}"]
@@ -92,19 +106,19 @@ class SqlExecutor(DbExecutor):
             return TargetResult(target, TaskStatus.failed, f"{where}: {exc}")
         if not statements:
             return TargetResult(target, TaskStatus.failed, f"{where}: no SQL statements found")
-        run.log(f"{len(statements)} statements from {where} on {target.label}")
         try:
-            session = await blocking.call(
-                lambda: self.connect(target, run),
-                cancel=run.ctx.cancel_event,
-                deadline=run.deadline,
-                on_late_result=lambda late: late.close(False),  # a connection that came too late goes back
-            )
-        except Stopped as exc:
-            return TargetResult(target, exc.status, f"{exc.reason} while connecting to {target.label}")
-        except Exception as exc:
-            return TargetResult(target, TaskStatus.failed, f"cannot connect to {target.label}: {_message(exc)}")
-        batch = _Batch(session, run, statements)
+            findings = check_script(statements, self.dialect, _allows_dangerous(run.params))
+        except ScriptRefused as exc:
+            return TargetResult(target, TaskStatus.failed, f"{where}: {exc}")
+        if run.options.check_only:
+            from executors.db.review import review
+
+            return await review(self, target, run, statements, findings)
+        run.log(f"{len(statements)} statements from {where} on {target.label}")
+        session = await self.open_session(target, run)
+        if isinstance(session, TargetResult):
+            return session
+        batch = _Batch(session, run, statements, self.dialect)
         reusable = False
         try:
             await batch.run_all()
@@ -117,12 +131,32 @@ class SqlExecutor(DbExecutor):
 
     shows_rollback: ClassVar[bool] = True
 
+    async def open_session(self, target: Target, run: TargetRun) -> SqlSession | TargetResult:
+        """A session for `target`, or the failed result saying why there is none."""
+        try:
+            return await blocking.call(
+                lambda: self.connect(target, run),
+                cancel=run.ctx.cancel_event,
+                deadline=run.deadline,
+                on_late_result=lambda late: late.close(False),  # a connection that came too late goes back
+            )
+        except Stopped as exc:
+            return TargetResult(target, exc.status, f"{exc.reason} while connecting to {target.label}")
+        except Exception as exc:
+            return TargetResult(target, TaskStatus.failed, f"cannot connect to {target.label}: {_message(exc)}")
+
+
+def _allows_dangerous(params: DbParams) -> bool:
+    """A review runs nothing, so it shows dangerous statements instead of refusing them."""
+    return params.exec_options.allow_dangerous or params.exec_options.check_only
+
 
 class _Batch:
     """The statement loop for one target; keeps the entries, the open batch and the outcome."""
 
-    def __init__(self, session: SqlSession, run: TargetRun, statements: list[Statement]) -> None:
+    def __init__(self, session: SqlSession, run: TargetRun, statements: list[Statement], dialect: str) -> None:
         self.session = session
+        self.dialect = dialect
         self.run = run
         self.statements = statements
         self.opts = run.options
@@ -130,6 +164,10 @@ class _Batch:
         self.open: list[Entry] = []  # executed, not yet committed
         self.batches = 0
         self.dml_in_batch = 0
+        self.explicit = False
+        """Inside the script's own BEGIN ... COMMIT: one transaction, not cut by trans_batch_size or DDL."""
+        self.started = False
+        """The server transaction was opened with the script's modes: it must end even with no entries."""
         self.abandoned = False
         """The server never confirmed an interrupt, commit or rollback: the connection is still busy."""
         self.status = TaskStatus.success
@@ -142,7 +180,9 @@ class _Batch:
                 if not await self._tx(stmt):
                     return
                 continue
-            if stmt.kind == "ddl" and self.open and not await self._commit():
+            if stmt.kind == "ddl" and self.explicit and self.dialect != "postgres":
+                self.explicit = False  # MySQL commits before DDL: the block ends here (guard allowed it)
+            if stmt.kind == "ddl" and self.open and not self.explicit and not await self._commit():
                 return
             entry = Entry(stmt, batch=self.batches + 1)
             self.entries.append(entry)
@@ -165,6 +205,8 @@ class _Batch:
                 entry.committed = True
                 continue
             self.open.append(entry)
+            if self.explicit:
+                continue
             if stmt.kind == "ddl":
                 if not await self._commit():
                     return
@@ -173,22 +215,76 @@ class _Batch:
                 full = self.dml_in_batch >= self.opts.trans_batch_size
                 if full and (not await self._commit() or not await self._pause(stmt.index < n)):
                     return
-        if self.open:
+        if self.open or self.started:
             await self._commit()
 
     async def _tx(self, stmt: Statement) -> bool:
-        """The script's own BEGIN/COMMIT mark batch boundaries; ROLLBACK and savepoints are refused."""
-        if stmt.verb in {"BEGIN", "START TRANSACTION", "COMMIT", "END"}:
-            return not self.open or await self._commit()
-        entry = Entry(stmt, batch=self.batches + 1)
-        self.entries.append(entry)
-        entry.finish_failed(f"{stmt.verb} is not supported in a script: transactions follow trans_batch_size", None)
-        await self._fail(TaskStatus.failed, f"statement {stmt.index}: {entry.error}")
-        return False
+        """The script's BEGIN opens one transaction (with its modes), COMMIT ends it, ROLLBACK undoes it.
+        `guard.check_script` has refused every other transaction statement before anything ran."""
+        if stmt.verb in COMMIT_VERBS:
+            self.explicit = False
+            return await self._commit()
+        if stmt.verb in ROLLBACK_VERBS:
+            self.explicit = False
+            return await self._script_rollback(stmt)
+        if stmt.verb not in BEGIN_VERBS:  # unreachable after check_script; never run it unchecked
+            await self._fail(TaskStatus.failed, f"statement {stmt.index}: {stmt.verb} is not supported in a script")
+            return False
+        if not await self._commit():
+            return False
+        self.explicit = self.session.transactional
+        start = transaction_start(stmt, self.dialect)
+        if start is None or not self.session.transactional:
+            return True
+        opener = Statement(stmt.index, start, "tx", stmt.verb)
+        try:
+            await self._call(lambda: self.session.execute(opener, 0, False))
+        except Stopped as exc:
+            self.abandoned = exc.abandoned
+            await self._fail(exc.status, f"statement {stmt.index} interrupted ({exc.reason})")
+            return False
+        except Exception as exc:
+            await self._fail(TaskStatus.failed, f"statement {stmt.index} ({stmt.short()}) failed: {_message(exc)}")
+            return False
+        self.started = True
+        self.run.log(f"[{stmt.index}/{len(self.statements)}] {stmt.short()}: transaction opened ({start})")
+        return True
+
+    async def _script_rollback(self, stmt: Statement) -> bool:
+        """The script's ROLLBACK: the server undoes the block, and the entries say rolled back, not committed."""
+        try:
+            await self._call(self.session.rollback, grace=True)
+        except Stopped:
+            self.abandoned, self.status = True, TaskStatus.failed
+            self.error = f"statement {stmt.index} (ROLLBACK) got no answer: the connection was dropped"
+            self.open, self.started = [], False
+            return False
+        except Exception as exc:
+            await self._fail(TaskStatus.failed, f"statement {stmt.index} (ROLLBACK) failed: {_message(exc)}")
+            return False
+        for e in self.open:  # a query's rows stay valid; only changes are undone
+            e.rolled_back = e.stmt.kind != "query"
+            e.committed = e.stmt.kind == "query"
+            e.by_script = True
+        if self.open:
+            self.batches += 1
+            first, last = self.open[0].stmt.index, self.open[-1].stmt.index
+            self.run.log(f"rolled back batch {self.batches} (statements {first}-{last}) as statement {stmt.index} asks")
+        self.open, self.started, self.dml_in_batch = [], False, 0
+        return True
 
     async def _commit(self) -> bool:
-        if not self.open:
+        if not self.open and not self.started:
             return True
+        if not self.open:  # a transaction opened with modes and nothing in it: end it
+            try:
+                await self._call(self.session.commit, grace=True)
+            except Exception as exc:
+                await self._fail(TaskStatus.failed, f"commit failed: {_message(exc)}")
+                return False
+            self.started = False
+            return True
+        self.started = False
         try:
             await self._call(self.session.commit, grace=True)
         except Stopped:
@@ -261,10 +357,13 @@ class _Batch:
 
     def summary(self) -> str:
         done = sum(e.committed for e in self.entries)
-        rolled = sum(e.rolled_back for e in self.entries)
+        rolled = sum(e.rolled_back and not e.by_script for e in self.entries)
+        undone = sum(e.rolled_back and e.by_script for e in self.entries)
         last = self.entries[-1].stmt.index if self.entries else 0
         not_run = sum(1 for s in self.statements if s.index > last and s.kind != "tx")
         parts = [f"{len(self.statements)} statements", f"{done} executed and committed"]
+        if undone:
+            parts.append(f"{undone} rolled back by the script's ROLLBACK")
         if rolled:
             parts.append(f"{rolled} rolled back")
         if self.error:

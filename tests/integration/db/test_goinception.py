@@ -139,18 +139,33 @@ def test_check_only_answer_reports_the_review_and_no_backup() -> None:
     assert "Backup DB" not in res.text and "check_only: nothing executed" in res.text
 
 
-def test_check_only_is_mysql_only_and_needs_goinception(mariadb: MariaDb, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"exec_options\.check_only: only mysql"):
-        parse_params({"target": {"host": "h"}, "exec_options": {"check_only": True}}, "postgres")
+def test_check_only_without_goinception_is_the_agents_own_review(mariadb: MariaDb, tmp_path: Path) -> None:
+    """No goinception_url: the SQL types' own review (tests/integration/db/test_guards.py) runs instead."""
+    with pytest.raises(ValueError, match=r"exec_options\.check_only: only the SQL types"):
+        parse_params({"target": {"host": "h"}, "exec_options": {"check_only": True}}, "elasticsearch")
     task = make_task(
         "CREATE TABLE t (id INT PRIMARY KEY)", type="mysql", target=mariadb.target(), exec_options={"check_only": True}
     )
     out, _ = run_task(task, tmp_path)
-    assert (out.status, out.error) == (
-        TaskStatus.failed,
-        "exec_options.check_only needs goInception: this agent's config has no goinception_url",
-    )
+    assert out.status == TaskStatus.success, out.error
+    assert [e["stage"] for e in out.data] == ["CHECKED"]
     assert mariadb.query("SHOW TABLES") == []  # a review asked for; nothing ran
+
+
+def test_goinception_path_refuses_a_dangerous_script_before_sending_it(tmp_path: Path) -> None:
+    """The guard runs before goInception is even contacted (nothing listens on its port here)."""
+    task = make_task(type="mysql", file_id="file-1", target={"host": "db1"})
+    script = tmp_path / "s.sql"
+    script.write_text("INSERT INTO t VALUES (1);\nDELETE FROM t")
+    port = free_port()
+
+    def setup(h: Harness) -> None:
+        h.files["file-1"] = script
+        h.config = {"goinception_url": f"127.0.0.1:{port}"}
+
+    out, _ = run_task(task, tmp_path, setup=setup)
+    assert out.status == TaskStatus.failed
+    assert out.error.startswith("file-1: statement 2 (DELETE): DELETE without WHERE changes every row")
 
 
 @pytest.fixture

@@ -130,7 +130,7 @@ def test_empty_filter_is_refused_when_posted(verb: str) -> None:
     with pytest.raises(ValueError) as err:
         validate(command, target={"host": "db1"})
     assert str(err.value) == (
-        f"command[1].filter: an empty filter {verb}s every document; set exec_options.allow_all to allow it"
+        f"command[1].filter: an empty filter {verb}s every document; set exec_options.allow_dangerous to allow it"
     )
     validate(command, target={"host": "db1"}, exec_options={"allow_all": True})
 
@@ -147,7 +147,8 @@ def test_empty_filter_is_refused_on_the_agent_too(mongo: MongoServer, client: An
 
     assert out.status == TaskStatus.failed
     assert (
-        out.error == "file-1[1].filter: an empty filter deletes every document; set exec_options.allow_all to allow it"
+        out.error
+        == "file-1[1].filter: an empty filter deletes every document; set exec_options.allow_dangerous to allow it"
     )
     assert client[db].users.count_documents({}) == 2  # not even the insert ran
 

@@ -171,7 +171,7 @@ def test_rollback_sql_keeps_every_type_exact(pg: PgDb, tmp_path: Path) -> None:
         "UPDATE odd SET tags = '{}', doc = '1', j = '[]', d = 'today', r = NULL;"
         "WITH two AS (SELECT 2 AS id) DELETE FROM Odd WHERE id IN (SELECT id FROM two)"
     )
-    out, _ = run_task(postgres(script, pg), tmp_path)
+    out, _ = run_task(postgres(script, pg, exec_options={"allow_dangerous": True}), tmp_path)
     assert out.status is TaskStatus.success, out.error
     assert out.data[0]["rollback_sql"][0].startswith('UPDATE "odd" SET "tags" = ')
     for entry in reversed(out.data):

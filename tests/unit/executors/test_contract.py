@@ -47,7 +47,7 @@ VALID: dict[str, dict[str, Any]] = {
     "api": {"command": "POST", "params": {"url": "http://example.com/", "body": {"a": 1}}},
     "http_request": {"params": {"url": "https://example.com/", "method": "PUT", "body": "x"}},
     "ping": {"command": "example.com", "params": {"method": "tcp", "port": 443}},
-    "mysql": {"command": "UPDATE t SET a = 1", "params": {"target": {"host": "db"}}},
+    "mysql": {"command": "UPDATE t SET a = 1 WHERE id = 2", "params": {"target": {"host": "db"}}},
     "doris": {"command": "INSERT INTO t VALUES (1)", "params": {"target": {"host": "db"}}},
     "postgres": {"command": "SELECT 1", "params": {"target": {"host": "db"}}},
     "clickhouse": {"command": "SELECT 1", "params": {"target": {"host": "db", "protocol": "http"}}},

@@ -1,0 +1,120 @@
+"""The whole-script check: which statements are dangerous, which transaction statements are refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from executors.db.guard import ScriptRefused, check_script, dangerous, transaction_start
+from executors.db.split import split_sql
+
+
+def _first(sql: str, dialect: str = "postgres") -> str | None:
+    return dangerous(split_sql(sql, dialect)[0], dialect)
+
+
+@pytest.mark.parametrize(
+    ("sql", "dialect"),
+    [
+        ("DELETE FROM t", "postgres"),
+        ("delete from t -- WHERE id = 1", "postgres"),
+        ("UPDATE t SET a = 1", "mysql"),
+        ("UPDATE t SET a = 1 LIMIT 10", "mysql"),
+        ("DELETE t1 FROM t1 JOIN t2 ON t1.a = t2.a", "mysql"),
+        ("WITH x AS (SELECT 1) DELETE FROM t", "postgres"),
+        ("UPDATE t SET a = 1 WHERE 1 = 1", "postgres"),
+        ("UPDATE t SET a = 1 WHERE 1", "mysql"),
+        ("DELETE FROM t WHERE TRUE", "postgres"),
+        ("DELETE FROM t WHERE (id = 3 OR 'a' = 'a')", "postgres"),
+        ("DROP TABLE t", "mysql"),
+        ("DROP DATABASE shop", "postgres"),
+        ("drop index i", "postgres"),
+        ("TRUNCATE t", "postgres"),
+        ("TRUNCATE TABLE t", "clickhouse"),
+        ("DROP TABLE IF EXISTS t", "clickhouse"),
+    ],
+)
+def test_dangerous(sql: str, dialect: str) -> None:
+    assert _first(sql, dialect) is not None
+
+
+@pytest.mark.parametrize(
+    ("sql", "dialect"),
+    [
+        ("DELETE FROM t WHERE id = 1", "postgres"),
+        ("UPDATE t SET a = 1 WHERE id IN (SELECT id FROM u)", "postgres"),
+        ("UPDATE s SET stock = stock--1 WHERE id = 1", "mysql"),
+        ("DELETE FROM t WHERE id = 1 AND 1 = 1", "postgres"),
+        ("DELETE FROM t WHERE 1 = 0", "postgres"),
+        ("INSERT INTO t SELECT * FROM u", "postgres"),
+        ("SELECT * FROM t", "mysql"),
+        ("CREATE TABLE t (a INT)", "postgres"),
+        ("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ DELETE FROM t; SELECT 1 $$", "postgres"),
+    ],
+)
+def test_not_dangerous(sql: str, dialect: str) -> None:
+    assert _first(sql, dialect) is None
+
+
+def test_refusal_names_the_first_statement_and_the_option() -> None:
+    statements = split_sql("SELECT 1; DELETE FROM a; DROP TABLE b", "postgres")
+    with pytest.raises(ScriptRefused) as err:
+        check_script(statements, "postgres", allow_dangerous=False)
+    assert str(err.value) == (
+        "statement 2 (DELETE): DELETE without WHERE changes every row (and 1 more); nothing was run: "
+        "set exec_options.allow_dangerous to true to run it"
+    )
+    found = check_script(statements, "postgres", allow_dangerous=True)
+    assert [(f.index, f.verb) for f in found] == [(2, "DELETE"), (3, "DROP TABLE")]
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("BEGIN", None),
+        ("BEGIN WORK", None),
+        ("BEGIN READ ONLY", "SET TRANSACTION READ ONLY"),
+        ("begin transaction isolation level serializable", "SET TRANSACTION isolation level serializable"),
+        ("/* c */ START TRANSACTION READ ONLY, ISOLATION LEVEL REPEATABLE READ",
+         "SET TRANSACTION READ ONLY, ISOLATION LEVEL REPEATABLE READ"),
+    ],
+)  # fmt: skip
+def test_postgres_transaction_start(sql: str, expected: str | None) -> None:
+    assert transaction_start(split_sql(sql, "postgres")[0], "postgres") == expected
+
+
+def test_mysql_starts_with_the_scripts_own_statement() -> None:
+    stmt = split_sql("START TRANSACTION READ ONLY", "mysql")[0]
+    assert transaction_start(stmt, "mysql") == "START TRANSACTION READ ONLY"
+
+
+@pytest.mark.parametrize(
+    ("script", "dialect", "message"),
+    [
+        ("UPDATE t SET a = 1 WHERE id = 1; ROLLBACK", "postgres", "statement 2 (ROLLBACK): ROLLBACK outside"),
+        ("BEGIN; ROLLBACK AND CHAIN", "postgres", "statement 2: ROLLBACK AND CHAIN is not supported"),
+        ("BEGIN; RELEASE SAVEPOINT a", "postgres", "statement 2: RELEASE is not supported"),
+        ("SET autocommit = 1", "mysql", "statement 1: SET AUTOCOMMIT is not supported"),
+        ("BEGIN; CREATE INDEX CONCURRENTLY i ON t (a); COMMIT", "postgres", "statement 2 (CREATE INDEX)"),
+        ("START TRANSACTION READ ONLY; CREATE TABLE x (a INT); COMMIT", "mysql", "statement 2 (CREATE TABLE)"),
+        ("BEGIN; CREATE TABLE x (a INT); ROLLBACK", "mysql", "statement 2 ended the block"),
+        ("BEGIN; INSERT INTO t VALUES (1); ROLLBACK", "clickhouse", "clickhouse commits each statement"),
+        ("BEGIN READ ONLY; SELECT 1; COMMIT", "doris", "doris has no transactions"),
+    ],
+)
+def test_refused_transaction_statements(script: str, dialect: str, message: str) -> None:
+    with pytest.raises(ScriptRefused, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check_script(split_sql(script, dialect), dialect, allow_dangerous=True)
+
+
+@pytest.mark.parametrize(
+    ("script", "dialect"),
+    [
+        ("BEGIN; UPDATE t SET a = 1 WHERE id = 1; ROLLBACK; BEGIN; SELECT 1; ABORT", "postgres"),
+        ("BEGIN; CREATE TABLE x (a INT); ROLLBACK", "postgres"),  # PostgreSQL's DDL is transactional
+        ("BEGIN; CREATE TABLE x (a INT); COMMIT", "mysql"),
+        ("BEGIN; ROLLBACK AND NO CHAIN", "mysql"),
+        ("BEGIN; INSERT INTO t VALUES (1); COMMIT", "clickhouse"),
+    ],
+)
+def test_accepted_transaction_statements(script: str, dialect: str) -> None:
+    assert check_script(split_sql(script, dialect), dialect, allow_dangerous=False) == []
