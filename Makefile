@@ -25,8 +25,9 @@ run: compile
 	$(BIN)/tiangong up --host 127.0.0.1 --port 8080 --data-dir ./data --agent-id local
 
 # Test modules run in parallel workers (pytest-xdist), a module's tests on one worker, since they share
-# its cloud; TEST_WORKERS=0 runs them in this process, in order.
-TEST_WORKERS ?= 2
+# its cloud; TEST_WORKERS=0 runs them in this process, in order. Three workers on two cores: much of the
+# suite waits (leases, long-polls, servers), so a third worker fills the idle time.
+TEST_WORKERS ?= 3
 test: compile
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope
 
