@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from tests.servers import unavailable
+from tests.servers.mongo import MongoServer, running_mongo
+from tests.servers.search import SearchServer, running_search
 
 MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
@@ -131,3 +133,33 @@ def mariadb_second(mariadb_account: str) -> Iterator[MariaDb]:
 def pg_second() -> Iterator[PgDb]:
     """A second database, for tests that work on two targets."""
     yield from pg.__wrapped__()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def mongo() -> Iterator[MongoServer]:
+    """One MongoDB (a real one from TIANGONG_TEST_MONGO_URL, else the wire-level stand-in) per worker."""
+    with running_mongo() as server:
+        yield server
+
+
+@pytest.fixture
+def client(mongo: MongoServer) -> Iterator[Any]:
+    """A pymongo client of `mongo`."""
+    c = mongo.client()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def db(mongo: MongoServer, client: Any) -> Iterator[str]:
+    """A fresh MongoDB database name, dropped afterwards."""
+    name = f"tg_{uuid.uuid4().hex[:10]}"
+    yield name
+    client.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def search() -> Iterator[SearchServer]:
+    """One Elasticsearch/OpenSearch (a real one from the environment, else the stand-in) per worker."""
+    with running_search() as server:
+        yield server

@@ -5,11 +5,9 @@ TIANGONG_TEST_CLICKHOUSE_URL when set. Each test gets a database of its own.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.db.test_mysql import cancel_when_running
 from tests.servers import free_port
 from tests.servers.clickhouse import ENV, HTTP_PASSWORD, ClickHouseServer, chdb_http_server, env_server, native_server
 from tests.unit.executors.harness import Harness, make_task, run_task
@@ -201,26 +200,10 @@ def test_timeout_interrupts_the_statement_on_the_server(db: Db, tmp_path: Path) 
     assert time.monotonic() - started < 6
 
 
-def cancel_when_running(server: ClickHouseServer, fragment: str) -> Any:
-    """A setup that cancels the task as soon as its statement is seen running on the server."""
-
-    def setup(ctx: Harness) -> None:
-        loop = asyncio.get_running_loop()
-
-        def watch() -> None:
-            end = time.monotonic() + 20
-            while time.monotonic() < end and not server.running(fragment):
-                time.sleep(0.05)
-            loop.call_soon_threadsafe(ctx.cancel_event.set)
-
-        threading.Thread(target=watch, daemon=True).start()
-
-    return setup
-
-
 def test_cancel_interrupts_the_statement_on_the_server(db: Db, tmp_path: Path) -> None:
     started = time.monotonic()
-    out, _ = run_task(clickhouse(SLOW, db), tmp_path, setup=cancel_when_running(db.server, "sleepEachRow"))
+    setup = cancel_when_running(lambda: db.server.running("sleepEachRow"))
+    out, _ = run_task(clickhouse(SLOW, db), tmp_path, setup=setup)
     assert out.status is TaskStatus.canceled
     assert out.error == "statement 1 interrupted (canceled)"
     assert db.server.running("sleepEachRow") == 0

@@ -7,10 +7,8 @@ chdb HTTP stand-in (ClickHouse 26.x), started with `--hold-kills` where a KILL m
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -21,9 +19,10 @@ import pytest
 
 from executors.db.clickhouse_session import KILL_WAIT_SECONDS
 from executors.db.clickhouse_values import inline_values, insert_select, values_rows
+from tests.integration.db.test_mysql import cancel_when_running
 from tests.servers import unavailable
 from tests.servers.clickhouse import ClickHouseServer, chdb_http_server, native_server
-from tests.unit.executors.harness import Harness, make_task, run_task
+from tests.unit.executors.harness import make_task, run_task
 from wire.tasks import TaskStatus
 
 SLOW = "SELECT sum(sleepEachRow(1)) FROM numbers(20) SETTINGS max_block_size = 1"
@@ -66,31 +65,13 @@ def clickhouse(command: str, target: dict[str, Any]) -> Any:
     return make_task(command, type="clickhouse", target=target)
 
 
-def cancel_when_running(server: ClickHouseServer, fragment: str, canceled_at: list[float]) -> Any:
-    """A setup that cancels the task once its statement runs on the server, noting when."""
-
-    def setup(ctx: Harness) -> None:
-        loop = asyncio.get_running_loop()
-
-        def watch() -> None:
-            end = time.monotonic() + 20
-            while time.monotonic() < end and not server.running(fragment):
-                time.sleep(0.05)
-            canceled_at.append(time.monotonic())
-            loop.call_soon_threadsafe(ctx.cancel_event.set)
-
-        threading.Thread(target=watch, daemon=True).start()
-
-    return setup
-
-
 def test_http_cancel_with_an_unanswered_kill_ends_within_seconds_and_says_so(
     deaf_http: ClickHouseServer, tmp_path: Path
 ) -> None:
     """Before: the KILL waited for clickhouse-connect's 300 s read timeout and the task stayed `running`."""
     with deaf_http.database() as name:
         canceled_at: list[float] = []
-        setup = cancel_when_running(deaf_http, "sleepEachRow", canceled_at)
+        setup = cancel_when_running(lambda: deaf_http.running("sleepEachRow"), canceled_at)
         out, ctx = run_task(clickhouse(SLOW, deaf_http.target(name)), tmp_path, setup=setup)
         took = time.monotonic() - canceled_at[0]
         still_running = deaf_http.running("sleepEachRow")
@@ -110,7 +91,7 @@ def test_http_cancel_with_an_unanswered_kill_ends_within_seconds_and_says_so(
 def test_http_cancel_with_an_answered_kill_says_nothing_more(chdb_http: ClickHouseServer, tmp_path: Path) -> None:
     with chdb_http.database() as name:
         canceled_at: list[float] = []
-        setup = cancel_when_running(chdb_http, "sleepEachRow", canceled_at)
+        setup = cancel_when_running(lambda: chdb_http.running("sleepEachRow"), canceled_at)
         out, ctx = run_task(clickhouse(SLOW, chdb_http.target(name)), tmp_path, setup=setup)
         took = time.monotonic() - canceled_at[0]
         assert chdb_http.running("sleepEachRow") == 0

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,32 +21,11 @@ from executors.db.params import parse_params, resolve_targets
 from executors.registry import get_executor
 from tests.integration.db.mongo_wire import MongoWireProxy
 from tests.servers import free_port
-from tests.servers.mongo import MongoServer, running_mongo
+from tests.servers.mongo import MongoServer
 from tests.unit.executors.harness import Harness, cancel_when, make_task, run_task
 from wire.tasks import TaskRequest, TaskStatus
 
 PASSWORD = "Tg-m0ngo-pw-7781"
-
-
-@pytest.fixture(scope="session")
-def mongo() -> Iterator[MongoServer]:
-    with running_mongo() as server:
-        yield server
-
-
-@pytest.fixture
-def client(mongo: MongoServer) -> Iterator[Any]:
-    c = mongo.client()
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def db(mongo: MongoServer, client: Any) -> Iterator[str]:
-    """A fresh database name, dropped afterwards."""
-    name = f"tg_{uuid.uuid4().hex[:10]}"
-    yield name
-    client.drop_database(name)
 
 
 def run(

@@ -11,38 +11,14 @@ from __future__ import annotations
 import json
 import socket
 import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.integration.db.mongo_wire import MongoWireProxy, _Client
-from tests.servers.mongo import MongoServer, running_mongo
+from tests.servers.mongo import MongoServer
 from tests.unit.executors.harness import cancel_when, make_task, run_task
 from wire.tasks import TaskStatus
-
-
-@pytest.fixture(scope="module")
-def mongo() -> Iterator[MongoServer]:
-    with running_mongo() as server:
-        yield server
-
-
-@pytest.fixture
-def client(mongo: MongoServer) -> Iterator[Any]:
-    c = mongo.client()
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def db(client: Any) -> Iterator[str]:
-    name = f"tg_{uuid.uuid4().hex[:10]}"
-    yield name
-    client.drop_database(name)
 
 
 @dataclass

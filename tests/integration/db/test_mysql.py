@@ -190,8 +190,9 @@ def test_a_cold_agent_imports_its_driver_outside_timeout_ms(type_: str, mariadb:
     assert not _running(mariadb, "SLEEP(30)")
 
 
-def cancel_when_running(db_running: Any) -> Any:
-    """A setup that cancels the task as soon as its statement is seen running on the server."""
+def cancel_when_running(db_running: Any, canceled_at: list[float] | None = None) -> Any:
+    """A setup that cancels the task as soon as its statement is seen running on the server (noting when
+    in `canceled_at`)."""
 
     def setup(ctx: Harness) -> None:
         loop = asyncio.get_running_loop()
@@ -200,6 +201,8 @@ def cancel_when_running(db_running: Any) -> Any:
             end = time.monotonic() + 20
             while time.monotonic() < end and not db_running():
                 time.sleep(0.05)
+            if canceled_at is not None:
+                canceled_at.append(time.monotonic())
             loop.call_soon_threadsafe(ctx.cancel_event.set)
 
         threading.Thread(target=watch, daemon=True).start()

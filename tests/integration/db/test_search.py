@@ -22,18 +22,12 @@ import pytest
 from executors.base import Outcome
 from executors.registry import get_executor
 from tests.servers import free_port
-from tests.servers.search import FakeElasticsearch, SearchServer, running_search, self_signed_tls
+from tests.servers.search import FakeElasticsearch, SearchServer, self_signed_tls
 from tests.unit.executors.harness import Harness, cancel_when, make_task, run_task
 from wire.tasks import TaskRequest, TaskStatus
 
 PASSWORD = "Tg-search-pw-5521"
 API_KEY = "VGc6c2VhcmNoLWFwaS1rZXk="
-
-
-@pytest.fixture(scope="session")
-def search() -> Iterator[SearchServer]:
-    with running_search() as server:
-        yield server
 
 
 @pytest.fixture

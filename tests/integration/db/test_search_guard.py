@@ -15,15 +15,9 @@ import pytest
 
 from cloud.services.errors import BadRequest
 from cloud.services.tasks import validate_request
-from tests.servers.search import SearchServer, running_search
+from tests.servers.search import SearchServer
 from tests.unit.executors.harness import make_task, run_task
 from wire.tasks import TaskRequest, TaskStatus
-
-
-@pytest.fixture(scope="module")
-def search() -> Iterator[SearchServer]:
-    with running_search() as server:
-        yield server
 
 
 @pytest.fixture
