@@ -28,6 +28,25 @@ ESTIMATED = {"postgres", "mysql", "doris"}
 """Dialects whose servers answer EXPLAIN; clickhouse (18.16 here) has none."""
 _EXPLAINABLE = {"SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "VALUES", "TABLE"}
 NOT_AVAILABLE = "estimate not available"
+_RUNS_DERIVED = {"mysql", "doris"}
+"""MySQL/MariaDB's EXPLAIN executes a derived table or CTE it materializes (with any function it calls):
+a statement holding one is not explained, so a review runs nothing."""
+_DERIVED_NOTE = "not explained: MySQL/MariaDB's EXPLAIN would run its derived tables or WITH queries"
+
+
+def _materializes(sql: str, dialect: str) -> bool:
+    """Whether the statement holds a WITH or a subquery in FROM/JOIN (or cannot be parsed to tell)."""
+    import sqlglot
+
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect)
+    except sqlglot.errors.SqlglotError:
+        return True
+    if tree is None or isinstance(tree, sqlglot.exp.Command) or tree.find(sqlglot.exp.With) is not None:
+        return True
+    return any(
+        isinstance(sub.parent, (sqlglot.exp.From, sqlglot.exp.Join)) for sub in tree.find_all(sqlglot.exp.Subquery)
+    )
 
 
 async def review(
@@ -36,6 +55,10 @@ async def review(
     """The review of `statements` on `target`: one entry per statement, nothing executed."""
     warnings = {f.index: f"dangerous: {f.reason} (needs exec_options.allow_dangerous)" for f in findings}
     entries = [_entry(s, warnings.get(s.index)) for s in statements]
+    if executor.dialect in _RUNS_DERIVED:
+        for s, e in zip(statements, entries, strict=True):
+            if e["estimate_note"] == "" and _materializes(s.sql, executor.dialect):
+                e["estimate_note"] = f"{NOT_AVAILABLE} ({_DERIVED_NOTE})"
     run.log(f"reviewing {len(statements)} statements for {target.label} (check_only: nothing is executed)")
     if executor.dialect in ESTIMATED and any(e["estimate_note"] == "" for e in entries):
         session = await executor.open_session(target, run)

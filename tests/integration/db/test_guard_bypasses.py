@@ -91,3 +91,26 @@ def test_postgres_commit_and_chain_is_refused(pg: PgDb, tmp_path: Path) -> None:
     assert out.status == TaskStatus.failed
     assert out.error.startswith("command: statement 3: COMMIT AND CHAIN is not supported in a script"), out.error
     assert pg.query("SELECT count(*) FILTER (WHERE v = 'x') FROM t") == [(0,)]
+
+
+def test_mariadb_check_only_runs_no_derived_table(mariadb: MariaDb, tmp_path: Path) -> None:
+    """MariaDB's EXPLAIN materializes a derived table or WITH query: a review of one ran the function in
+    it (a row in a MyISAM table, which the review's rollback cannot take back)."""
+    _my_table(mariadb)
+    mariadb.query("CREATE TABLE audit (x INT) ENGINE = MyISAM")
+    mariadb.query("CREATE FUNCTION f() RETURNS INT MODIFIES SQL DATA BEGIN INSERT INTO audit VALUES (1); RETURN 1; END")
+    script = (
+        "SELECT * FROM (SELECT f() AS a) d;\n"
+        "WITH c AS (SELECT f() AS a) SELECT * FROM c;\n"
+        "UPDATE t SET v = 'x' WHERE id IN (SELECT a FROM (SELECT f() AS a) d);\n"
+        "UPDATE t SET v = 'x' WHERE id <= 10"
+    )
+    task = make_task(script, type="mysql", target=mariadb.target(), exec_options={"check_only": True})
+    out, _ = run_task(task, tmp_path)
+    assert out.status == TaskStatus.success, out.error
+    assert mariadb.query("SELECT count(*) FROM audit") == [(0,)]
+    notes = [e["estimate_note"] for e in out.data]
+    assert notes[:3] == ["estimate not available (not explained: MySQL/MariaDB's EXPLAIN would run its derived "
+                         "tables or WITH queries)"] * 3  # fmt: skip
+    assert notes[3] == "" and 1 <= out.data[3]["estimated_rows"] <= 20
+    assert mariadb.query("SELECT count(*), sum(v = 'x') FROM t") == [(50, 0)]
