@@ -27,6 +27,14 @@ BEGIN_VERBS = {"BEGIN", "START TRANSACTION"}
 COMMIT_VERBS = {"COMMIT", "END"}
 ROLLBACK_VERBS = {"ROLLBACK", "ABORT"}
 _BEGIN = re.compile(r"^\s*(?:BEGIN|START\s+TRANSACTION)(?:\s+(?:WORK|TRANSACTION)\b)?(.*)$", re.I | re.S)
+_MODES = re.compile(
+    r"^(?:(?:ISOLATION\s+LEVEL\s+(?:SERIALIZABLE|REPEATABLE\s+READ|READ\s+COMMITTED|READ\s+UNCOMMITTED)"
+    r"|READ\s+ONLY|READ\s+WRITE|(?:NOT\s+)?DEFERRABLE|WITH\s+CONSISTENT\s+SNAPSHOT)\s*(?:,\s*|\s+|$))*$",
+    re.I,
+)
+"""Transaction modes a BEGIN/START TRANSACTION may carry. Anything else is not a transaction start: MariaDB's
+`BEGIN NOT ATOMIC <statements> END` is a compound statement, and sent as the block's opener it would run
+statements the guard never saw."""
 _COMMENTS = re.compile(r"/\*.*?\*/|--[^\n]*|#[^\n]*", re.S)
 _PG_OUTSIDE = re.compile(
     r"\s*(VACUUM|ALTER\s+SYSTEM|(CREATE|DROP)\s+(DATABASE|TABLESPACE)|CREATE\s+(UNIQUE\s+)?INDEX\s+CONCURRENTLY|"
@@ -283,6 +291,11 @@ def _check_transactions(statements: list[Statement], dialect: str) -> None:
         if s.verb in BEGIN_VERBS:
             if block is not None:
                 raise ScriptRefused(f"{where}: BEGIN inside an open BEGIN ... COMMIT block; close the first one")
+            if begin_modes(s) and not _MODES.match(begin_modes(s)):
+                raise ScriptRefused(
+                    f"statement {s.index}: {s.short(40)} is not supported in a script: "
+                    "a BEGIN carries only transaction modes (READ ONLY, ISOLATION LEVEL ...)"
+                )
             if begin_modes(s) and dialect not in TRANSACTIONAL:
                 raise ScriptRefused(f"{where}: {dialect} has no transactions, so {begin_modes(s)} cannot be honoured")
             block, ended = s, ""

@@ -114,3 +114,14 @@ def test_mariadb_check_only_runs_no_derived_table(mariadb: MariaDb, tmp_path: Pa
                          "tables or WITH queries)"] * 3  # fmt: skip
     assert notes[3] == "" and 1 <= out.data[3]["estimated_rows"] <= 20
     assert mariadb.query("SELECT count(*), sum(v = 'x') FROM t") == [(50, 0)]
+
+
+def test_mariadb_compound_statement_is_not_a_transaction_start(mariadb: MariaDb, tmp_path: Path) -> None:
+    """`BEGIN NOT ATOMIC ... END` was taken for a BEGIN with modes and sent as the block's opener: the
+    DELETE in it, never judged, emptied the table."""
+    _my_table(mariadb)
+    script = "DELIMITER //\nBEGIN NOT ATOMIC DELETE FROM t; END//\nDELIMITER ;\nSELECT 1"
+    out, _ = run_task(make_task(script, type="mysql", target=mariadb.target()), tmp_path)
+    assert out.status == TaskStatus.failed, out.result
+    assert out.error.startswith("command: statement 1: BEGIN NOT ATOMIC DELETE FROM t; END is not supported")
+    assert mariadb.query("SELECT count(*) FROM t") == [(50,)]

@@ -138,6 +138,7 @@ def test_mysql_starts_with_the_scripts_own_statement() -> None:
         ("BEGIN; ROLLBACK PREPARED 'x'", "postgres", "statement 2: ROLLBACK PREPARED 'x' is not supported"),
         ("COMMIT PREPARED 'x'", "postgres", "statement 1: COMMIT PREPARED 'x' is not supported"),
         ("BEGIN; COMMIT RELEASE", "mysql", "statement 2: COMMIT RELEASE is not supported"),
+        ("DELIMITER //\nBEGIN NOT ATOMIC DELETE FROM t; END//", "mysql", "statement 1: BEGIN NOT ATOMIC DELETE"),
         ("BEGIN; CREATE INDEX CONCURRENTLY i ON t (a); COMMIT", "postgres", "statement 2 (CREATE INDEX)"),
         ("START TRANSACTION READ ONLY; CREATE TABLE x (a INT); COMMIT", "mysql", "statement 2 (CREATE TABLE)"),
         ("BEGIN; CREATE TABLE x (a INT); ROLLBACK", "mysql", "statement 2 ended the block"),
@@ -159,6 +160,8 @@ def test_refused_transaction_statements(script: str, dialect: str, message: str)
         ("BEGIN; ROLLBACK AND NO CHAIN", "mysql"),
         ("BEGIN; COMMIT WORK AND NO CHAIN; START TRANSACTION; END TRANSACTION", "postgres"),
         ("SET @autocommit = 1; SET @note = 'autocommit'", "mysql"),
+        ("BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY, NOT DEFERRABLE; COMMIT", "postgres"),
+        ("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY; COMMIT", "mysql"),
         ("BEGIN; INSERT INTO t VALUES (1); COMMIT", "clickhouse"),
     ],
 )
