@@ -125,3 +125,20 @@ def test_mariadb_compound_statement_is_not_a_transaction_start(mariadb: MariaDb,
     assert out.status == TaskStatus.failed, out.result
     assert out.error.startswith("command: statement 1: BEGIN NOT ATOMIC DELETE FROM t; END is not supported")
     assert mariadb.query("SELECT count(*) FROM t") == [(50,)]
+
+
+def test_mariadb_executable_comment_ddl_is_a_batch_boundary(mariadb: MariaDb, tmp_path: Path) -> None:
+    """`/*!40000 ALTER TABLE t DISABLE KEYS */` (mysqldump's) was an 'other' statement inside the batch: the
+    server's implicit commit before it kept row 100, which the failed task reported as rolled back."""
+    _my_table(mariadb)
+    script = (
+        "INSERT INTO t VALUES (100, 'n');\n/*!40000 ALTER TABLE t DISABLE KEYS */;\nINSERT INTO t VALUES (1, 'dup')"
+    )
+    out, _ = run_task(make_task(script, type="mysql", target=mariadb.target()), tmp_path)
+    assert out.status == TaskStatus.failed
+    assert [(e["index"], e["kind"], e["stage"]) for e in out.data] == [
+        (1, "dml", "EXECUTED"),
+        (2, "ddl", "EXECUTED"),
+        (3, "dml", "FAILED"),
+    ]
+    assert mariadb.query("SELECT count(*) FROM t WHERE id = 100") == [(1,)]
