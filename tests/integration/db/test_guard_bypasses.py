@@ -9,11 +9,13 @@ script runs, and the table is as it was.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.db.conftest import MariaDb, PgDb
+from tests.servers.clickhouse import ClickHouseServer, native_server
 from tests.unit.executors.harness import make_task, run_task
 from wire.tasks import TaskStatus
 
@@ -142,3 +144,23 @@ def test_mariadb_executable_comment_ddl_is_a_batch_boundary(mariadb: MariaDb, tm
         (3, "dml", "FAILED"),
     ]
     assert mariadb.query("SELECT count(*) FROM t WHERE id = 100") == [(1,)]
+
+
+@pytest.fixture(scope="module")
+def native() -> Iterator[ClickHouseServer]:
+    server = native_server()
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("mutation", ["ALTER TABLE t DELETE WHERE 1", "ALTER TABLE t UPDATE v = 'x' WHERE 1 = 1"])
+def test_clickhouse_mutation_of_every_row_is_refused(native: ClickHouseServer, tmp_path: Path, mutation: str) -> None:
+    """ClickHouse 18.16's ALTER TABLE ... DELETE/UPDATE WHERE <always true> was DDL to the guard: it ran."""
+    with native.database() as name:
+        native.query(f"CREATE TABLE {name}.t (id UInt32, v String) ENGINE = MergeTree ORDER BY id")
+        native.query(f"INSERT INTO {name}.t SELECT number, toString(number) FROM system.numbers LIMIT 2")
+        out, _ = run_task(make_task(mutation, type="clickhouse", target=native.target(name)), tmp_path)
+        assert out.status == TaskStatus.failed, out.result
+        assert out.error.startswith("command: statement 1 (ALTER TABLE): "), out.error
+        assert "changes every row" in out.error
+        assert native.query(f"SELECT count(), countIf(v = 'x') FROM {name}.t") == [(2, 0)]
