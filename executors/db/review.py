@@ -119,7 +119,8 @@ def _explain(session: SqlSession, dialect: str, s: Statement) -> tuple[int | Non
     try:
         out = session.execute(Statement(s.index, sql, "query", "EXPLAIN"), 1000, False)
     except Exception as exc:
-        return None, f"{NOT_AVAILABLE}: {' '.join(str(exc).split())[:300]}"
+        reason = " ".join(str(exc).split())
+        return None, f"{NOT_AVAILABLE}: {reason if len(reason) <= 300 else reason[:300] + ' ...'}"
     finally:
         session.rollback()  # a failed EXPLAIN aborts a PostgreSQL transaction; nothing else is in it
     rows = _pg_rows(out.rows) if dialect == "postgres" else _mysql_rows(out.columns, out.rows)
@@ -160,7 +161,7 @@ def _text(entries: list[dict[str, Any]]) -> str:
             f"Estimated Rows: {est}",
         ]
         lines += [f"Warning: {w}" for w in e["warnings"]]
-        lines.append(f"SQL: {e['sql'][:2000]}")
+        lines.append(f"SQL: {e['sql'] if len(e['sql']) <= 2000 else e['sql'][:2000] + ' ...'}")
         blocks.append("\n".join(lines))
     dangerous = sum(bool(e["warnings"]) for e in entries)
     blocks.append(f"Summary: {len(entries)} statements checked, none executed (check_only); {dangerous} dangerous")
