@@ -98,6 +98,7 @@ _MODIFIERS = re.compile(r"^(\s*(?:UPDATE|DELETE))((?:\s+(?:LOW_PRIORITY|QUICK|IG
 """MySQL's `DELETE IGNORE` / `UPDATE LOW_PRIORITY`: sqlglot cannot parse them, and they change nothing
 about which rows match."""
 _WRITES = {"UPDATE", "DELETE"}
+_ROUTINES = {"PROCEDURE", "FUNCTION", "TRIGGER", "EVENT"}
 _WRITE_WORDS = re.compile(r"\b(UPDATE|DELETE|MERGE)\b", re.I)
 
 
@@ -116,6 +117,8 @@ def _writes(sql: str, stmt: Statement, dialect: str) -> list[tuple[str, bool, ex
         tree = sqlglot.parse_one(_MODIFIERS.sub(r"\1", sql), read=dialect)
     except (ParseError, TokenError, ValueError):
         tree = None
+    if isinstance(tree, exp.Create) and str(tree.kind or "").upper() in _ROUTINES:
+        return []  # a routine's body runs when called, not when created (as PostgreSQL's $$ bodies)
     if tree is not None and not isinstance(tree, exp.Command):
         out: list[tuple[str, bool, exp.Expression | None]] = []
         for node in tree.find_all(exp.Update, exp.Delete, exp.Merge):

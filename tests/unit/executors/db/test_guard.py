@@ -86,6 +86,7 @@ def test_dangerous(sql: str, dialect: str) -> None:
         ("ALTER TABLE t DELETE WHERE id = 5", "clickhouse"),
         ("/*!40101 SET NAMES utf8 */", "mysql"),
         ("DELETE FROM t WHERE id = 5 /* OR 1 */", "mysql"),
+        ("DELIMITER //\nCREATE PROCEDURE p() BEGIN DELETE FROM t; END//", "mysql"),
     ],
 )
 def test_not_dangerous(sql: str, dialect: str) -> None:
