@@ -5,7 +5,8 @@ is built from known narrowing parts (term, range, exists, ...); an empty `bool`,
 match-all parts, a `must_not` of `match_none`, a `query_string` of `*`, a `script` or an unknown query
 type all count as matching everything. `exists` does not: documents without the field are spared.
 MongoDB (update/delete filters): the obvious ones: `{}`, `{"$and": []}`, `{"_id": {"$exists": true}}`,
-`{"$expr": true}`, a filter of only `$comment`, and combinations of those.
+`{"$expr": true}`, an `$expr` comparing a field with itself (`{"$eq": ["$a", "$a"]}`), a filter of only
+`$comment`, and combinations of those.
 """
 
 from __future__ import annotations
@@ -154,8 +155,24 @@ def _constant_true(expr: Any) -> bool:
     if isinstance(expr, (int, float)):
         return expr != 0
     if isinstance(expr, dict):
-        return not _reads_field(expr)
+        return not _reads_field(expr) or _self_comparison(expr)
     return False
+
+
+def _self_comparison(expr: dict[str, Any]) -> bool:
+    """`{"$eq": ["$a", "$a"]}` (also $gte, $lte): a field compared with itself holds for every document, even
+    one without the field (missing equals missing in an expression), as SQL's `WHERE id = id` nearly does."""
+    if len(expr) != 1:
+        return False
+    ((op, args),) = expr.items()
+    return (
+        op in ("$eq", "$gte", "$lte")
+        and isinstance(args, list)
+        and len(args) == 2
+        and isinstance(args[0], str)
+        and args[0].startswith("$")
+        and args[0] == args[1]
+    )
 
 
 def _reads_field(value: Any) -> bool:

@@ -9,6 +9,7 @@ details from `target` over the named `connection`; database name from `target.db
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,7 +18,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from executors.base import parse_model
-from wire.masker import Masker, map_strings
+from wire.masker import MIN_SECRET_CHARS, Masker, map_strings
+from wire.secrets import MASK
 
 
 @dataclass(frozen=True)
@@ -283,13 +285,42 @@ def _normal(spec: dict[str, Any]) -> dict[str, Any]:
 def scrub(text: str, secrets: list[str]) -> str:
     """`text` with every secret value replaced; drivers sometimes echo connection strings in errors.
     Values are masked as in all output (wire.masker): not one shorter than 4 characters, nor one that is
-    itself a word like `password`, which would turn a server's `Wrong password` into `Wrong ******`."""
+    itself a word like `password`, which would turn a server's `Wrong password` into `Wrong ******`.
+    A secret cut short where a statement is shortened for a log line or the result text (`...`) is masked
+    too: the whole value no longer matches there, and its first characters would show."""
     return _masker(tuple(secrets)).text(text) if secrets else text
 
 
+CUT = "..."
+"""What ends a statement or message shortened for display (`Statement.short`, the result text)."""
+
+
+class _CutMasker:
+    """The task's Masker, then the beginnings of its secrets that stand right before a cut."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        self.masker = Masker.of(secrets)
+        prefixes = {
+            s[:n] for s in self.masker.secrets for n in range(MIN_SECRET_CHARS, len(s)) if not s[:n].endswith(".")
+        }
+        self.cut = (
+            re.compile(
+                "(?:" + "|".join(re.escape(p) for p in sorted(prefixes, key=len, reverse=True)) + r")(?= ?\.\.\.)"
+            )
+            if prefixes
+            else None
+        )
+
+    def text(self, text: str) -> str:
+        text = self.masker.text(text)
+        if self.cut is not None and CUT in text:
+            text = self.cut.sub(MASK, text)
+        return text
+
+
 @lru_cache(maxsize=64)
-def _masker(secrets: tuple[str, ...]) -> Masker:
-    return Masker.of(secrets)
+def _masker(secrets: tuple[str, ...]) -> _CutMasker:
+    return _CutMasker(secrets)
 
 
 def scrub_value(value: Any, secrets: list[str]) -> Any:

@@ -28,6 +28,25 @@ ESTIMATED = {"postgres", "mysql", "doris"}
 """Dialects whose servers answer EXPLAIN; clickhouse (18.16 here) has none."""
 _EXPLAINABLE = {"SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "VALUES", "TABLE"}
 NOT_AVAILABLE = "estimate not available"
+_RUNS_DERIVED = {"mysql", "doris"}
+"""MySQL/MariaDB's EXPLAIN executes a derived table or CTE it materializes (with any function it calls):
+a statement holding one is not explained, so a review runs nothing."""
+_DERIVED_NOTE = "not explained: MySQL/MariaDB's EXPLAIN would run its derived tables or WITH queries"
+
+
+def _materializes(sql: str, dialect: str) -> bool:
+    """Whether the statement holds a WITH or a subquery in FROM/JOIN (or cannot be parsed to tell)."""
+    import sqlglot
+
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect)
+    except sqlglot.errors.SqlglotError:
+        return True
+    if tree is None or isinstance(tree, sqlglot.exp.Command) or tree.find(sqlglot.exp.With) is not None:
+        return True
+    return any(
+        isinstance(sub.parent, (sqlglot.exp.From, sqlglot.exp.Join)) for sub in tree.find_all(sqlglot.exp.Subquery)
+    )
 
 
 async def review(
@@ -36,6 +55,10 @@ async def review(
     """The review of `statements` on `target`: one entry per statement, nothing executed."""
     warnings = {f.index: f"dangerous: {f.reason} (needs exec_options.allow_dangerous)" for f in findings}
     entries = [_entry(s, warnings.get(s.index)) for s in statements]
+    if executor.dialect in _RUNS_DERIVED:
+        for s, e in zip(statements, entries, strict=True):
+            if e["estimate_note"] == "" and _materializes(s.sql, executor.dialect):
+                e["estimate_note"] = f"{NOT_AVAILABLE} ({_DERIVED_NOTE})"
     run.log(f"reviewing {len(statements)} statements for {target.label} (check_only: nothing is executed)")
     if executor.dialect in ESTIMATED and any(e["estimate_note"] == "" for e in entries):
         session = await executor.open_session(target, run)
@@ -96,7 +119,8 @@ def _explain(session: SqlSession, dialect: str, s: Statement) -> tuple[int | Non
     try:
         out = session.execute(Statement(s.index, sql, "query", "EXPLAIN"), 1000, False)
     except Exception as exc:
-        return None, f"{NOT_AVAILABLE}: {' '.join(str(exc).split())[:300]}"
+        reason = " ".join(str(exc).split())
+        return None, f"{NOT_AVAILABLE}: {reason if len(reason) <= 300 else reason[:300] + ' ...'}"
     finally:
         session.rollback()  # a failed EXPLAIN aborts a PostgreSQL transaction; nothing else is in it
     rows = _pg_rows(out.rows) if dialect == "postgres" else _mysql_rows(out.columns, out.rows)
@@ -137,7 +161,7 @@ def _text(entries: list[dict[str, Any]]) -> str:
             f"Estimated Rows: {est}",
         ]
         lines += [f"Warning: {w}" for w in e["warnings"]]
-        lines.append(f"SQL: {e['sql'][:2000]}")
+        lines.append(f"SQL: {e['sql'] if len(e['sql']) <= 2000 else e['sql'][:2000] + ' ...'}")
         blocks.append("\n".join(lines))
     dangerous = sum(bool(e["warnings"]) for e in entries)
     blocks.append(f"Summary: {len(entries)} statements checked, none executed (check_only); {dangerous} dangerous")

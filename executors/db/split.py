@@ -10,6 +10,7 @@ holds (comments included: MySQL's `/*! ... */` are code), without the final `;`.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -42,6 +43,18 @@ _STRINGS = {
 }  # fmt: skip
 _DELIMITER = re.compile(r"^[ \t]*DELIMITER[ \t]+(\S+)[ \t]*$", re.IGNORECASE | re.MULTILINE)
 _DELIMITER_DIALECTS = {"mysql", "doris"}
+_EXECUTABLE = re.compile(r"/\*M?!\d*(.*?)\*/", re.DOTALL)
+"""MySQL's `/*!NNNNN code */` and MariaDB's `/*M!NNNNNN code */`: comments the server runs as code."""
+
+
+def has_executable_comment(text: str) -> bool:
+    """Whether `text` holds a comment MySQL or MariaDB runs as code."""
+    return _EXECUTABLE.search(text) is not None
+
+
+def unwrap_executable(text: str) -> str:
+    """`text` with every executable comment's code in the open, as a server recent enough runs it."""
+    return _EXECUTABLE.sub(lambda m: f" {m.group(1)} ", text)
 
 
 class SplitError(ValueError):
@@ -71,8 +84,11 @@ def split_sql(script: str, dialect: str = "mysql") -> list[Statement]:
     for delimiter, chunk in runs:
         pieces = _split(chunk, dialect) if delimiter == ";" else _split_custom(chunk, delimiter, dialect)
         for text, tokens in pieces:
-            if tokens or "/*!" in text:  # MySQL's executable comments are statements
-                kind, verb = classify(tokens)
+            executable = dialect in _DELIMITER_DIALECTS and has_executable_comment(text)
+            if tokens or executable:  # MySQL's executable comments are statements
+                # A statement that is only an executable comment is what the comment's code is: a
+                # `/*!40000 DELETE FROM t */` is a DELETE for the guard and the batching.
+                kind, verb = classify(tokens or _tokens(unwrap_executable(text), dialect))
                 out.append(Statement(len(out) + 1, text, kind, verb))
     return out
 
@@ -158,6 +174,15 @@ def classify(tokens: list[Token]) -> tuple[Kind, str]:
         return "query", first
     if first in _TX:
         return "tx", " ".join(words[:2]) if first == "START" else first
-    if first == "SET" and len(words) > 1 and words[1] in {"AUTOCOMMIT", "@@AUTOCOMMIT"}:
+    if first == "SET" and _sets_autocommit(tokens):
         return "tx", "SET AUTOCOMMIT"
     return "other", first
+
+
+def _sets_autocommit(tokens: list[Token]) -> bool:
+    """A SET naming the autocommit variable in any form (`autocommit`, `SESSION autocommit`,
+    `@@session.autocommit`, in a list of assignments); `@autocommit` is a user variable."""
+    return any(
+        t.text.upper() == "AUTOCOMMIT" and t.token_type not in _STRINGS and prev.token_type != TokenType.PARAMETER
+        for prev, t in itertools.pairwise(tokens)
+    )

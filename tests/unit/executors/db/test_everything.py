@@ -87,6 +87,8 @@ MONGO_EVERYTHING: list[dict[str, Any]] = [
     {"a": {"$nin": []}},
     {"$expr": True},
     {"$expr": {"$eq": [1, 1]}},
+    {"$expr": {"$eq": ["$a", "$a"]}},  # review of issue 17: passed the guard, deleted every document
+    {"$expr": {"$gte": ["$_id", "$_id"]}},
     {"$where": "true"},
     {"$comment": "clean up"},
     {"$comment": "x", "_id": {"$exists": 1}},
@@ -99,6 +101,8 @@ MONGO_NARROWING: list[dict[str, Any]] = [
     {"$and": [{}, {"a": 1}]},
     {"$or": [{"a": 1}, {"b": 2}]},
     {"$expr": {"$gt": ["$a", "$b"]}},
+    {"$expr": {"$gt": ["$a", "$a"]}},
+    {"$expr": {"$eq": ["$a", "$$ROOT.b"]}},
     {"$where": "this.a > 1"},
     {"a": {}},
     {"$comment": "x", "a": 1},
