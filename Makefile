@@ -38,9 +38,13 @@ lint: install
 	$(BIN)/lint-imports
 
 # Round trip and throughput on SQLite and on PostgreSQL with 1 and 2 replicas (PostgreSQL on
-# 127.0.0.1:5432, as for the tests), upload, then the 10,000-task chaos run (about 1.5 minutes here).
+# 127.0.0.1:5432, as for the tests), the same side by side with Celery + Redis (127.0.0.1:6379, db 13;
+# Celery is in the `bench` dependency group, installed here only), upload, then the 10,000-task chaos
+# run (about 1.5 minutes here).
 bench: compile
+	$(UV) sync --frozen --compile-bytecode --group bench
 	$(BIN)/python bench/roundtrip.py
+	$(BIN)/python bench/versus_celery.py
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/masking.py
 	$(BIN)/python bench/chaos.py --tasks 10000
