@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from bench.measuring import cpu_s
 from bench.profile_summary import summarise
-from bench.versus_celery import compare, cpu_s
+from bench.versus_celery import compare
 
 
 def figures(p50: float, p95: float, tps: float, replicas: int = 1) -> dict[str, Any]:
