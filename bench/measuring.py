@@ -1,0 +1,52 @@
+"""What the side-by-side benches measure besides time: CPU per call of each process, timed sequential calls."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.roundtrip import percentiles
+
+WARM_UP = 20
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of `pid` and of its live child processes (a prefork pool's children)."""
+    total = 0.0
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rfind(")") + 2 :].split()
+        total = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return total
+    return total + sum(cpu_s(int(c)) for c in children)
+
+
+def caller_cpu_s() -> float:
+    """CPU seconds of this process (all its threads): the callers' own cost, next to the servers'."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_calls(call: Callable[[], None], n: int, pids: dict[str, int]) -> dict[str, Any]:
+    """`call` WARM_UP times, then `n` times timed: percentiles in ms and CPU ms per call of each of `pids`."""
+    for _ in range(WARM_UP):
+        call()
+    before = {name: cpu_s(pid) for name, pid in pids.items()}
+    caller_before = caller_cpu_s()
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - t0) * 1000)
+    out: dict[str, Any] = percentiles(samples)
+    out["caller_cpu_ms_per_call"] = round((caller_cpu_s() - caller_before) * 1000 / n, 3)
+    for name, pid in pids.items():
+        out[f"{name}_cpu_ms_per_call"] = round((cpu_s(pid) - before[name]) * 1000 / n, 3)
+    return out

@@ -1,0 +1,184 @@
+"""Tiangong and Celery 5 + Redis side by side on the same workloads, in one run; prints JSON (issue 18).
+
+    .venv/bin/python bench/versus_celery.py [--roundtrip-calls 200] [--throughput-tasks 2000] [--clients 64]
+        [--concurrency 8] [--agents 2] [--redis-db 13] [--setups sqlite,postgres-2] [--profile FILE]
+
+Needs Celery importable (not in our lock yet: see docs/performance.md) and Redis on 127.0.0.1:6379 (the
+database `--redis-db` is flushed first). The task is `execute` of `true` in Tiangong and, in Celery, a
+task running `subprocess.run(["true"])` with its output captured (bench/celery_app.py).
+
+- Round trip: `--roundtrip-calls` sequential sync calls after 20 warm-up calls, p50 and p95 at the
+  caller. Tiangong: `POST /api/v1/tasks` with `sync: true` on a fresh HTTP connection per call (as curl
+  does), one agent of concurrency 1. Celery: `execute_true.delay().get()` (the client keeps its Redis
+  connections, as Celery clients do). The ratio is taken against Celery's solo pool: like Tiangong's
+  agent, its one worker process both fetches the task and starts the command, with no hop to a pool
+  child; prefork with one child is printed beside it. CPU per call of the cloud, agent and worker
+  processes is printed too: it shows where the round trip's time is spent.
+- Throughput: `--clients` concurrent sync callers until `--throughput-tasks` are done. Celery: one
+  prefork worker of `--concurrency` children, callers are threads doing `.delay().get()`. Tiangong:
+  `--agents` agent processes sharing `--concurrency` task slots, callers on aiohttp (bench/roundtrip.py),
+  one cloud process on SQLite; and on PostgreSQL two replicas on one database, agents and callers spread
+  over both.
+Targets (issue 18) are printed as met or not met; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.celery_side import measure_celery  # noqa: E402
+from bench.measuring import caller_cpu_s, cpu_s, timed_calls  # noqa: E402
+from bench.profile_summary import record_profile  # noqa: E402
+from bench.roundtrip import throughput  # noqa: E402
+from tests.e2e.harness import ADMIN  # noqa: E402
+from tests.e2e.pgdb import PgDatabases  # noqa: E402
+from tests.faults.harness import Cluster  # noqa: E402
+
+# ---------------------------------------------------------------- Tiangong
+
+
+def tiangong_call(port: int, agent_id: str) -> Callable[[], None]:
+    """A sync `execute true` on a fresh HTTP connection, opened and closed per call as curl does."""
+    body = json.dumps({"agent_id": agent_id, "type": "execute", "params": {"cmd": "true"}, "sync": True, "timeout": 30})
+    payload = body.encode()
+    headers = {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"}
+
+    def call() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            conn.request("POST", "/api/v1/tasks", payload, headers)
+            response = conn.getresponse()
+            data = response.read()
+        finally:
+            conn.close()
+        if response.status != 201 or json.loads(data)["status"] != "success":
+            raise SystemExit(f"tiangong task failed: {response.status} {data[:300]!r}")
+
+    return call
+
+
+def measure_tiangong(cluster: Cluster, args: argparse.Namespace, profile: Path | None) -> dict[str, Any]:
+    """Round trip (caller on the first replica, agent on the last), then throughput over all replicas."""
+    replicas = cluster.replicas
+    agent = cluster.agent("rt", via=replicas[-1].url, max_concurrency=1)
+    assert replicas[0].proc is not None and agent.proc is not None
+    pids = {"cloud": replicas[0].proc.pid, "agent": agent.proc.pid}
+    call = tiangong_call(replicas[0].port, "rt")
+    out: dict[str, Any] = {"replicas": len(replicas)}
+    out["roundtrip_ms"] = timed_calls(call, args.roundtrip_calls, pids)
+    if profile is not None:  # after the measured calls: the sampling does not touch the figures above
+        out["profile"] = record_profile(
+            replicas[0].proc.pid, profile, lambda: [call() for _ in range(1000)], native=args.profile_native
+        )
+    per_agent = max(1, args.concurrency // args.agents)
+    tput = [
+        cluster.agent("tput", via=replicas[i % len(replicas)].url, max_concurrency=per_agent)
+        for i in range(args.agents)
+    ]
+    cpu_pids = [r.proc.pid for r in replicas if r.proc is not None]
+    agent_pids = [a.proc.pid for a in tput if a.proc is not None]
+    before = [sum(cpu_s(p) for p in pids) for pids in (cpu_pids, agent_pids)] + [caller_cpu_s()]
+    figures = asyncio.run(throughput([r.url for r in replicas], ADMIN, "tput", args.throughput_tasks, args.clients))
+    n = args.throughput_tasks
+    after = [sum(cpu_s(p) for p in pids) for pids in (cpu_pids, agent_pids)] + [caller_cpu_s()]
+    for key, b, a in zip(("cloud", "agents", "caller"), before, after, strict=True):
+        figures[f"{key}_cpu_ms_per_task"] = round((a - b) * 1000 / n, 3)
+    out["throughput"] = {"agents": len(tput), "concurrency": per_agent * len(tput), "clients": args.clients, **figures}
+    return out
+
+
+def run_tiangong(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """`sqlite` (one cloud process) or `postgres-<replicas>` on a fresh database of the machine's PostgreSQL."""
+    backend, _, count = name.partition("-")
+    if backend not in ("sqlite", "postgres"):
+        raise SystemExit(f"--setups: unknown setup {name!r}; expected sqlite or postgres-<replicas>")
+    dbs = PgDatabases() if backend == "postgres" else None
+    profile = args.profile if backend == "sqlite" else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="tiangong-vs-celery-") as tmp:
+            url = dbs.create() if dbs is not None else None
+            cluster = Cluster(Path(tmp), url, int(count or 1)).start()
+            try:
+                return measure_tiangong(cluster, args, profile)
+            finally:
+                cluster.close()
+    finally:
+        if dbs is not None:
+            dbs.drop_all()
+
+
+# ---------------------------------------------------------------- ratios and targets
+
+
+def compare(result: dict[str, Any]) -> dict[str, Any]:
+    """Tiangong/Celery ratios and issue 18's targets, each "met" or "not met"."""
+    celery = result["celery"]
+    c_p50, c_tps = celery["roundtrip_solo_1_ms"]["p50"], celery["throughput"]["tasks_per_s"]
+    ratios: dict[str, Any] = {}
+    targets: dict[str, str] = {}
+
+    def target(text: str, ok: bool) -> None:
+        targets[text] = "met" if ok else "not met"
+
+    for name, figures in result["tiangong"].items():
+        rt, tps = figures["roundtrip_ms"], figures["throughput"]["tasks_per_s"]
+        ratios[name] = {
+            "roundtrip_p50": round(rt["p50"] / c_p50, 2),
+            "roundtrip_p95": round(rt["p95"] / celery["roundtrip_solo_1_ms"]["p95"], 2),
+            "throughput": round(tps / c_tps, 2),
+        }
+        r = ratios[name]
+        if name == "sqlite":
+            target(
+                f"sqlite: round trip p50 {rt['p50']} ms / Celery {c_p50} ms = {r['roundtrip_p50']} <= 1.0",
+                r["roundtrip_p50"] <= 1.0,
+            )
+            target(
+                f"sqlite: throughput {tps} / Celery {c_tps} tasks/s = {r['throughput']} >= 2.5", r["throughput"] >= 2.5
+            )
+            target(f"sqlite: throughput {tps} tasks/s >= 1000", tps >= 1000)
+        elif figures["replicas"] >= 2:
+            target(
+                f"{name}: throughput {tps} / Celery {c_tps} tasks/s = {r['throughput']} >= 1.5", r["throughput"] >= 1.5
+            )
+    return {"tiangong_over_celery": ratios, "targets": targets}
+
+
+def main() -> None:
+    try:
+        import celery  # noqa: F401
+    except ImportError:
+        raise SystemExit("Celery is not installed here: see docs/performance.md, 'Tiangong versus Celery'") from None
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--roundtrip-calls", type=int, default=200)
+    ap.add_argument("--throughput-tasks", type=int, default=2000)
+    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--concurrency", type=int, default=8, help="Celery's worker concurrency = Tiangong's total slots")
+    ap.add_argument("--agents", type=int, default=2, help="Tiangong agent processes sharing --concurrency slots")
+    ap.add_argument("--redis-db", type=int, default=13, help="the Redis database for Celery (flushed first)")
+    ap.add_argument("--setups", default="sqlite,postgres-2")
+    ap.add_argument("--profile", type=Path, help="py-spy the SQLite cloud over 1,000 more round trips into FILE")
+    ap.add_argument("--profile-native", action="store_true", help="with C frames (py-spy stops the process per sample)")
+    args = ap.parse_args()
+
+    result: dict[str, Any] = {"cores": os.cpu_count(), "python": sys.version.split()[0]}
+    result["celery"] = measure_celery(args)
+    result["tiangong"] = {name.strip(): run_tiangong(name.strip(), args) for name in args.setups.split(",")}
+    result.update(compare(result))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
