@@ -185,7 +185,7 @@ def test_mysql_max_rows_stops_the_query(mariadb: MariaDb, tmp_path: Path) -> Non
     assert out.status is TaskStatus.success, out.error
     (entry,) = out.data
     assert entry["rows"] == [[1], [2], [3], [4], [5]] and entry["truncated"] is True
-    assert took < 3, took
+    assert took < 15, took  # reading all 20 million rows takes over 30 s here; a stopped query well under 1 s
     assert not my_running(mariadb)
 
 
