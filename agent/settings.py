@@ -35,7 +35,12 @@ class AgentSettings(BaseSettings):
         30.0, ge=0, description="On SIGTERM, running tasks get this long to finish before being canceled."
     )
     log_flush_seconds: float = Field(0.05, gt=0, description="Log lines are shipped at least this often.")
-    log_batch_lines: int = Field(500, ge=1, le=10_000, description="A batch is shipped once it has this many lines.")
+    log_batch_lines: int = Field(
+        5000,
+        ge=1,
+        le=10_000,
+        description="A batch is shipped once it has this many lines (or a MiB of text, whichever comes first).",
+    )
     agent_config: Path | None = Field(
         None, description="YAML file with named connections, goinception_url, kubeconfig (TIANGONG_AGENT_CONFIG)."
     )

@@ -23,6 +23,9 @@ MAX_ROUNDS = 100
 LINES_WITH_RESULT_CHARS = 1024 * 1024
 """Lines ride with the result up to this much text; more go ahead as log batches, so that a result
 request carries little more than the output cap (max_log_bytes) whatever the log's tail holds."""
+BATCH_CHARS = 1024 * 1024
+"""A live batch is shipped once it holds this much text, whatever its line count: a request stays
+around a megabyte (well under the cloud's agent body limit) even for long lines."""
 
 LinesFrom = Callable[[int], "list[LogLine] | None"]
 
@@ -80,6 +83,7 @@ class LogShipper:
         self._flush_seconds, self.batch_lines = flush_seconds, batch_lines
         self._entry, self._journal = entry, journal
         self._pending: list[LogLine] = []
+        self._pending_chars = 0  # text held in _pending, for the batch's size limit
         self._next_seq = 1
         self._wake = asyncio.Event()
         self._closing = False
@@ -93,16 +97,25 @@ class LogShipper:
     def add(self, message: str, stream: LogStream, level: LogLevel | None) -> None:
         """Number and journal a line, then queue it for the next batch."""
         line = LogLine(seq=self._next_seq, stream=stream, level=level, message=message)
-        self._journal.line(line)  # on disk (the kernel's) before anyone may see it
+        # Buffered here; flushed to the kernel before any batch or result carrying it leaves (_ship,
+        # finish): a line no one has seen yet is no worse off in this buffer than in the pipe it came from.
+        self._journal.line(line, flush=False)
         self._pending.append(line)
+        self._pending_chars += len(message)
         self._next_seq += 1
-        self._wake.set()
+        if len(self._pending) == 1 or self._full():
+            # The first line starts the batch's clock; a full batch goes at once. Not woken per line.
+            self._wake.set()
+
+    def _full(self) -> bool:
+        return len(self._pending) >= self.batch_lines or self._pending_chars >= BATCH_CHARS
 
     def lines_from(self, seq: int) -> list[LogLine] | None:
         """This attempt's lines from `seq` on, from memory or else from the journal; None if lost."""
         first = self._pending[0].seq if self._pending else self._next_seq
         if seq >= first:
-            return [ln for ln in self._pending if ln.seq >= seq]
+            return self._pending[seq - first :]  # contiguous seqs: a slice, not a scan per batch
+        self._journal.flush()  # the journal must hold every line numbered so far to answer
         try:
             lines = self._entry.read().lines
         except OSError:
@@ -117,25 +130,22 @@ class LogShipper:
         while not self._closing:
             await self._wake.wait()
             self._wake.clear()
-            if len(self._pending) < self.batch_lines:
-                # Let lines gather (or the task end, so they ride with the result).
+            if not self._full():
+                # Let lines gather up to a batch (or the task end, so they ride with the result).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._until_full(), self._flush_seconds)
+                    await asyncio.wait_for(self._wake.wait(), self._flush_seconds)
+                self._wake.clear()
             if self._closing:
                 return
             await self._ship()
 
-    async def _until_full(self) -> None:
-        while len(self._pending) < self.batch_lines and not self._closing:
-            await self._wake.wait()
-            self._wake.clear()
-
     async def _ship(self) -> None:
         task = self._task
         while self._pending and not self._closing:
-            batch = self._pending[: self.batch_lines]
+            batch = self._pending[: _batch_end(self._pending, self.batch_lines)]
+            self._journal.flush()  # the lines are in the kernel before the cloud can show them
             try:
-                self._pending = await send_batch(self._client, task.id, task.task_token, batch, self.lines_from)
+                self._acknowledged(await send_batch(self._client, task.id, task.task_token, batch, self.lines_from))
             except Rejected as exc:
                 log.warning("%s: log batch refused: %s", task.id, exc.message)
                 self._closing = True  # stale attempt: stop shipping, the report will say so
@@ -143,6 +153,16 @@ class LogShipper:
                 self._closing = True
             except CloudUnavailable:
                 await asyncio.sleep(min(1.0, self._flush_seconds * 10))  # keep lines; try again later
+
+    def _acknowledged(self, rest: list[LogLine]) -> None:
+        """`rest` is what remains to send; usually a suffix of _pending, whose size is then updated by
+        the lines dropped only (not recounted per batch, which a long backlog would make quadratic)."""
+        dropped = len(self._pending) - len(rest)
+        if dropped >= 0 and (not rest or rest[0] is self._pending[dropped]):
+            self._pending_chars -= sum(len(ln.message) for ln in self._pending[:dropped])
+        else:  # a resend from the journal
+            self._pending_chars = sum(len(ln.message) for ln in rest)
+        self._pending = rest
 
     async def close(self) -> None:
         """Stop shipping; an in-flight batch completes first. Unsent lines stay for the report."""
@@ -172,6 +192,16 @@ def _too_long(lines: list[LogLine], batch_lines: int) -> bool:
     return len(lines) > batch_lines or sum(len(ln.message) for ln in lines) > LINES_WITH_RESULT_CHARS
 
 
+def _batch_end(lines: list[LogLine], batch_lines: int) -> int:
+    """How many of `lines` the next batch takes: up to batch_lines lines and BATCH_CHARS of text (at least one)."""
+    chars = 0
+    for i, line in enumerate(lines[:batch_lines]):
+        chars += len(line.message)
+        if chars > BATCH_CHARS and i > 0:
+            return i
+    return min(len(lines), batch_lines)
+
+
 async def deliver(client: CloudClient, item: Pending, batch_lines: int) -> bool:
     """Send the result (resending lines the cloud asks for) until it is accepted or refused for good.
 
@@ -183,9 +213,8 @@ async def deliver(client: CloudClient, item: Pending, batch_lines: int) -> bool:
         for _ in range(MAX_ROUNDS):
             # A result carries at most one batch of lines; a longer tail goes ahead in batches first.
             while _too_long(unsent, batch_lines):
-                call = functools.partial(
-                    send_batch, client, task_id, entry.task_token, unsent[:batch_lines], item.lines_from
-                )
+                batch = unsent[: _batch_end(unsent, batch_lines)]
+                call = functools.partial(send_batch, client, task_id, entry.task_token, batch, item.lines_from)
                 try:
                     unsent = await retrying(call, f"{task_id} log")
                 except Rejected as exc:

@@ -9,7 +9,8 @@ from wire.output import dropped_marker, storable
 
 
 def _utf8_len(text: str) -> int:
-    return len(text.encode("utf-8", errors="surrogatepass"))
+    # ASCII (most output) needs no encoding to be measured: this runs twice per line of output.
+    return len(text) if text.isascii() else len(text.encode("utf-8", errors="surrogatepass"))
 
 
 def _last_bytes(text: str, budget: int) -> str:

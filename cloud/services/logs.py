@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from cloud.db.models import TASK_LOGS as L
 from cloud.db.models import TASKS as T
@@ -28,12 +29,18 @@ _PAGE = (
 
 def list_logs(conn: Connection, task_id: int, after: int, limit: int) -> list[Any]:
     """Up to `limit` lines of the task with id > `after`, in the order they were written (present.log_read
-    shows them)."""
+    and present.log_page_json show them); columns: id, attempt, seq, level, stream, message, timestamp."""
     rows = conn.execute(_PAGE, {"b_task": task_id, "b_after": after, "b_limit": limit}).all()
     return list(rows)
 
 
 _DEFAULT_LEVEL = {LogStream.stdout: LogLevel.info, LogStream.stderr: LogLevel.warn}
+_STREAM_LEVEL = {
+    (stream, level): (stream.value, (level or _DEFAULT_LEVEL.get(stream, LogLevel.info)).value)
+    for stream in LogStream
+    for level in (None, *LogLevel)
+}
+"""(stream, level) -> the stored (stream, level) strings: one lookup per line instead of enum work."""
 
 
 def store_lines(conn: Connection, task: Any, lines: list[LogLine], max_bytes: int | None = None) -> int:
@@ -62,23 +69,8 @@ def store_lines(conn: Connection, task: Any, lines: list[LogLine], max_bytes: in
         elif used <= budget:
             kept.append(_dropping(line.seq, max_bytes or 0))
             used = budget + 1  # over: every later line of the attempt is dropped
-    now = utcnow()
     if kept:
-        conn.execute(
-            insert(L),
-            [
-                {
-                    "task_id": task.id,
-                    "attempt": task.attempts,
-                    "seq": ln.seq,
-                    "stream": ln.stream.value,
-                    "level": (ln.level or _DEFAULT_LEVEL.get(ln.stream, LogLevel.info)).value,
-                    "message": ln.message,
-                    "timestamp": ln.ts or now,
-                }
-                for ln in kept
-            ],
-        )
+        _insert(conn, task, kept)
     new_next = expected + len(fresh)
     res = conn.execute(
         update(T).where(T.c.id == task.id, T.c.next_seq == expected).values(next_seq=new_next, log_bytes=used)
@@ -86,6 +78,37 @@ def store_lines(conn: Connection, task: Any, lines: list[LogLine], max_bytes: in
     if res.rowcount != 1:
         raise Conflict("lines: a concurrent batch moved the log on; resend", next_seq=expected)
     return new_next
+
+
+_COLUMNS = ("task_id", "attempt", "seq", "stream", "level", "message", "timestamp")
+
+
+@functools.cache
+def _insert_sql(paramstyle: str) -> str:
+    mark = "?" if paramstyle == "qmark" else "%s"
+    return f"INSERT INTO {L.name} ({', '.join(_COLUMNS)}) VALUES ({', '.join([mark] * len(_COLUMNS))})"
+
+
+def _insert(conn: Connection, task: Any, lines: list[LogLine]) -> None:
+    """One executemany of plain tuples: SQLAlchemy's per-row parameter processing cost more than SQLite's
+    own insert. The timestamp is converted for the database once per batch (lines rarely carry their own)."""
+    dialect = conn.dialect
+    # The dialect's own processor (SQLite's makes the same text SQLAlchemy's insert would store).
+    to_db = L.c.timestamp.type.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
+    now = to_db(utcnow())
+    task_id, attempt = task.id, task.attempts
+    rows = [
+        (
+            task_id,
+            attempt,
+            ln.seq,
+            *_STREAM_LEVEL[ln.stream, ln.level],
+            ln.message,
+            now if ln.ts is None else to_db(ln.ts),
+        )
+        for ln in lines
+    ]
+    conn.exec_driver_sql(_insert_sql(dialect.paramstyle), rows)
 
 
 def _dropping(seq: int, max_bytes: int) -> LogLine:

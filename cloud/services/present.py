@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import orjson
+
 from cloud.sealing import Sealer
 from cloud.services.agents import is_online
 from cloud.services.credentials import is_expired
@@ -107,6 +109,29 @@ def log_read(line: Any, task_id: int) -> LogRead:
         stream=LogStream(line.stream),
         message=line.message,
         timestamp=line.timestamp,
+    )
+
+
+def log_page_json(rows: list[Any], task_id: int) -> bytes:
+    """Stored log lines of task number `task_id` (rows of `list_logs`, whose column order they unpack in)
+    as the JSON array `list[LogRead]` would give, built from plain dicts: a LogRead per line, and even
+    reading a Row's fields by name, made reading a long log cost more than storing it."""
+    shown = format_task_id(task_id)
+    return orjson.dumps(
+        [
+            {
+                "id": id_,
+                "task_id": shown,
+                "attempt": attempt,
+                "seq": seq,
+                "level": level,
+                "stream": stream,
+                "message": message,
+                "timestamp": timestamp,
+            }
+            for id_, attempt, seq, level, stream, message, timestamp in rows
+        ],
+        option=orjson.OPT_UTC_Z,
     )
 
 

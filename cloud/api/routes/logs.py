@@ -14,7 +14,7 @@ from cloud.api.guard import GuardedRoute
 from cloud.api.scopes import require_on_task
 from cloud.services import tasks as svc
 from cloud.services.logs import list_logs
-from cloud.services.present import log_read
+from cloud.services.present import log_page_json, log_read
 from wire.credentials import Action
 from wire.tasks import LogRead, TaskStatus
 
@@ -51,10 +51,10 @@ async def get_logs(
             stream, media_type=media, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
     with app.db.transaction() as conn:
-        lines = [log_read(r, n) for r in list_logs(conn, n, after, limit)]
+        rows = list_logs(conn, n, after, limit)
     if as_text:
-        return PlainTextResponse("".join(ln.message + "\n" for ln in lines))
-    return lines
+        return PlainTextResponse("".join(r.message + "\n" for r in rows))
+    return Response(log_page_json(rows, n), media_type="application/json")
 
 
 async def _follow(app: AppContext, task_id: int, after: int, as_text: bool, request: Request) -> AsyncIterator[str]:

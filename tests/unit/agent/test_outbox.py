@@ -32,6 +32,17 @@ def test_journal_round_trip(tmp_path: Path) -> None:
     assert "s3cret" not in entry.journal_path.read_text()  # params are not the outbox's business
 
 
+def test_unflushed_lines_reach_the_file_at_flush(tmp_path: Path) -> None:
+    entry, journal = Outbox(tmp_path / "outbox").create(assignment())
+    plain = LogLine(seq=2, stream=LogStream.stdout, message="plain ascii")
+    journal.line(lines(1)[0], flush=False)  # non-ASCII and a lone surrogate: the fallback encoder
+    journal.line(plain, flush=False)
+    assert entry.read().lines == []  # still in this process's buffer
+    journal.flush()
+    assert entry.read().lines == [lines(1)[0], plain]
+    journal.close()
+
+
 def test_result_is_written_whole_and_removed_with_the_journal(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "outbox")
     entry, journal = outbox.create(assignment())

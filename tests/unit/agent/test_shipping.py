@@ -185,3 +185,41 @@ def test_deliveries_list_their_tokens_and_keep_what_is_unsent_at_settle(tmp_path
     tokens, cloud, entry = asyncio.run(scenario())
     assert tokens == {"task-7": TOKEN}
     assert cloud.results == [] and entry.result_path.exists()  # for the next start
+
+
+def test_live_batches_are_cut_by_size_as_well_as_by_line_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agent.shipping.BATCH_CHARS", 12)  # two 6-character lines per batch
+
+    async def scenario() -> FakeCloud:
+        cloud = FakeCloud()
+        entry, journal = Outbox(tmp_path / "outbox").create(assignment())
+        shipper = LogShipper(client(cloud), assignment(), 0.01, 100, entry, journal)
+        for i in range(1, 6):
+            shipper.add(f"line {i}", LogStream.stdout, None)
+        await until(lambda: len(cloud.held) == 5)
+        await shipper.close()
+        journal.close()
+        return cloud
+
+    cloud = asyncio.run(scenario())
+    assert cloud.batches == [[1, 2], [3, 4], [5]]
+
+
+def test_lines_still_in_the_journal_buffer_are_read_back_for_a_resend(tmp_path: Path) -> None:
+    """Lines are journaled without a flush each; a resend from the journal must still see all of them."""
+
+    async def scenario() -> list[LogLine] | None:
+        cloud = FakeCloud()
+        entry, journal = Outbox(tmp_path / "outbox").create(assignment())
+        shipper = LogShipper(client(cloud), assignment(), 0.2, 100, entry, journal)
+        for i in range(1, 4):
+            shipper.add(f"line {i}", LogStream.stdout, None)
+        await until(lambda: len(cloud.held) == 3 and shipper.unsent() == [])
+        shipper.add("line 4", LogStream.stdout, None)  # not shipped yet: in the journal's buffer only
+        found = shipper.lines_from(2)
+        await shipper.close()
+        journal.close()
+        return found
+
+    found = asyncio.run(scenario())
+    assert found is not None and [ln.message for ln in found] == ["line 2", "line 3", "line 4"]
