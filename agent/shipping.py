@@ -130,8 +130,9 @@ class LogShipper:
         while not self._closing:
             await self._wake.wait()
             self._wake.clear()
-            if not self._full():
-                # Let lines gather up to a batch (or the task end, so they ride with the result).
+            if not self._full() and not self._closing:
+                # Let lines gather up to a batch (or the task end, so they ride with the result). The
+                # closing check first: a close that came with the first line was cleared just above.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._flush_seconds)
                 self._wake.clear()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,8 +136,10 @@ def measure(cluster: Cluster, args: argparse.Namespace) -> dict[str, object]:
     return out
 
 
-def run_setup(name: str, args: argparse.Namespace) -> dict[str, object]:
-    """`sqlite`, or `postgres-<replicas>` on a fresh database of the machine's PostgreSQL."""
+@contextlib.contextmanager
+def started_setup(name: str) -> Iterator[Cluster]:
+    """`sqlite` (one cloud process), or `postgres-<replicas>` on a fresh database of the machine's
+    PostgreSQL: the started cluster, closed (and its database dropped) afterwards."""
     backend, _, count = name.partition("-")
     if backend not in ("sqlite", "postgres"):
         raise SystemExit(f"--setups: unknown setup {name!r}; expected sqlite or postgres-<replicas>")
@@ -145,12 +149,17 @@ def run_setup(name: str, args: argparse.Namespace) -> dict[str, object]:
             url = dbs.create() if dbs is not None else None
             cluster = Cluster(Path(tmp), url, int(count or 1)).start()
             try:
-                return measure(cluster, args)
+                yield cluster
             finally:
                 cluster.close()
     finally:
         if dbs is not None:
             dbs.drop_all()
+
+
+def run_setup(name: str, args: argparse.Namespace) -> dict[str, object]:
+    with started_setup(name) as cluster:
+        return measure(cluster, args)
 
 
 def targets(result: dict[str, Any]) -> dict[str, object]:

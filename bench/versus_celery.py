@@ -30,7 +30,6 @@ import http.client
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,9 +40,8 @@ sys.path.insert(0, str(ROOT))
 from bench.celery_side import measure_celery  # noqa: E402
 from bench.measuring import caller_cpu_s, cpu_s, timed_calls  # noqa: E402
 from bench.profile_summary import record_profile  # noqa: E402
-from bench.roundtrip import throughput  # noqa: E402
+from bench.roundtrip import started_setup, throughput  # noqa: E402
 from tests.e2e.harness import ADMIN  # noqa: E402
-from tests.e2e.pgdb import PgDatabases  # noqa: E402
 from tests.faults.harness import Cluster  # noqa: E402
 
 # ---------------------------------------------------------------- Tiangong
@@ -100,23 +98,10 @@ def measure_tiangong(cluster: Cluster, args: argparse.Namespace, profile: Path |
 
 
 def run_tiangong(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """`sqlite` (one cloud process) or `postgres-<replicas>` on a fresh database of the machine's PostgreSQL."""
-    backend, _, count = name.partition("-")
-    if backend not in ("sqlite", "postgres"):
-        raise SystemExit(f"--setups: unknown setup {name!r}; expected sqlite or postgres-<replicas>")
-    dbs = PgDatabases() if backend == "postgres" else None
-    profile = args.profile if backend == "sqlite" else None
-    try:
-        with tempfile.TemporaryDirectory(prefix="tiangong-vs-celery-") as tmp:
-            url = dbs.create() if dbs is not None else None
-            cluster = Cluster(Path(tmp), url, int(count or 1)).start()
-            try:
-                return measure_tiangong(cluster, args, profile)
-            finally:
-                cluster.close()
-    finally:
-        if dbs is not None:
-            dbs.drop_all()
+    """One setup of bench/roundtrip.py's (`sqlite`, `postgres-<replicas>`); only SQLite's cloud is profiled."""
+    profile = args.profile if name.startswith("sqlite") else None
+    with started_setup(name) as cluster:
+        return measure_tiangong(cluster, args, profile)
 
 
 # ---------------------------------------------------------------- ratios and targets

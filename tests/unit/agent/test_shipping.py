@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from pathlib import Path
 from typing import cast
 
@@ -223,3 +224,19 @@ def test_lines_still_in_the_journal_buffer_are_read_back_for_a_resend(tmp_path: 
 
     found = asyncio.run(scenario())
     assert found is not None and [ln.message for ln in found] == ["line 2", "line 3", "line 4"]
+
+
+def test_closing_a_waiting_shipper_ends_it_at_once(tmp_path: Path) -> None:
+    """A task that printed nothing (or whose lines are all sent) ends: the close must not wait out the
+    flush interval. It once did, holding every short task's result back by log_flush_seconds."""
+
+    async def scenario() -> float:
+        entry, journal = Outbox(tmp_path / "outbox").create(assignment())
+        shipper = LogShipper(client(FakeCloud()), assignment(), 30.0, 100, entry, journal)
+        await asyncio.sleep(0)  # the shipper now waits for a line
+        started = time.monotonic()
+        await asyncio.wait_for(shipper.close(), 10)  # 30 s of flush interval would time out here
+        journal.close()
+        return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < 10
