@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measuring import caller_cpu_s, cpu_s, timed_calls
+from bench.roundtrip import throughput_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,13 +87,7 @@ def celery_throughput(n: int, clients: int) -> dict[str, Any]:
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
-    return {
-        "tasks": n,
-        "seconds": round(elapsed, 3),
-        "tasks_per_s": round(n / elapsed, 1),
-        "failures": len(failures),
-        "first_failures": failures[:5],
-    }
+    return throughput_figures(n, elapsed, failures)
 
 
 def measure_celery(args: argparse.Namespace) -> dict[str, Any]:

@@ -106,6 +106,11 @@ async def throughput(urls: list[str], token: str, agent_id: str, n: int, clients
     finally:
         for session in sessions:
             await session.close()
+    return throughput_figures(n, elapsed, failures)
+
+
+def throughput_figures(n: int, elapsed: float, failures: list[str]) -> dict[str, Any]:
+    """How `n` tasks done in `elapsed` seconds read in every benchmark's JSON (the first failures shown)."""
     return {
         "tasks": n,
         "seconds": round(elapsed, 3),
