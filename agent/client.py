@@ -1,4 +1,6 @@
-"""The agent's HTTP client for the cloud: returns wire models, retries with backoff and jitter."""
+"""The agent's client for the cloud: returns wire models, retries with backoff and jitter. Claims,
+heartbeats, log batches and results go over the agent channel (a WebSocket, agent/channel.py) when the
+cloud offers it, else over long-poll HTTP; the errors are the same either way."""
 
 from __future__ import annotations
 
@@ -9,30 +11,37 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import aiohttp
 from pydantic import BaseModel
 
+from agent.channel import Channel, ChannelRefused
+from agent.errors import CloudUnavailable, Rejected
 from wire.agents import AgentRegister, ClaimRequest, Heartbeat, HeartbeatReply, RegisterReply
 from wire.tasks import Assignment, LogBatch, LogLine, TaskReport
+
+__all__ = ["Backoff", "CloudClient", "CloudUnavailable", "Piggyback", "Rejected", "retrying"]
 
 log = logging.getLogger("tiangong.agent")
 T = TypeVar("T")
 
+CHANNEL_RETRY_SECONDS = 300.0
+"""After the channel was refused (or kept failing), HTTP is used for this long before the channel is tried again."""
+CHANNEL_FAILURES = 3
+"""Channels that drop (or cannot open) this many times in a row, with no answer between, count as refused."""
 
-class CloudUnavailable(Exception):
-    """The cloud could not be reached or answered 5xx; worth retrying later."""
 
+class Piggyback(Protocol):
+    """The agent's slots, as a result's piggybacked claim sees them (agent/loop.py)."""
 
-class Rejected(Exception):
-    """The cloud refused the request (4xx); `next_seq` is set when it asks for a log resend."""
+    def offer(self, task_id: str) -> int:
+        """How many tasks the result of `task_id` may ask for (its freed slot and any other free one)."""
+        ...
 
-    def __init__(self, status: int, message: str, next_seq: int | None = None) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status = status
-        self.message = message
-        self.next_seq = next_seq
+    def took(self, offered: int, tasks: list[Assignment]) -> None:
+        """The answer: start `tasks` (at most `offered`) and give back the rest of the offer."""
+        ...
 
 
 class Backoff:
@@ -57,11 +66,19 @@ class CloudClient:
     halved it (bench/roundtrip.py; DESIGN §6).
     """
 
-    def __init__(self, server: str, token: str, agent_id: str) -> None:
+    def __init__(
+        self, server: str, token: str, agent_id: str, channel: Literal["auto", "websocket", "http"] = "http"
+    ) -> None:
         self.agent_id = agent_id
         self._server = server
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         self._session: aiohttp.ClientSession | None = None
+        self._mode = channel
+        self._channel: Channel | None = None
+        self._channel_off_until = 0.0  # loop time: HTTP only until then (auto, after a refusal)
+        self._channel_failures = 0
+        self.piggyback: Piggyback | None = None
+        """When set, a result offers the agent's free slots and its answer brings the next tasks."""
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:  # created inside the running loop, as aiohttp requires
@@ -78,10 +95,67 @@ class CloudClient:
         self._headers["Authorization"] = f"Bearer {token}"
         if self._session is not None:
             self._session.headers["Authorization"] = f"Bearer {token}"
+        if self._channel is not None:  # opened with the old token: the next request opens another
+            old, self._channel = self._channel, None
+            asyncio.get_running_loop().create_task(old.aclose())
 
     async def aclose(self) -> None:
+        if self._channel is not None:
+            await self._channel.aclose()
         if self._session is not None:
             await self._session.close()
+
+    @property
+    def transport(self) -> str:
+        """`websocket` while requests go over the channel, else `http`."""
+        return "websocket" if self._channel_wanted() else "http"
+
+    def _channel_wanted(self) -> bool:
+        if self._mode == "http":
+            return False
+        return self._mode == "websocket" or asyncio.get_running_loop().time() >= self._channel_off_until
+
+    async def _call(
+        self, op: str, path: str, body: BaseModel, *, timeout: float = 30, task_id: str | None = None, claim: int = 0
+    ) -> Any:
+        """One agent-protocol request: over the channel when it is wanted and open, else over HTTP."""
+        if self._channel_wanted():
+            if self._channel is None:
+                self._channel = Channel(self._http(), self.agent_id)
+            try:
+                answer = await self._channel.request(
+                    op, body.model_dump_json(exclude_none=True), timeout=timeout, task_id=task_id, claim=claim
+                )
+            except ChannelRefused as exc:
+                self._channel_refused(exc)
+            except CloudUnavailable:
+                self._channel_failed()
+                raise
+            else:
+                self._channel_failures = 0
+                return answer
+        return await self._post(path + (f"?claim={claim}" if claim else ""), body, timeout=timeout)
+
+    def _channel_refused(self, exc: ChannelRefused) -> None:
+        """The upgrade was answered with an HTTP status (an older cloud, the channel turned off, a proxy that
+        does not pass WebSockets, a refused token): HTTP for a while (auto), else the same error as HTTP's."""
+        if self._mode == "websocket":
+            if exc.status in (401, 403):
+                raise Rejected(exc.status, f"channel refused: {exc.message}") from None
+            raise CloudUnavailable(f"channel refused: {exc}") from None
+        log.warning("the cloud refused the agent channel (%s); using HTTP for %.0f s", exc, CHANNEL_RETRY_SECONDS)
+        self._channel_off_until = asyncio.get_running_loop().time() + CHANNEL_RETRY_SECONDS
+
+    def _channel_failed(self) -> None:
+        self._channel_failures += 1
+        if self._mode == "auto" and self._channel_failures >= CHANNEL_FAILURES:
+            log.warning(
+                "the agent channel failed %d times in a row; using HTTP for %.0f s",
+                self._channel_failures,
+                CHANNEL_RETRY_SECONDS,
+            )
+            self._channel_failures = 0
+            self._channel_off_until = asyncio.get_running_loop().time() + CHANNEL_RETRY_SECONDS
 
     async def _post(self, path: str, body: BaseModel, *, timeout: float | None = None) -> Any:
         kwargs: dict[str, Any] = {"data": body.model_dump_json(exclude_none=True)}
@@ -128,21 +202,32 @@ class CloudClient:
 
     async def claim(self, capacity: int, wait_s: float) -> list[Assignment]:
         body = ClaimRequest(capacity=capacity, wait_s=wait_s)
-        data = await self._post(f"/api/v1/agents/{self.agent_id}/claim", body, timeout=wait_s + 15)
+        data = await self._call("claim", f"/api/v1/agents/{self.agent_id}/claim", body, timeout=wait_s + 15)
         return [Assignment.model_validate(item) for item in data]
 
     async def heartbeat(self, tokens: dict[str, str], wait_s: float) -> HeartbeatReply:
         """Renew the leases of the attempts in `tokens` (task id -> task_token); wait up to wait_s for a cancel."""
         body = Heartbeat(running=list(tokens), tokens=tokens, wait_s=wait_s)
-        data = await self._post(f"/api/v1/agents/{self.agent_id}/heartbeat", body, timeout=wait_s + 15)
+        data = await self._call("heartbeat", f"/api/v1/agents/{self.agent_id}/heartbeat", body, timeout=wait_s + 15)
         return HeartbeatReply.model_validate(data)
 
     async def post_logs(self, task_id: str, token: str, lines: list[LogLine]) -> int:
-        data = await self._post(f"/api/v1/agent/tasks/{task_id}/logs", LogBatch(task_token=token, lines=lines))
+        body = LogBatch(task_token=token, lines=lines)
+        data = await self._call("logs", f"/api/v1/agent/tasks/{task_id}/logs", body, task_id=task_id)
         return int(data["next_seq"])
 
     async def post_result(self, task_id: str, report: TaskReport) -> None:
-        await self._post(f"/api/v1/agent/tasks/{task_id}/result", report)
+        """Report the outcome; with a piggyback set, the answer also brings the agent's next tasks."""
+        offered = self.piggyback.offer(task_id) if self.piggyback is not None else 0
+        tasks: list[Assignment] = []
+        try:
+            path = f"/api/v1/agent/tasks/{task_id}/result"
+            data = await self._call("result", path, report, task_id=task_id, claim=offered)
+            if offered and isinstance(data, dict):
+                tasks = [Assignment.model_validate(item) for item in data.get("assignments") or []]
+        finally:
+            if offered and self.piggyback is not None:
+                self.piggyback.took(offered, tasks)
 
 
 def _decode(status: int, raw: bytes) -> Any:

@@ -37,6 +37,9 @@ MAX_KILL_GRACE_S). A task still running then is abandoned as in a crash: the nex
 DELIVERY_GRACE_SECONDS = 5.0
 """At shutdown, results get the rest of the grace period, and at least this long, to reach the cloud;
 what is not delivered by then stays in the outbox and the next start delivers it."""
+LEND_SECONDS = 1.0
+"""How long a finished attempt's slot waits for its result to be sent with a piggybacked claim before the
+claim loop may use it (a result sent later, after log batches or while the cloud is away, claims nothing)."""
 SHUTDOWN_OVERRUN_SECONDS = STOP_GRACE_SECONDS + 2 * DELIVERY_GRACE_SECONDS
 """The most a stopping agent takes beyond its grace period (a process manager's stop timeout must exceed
 grace + this): canceled tasks stopping, abandoned ones settling, results in flight."""
@@ -55,7 +58,9 @@ class Agent:
         data_dir = settings.data_dir.resolve()
         configured = settings.agent_token.get_secret_value()
         self.identity = Identity(data_dir, settings.server, settings.agent_id, configured)
-        self.client = CloudClient(settings.server, self.identity.first_token(), settings.agent_id)
+        token = self.identity.first_token()
+        self.client = CloudClient(settings.server, token, settings.agent_id, settings.agent_channel)
+        self.client.piggyback = self
         self.workdir = data_dir / "work"
         self.outbox = Outbox(data_dir / "outbox")
         try:
@@ -76,6 +81,10 @@ class Agent:
         self.running: dict[str, Attempt] = {}
         """Task id -> its attempt, from its start until its result is stored (or, abandoned, until exit)."""
         self._jobs: set[asyncio.Task[None]] = set()
+        self._reserved = 0
+        """Slots promised to claims in flight (the claim loop's, or a result's piggybacked one)."""
+        self._lent: dict[str, asyncio.TimerHandle] = {}
+        """Task id -> the slot its finished attempt holds for its result's piggybacked claim (briefly)."""
         self.deliveries = Deliveries(self.client, settings.log_batch_lines)
         self._slot_freed = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -142,32 +151,81 @@ class Agent:
         self._heartbeat_seconds = reply.heartbeat_seconds
         log.info("registered as %s at %s (max concurrency %d)", reg.agent_id, self.settings.server, reg.max_concurrency)
 
+    def _free_slots(self) -> int:
+        """Slots neither running a task, nor promised to a claim in flight, nor lent to a result."""
+        return self.settings.max_concurrency - len(self.running) - self._reserved - len(self._lent)
+
     async def _claim_loop(self) -> None:
         backoff = Backoff()
         while not self.stopping.is_set():
-            free = self.settings.max_concurrency - len(self.running)
+            free = self._free_slots()
             if free <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
+            self._reserved += free  # a result's piggybacked claim must not count these slots again
             try:
                 tasks = await self.client.claim(free, self.settings.claim_wait_seconds)
-                backoff.reset()
             except CloudUnavailable as exc:
                 delay = backoff.next_delay()
                 log.warning("claim: cloud unavailable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                continue
             except Rejected as exc:
                 if exc.status == 404:  # the cloud lost our registration (e.g. a fresh database)
-                    await self._register()
-                    continue
-                delay = backoff.next_delay()
-                log.error("claim refused: %s; retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+                    delay = -1.0
+                else:
+                    delay = backoff.next_delay()
+                    log.error("claim refused: %s; retrying in %.1fs", exc, delay)
+            else:
+                backoff.reset()
+                for task in tasks[:free]:
+                    self._start(task)
                 continue
-            for task in tasks:
-                self._start(task)
+            finally:
+                self._reserved -= free
+            if delay < 0:
+                await self._register()
+            else:
+                await asyncio.sleep(delay)
+
+    def offer(self, task_id: str) -> int:
+        """A result about to be sent: the slot its attempt lent it, plus any other free one, go with it as a
+        claim (none when it lent none, or while stopping)."""
+        lent = self._lent.pop(task_id, None)
+        if lent is None:
+            return 0
+        lent.cancel()
+        free = self._free_slots()
+        if self.stopping.is_set() or free <= 0:
+            self._slot_freed.set()
+            return 0
+        self._reserved += free
+        return free
+
+    def took(self, offered: int, tasks: list[Assignment]) -> None:
+        """The result's answer came (or failed): start what it brought, free the rest of the offer."""
+        self._reserved -= offered
+        for task in tasks[:offered]:
+            self._start(task)
+        self._slot_freed.set()
+
+    def _lend(self, attempt: Attempt) -> None:
+        """The attempt ended and its result ships next: its slot waits for that result's piggybacked claim,
+        and returns to the claim loop if the result is not sent within LEND_SECONDS."""
+        task_id = attempt.task.id
+        if self.running.get(task_id) is attempt:
+            del self.running[task_id]
+        old = self._lent.pop(task_id, None)
+        if old is not None:
+            old.cancel()
+        if self.stopping.is_set():
+            self._slot_freed.set()
+            return
+        loop = asyncio.get_running_loop()
+        self._lent[task_id] = loop.call_later(LEND_SECONDS, self._unlend, task_id)
+
+    def _unlend(self, task_id: str) -> None:
+        if self._lent.pop(task_id, None) is not None:
+            self._slot_freed.set()
 
     def _start(self, task: Assignment) -> None:
         if self.ledger.started(task.id, task.attempt):
@@ -193,7 +251,7 @@ class Agent:
         except Exception:
             self._free(attempt)
             raise
-        self._free(attempt)
+        self._lend(attempt)
         self.deliveries.send(item)
 
     def _free(self, attempt: Attempt) -> None:

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +31,12 @@ class AgentSettings(BaseSettings):
     labels: dict[str, str] = Field(default_factory=dict, description="Free-form labels, k=v.")
     data_dir: Path = Field(Path("./agent-data"), description="Working directory and caches of this agent.")
     claim_wait_seconds: float = Field(25.0, gt=0, le=60, description="Long-poll wait of one claim.")
+    agent_channel: Literal["auto", "websocket", "http"] = Field(
+        "auto",
+        description="How claims, heartbeats, log batches and results travel: `websocket` over one persistent "
+        "channel, `http` as long-poll requests, `auto` the channel when the cloud offers it, else HTTP (tried "
+        "again every few minutes).",
+    )
     shutdown_grace_seconds: float = Field(
         30.0, ge=0, description="On SIGTERM, running tasks get this long to finish before being canceled."
     )

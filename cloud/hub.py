@@ -30,6 +30,11 @@ class Subscription:
             self.payload = payload
         self._event.set()
 
+    @property
+    def pending(self) -> bool:
+        """A key was published since the last wait (a waiter that skips its read must not skip this)."""
+        return self._event.is_set()
+
     async def wait(self, timeout: float) -> bool:
         """Wait until a key is published (True) or `timeout` passes (False); re-arms itself."""
         if timeout <= 0 and not self._event.is_set():
@@ -58,6 +63,14 @@ class Hub:
     def __init__(self) -> None:
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
         self.closing = False
+        self.complete = True
+        """Every wake-up reaches this hub: one process (SQLite), or the PostgreSQL listener is up. While
+        False (a listener reconnecting), waiters re-read the database every `recheck_seconds`."""
+
+    def recheck_after(self, fast: float, slow: float) -> float:
+        """How long a waiter may go without re-reading the database: `slow` while every wake-up arrives
+        (a re-read then only guards against a listener that died silently), else `fast`."""
+        return slow if self.complete else fast
 
     def subscribe(self, *keys: str) -> Subscription:
         sub = Subscription(self, keys)

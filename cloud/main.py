@@ -14,7 +14,7 @@ from cloud.api.auth import CredentialCache
 from cloud.api.deps import AppContext
 from cloud.api.errors import install_error_handlers
 from cloud.api.openapi import install_openapi
-from cloud.api.routes import agent_protocol, agents, audit, files, health, logs, rpc, tasks, tokens
+from cloud.api.routes import agent_channel, agent_protocol, agents, audit, files, health, logs, rpc, tasks, tokens
 from cloud.background import background_forever
 from cloud.db import notify
 from cloud.db.engine import Database, migrate
@@ -40,6 +40,7 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         FileStore.prepare_data_dir(settings.data_dir)  # 0700: the database, tokens and keys live there
         hub = Hub()
         db = Database(settings.resolved_database_url(), hub)
+        hub.complete = not db.notifies  # until this replica's LISTEN connection is up
         migrate(db.engine)
         db.sync_clock(tries=5)  # before the first request decides a lease
         store = FileStore(settings.data_dir)
@@ -85,6 +86,6 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_openapi(app)
-    for module in (tasks, logs, files, agents, tokens, audit, agent_protocol, rpc, health):
+    for module in (tasks, logs, files, agents, tokens, audit, agent_protocol, agent_channel, rpc, health):
         app.include_router(module.router)
     return app

@@ -9,6 +9,7 @@ from types import FrameType
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from cloud.api.routes.agent_channel import FRAME_HEADROOM
 from cloud.hub import Hub
 from cloud.main import create_app
 from cloud.settings import CloudSettings
@@ -80,6 +81,10 @@ def build_server(settings: CloudSettings, host: str, port: int) -> uvicorn.Serve
         port=port,
         http=_protocol(settings.request_idle_timeout_seconds),
         limit_concurrency=settings.max_connections,
+        # The agent channel (cloud/api/routes/agent_channel.py): frames as large as an agent's HTTP body, and
+        # no per-message compression, whose CPU cost is what the channel exists to save.
+        ws_max_size=settings.max_agent_request_bytes + FRAME_HEADROOM,
+        ws_per_message_deflate=False,
         loop="auto",
         timeout_graceful_shutdown=10,
         # Longer than the usual client and load-balancer idle timeouts, so the server is not the side

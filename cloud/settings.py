@@ -58,6 +58,24 @@ class CloudSettings(BaseSettings):
         description="Waiting requests (claims, sync calls, log follows) re-read the database at least this often, "
         "so a wake-up lost between replicas only delays them.",
     )
+    idle_recheck_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="While every wake-up is known to arrive (SQLite; PostgreSQL with this replica's LISTEN "
+        "connection up), waiting claims re-read the database this often instead of every recheck_seconds, so "
+        "idle agents cost no database work; the fast pace resumes while the listener reconnects.",
+    )
+    channel_enabled: bool = Field(
+        True,
+        description="Offer agents the persistent channel (a WebSocket per agent process at "
+        "/api/v1/agents/{id}/channel); when off, the upgrade is refused and agents use long-poll HTTP.",
+    )
+    channel_token_recheck_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="An agent channel checks its token again at every claim hand-out and at least this often "
+        "otherwise: a revoked token or a deleted agent is refused, and its channel closed, within this time.",
+    )
     max_log_bytes: int = Field(
         10 * 1024 * 1024, ge=1024, description="Output kept per task; head and tail are kept past it."
     )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from wire.tasks import Assignment
 
 AGENT_ID_PATTERN = r"^[^\x00-\x20\x7f*?\[\]/\\]+$"
 """Agent ids a new agent may register: a glob in a token's scope can never mean an id literally."""
@@ -88,3 +90,38 @@ class RegisterReply(BaseModel):
     heartbeat_seconds: float
     lease_seconds: float
     agent_token: str | None = None
+
+
+class ResultReply(BaseModel):
+    """What the cloud answers a result: the task's status and, when the result offered free capacity
+    (`claim`), the agent's next assignments, which save it a claim."""
+
+    id: str
+    status: str
+    assignments: list[Assignment] = Field(default_factory=list)
+
+
+ChannelOp = Literal["claim", "heartbeat", "logs", "result", "cancel"]
+
+
+class ChannelRequest(BaseModel):
+    """A request frame on the agent channel (a WebSocket per agent process): `body` is the body of the
+    HTTP route `op` stands for, checked by the same model; the reply carries the same `id`.
+
+    Replies are `{"id", "ok": <the route's answer>}` or `{"id", "status", "error", "next_seq"?}` with the
+    route's status code. `cancel` (body `{"request": id}`) abandons a request in flight and has no reply.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: int = Field(ge=0, le=2**53)
+    op: ChannelOp
+    task_id: str | None = Field(None, min_length=1, max_length=64, description="logs and result: the task.")
+    claim: int = Field(0, ge=0, le=1000, description="result: free capacity; the reply brings assignments.")
+    body: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChannelHello(BaseModel):
+    """The cloud's first frame on a new channel: the largest frame it accepts."""
+
+    max_frame_bytes: int

@@ -78,6 +78,7 @@ async def listen_forever(url: URL, origin: str, hub: Hub) -> None:
             )
             async with conn:
                 await conn.execute(f"LISTEN {CHANNEL}")
+                hub.complete = True
                 # Whatever was notified while no one listened is unknown: let every waiter look again.
                 hub.wake_all()
                 delay = 0.5
@@ -89,5 +90,7 @@ async def listen_forever(url: URL, origin: str, hub: Hub) -> None:
             raise
         except Exception as exc:
             log.warning("notify listener: %s; reconnecting in %.1fs", exc, delay)
+        # Wake-ups from other replicas may be lost until the listener is back: waiters re-read often.
+        hub.complete = False
         await asyncio.sleep(delay)
         delay = min(RECONNECT_MAX_SECONDS, delay * 2)

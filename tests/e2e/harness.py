@@ -319,6 +319,8 @@ class Cloud:
 
 def cloud_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIANGONG_")}
+    if "TIANGONG_AGENT_CHANNEL" in os.environ:  # the agents' transport for a whole run: auto, websocket or http
+        env["TIANGONG_AGENT_CHANNEL"] = os.environ["TIANGONG_AGENT_CHANNEL"]
     env.update({"TIANGONG_ADMIN_TOKEN": ADMIN, "TIANGONG_AGENT_TOKEN": AGENT, "PYTHONUNBUFFERED": "1"})
     env.update(overrides)
     return env

@@ -1,0 +1,149 @@
+"""The agent protocol's operations (claim, heartbeat, log batch, result), one body of code each, shared
+by the HTTP routes (routes/agent_protocol.py) and the channel (routes/agent_channel.py): the two
+transports validate with the same wire models and cannot drift."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy import Connection
+
+from cloud.access import Principal
+from cloud.api.agent_output import cleaned_lines, cleaned_report
+from cloud.api.deps import AppContext
+from cloud.services import runs as svc
+from cloud.services.errors import Forbidden
+from wire.agents import ClaimRequest, Heartbeat, HeartbeatReply, ResultReply
+from wire.tasks import Assignment, LogBatch, TaskReport
+
+Recheck = Callable[[], Principal]
+"""The caller's token resolved again (401 when revoked or its agent deleted)."""
+Gone = Callable[[], Awaitable[bool]]
+"""True when the caller hung up: tasks handed to it would wait out their lease."""
+
+
+def own(principal: Principal, agent_id: str) -> None:
+    """An agent token acts for its own agent id only."""
+    if principal.agent_id != agent_id:
+        raise Forbidden(f"agent_id: this agent token belongs to agent {principal.agent_id!r}, not {agent_id!r}")
+
+
+class ClaimWatch:
+    """A channel's lasting subscription to its agent's wake-ups. A claim whose channel's last read found
+    nothing, with no wake-up since, waits without reading again: an idle agent renewing its claim costs
+    no query. It still reads when the hub may miss wake-ups, and every `idle_recheck_seconds`."""
+
+    def __init__(self, app: AppContext, agent_id: str) -> None:
+        self.sub = app.hub.subscribe(f"agent:{agent_id}")
+        self._app = app
+        self._empty_at: float | None = None
+
+    def must_read(self, now: float) -> bool:
+        if self._empty_at is None or self.sub.pending or not self._app.hub.complete:
+            return True
+        return now - self._empty_at >= self._app.settings.idle_recheck_seconds
+
+    def read(self, now: float, found: bool) -> None:
+        self._empty_at = None if found else now
+
+    def close(self) -> None:
+        self.sub.__exit__(None, None, None)
+
+
+def hand_out(
+    app: AppContext, conn: Connection, agent_id: str, capacity: int, claimer: str, touch: bool
+) -> list[Assignment]:
+    """Up to `capacity` pending tasks of the agent, moved to running; none for a disabled agent."""
+    agent = app.agents.get(conn, agent_id)
+    if agent is not None and agent.disabled:
+        return []
+    lease, max_log = app.settings.lease_seconds, app.settings.max_log_bytes
+    return svc.claim_tasks(conn, agent_id, capacity, lease, max_log, claimer, touch=touch, sealer=app.sealer)
+
+
+async def claim(
+    app: AppContext,
+    agent_id: str,
+    body: ClaimRequest,
+    claimer: str,
+    *,
+    recheck: Recheck,
+    gone: Gone,
+    watch: ClaimWatch | None = None,
+) -> list[Assignment]:
+    """Long-poll: answer at once with pending tasks, else wait (woken in-process) up to wait_s. The token
+    is checked again before every read but the first (the request's own check)."""
+    settings = app.settings
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(body.wait_s, settings.claim_wait_max_seconds)
+    # Subscribe before the first read: a task created between the read and the wait still wakes it.
+    scope = contextlib.nullcontext(watch.sub) if watch is not None else app.hub.subscribe(f"agent:{agent_id}")
+    with scope as sub:
+        read = watch is None or watch.must_read(loop.time())
+        first = True
+        while True:
+            if read:
+                if not first:
+                    # The token may have been revoked, or the agent deleted (and its id registered again),
+                    # while this claim waited: its tasks, and their secrets, must not go to it.
+                    own(recheck(), agent_id)
+                with app.db.transaction() as conn:
+                    got = hand_out(app, conn, agent_id, body.capacity, claimer, app.seen.due(agent_id))
+                if watch is not None:
+                    watch.read(loop.time(), bool(got))
+                if got:
+                    return got
+            first, read = False, True
+            remaining = deadline - loop.time()
+            if remaining <= 0 or app.hub.closing:
+                return []
+            # Re-read now and then: a wake-up from another replica may have been lost.
+            recheck_s = app.hub.recheck_after(settings.recheck_seconds, settings.idle_recheck_seconds)
+            await sub.wait(min(remaining, recheck_s))
+            if await gone():
+                return []
+
+
+async def heartbeat(
+    app: AppContext, agent_id: str, body: Heartbeat, *, recheck: Recheck, touch: bool = True
+) -> HeartbeatReply:
+    """Renew leases; return cancels at once, or wait up to wait_s for one to be requested.
+
+    The wait also covers tasks the agent has not listed yet (started since it sent this beat), so a
+    cancel of a task that just started reaches the agent at once rather than at its next beat. A beat
+    listing nothing with `touch` False (an idle channel seen recently) reads nothing.
+    """
+    lease = app.settings.lease_seconds
+    with app.hub.subscribe(f"cancel:{agent_id}") as sub:
+        cancel: list[str] = []
+        if body.running or touch:
+            with app.db.transaction() as conn:
+                cancel = svc.heartbeat(conn, agent_id, body.running, lease, body.tokens)
+        waits = not cancel and body.wait_s > 0 and not app.hub.closing
+        if waits and await sub.wait(min(body.wait_s, lease / 3)):
+            own(recheck(), agent_id)
+            with app.db.transaction() as conn:
+                cancel = svc.cancels_since(conn, agent_id, body.running, body.tokens)
+    return HeartbeatReply(cancel=cancel, lease_seconds=lease)
+
+
+async def store_logs(app: AppContext, task_id: str, body: LogBatch, agent_id: str | None) -> dict[str, int]:
+    """Store a batch of log lines; `{"next_seq": n}` (409 with the seq to resend from after a gap)."""
+    lines = await cleaned_lines(app, task_id, body)
+    with app.db.transaction() as conn:
+        next_seq = svc.append_logs(conn, task_id, body.task_token, lines, app.settings.max_log_bytes, agent_id=agent_id)
+    return {"next_seq": next_seq}
+
+
+async def store_result(
+    app: AppContext, task_id: str, body: TaskReport, agent_id: str | None, claim: int = 0, claimer: str = ""
+) -> ResultReply:
+    """Record the outcome (idempotent for a resend); with `claim` > 0, hand out up to that many of the
+    agent's pending tasks in the same transaction (the claim a busy agent would send next)."""
+    report = await cleaned_report(app, task_id, body)
+    with app.db.transaction() as conn:
+        task = svc.report_result(conn, task_id, report, app.settings.max_log_bytes, agent_id=agent_id)
+        assignments = hand_out(app, conn, agent_id, claim, claimer, touch=False) if claim and agent_id else []
+    return ResultReply(id=task_id, status=task.status, assignments=assignments)
