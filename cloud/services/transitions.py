@@ -166,25 +166,27 @@ def fresh_attempt() -> dict[str, Any]:
     }
 
 
-_CLAIM = (
-    _cas(
-        _S.running,
-        (_S.pending,),
-        T.c.id.in_(
-            select(T.c.id)
-            .where(
-                T.c.agent_id == bindparam("b_agent_id"),
-                T.c.status == _S.pending.value,
-                # A retry waits out its backoff; an expired task is never handed out, even before the
-                # background pass has failed it.
-                or_(T.c.next_retry_at.is_(None), T.c.next_retry_at <= bindparam("b_now")),
-                or_(T.c.expires_at.is_(None), T.c.expires_at > bindparam("b_now")),
-            )
-            .order_by(T.c.id)
-            .limit(bindparam("b_capacity"))
-            .with_for_update(skip_locked=True)
-        ),
+_CLAIMABLE = (
+    select(T.c.id)
+    .where(
+        T.c.agent_id == bindparam("b_agent_id"),
+        T.c.status == _S.pending.value,
+        # A retry waits out its backoff; an expired task is never handed out, even before the
+        # background pass has failed it.
+        or_(T.c.next_retry_at.is_(None), T.c.next_retry_at <= bindparam("b_now")),
+        or_(T.c.expires_at.is_(None), T.c.expires_at > bindparam("b_now")),
     )
+    .order_by(T.c.id)
+    .limit(bindparam("b_capacity"))
+    .with_for_update(skip_locked=True)
+    # Chosen once, in a materialized CTE: as `id IN (subquery)`, PostgreSQL may run the LIMIT ... SKIP
+    # LOCKED subquery again for rows a concurrent claim changed (its re-check of an updated row), each run
+    # skipping other rows, and one claim of capacity 1 took every pending task of the agent.
+    .cte("claimable")
+    .prefix_with("MATERIALIZED")
+)
+_CLAIM = (
+    _cas(_S.running, (_S.pending,), T.c.id.in_(select(_CLAIMABLE.c.id)))
     # One random prefix per claim plus the task number: unique and unguessable per task and attempt.
     .values(
         task_token=bindparam("b_token_prefix", type_=String) + func.cast(T.c.id, String),
