@@ -177,8 +177,7 @@ class Agent:
                     log.error("claim refused: %s; retrying in %.1fs", exc, delay)
             else:
                 backoff.reset()
-                for task in tasks[:free]:
-                    self._start(task)
+                self._start_all(tasks, free)
                 continue
             finally:
                 self._reserved -= free
@@ -204,9 +203,18 @@ class Agent:
     def took(self, offered: int, tasks: list[Assignment]) -> None:
         """The result's answer came (or failed): start what it brought, free the rest of the offer."""
         self._reserved -= offered
-        for task in tasks[:offered]:
-            self._start(task)
+        self._start_all(tasks, offered)
         self._slot_freed.set()
+
+    def _start_all(self, tasks: list[Assignment], slots: int) -> None:
+        """Start what a claim brought, never more than the slots it was given."""
+        if len(tasks) > slots:
+            # A cloud that breaks its contract: the extra tasks are left to their lease (retried or failed
+            # `agent lost`), never run beyond max_concurrency.
+            extra = [t.id for t in tasks[slots:]]
+            log.error("the cloud handed out %d task(s) for %d free slot(s); not running %s", len(tasks), slots, extra)
+        for task in tasks[:slots]:
+            self._start(task)
 
     def _lend(self, attempt: Attempt) -> None:
         """The attempt ended and its result ships next: its slot waits for that result's piggybacked claim,

@@ -36,7 +36,8 @@ CLAIM = b"POST /api/v1/agents/on-b/claim "
 def cluster(make_cluster: MakeCluster) -> Cluster:
     cluster = make_cluster("postgres", replicas=2, process=True, recheck_seconds=120, heartbeat_seconds=5)
     proxy = cluster.proxy(cluster.b, record=True)  # only to see the agent's requests; it never pauses
-    cluster.agent("on-b", via=proxy.url, max_concurrency=2)
+    # Long-poll HTTP, whose claims the proxy can count (tests/faults/test_channel.py covers the channel).
+    cluster.agent("on-b", via=proxy.url, max_concurrency=2, agent_channel="http")
     return cluster
 
 
@@ -143,7 +144,7 @@ def test_a_lost_notification_only_delays_the_claim_until_the_recheck(make_cluste
     waiter once the listener has reconnected, whichever comes first)."""
     cluster = make_cluster("postgres", replicas=2, process=True, recheck_seconds=RECHECK_S, heartbeat_seconds=5)
     cluster.proxy(cluster.b, record=True)
-    cluster.agent("on-b", via=cluster.proxies[0].url, max_concurrency=2)
+    cluster.agent("on-b", via=cluster.proxies[0].url, max_concurrency=2, agent_channel="http")
     [listener] = wait_for(lambda: _listeners(cluster, cluster.b), 30, "B's LISTEN connection")
     _next_claim(cluster, 0)  # held on B: nothing is pending
     assert cluster.a.sql(f"SELECT pg_terminate_backend({listener})") == [(True,)]
