@@ -134,7 +134,7 @@ class CloudClient:
             else:
                 self._channel_failures = 0
                 return answer
-        return await self._post(path + (f"?claim={claim}" if claim else ""), body, timeout=timeout)
+        return await self._post(path, body, timeout=timeout, claim=claim)
 
     def _channel_refused(self, exc: ChannelRefused) -> None:
         """The upgrade was answered with an HTTP status (an older cloud, the channel turned off, a proxy that
@@ -157,10 +157,12 @@ class CloudClient:
             self._channel_failures = 0
             self._channel_off_until = asyncio.get_running_loop().time() + CHANNEL_RETRY_SECONDS
 
-    async def _post(self, path: str, body: BaseModel, *, timeout: float | None = None) -> Any:
+    async def _post(self, path: str, body: BaseModel, *, timeout: float | None = None, claim: int = 0) -> Any:
         kwargs: dict[str, Any] = {"data": body.model_dump_json(exclude_none=True)}
         if timeout is not None:
             kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout, connect=5)
+        if claim:
+            kwargs["headers"] = {"Tiangong-Claim": str(claim)}
         try:
             async with self._http().post(path, **kwargs) as resp:
                 status, raw = resp.status, await resp.read()

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/roundtrip.py [--latency-tasks 500] [--throughput-tasks 2000]
         [--agents 4] [--concurrency 8] [--clients 64] [--setups sqlite,postgres-1,postgres-2]
+        [--transport auto|websocket|http]
 
 Latency: sequential sync tasks through one agent, measured at the caller, next to the floor of a
 bare local `subprocess.run(["true"])`. Throughput: N agents x concurrency, fed by concurrent sync callers.
@@ -11,7 +12,9 @@ and with two cloud replicas. With two, the latency caller talks to replica A and
 (every task crosses over LISTEN/NOTIFY both ways; the target is checked on this figure; the
 same-replica one is printed beside it), and the throughput agents and callers are spread evenly over
 both. The PostgreSQL targets (round-trip p50 <= 15 ms; >= 300 tasks/s with two replicas)
-are reported as met or not; nothing is asserted.
+are reported as met or not; nothing is asserted. Beside each figure, the CPU milliseconds per task of
+the cloud process(es) and of the agent process(es) (from /proc). `--transport` is the agents'
+TIANGONG_AGENT_CHANNEL (default: theirs, `auto`).
 """
 
 from __future__ import annotations
@@ -55,10 +58,25 @@ def floor_ms(n: int) -> dict[str, float]:
     return percentiles(samples)
 
 
-def latency_ms(http: httpx.Client, agent_id: str, n: int) -> dict[str, float]:
+def cpu_ms_per_task(pids: dict[str, list[int]], before: dict[str, float], n: int) -> dict[str, float]:
+    """CPU ms per task of each group of processes since `before` (from cpu_of)."""
+    now = cpu_of(pids)
+    return {f"{name}_cpu_ms_per_task": round((now[name] - before[name]) * 1000 / n, 3) for name in pids}
+
+
+def cpu_of(pids: dict[str, list[int]]) -> dict[str, float]:
+    """User + system CPU seconds of each group of processes."""
+    from bench.measuring import cpu_s
+
+    return {name: sum(cpu_s(pid) for pid in group) for name, group in pids.items()}
+
+
+def latency_ms(http: httpx.Client, agent_id: str, n: int, pids: dict[str, list[int]] | None = None) -> dict[str, float]:
     body = {"agent_id": agent_id, "type": "execute", "params": {"cmd": "true"}, "sync": True, "timeout": 30}
     for _ in range(20):  # warm up connections and caches
         http.post("/api/v1/tasks", json=body)
+    pids = pids or {}
+    before = cpu_of(pids)
     samples = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -66,7 +84,7 @@ def latency_ms(http: httpx.Client, agent_id: str, n: int) -> dict[str, float]:
         samples.append((time.perf_counter() - t0) * 1000)
         if r.json()["status"] != "success":
             raise SystemExit(f"task failed: {r.text}")
-    return percentiles(samples)
+    return {**percentiles(samples), **cpu_ms_per_task(pids, before, n)}
 
 
 async def throughput(urls: list[str], token: str, agent_id: str, n: int, clients: int) -> dict[str, object]:
@@ -120,23 +138,37 @@ def throughput_figures(n: int, elapsed: float, failures: list[str]) -> dict[str,
     }
 
 
+def _pids(cluster: Cluster, agents: list[Any]) -> dict[str, list[int]]:
+    clouds = [r.proc.pid for r in cluster.replicas if r.proc is not None]
+    return {"cloud": clouds, "agent": [a.proc.pid for a in agents if a.proc is not None]}
+
+
 def measure(cluster: Cluster, args: argparse.Namespace) -> dict[str, object]:
     """Latency then throughput on a started cluster (one or more replicas on one database)."""
     replicas = cluster.replicas
+    env = {"agent_channel": args.transport} if args.transport else {}
     # With two replicas the latency agent waits on B while the caller asks A: the cross-replica path.
-    cluster.agent("lat", via=replicas[-1].url, max_concurrency=1)
-    out: dict[str, object] = {"replicas": len(replicas)}
-    out["roundtrip_execute_true_ms"] = latency_ms(replicas[0].http, "lat", args.latency_tasks)
+    lat = cluster.agent("lat", via=replicas[-1].url, max_concurrency=1, **env)
+    out: dict[str, object] = {"replicas": len(replicas), "transport": args.transport or "agent default"}
+    pids = _pids(cluster, [lat])
+    out["roundtrip_execute_true_ms"] = latency_ms(replicas[0].http, "lat", args.latency_tasks, pids)
     if len(replicas) > 1:  # for comparison: caller and agent on the same replica (no NOTIFY on the path)
-        cluster.agent("lat-a", via=replicas[0].url, max_concurrency=1)
-        out["roundtrip_same_replica_ms"] = latency_ms(replicas[0].http, "lat-a", args.latency_tasks)
-    for i in range(args.agents):
-        cluster.agent("tput", via=replicas[i % len(replicas)].url, max_concurrency=args.concurrency)
+        lat_a = cluster.agent("lat-a", via=replicas[0].url, max_concurrency=1, **env)
+        pids = _pids(cluster, [lat_a])
+        out["roundtrip_same_replica_ms"] = latency_ms(replicas[0].http, "lat-a", args.latency_tasks, pids)
+    tput = [
+        cluster.agent("tput", via=replicas[i % len(replicas)].url, max_concurrency=args.concurrency, **env)
+        for i in range(args.agents)
+    ]
+    pids = _pids(cluster, tput)
+    before = cpu_of(pids)
+    figures = asyncio.run(throughput([r.url for r in replicas], ADMIN, "tput", args.throughput_tasks, args.clients))
     out["throughput"] = {
         "agents": args.agents,
         "concurrency": args.concurrency,
         "clients": args.clients,
-        **asyncio.run(throughput([r.url for r in replicas], ADMIN, "tput", args.throughput_tasks, args.clients)),
+        **figures,
+        **cpu_ms_per_task(pids, before, args.throughput_tasks),
     }
     return out
 
@@ -189,6 +221,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--setups", default="sqlite,postgres-1,postgres-2")
+    ap.add_argument("--transport", choices=["auto", "websocket", "http"], help="the agents' TIANGONG_AGENT_CHANNEL")
     args = ap.parse_args()
 
     result: dict[str, Any] = {"cores": os.cpu_count(), "python": sys.version.split()[0]}

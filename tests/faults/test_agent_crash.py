@@ -129,7 +129,8 @@ def test_result_in_the_outbox_survives_an_agent_crash(backend: str, make_cluster
     """The agent has the result but cannot send it (network cut), and is SIGKILLed: its next life sends it."""
     cluster = make_cluster(backend, lease_seconds=120, heartbeat_seconds=0.5)
     proxy = cluster.proxy(record=True)
-    agent = cluster.agent("crash", via=proxy.url)
+    # Long-poll HTTP: the test looks for the result request in the proxy (WebSocket frames are masked).
+    agent = cluster.agent("crash", via=proxy.url, agent_channel="http")
     marker, go = tmp_path / "marker", tmp_path / "go"
     command = f"{mark(marker)}; echo one; while [ ! -e {go} ]; do sleep 0.05; done; echo two; echo three"
     task_id = cluster.a.create(agent_id="crash", type="shell", command=command).json()["id"]

@@ -64,7 +64,8 @@ def test_partition_longer_than_the_lease_retries_and_fences_the_old_agent(
     cluster = make_cluster(backend, lease_seconds=3, heartbeat_seconds=0.5, reaper_interval_seconds=0.2)
     proxy = cluster.proxy(record=True)
     # Concurrency 1: while its task runs the old agent has no claim in flight that could take the retry.
-    cluster.agent("pool", via=proxy.url, max_concurrency=1)
+    # Long-poll HTTP: the test reads the agent's requests in the proxy (WebSocket frames are masked).
+    cluster.agent("pool", via=proxy.url, max_concurrency=1, agent_channel="http")
     marker, first, go = tmp_path / "marker", tmp_path / "first", tmp_path / "go"
     # The first run waits for `go`; a later one (mkdir fails: `first` exists) goes straight through.
     wait = f"if mkdir {first} 2>/dev/null; then while [ ! -e {go} ]; do sleep 0.05; done; fi"
@@ -100,7 +101,8 @@ def test_partition_longer_than_the_lease_without_retries_refuses_the_late_failur
     status) must still get 409, not pass for a resend of a result the cloud already has."""
     cluster = make_cluster(backend, lease_seconds=3, heartbeat_seconds=0.5, reaper_interval_seconds=0.2)
     proxy = cluster.proxy(record=True)
-    cluster.agent("cut", via=proxy.url, max_concurrency=1)
+    # Long-poll HTTP: the test reads the agent's requests in the proxy (WebSocket frames are masked).
+    cluster.agent("cut", via=proxy.url, max_concurrency=1, agent_channel="http")
     go = tmp_path / "go"
     command = f'echo "begin $$"; while [ ! -e {go} ]; do sleep 0.05; done; echo "end $$"; exit 3'
     task_id = cluster.a.create(agent_id="cut", type="shell", command=command).json()["id"]

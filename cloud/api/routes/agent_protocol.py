@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Request
 
 from cloud.api import agent_calls as calls
 from cloud.api.agent_calls import own
@@ -72,10 +72,17 @@ async def post_result(
     principal: PrincipalDep,
     app: AppDep,
     claim: Annotated[
-        int, Query(ge=0, le=1000, description="The agent's free capacity: the answer brings up to this many tasks.")
+        int,
+        Header(
+            alias="Tiangong-Claim",
+            ge=0,
+            le=1000,
+            description="The agent's free slots: the answer's `assignments` brings up to this many of its next tasks.",
+        ),
     ] = 0,
 ) -> ResultReply:
     """Record the outcome; idempotent for a resend, 409 for a stale token or an incomplete log, 403 for
-    another agent's task. With `?claim=n`, `assignments` holds up to n of the agent's next tasks."""
+    another agent's task. With the header `Tiangong-Claim: n`, `assignments` holds up to n of the agent's
+    next tasks (a header, so the request line stays the route's own)."""
     claimer = request.client.host if request.client else ""
     return await calls.store_result(app, task_id, body, principal.agent_id, claim, claimer)
