@@ -89,6 +89,7 @@ class Agent:
         self._slot_freed = asyncio.Event()
         self.stopping = asyncio.Event()
         self._heartbeat_seconds = 5.0
+        self._lease_seconds = 30.0
 
     async def run(self) -> None:
         """Deliver what a previous process left, serve until stop() is called, then drain and return.
@@ -149,6 +150,7 @@ class Agent:
         )
         reply = await register(self.client, self.identity, reg, self.stopping, self.health.alive)
         self._heartbeat_seconds = reply.heartbeat_seconds
+        self._lease_seconds = reply.lease_seconds
         log.info("registered as %s at %s (max concurrency %d)", reg.agent_id, self.settings.server, reg.max_concurrency)
 
     def _free_slots(self) -> int:
@@ -275,10 +277,13 @@ class Agent:
             # Each pass, answered or not. Here rather than in the claim loop, which may wait hours for a
             # free slot: this loop passes every few seconds, and an agent whose heartbeats stopped is dead.
             self.health.alive()
+            # Results still on their way count as running: the cloud must not reap them meanwhile.
+            listed = self.deliveries.tokens() | {tid: a.task.task_token for tid, a in self.running.items()}
+            # An idle agent beats less often (no lease to renew; its cloud wakes the beat for any cancel),
+            # still within a third of the lease, so a task it starts meanwhile is renewed in time.
+            every = self._heartbeat_seconds if listed else max(self._heartbeat_seconds, self._lease_seconds / 3)
             try:
-                # Results still on their way count as running: the cloud must not reap them meanwhile.
-                listed = self.deliveries.tokens() | {tid: a.task.task_token for tid, a in self.running.items()}
-                reply = await self.client.heartbeat(listed, wait_s=self._heartbeat_seconds)
+                reply = await self.client.heartbeat(listed, wait_s=every)
                 again = False
                 for task_id in reply.cancel:
                     attempt = self.running.get(task_id)
@@ -294,7 +299,7 @@ class Agent:
             except (CloudUnavailable, Rejected) as exc:
                 log.warning("heartbeat failed: %s", exc)
             # The cloud holds a heartbeat open until a cancel is requested or wait_s passes.
-            await asyncio.sleep(max(0.0, self._heartbeat_seconds - (loop.time() - started)))
+            await asyncio.sleep(max(0.0, every - (loop.time() - started)))
 
     async def _drain(self) -> None:
         """Let running tasks finish within the grace period (still heartbeating), cancel the rest, then

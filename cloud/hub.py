@@ -40,7 +40,10 @@ class Subscription:
         if timeout <= 0 and not self._event.is_set():
             return False
         try:
-            await asyncio.wait_for(self._event.wait(), timeout)
+            # asyncio.timeout rather than wait_for, which (3.11) wraps the wait in a task of its own: a
+            # cost on every long-poll of every idle agent.
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
         except TimeoutError:
             return False
         finally:

@@ -71,7 +71,7 @@ class CloudSettings(BaseSettings):
         "/api/v1/agents/{id}/channel); when off, the upgrade is refused and agents use long-poll HTTP.",
     )
     channel_token_recheck_seconds: float = Field(
-        10.0,
+        60.0,
         gt=0,
         description="An agent channel checks its token again at every claim hand-out and at least this often "
         "otherwise: a revoked token or a deleted agent is refused, and its channel closed, within this time.",

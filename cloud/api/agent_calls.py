@@ -52,6 +52,26 @@ class ClaimWatch:
         self.sub.__exit__(None, None, None)
 
 
+class Sightings:
+    """Agents heard from on their channels while idle, recorded as seen for all of them in one UPDATE at
+    most every `every` seconds, by whichever idle heartbeat comes when it is due: 1,000 idle agents
+    would otherwise write a row each every few seconds."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self._ids: set[str] = set()
+        self._flushed = float("-inf")
+
+    def note(self, agent_id: str, now: float) -> bool:
+        """Remember the agent; True when the batch is due to be written now (then call `take`)."""
+        self._ids.add(agent_id)
+        return now - self._flushed >= self.every
+
+    def take(self, now: float) -> set[str]:
+        ids, self._ids, self._flushed = self._ids, set(), now
+        return ids
+
+
 def hand_out(
     app: AppContext, conn: Connection, agent_id: str, capacity: int, claimer: str, touch: bool
 ) -> list[Assignment]:
@@ -107,20 +127,23 @@ async def claim(
 
 
 async def heartbeat(
-    app: AppContext, agent_id: str, body: Heartbeat, *, recheck: Recheck, touch: bool = True
+    app: AppContext, agent_id: str, body: Heartbeat, *, recheck: Recheck, seen: Sightings | None = None
 ) -> HeartbeatReply:
     """Renew leases; return cancels at once, or wait up to wait_s for one to be requested.
 
     The wait also covers tasks the agent has not listed yet (started since it sent this beat), so a
-    cancel of a task that just started reaches the agent at once rather than at its next beat. A beat
-    listing nothing with `touch` False (an idle channel seen recently) reads nothing.
+    cancel of a task that just started reaches the agent at once rather than at its next beat. With
+    `seen` (a channel), a beat listing nothing only notes the agent as seen: no query of its own.
     """
     lease = app.settings.lease_seconds
     with app.hub.subscribe(f"cancel:{agent_id}") as sub:
         cancel: list[str] = []
-        if body.running or touch:
+        if body.running or seen is None:
             with app.db.transaction() as conn:
                 cancel = svc.heartbeat(conn, agent_id, body.running, lease, body.tokens)
+        elif seen.note(agent_id, now := asyncio.get_running_loop().time()):
+            with app.db.transaction() as conn:
+                svc.record_seen(conn, seen.take(now))
         waits = not cancel and body.wait_s > 0 and not app.hub.closing
         if waits and await sub.wait(min(body.wait_s, lease / 3)):
             own(recheck(), agent_id)

@@ -80,6 +80,12 @@ def _touch_registered(conn: Connection, agent_id: str) -> None:
         raise NotFound(f"agent_id: agent {agent_id} is not registered; POST /api/v1/agents/register first")
 
 
+def record_seen(conn: Connection, agent_ids: set[str]) -> None:
+    """Record every agent in `agent_ids` as seen now, in one UPDATE (idle agents on channels, batched)."""
+    if agent_ids:
+        conn.execute(update(A).where(A.c.id.in_(sorted(agent_ids))).values(last_seen_at=utcnow()))
+
+
 def heartbeat(
     conn: Connection, agent_id: str, running: list[str], lease_seconds: float, tokens: dict[str, str] | None = None
 ) -> list[str]:

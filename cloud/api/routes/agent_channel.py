@@ -24,7 +24,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from cloud.access import Principal
 from cloud.api import agent_calls as calls
-from cloud.api.agent_calls import ClaimWatch, own
+from cloud.api.agent_calls import ClaimWatch, Sightings, own
 from cloud.api.deps import AppContext
 from cloud.api.errors import describe_validation
 from cloud.api.strict_json import OFFLOAD_BYTES, JsonRefused, find_problem, loads, make_storable
@@ -96,7 +96,6 @@ class Channel:
         self.limit = app.settings.max_agent_request_bytes
         self._loop = asyncio.get_running_loop()
         self._checked_at = self._loop.time()
-        self._touched_at = float("-inf")
         self._jobs: set[asyncio.Task[None]] = set()
         self._requests: dict[int, asyncio.Task[None]] = {}
         self._send_lock = asyncio.Lock()
@@ -183,12 +182,8 @@ class Channel:
             return _ASSIGNMENTS.dump_json(got)
         if req.op == "heartbeat":
             beat = Heartbeat.model_validate(req.body)
-            now = self._loop.time()
-            # An idle agent is recorded as seen a few times per offline period, not at every beat.
-            touch = now - self._touched_at >= app.settings.agent_offline_seconds / 3
-            if touch or beat.running:
-                self._touched_at = now
-            reply = await calls.heartbeat(app, self.agent_id, beat, recheck=self._recheck, touch=touch)
+            seen = _sightings(app, self.ws)
+            reply = await calls.heartbeat(app, self.agent_id, beat, recheck=self._recheck, seen=seen)
             return reply.model_dump_json().encode()
         if req.task_id is None:
             raise BadRequest(f"task_id: is required for {req.op}")
@@ -245,9 +240,21 @@ class Channel:
             await self.ws.close(code, reason[:120])
 
 
+def _sightings(app: AppContext, websocket: WebSocket) -> Sightings:
+    """The app's one batch of idle agents' sightings (written a few times per offline period)."""
+    state = websocket.app.state
+    seen: Sightings | None = getattr(state, "channel_sightings", None)
+    if seen is None:
+        seen = state.channel_sightings = Sightings(app.settings.agent_offline_seconds / 6)
+    return seen
+
+
 def _parse_agent(raw: bytes, max_depth: int) -> Any:
     """As the HTTP routes parse an agent's body: strict JSON, made storable rather than refused."""
     value = loads(raw)
+    if b"\\u0000" not in raw and raw.count(b"{") + raw.count(b"[") <= max_depth:
+        # No escaped NUL, and too few brackets to nest past max_depth: nothing to walk for (most frames).
+        return value
     return make_storable(value, max_depth) if find_problem(value, max_depth) else value
 
 
