@@ -37,6 +37,8 @@ MAX_KILL_GRACE_S). A task still running then is abandoned as in a crash: the nex
 DELIVERY_GRACE_SECONDS = 5.0
 """At shutdown, results get the rest of the grace period, and at least this long, to reach the cloud;
 what is not delivered by then stays in the outbox and the next start delivers it."""
+MAX_BEAT_WAIT_SECONDS = 60.0
+"""The longest wait a heartbeat may ask the cloud to hold it (wire.agents.Heartbeat.wait_s)."""
 LEND_SECONDS = 1.0
 """How long a finished attempt's slot waits for its result to be sent with a piggybacked claim before the
 claim loop may use it (a result sent later, after log batches or while the cloud is away, claims nothing)."""
@@ -279,9 +281,11 @@ class Agent:
             self.health.alive()
             # Results still on their way count as running: the cloud must not reap them meanwhile.
             listed = self.deliveries.tokens() | {tid: a.task.task_token for tid, a in self.running.items()}
-            # An idle agent beats less often (no lease to renew; its cloud wakes the beat for any cancel),
-            # still within a third of the lease, so a task it starts meanwhile is renewed in time.
-            every = self._heartbeat_seconds if listed else max(self._heartbeat_seconds, self._lease_seconds / 3)
+            # An idle agent beats half as often (no lease to renew; its cloud wakes the beat for any cancel),
+            # still within a third of the lease, so a task it starts meanwhile is renewed in time, and
+            # within the longest wait a beat may ask for.
+            idle = min(2 * self._heartbeat_seconds, self._lease_seconds / 3, MAX_BEAT_WAIT_SECONDS)
+            every = self._heartbeat_seconds if listed else max(self._heartbeat_seconds, idle)
             try:
                 reply = await self.client.heartbeat(listed, wait_s=every)
                 again = False
