@@ -6,22 +6,32 @@ BIN := $(VENV)/bin
 
 .PHONY: install compile run test lint bench clean
 
-install: $(BIN)/tiangong
+install: $(VENV)/.dev
 
 # uv is installed with pip when missing; the venv is built from the lock, never resolved anew. Its
 # modules are compiled once here: where PYTHONDONTWRITEBYTECODE is set (this machine, CI) every process
 # would otherwise compile what it imports anew, seconds for each cloud and agent the tests start.
-$(BIN)/tiangong: pyproject.toml uv.lock
-	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen --compile-bytecode
+# `make run` needs only the project's own dependencies (`--no-dev`; `--inexact` keeps test packages a
+# `make test` installed); `make test`, lint and bench add the dev group (test servers, linters, browser
+# driver), several hundred MB more.
+UV_SYNC = @command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+$(VENV)/.run: pyproject.toml uv.lock
+	$(UV_SYNC)
+	$(UV) sync --frozen --no-dev --inexact --compile-bytecode
 	@touch $@
+$(VENV)/.dev: pyproject.toml uv.lock
+	$(UV_SYNC)
+	$(UV) sync --frozen --compile-bytecode
+	@touch $@ $(VENV)/.run
 
 # Our own modules, compiled for the same reason (quick: only what changed is compiled again).
-SOURCES := wire cloud agent executors files cli tests bench
+RUN_SOURCES := wire cloud agent executors files cli
+SOURCES := $(RUN_SOURCES) tests bench
 compile: install
 	@$(BIN)/python -m compileall -q $(SOURCES) >/dev/null
 
-run: compile
+run: $(VENV)/.run
+	@$(BIN)/python -m compileall -q $(RUN_SOURCES) >/dev/null
 	$(BIN)/tiangong up --host 127.0.0.1 --port 8080 --data-dir ./data --agent-id local
 
 # Test modules run in parallel workers (pytest-xdist), a module's tests on one worker, since they share
