@@ -49,7 +49,7 @@ bench: compile bench-celery-env
 
 # Celery for bench/versus_celery.py, from a project and lock of its own (bench/celery): it pins
 # python-dateutil<3, which resolved with ours would move python-dateutil and kubernetes down. --project
-# makes uv use that directory's uv.lock and .venv only; ours are not read or written.
+# makes uv use that directory's uv.lock and .venv only; ours are left as they are.
 CELERY_ENV := bench/celery
 bench-celery-env: $(CELERY_ENV)/.venv/bin/celery
 $(CELERY_ENV)/.venv/bin/celery: $(CELERY_ENV)/pyproject.toml $(CELERY_ENV)/uv.lock | install
