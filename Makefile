@@ -4,7 +4,7 @@ UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install compile run test lint bench clean
+.PHONY: install compile run test lint bench bench-celery-env clean
 
 install: $(VENV)/.dev
 
@@ -49,12 +49,22 @@ lint: install
 
 # Round trip and throughput on SQLite and on PostgreSQL with 1 and 2 replicas (PostgreSQL on
 # 127.0.0.1:5432, as for the tests), upload, then the 10,000-task chaos run (about 1.5 minutes here).
-bench: compile
+bench: compile bench-celery-env
 	$(BIN)/python bench/roundtrip.py
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/masking.py
 	$(BIN)/python bench/logs.py
 	$(BIN)/python bench/chaos.py --tasks 10000
+	$(BIN)/python bench/versus_celery.py
+
+# Celery for bench/versus_celery.py, from a project and lock of its own (bench/celery): it pins
+# python-dateutil<3, which resolved with ours would move python-dateutil and kubernetes down. --project
+# makes uv use that directory's uv.lock and .venv only; ours are left as they are.
+CELERY_ENV := bench/celery
+bench-celery-env: $(CELERY_ENV)/.venv/bin/celery
+$(CELERY_ENV)/.venv/bin/celery: $(CELERY_ENV)/pyproject.toml $(CELERY_ENV)/uv.lock | install
+	$(UV) sync --frozen --compile-bytecode --project $(CELERY_ENV)
+	@touch $@
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
