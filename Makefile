@@ -67,4 +67,4 @@ $(CELERY_ENV)/.venv/bin/celery: $(CELERY_ENV)/pyproject.toml $(CELERY_ENV)/uv.lo
 	@touch $@
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) bench/celery/.venv .mypy_cache .ruff_cache .pytest_cache
