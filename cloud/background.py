@@ -1,5 +1,5 @@
-"""Background pass of a cloud process: expired leases, undelivered tasks, retries that came due, old
-audit records.
+"""Background passes of a cloud process: expired leases, undelivered tasks, retries that came due, old
+audit records; and, in a loop of its own, schedules that came due.
 
 With several replicas on PostgreSQL each pass runs in one of them only (Database.lead); every change it
 makes is a compare-and-set anyway, so a task that just succeeded is never reaped.
@@ -16,6 +16,7 @@ from cloud.db.types import utcnow
 from cloud.services import audit
 from cloud.services.retries import announce_due_retries, expire_undelivered
 from cloud.services.runs import reap_expired
+from cloud.services.scheduler import Firing, due, fire
 
 log = logging.getLogger("tiangong.cloud")
 
@@ -50,3 +51,39 @@ async def background_forever(db: Database, interval: float, audit_days: int = 90
         except Exception:
             log.exception("background: pass failed; retrying")
         await asyncio.sleep(interval)
+
+
+SCHEDULER_BATCH = 100
+"""Firings per pass; when more are due the next pass follows at once."""
+
+
+def run_scheduler_pass(db: Database, firing: Firing, batch: int = SCHEDULER_BATCH) -> int:
+    """Fire every schedule that came due, each in a transaction of its own. Every
+    replica runs it: the compare-and-set on the schedule row decides which one fires each run. Returns
+    how many were handled without an error (a pass full of them is followed at once by another)."""
+    with db.transaction() as conn:
+        todo = due(conn, utcnow(), batch)
+    handled = 0
+    for schedule_id, planned in todo:
+        try:
+            with db.transaction() as conn:
+                task = fire(conn, schedule_id, planned, utcnow(), firing)
+        except Exception:
+            log.exception("scheduler: firing schedule-%d failed; it is tried again next pass", schedule_id)
+            continue
+        handled += 1
+        if task is not None:
+            log.info("scheduler: schedule-%d fired task-%d", schedule_id, task.id)
+    return handled
+
+
+async def scheduler_forever(db: Database, firing: Firing, interval: float) -> None:
+    """The scheduler pass every `interval` seconds (at once again when a pass was full) until canceled."""
+    while True:
+        full = False
+        try:
+            # In the loop's thread, as the requests' transactions are: the hub is not thread-safe.
+            full = run_scheduler_pass(db, firing) >= SCHEDULER_BATCH
+        except Exception:
+            log.exception("scheduler: pass failed; retrying")
+        await asyncio.sleep(0 if full else interval)

@@ -49,6 +49,19 @@ class CloudSettings(BaseSettings):
         description="How often the background pass runs (expired leases, undelivered tasks, retries coming due); "
         "with several replicas one of them runs each pass.",
     )
+    schedule_interval_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often each replica looks for schedules that came due; a firing is this much late at most "
+        "(when the cloud is running).",
+    )
+    schedule_missed_grace_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A schedule's firing later than this after its time (the cloud was not running) is missed: "
+        "run once or skipped, as the schedule's `missed` says.",
+    )
     task_expires_seconds: int = Field(
         3600, ge=1, description="Default `expires_in`: a pending task no agent claims in time fails `not delivered`."
     )

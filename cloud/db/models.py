@@ -1,4 +1,4 @@
-"""Tables: tasks, their log lines, agents, files, credentials and the audit log."""
+"""Tables: tasks, their log lines, agents, files, credentials, the audit log and schedules."""
 
 from __future__ import annotations
 
@@ -157,6 +157,40 @@ class AuditEntry(SQLModel, table=True):
     detail: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
 
 
+class Schedule(SQLModel, table=True):
+    """A cron expression and the task each firing creates. A firing moves `next_run_at` on by a
+    compare-and-set in the transaction that inserts the task, so it happens once across replicas."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        Index("ix_schedules_enabled_next_run", "enabled", "next_run_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True))
+    name: str = Field(max_length=200, unique=True)
+    cron: str = Field(max_length=200)
+    timezone: str = Field(default="UTC", max_length=64)
+    missed: str = Field(default="run_once", max_length=16)
+    enabled: bool = True
+    # The template's agent and type, copied out of `template` for filtering and scope checks.
+    agent_id: str = Field(max_length=128, index=True)
+    type: str = Field(max_length=64)
+    # A TaskCreate body (no sync/timeout/request_id) with its secrets sealed, as tasks store theirs.
+    template: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    start_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    next_run_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_run_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_task_id: int | None = Field(default=None, sa_type=BigInteger)
+    last_error: str = Field(default="", sa_type=Text)
+    runs: int = 0
+    # Who made it: firings act with this token's scope, and stop when it is deleted or expires.
+    created_by: str = Field(default="", max_length=128)
+    creator_id: int | None = Field(default=None, sa_type=BigInteger)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 # The Core tables, for the hot paths that skip the ORM's unit of work.
 TASKS: Table = Task.__table__  # type: ignore[attr-defined]
 TASK_LOGS: Table = LogEntry.__table__  # type: ignore[attr-defined]
@@ -164,3 +198,4 @@ AGENTS: Table = Agent.__table__  # type: ignore[attr-defined]
 FILES: Table = StoredFile.__table__  # type: ignore[attr-defined]
 CREDENTIALS: Table = Credential.__table__  # type: ignore[attr-defined]
 AUDIT: Table = AuditEntry.__table__  # type: ignore[attr-defined]
+SCHEDULES: Table = Schedule.__table__  # type: ignore[attr-defined]
