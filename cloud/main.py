@@ -25,6 +25,7 @@ from cloud.sealing import load_sealer
 from cloud.services.agents import AgentCache, SeenThrottle
 from cloud.settings import CloudSettings, get_settings
 from cloud.tokens import load_tokens
+from cloud.web import install_web_ui
 from files.store import FileStore
 from wire import API_VERSION
 
@@ -87,4 +88,5 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     install_openapi(app)
     for module in (tasks, logs, files, agents, tokens, audit, agent_protocol, rpc, health):
         app.include_router(module.router)
+    install_web_ui(app)
     return app
