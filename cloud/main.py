@@ -29,6 +29,7 @@ from cloud.services.agents import AgentCache, SeenThrottle
 from cloud.services.scheduler import Firing
 from cloud.settings import CloudSettings, get_settings
 from cloud.tokens import load_tokens
+from cloud.web import install_web_ui
 from files.store import FileStore
 from wire import API_VERSION
 
@@ -106,4 +107,5 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(schedule_routes.router)
     app.include_router(seed_schedule_routes.router)
+    install_web_ui(app)
     return app
