@@ -80,6 +80,9 @@ class CloudSettings(BaseSettings):
     otel_enabled: bool = Field(
         False, description="FastAPI's native OpenTelemetry (traces, metrics, logs) through the global providers."
     )
+    max_distribute_agents: int = Field(
+        1000, ge=1, description="Most agents one POST /api/v1/files/{id}/distribute may place a file on."
+    )
     claim_wait_max_seconds: float = Field(60.0, gt=0, description="Upper bound for a claim long-poll.")
     max_request_bytes: int = Field(
         2 * 1024 * 1024,

@@ -88,3 +88,16 @@ class RegisterReply(BaseModel):
     heartbeat_seconds: float
     lease_seconds: float
     agent_token: str | None = None
+
+
+class AgentStatusRead(BaseModel):
+    """GET /api/v1/agents/{id}/status: whether the agent is there and how busy it is."""
+
+    id: str
+    status: AgentStatus
+    disabled: bool
+    last_seen_at: datetime | None
+    seconds_since_seen: float | None = Field(description="Age of the last heartbeat; null if never heard from.")
+    pending: int = Field(description="Tasks queued for the agent.")
+    running: int = Field(description="Tasks the agent runs now.")
+    max_concurrency: int

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Header, Query, Response
 from starlette.concurrency import run_in_threadpool
@@ -19,6 +19,8 @@ from cloud.services.errors import BadRequest
 from cloud.services.present import task_read
 from wire.credentials import Action
 from wire.tasks import TaskCreate, TaskList, TaskRead, TaskStatus, format_task_id
+
+V = TypeVar("V")
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], dependencies=[CallerAuth], route_class=GuardedRoute)
 
@@ -71,17 +73,24 @@ async def list_tasks(
     principal: PrincipalDep,
     app: AppDep,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
-    page_size: Annotated[int, Query(ge=1, le=100)] = 10,
+    page_size: Annotated[int | None, Query(ge=1, le=100, description="Default 10.")] = None,
     agent_id: str | None = None,
     type: str | None = None,
     status: TaskStatus | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     q: Annotated[str | None, Query(max_length=200)] = None,
+    page_size_camel: Annotated[
+        int | None, Query(alias="pageSize", ge=1, le=100, description="Seed 003's name for page_size.")
+    ] = None,
+    node_id: Annotated[str | None, Query(alias="nodeId", description="Seed 003's name for agent_id.")] = None,
 ) -> TaskList:
     """Tasks newest first, filtered; `{"list", "total", "page", "page_size"}`. A scoped token sees the
-    tasks of the agents and types it reaches."""
+    tasks of the agents and types it reaches. Seed 003's `pageSize` and `nodeId` are taken as page_size and
+    agent_id; a parameter the list does not take (e.g. `name`) is a 400."""
     principal.require(Action.read)
+    page_size = _one_of("page_size", page_size, "pageSize", page_size_camel) or 10
+    agent_id = _one_of("agent_id", agent_id, "nodeId", node_id)
     flt = svc.TaskFilter(agent_id=agent_id, type=type, status=status, since=since, until=until, q=q)
     with app.db.transaction() as conn:
         flt.agent_ids, flt.types = reach(conn, principal)
@@ -89,6 +98,13 @@ async def list_tasks(
     # Masking a page of tasks' params is linear but can reach a second for large params: off the loop.
     items = await run_in_threadpool(lambda: [task_read(t) for t in rows])
     return TaskList(items=items, total=total, page=page, page_size=page_size)
+
+
+def _one_of(name: str, value: V | None, alias: str, aliased: V | None) -> V | None:
+    """A parameter sent under its own name or under a seed's alias; both, disagreeing, is a 400."""
+    if value is not None and aliased is not None and value != aliased:
+        raise BadRequest(f"{alias}: is another name for {name}, which says otherwise; send one of them")
+    return value if value is not None else aliased
 
 
 @router.get("/{task_id}", response_model=TaskRead)
