@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cloud.api.deps import AppDep, CallerAuth, PrincipalDep
 from cloud.api.guard import GuardedRoute
-from cloud.api.routes.schedules import only_params, save_new
+from cloud.api.routes.schedules import save_new
 from cloud.api.scopes import reach
 from cloud.services import schedules as svc
 from cloud.services.errors import BadRequest, ServiceError
@@ -42,12 +42,7 @@ async def create_seed_task(body: SeedTaskCreate, principal: PrincipalDep, app: A
     return seed_item(row)
 
 
-@router.get(
-    "",
-    dependencies=[
-        only_params("page", "page_size", "server_id", "status", "start_time", "end_time", "name", "created_by")
-    ],
-)
+@router.get("")
 async def list_seed_tasks(
     principal: PrincipalDep,
     app: AppDep,
