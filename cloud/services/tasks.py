@@ -127,6 +127,7 @@ def create_task(
                 raise
             return _repeated(existing, req, print_, sealer, key_name), False
     events.publish(conn, f"agent:{req.agent_id}")
+    events.observe(conn, "task.created", row)
     return row, True
 
 

@@ -93,6 +93,7 @@ async def upload_file(request: Request, principal: PrincipalDep, app: AppDep) ->
     finally:
         upload.received.temp_path.unlink(missing_ok=True)  # already moved or dropped, unless something failed
     app.metrics.uploads.labels(outcome="stored" if created else "deduplicated").inc()
+    app.metrics.upload_bytes.inc(upload.received.size)
     return JSONResponse(body.model_dump(mode="json"), status_code=201 if created else 200)
 
 
