@@ -26,7 +26,7 @@ import orjson
 
 from agent.orphans import ProcessRecord
 from agent.private import private_dir
-from wire.tasks import Assignment, LogLine, TaskReport
+from wire.tasks import Assignment, LogLevel, LogLine, LogStream, TaskReport
 
 log = logging.getLogger("tiangong.agent")
 
@@ -79,6 +79,17 @@ class Journal:
             text = orjson.dumps(record).decode()
         except TypeError:  # a lone surrogate, which orjson refuses: escaped as before
             text = json.dumps(record)
+        self._write(text, flush)
+
+    def lines(
+        self, first_seq: int, stream: LogStream, level: LogLevel | None, messages: list[str], flush: bool = True
+    ) -> None:
+        """Append several lines of one stream (seqs from `first_seq`), as `line` writes each, in one write."""
+        head = [stream.value, level and level.value]
+        try:
+            text = b"\n".join([orjson.dumps([seq, *head, m]) for seq, m in enumerate(messages, first_seq)]).decode()
+        except TypeError:  # a lone surrogate somewhere, which orjson refuses: each line as `line` would
+            text = "\n".join(json.dumps([seq, *head, m]) for seq, m in enumerate(messages, first_seq))
         self._write(text, flush)
 
     def process(self, rec: ProcessRecord) -> None:

@@ -169,7 +169,7 @@ def test_a_refused_batch_stops_live_shipping(tmp_path: Path) -> None:
 
     cloud, shipper = asyncio.run(scenario())
     assert cloud.calls == 1  # "one" was refused; "two" was never offered
-    assert [ln.message for ln in shipper.unsent()] == ["one", "two"]  # they stay for the report
+    assert [m for ln in shipper.unsent() for m in ln.messages()] == ["one", "two"]  # they stay for the report
 
 
 def test_deliveries_list_their_tokens_and_keep_what_is_unsent_at_settle(tmp_path: Path) -> None:
