@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.client import CloudClient, CloudUnavailable, Rejected, retrying
 from agent.outbox import Entry, Journal
-from wire.tasks import Assignment, LogLevel, LogLine, LogStream, TaskReport, line_count
+from wire.tasks import MAX_BATCH_LINES, Assignment, LogLevel, LogLine, LogStream, TaskReport, line_count
 
 log = logging.getLogger("tiangong.agent")
 
@@ -33,17 +35,21 @@ Item = tuple[LogStream, LogLevel | None, str]
 
 
 def as_runs(first_seq: int, items: list[Item]) -> list[LogLine]:
-    """`items` from seq `first_seq` on as runs: a LogLine per stretch of one stream and level, the rest of
-    its lines in `more` (a LogLine per line cost the agent and the cloud more than the rest of shipping)."""
+    """`items` from seq `first_seq` on as runs: a LogLine per stretch of one stream and level (of at most
+    MAX_BATCH_LINES lines), the rest of its lines in `more` (a LogLine per line cost the agent and the
+    cloud more than the rest of shipping)."""
     runs: list[LogLine] = []
-    start = 0
-    for i in range(1, len(items) + 1):
-        if i == len(items) or items[i][:2] != items[start][:2]:
-            stream, level, message = items[start]
-            more = [item[2] for item in items[start + 1 : i]] or None
-            runs.append(LogLine(seq=first_seq + start, stream=stream, level=level, message=message, more=more))
-            start = i
+    seq = first_seq
+    for (stream, level), group in itertools.groupby(items, key=_kind):
+        messages = [item[2] for item in group]
+        for at in range(0, len(messages), MAX_BATCH_LINES):
+            part = messages[at : at + MAX_BATCH_LINES]
+            runs.append(LogLine(seq=seq, stream=stream, level=level, message=part[0], more=part[1:] or None))
+            seq += len(part)
     return runs
+
+
+_kind = operator.itemgetter(0, 1)
 
 
 def split_runs(lines: list[LogLine], max_lines: int, max_chars: int) -> tuple[list[LogLine], list[LogLine]]:
