@@ -44,6 +44,7 @@ bench: compile
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/masking.py
 	$(BIN)/python bench/logs.py
+	$(BIN)/python bench/log_followers.py
 	$(BIN)/python bench/chaos.py --tasks 10000
 
 clean:

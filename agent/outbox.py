@@ -84,12 +84,13 @@ class Journal:
     def lines(
         self, first_seq: int, stream: LogStream, level: LogLevel | None, messages: list[str], flush: bool = True
     ) -> None:
-        """Append several lines of one stream (seqs from `first_seq`), as `line` writes each, in one write."""
-        head = [stream.value, level and level.value]
+        """Append several lines of one stream (seqs from `first_seq`) as one record, `[seq, stream, level,
+        [message, ...]]`: an encode per line was the agent's largest cost after the line objects."""
+        record = [first_seq, stream.value, level and level.value, messages[0] if len(messages) == 1 else messages]
         try:
-            text = b"\n".join([orjson.dumps([seq, *head, m]) for seq, m in enumerate(messages, first_seq)]).decode()
-        except TypeError:  # a lone surrogate somewhere, which orjson refuses: each line as `line` would
-            text = "\n".join(json.dumps([seq, *head, m]) for seq, m in enumerate(messages, first_seq))
+            text = orjson.dumps(record).decode()
+        except TypeError:  # a lone surrogate, which orjson refuses: escaped as `line` does
+            text = json.dumps(record)
         self._write(text, flush)
 
     def process(self, rec: ProcessRecord) -> None:
@@ -179,7 +180,8 @@ class Entry:
                     seq, stream, level, message = value
                     if seq != len(lines) + 1:
                         raise ValueError(f"seq {seq} out of order")
-                    lines.append(LogLine(seq=seq, stream=stream, level=level, message=message))
+                    for i, text in enumerate(message if isinstance(message, list) else [message]):
+                        lines.append(LogLine(seq=seq + i, stream=stream, level=level, message=text))
                 else:
                     processes.append(ProcessRecord(pid=int(value["pid"]), start=value["start"], boot=value["boot"]))
             except (ValueError, TypeError, KeyError) as exc:

@@ -40,12 +40,9 @@ import sys, time
 rate, seconds = {rate}, {seconds}
 time.sleep(1.0)  # the followers connect meanwhile
 start = time.time()
-i = 0
-while True:
-    now = time.time()
-    if now - start >= seconds:
-        break
-    due = min(int((now - start) * rate), int(seconds * rate))
+i, total = 0, int(seconds * rate)
+while i < total:
+    due = min(int((time.time() - start) * rate), total)
     while i < due:
         sys.stdout.write(f"{{time.time():.6f}} {{i}}\\n")
         i += 1
@@ -69,7 +66,10 @@ class Follower(threading.Thread):
         headers = {"Authorization": f"Bearer {ADMIN}", "Accept": "text/event-stream"}
         try:
             with httpx.stream(
-                "GET", f"{self.url}/api/v1/tasks/{self.task_id}/logs", params={"follow": "true"}, headers=headers,
+                "GET",
+                f"{self.url}/api/v1/tasks/{self.task_id}/logs",
+                params={"follow": "true"},
+                headers=headers,
                 timeout=120,
             ) as resp:
                 self.connected.set()
