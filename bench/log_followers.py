@@ -96,7 +96,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def measure(setup: str, agents: int, rate: int, seconds: float) -> dict[str, Any]:
+def measure(setup: str, agents: int, rate: int, seconds: float, flush: str) -> dict[str, Any]:
     dbs = PgDatabases() if setup == "postgres" else None
     try:
         with tempfile.TemporaryDirectory(prefix="tiangong-bench-followers-") as tmp:
@@ -104,8 +104,9 @@ def measure(setup: str, agents: int, rate: int, seconds: float) -> dict[str, Any
             cluster = Cluster(Path(tmp), url).start()
             try:
                 names = [f"stream{i}" for i in range(agents)]
+                settings = {"log_flush_seconds": flush} if flush else {}
                 for name in names:
-                    cluster.agent(name, max_concurrency=1)
+                    cluster.agent(name, max_concurrency=1, **settings)
                 cloud = cluster.a
                 script = PRINTER.format(rate=rate, seconds=seconds)
                 followers = []
@@ -150,12 +151,15 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=5000, help="lines a second each task prints")
     ap.add_argument("--seconds", type=float, default=8.0, help="how long each task prints")
     ap.add_argument("--setups", default="sqlite,postgres")
+    ap.add_argument("--flush-seconds", default="", help="the agents' log_flush_seconds (default: theirs)")
     args = ap.parse_args()
     result: dict[str, Any] = {"cores": os.cpu_count(), "python": sys.version.split()[0]}
+    if args.flush_seconds:
+        result["log_flush_seconds"] = float(args.flush_seconds)
     for setup in args.setups.split(","):
         if setup not in ("sqlite", "postgres"):
             raise SystemExit(f"--setups: unknown setup {setup!r}; expected sqlite or postgres")
-        result[setup] = measure(setup, args.agents, args.rate, args.seconds)
+        result[setup] = measure(setup, args.agents, args.rate, args.seconds, args.flush_seconds)
     # Issue 18's target, met or not per setup (nothing is asserted).
     result["targets_met"] = {
         f"{setup}: p95 {figures['delay_ms']['p95']} ms <= {TARGET_P95_MS:g} ms with {args.agents} agents": (
