@@ -54,6 +54,7 @@ bench: compile bench-celery-env
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/masking.py
 	$(BIN)/python bench/logs.py
+	$(BIN)/python bench/log_followers.py
 	$(BIN)/python bench/chaos.py --tasks 10000
 	$(BIN)/python bench/versus_celery.py
 

@@ -69,6 +69,14 @@ class TaskContext:
         if self._cap.add(message + "\n", (stream, level)) is not None:
             self.shipper.add(message, stream, level)
 
+    def log_lines(self, messages: list[str], stream: LogStream = LogStream.stdout) -> None:
+        """Several lines as `log` takes each: masked together (a pass per secret over all of them)."""
+        cleaned = self.masker.lines(messages)
+        if "\x00" in "".join(cleaned):
+            cleaned = [storable(m) for m in cleaned]
+        add, tag = self._cap.add, (stream, None)
+        self.shipper.add_many([m for m in cleaned if add(m + "\n", tag) is not None], stream, None)
+
     def finish_log(self) -> None:
         """Flush the held tail of the log, after a marker line when output was dropped."""
         for line, tag in self._cap.finish_tagged():

@@ -55,6 +55,10 @@ class RunContext(Protocol):
         """Record one log line (no trailing newline); shipped to the cloud in batches."""
         ...
 
+    def log_lines(self, messages: list[str], stream: LogStream = LogStream.stdout) -> None:
+        """Record several lines of one stream at once, as `log` would each (cheaper per line)."""
+        ...
+
     async def fetch_file(self, file_id: str) -> Path:
         """Return a local path holding the uploaded file `file_id` (downloaded and verified if needed)."""
         ...

@@ -190,14 +190,51 @@ class LogLevel(StrEnum):
     error = "error"
 
 
+MAX_BATCH_LINES = 10_000
+"""Lines one log batch or result may carry, counting every line of a run."""
+
+
 class LogLine(BaseModel):
-    """One line of output; `seq` is contiguous per attempt, starting at 1."""
+    """One line of output; `seq` is contiguous per attempt, starting at 1.
+
+    With `more`, a run: this line, then `more[0]` as seq + 1, `more[1]` as seq + 2, ..., all of the same
+    stream, level and time. A batch of short lines then costs one string per line on the wire and in
+    validation, not one object (which made validating a batch cost more than storing it).
+    """
 
     seq: int = Field(ge=1)
     stream: LogStream = LogStream.stdout
     level: LogLevel | None = None
     message: str
     ts: datetime | None = None
+    more: list[str] | None = Field(None, max_length=MAX_BATCH_LINES)
+
+    @property
+    def count(self) -> int:
+        """How many lines this holds (1 + the run's `more`)."""
+        return 1 + len(self.more) if self.more else 1
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last line it holds."""
+        return self.seq + self.count - 1
+
+    def messages(self) -> list[str]:
+        """Every line it holds, in order."""
+        return [self.message, *self.more] if self.more else [self.message]
+
+
+def line_count(lines: list[LogLine]) -> int:
+    """How many lines `lines` hold, runs counted line by line."""
+    return sum(ln.count for ln in lines)
+
+
+def _bounded(lines: list[LogLine]) -> list[LogLine]:
+    if len(lines) > 1 or (lines and lines[0].more):
+        total = line_count(lines)
+        if total > MAX_BATCH_LINES:
+            raise ValueError(f"holds {total} lines; at most {MAX_BATCH_LINES} per request")
+    return lines
 
 
 TaskToken = Annotated[str, Field(max_length=128, pattern=r"^[!-~]*$", description="The attempt's task_token.")]
@@ -208,7 +245,9 @@ class LogBatch(BaseModel):
     """Body of POST /api/v1/agent/tasks/{id}/logs."""
 
     task_token: TaskToken
-    lines: list[LogLine] = Field(max_length=10_000)
+    lines: list[LogLine] = Field(max_length=MAX_BATCH_LINES)
+
+    _lines_bounded = field_validator("lines")(_bounded)
 
 
 class TaskReport(BaseModel):
@@ -221,7 +260,9 @@ class TaskReport(BaseModel):
     data: Any = None
     error: str = ""
     log_lines: int = Field(0, ge=0, le=2**62, description="How many lines this attempt logged in all.")
-    lines: list[LogLine] = Field(default_factory=list, max_length=10_000)
+    lines: list[LogLine] = Field(default_factory=list, max_length=MAX_BATCH_LINES)
+
+    _lines_bounded = field_validator("lines")(_bounded)
 
     @field_validator("status")
     @classmethod

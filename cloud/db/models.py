@@ -70,7 +70,12 @@ class Task(SQLModel, table=True):
 
 
 class LogEntry(SQLModel, table=True):
-    """One output line; `id` is the global cursor callers page and resume with."""
+    """A run of `lines` consecutive output lines of one attempt, stream, level and time (one line when
+    `lines` is 1; else `message` holds them joined by newlines, and none of them holds a newline itself).
+
+    Line i of the run (from 0) has seq `seq + i` and the global id `id + i`: the cursor callers page and
+    resume with. A row per line cost more to insert, and to keep, than the text itself.
+    """
 
     __tablename__ = "task_logs"
     __table_args__ = (
@@ -86,6 +91,7 @@ class LogEntry(SQLModel, table=True):
     level: str = Field(default="info", max_length=8)
     message: str = Field(sa_type=Text)
     timestamp: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    lines: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
 
 
 class Agent(SQLModel, table=True):

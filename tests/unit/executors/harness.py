@@ -35,6 +35,10 @@ class Harness:
         if self.on_line is not None:
             self.on_line(self, message)
 
+    def log_lines(self, messages: list[str], stream: LogStream = LogStream.stdout) -> None:
+        for message in messages:
+            self.log(message, stream)
+
     async def fetch_file(self, file_id: str) -> Path:
         try:
             return self.files[file_id]
