@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, select, update
 
+from cloud.db import events
 from cloud.db.models import TASK_LOGS as L
 from cloud.db.models import TASKS as T
 from cloud.db.types import utcnow
@@ -139,7 +140,7 @@ def store_lines(conn: Connection, task: Any, lines: list[LogLine], max_bytes: in
     pieces = _fresh(lines, expected)
     if not pieces:
         return expected
-    used = int(getattr(task, "log_bytes", 0) or 0)
+    used = before = int(getattr(task, "log_bytes", 0) or 0)
     budget = None if max_bytes is None else max_bytes + LOG_SLACK_BYTES
     kept: list[_Piece] = []
     for piece in pieces:
@@ -160,6 +161,8 @@ def store_lines(conn: Connection, task: Any, lines: list[LogLine], max_bytes: in
     )
     if res.rowcount != 1:
         raise Conflict("lines: a concurrent batch moved the log on; resend", next_seq=expected)
+    if budget is not None and used > before:  # the bytes are counted where a cap is kept (every agent batch)
+        events.observe(conn, "log.stored", min(used, budget) - before)
     return new_next
 
 

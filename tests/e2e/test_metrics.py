@@ -42,6 +42,12 @@ def test_task_counters_and_histograms_move(cloud: Cloud) -> None:
     assert grew("tiangong_task_claim_wait_seconds_count", type="shell") == 2
 
 
+def test_log_bytes(cloud: Cloud) -> None:
+    before = value(scrape(cloud), "tiangong_log_bytes_total")
+    cloud.run(type="shell", command="seq 1 1000")  # 3,893 bytes of text with newlines
+    assert value(scrape(cloud), "tiangong_log_bytes_total") - before >= 3893
+
+
 def test_queue_depth_per_agent_and_upload_bytes(cloud: Cloud) -> None:
     idle = cloud.scripted("metrics-idle")  # registered and online, but it never claims
     agent_id = idle.headers["X-Agent-Id"]

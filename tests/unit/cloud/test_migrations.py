@@ -57,7 +57,7 @@ def _to(engine: Engine, revision: str, down: bool = False) -> None:
 
 def test_lines_stored_a_row_each_keep_their_ids_through_the_log_runs_migration(url: str) -> None:
     engine = make_engine(url)
-    _to(engine, "0006")
+    _to(engine, "0007")
     insert = "INSERT INTO task_logs (task_id, attempt, seq, stream, level, message, timestamp) VALUES "
     with engine.begin() as conn:
         for seq in (1, 2):
@@ -73,5 +73,5 @@ def test_lines_stored_a_row_each_keep_their_ids_through_the_log_runs_migration(u
     assert [(ln[0], ln[2], ln[5]) for ln in lines[:2]] == [(1, 1, "old 1"), (2, 2, "old 2")]  # ids as before
     assert [ln[5] for ln in lines[2:]] == ["new 3", "new 4"] and lines[2][0] > 2 and lines[3][0] == lines[2][0] + 1
     with pytest.raises(RuntimeError, match="rows of several lines"):
-        _to(engine, "0006", down=True)  # the older schema has no way to hold the run
+        _to(engine, "0007", down=True)  # the older schema has no way to hold the run
     engine.dispose()

@@ -4,8 +4,8 @@ A row per line cost ~10 us to insert on SQLite and ~100 bytes of row and indexes
 lines of a run keep one global id each: `id + i`. SQLite reserves them densely (sqlite_sequence);
 PostgreSQL's sequence steps by LOG_ID_BLOCK, so every row owns that many ids for its lines.
 
-Revision ID: 0007_log_runs
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-20
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_log_runs"
-down_revision: str | None = "0006"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
