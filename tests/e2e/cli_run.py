@@ -32,12 +32,14 @@ def cli(url: str | None, token: str | None, *args: str, **extra: str) -> subproc
 
 
 @contextmanager
-def start(url: str, token: str, *args: str) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
-    """`tiangong <args>` in the background, and a queue of its stderr lines (read by a thread)."""
+def start(
+    url: str, token: str, *args: str, stdout: bool = False
+) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
+    """`tiangong <args>` in the background, and a queue of its stderr lines (read by a thread); its stdout
+    is a pipe when `stdout`."""
     cmd = [sys.executable, "-m", "cli.main", *args]
-    with subprocess.Popen(
-        cmd, cwd=ROOT, env=ci_env(url, token), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    ) as proc:
+    out = subprocess.PIPE if stdout else subprocess.DEVNULL
+    with subprocess.Popen(cmd, cwd=ROOT, env=ci_env(url, token), stdout=out, stderr=subprocess.PIPE, text=True) as proc:
         lines: queue.Queue[str] = queue.Queue()
         assert proc.stderr is not None
         reader = _pump(proc.stderr, lines)

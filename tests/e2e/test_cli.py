@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -156,3 +156,16 @@ def test_user_mistakes_are_one_line_with_their_code(
     as_json = cli(target, token, *machine, "--json")
     assert as_json.returncode == code
     assert words in one_json(as_json.stdout)["error"]
+
+
+def test_following_survives_a_cloud_restart(make_cloud: Callable[..., Cloud]) -> None:
+    own = make_cloud(process=True)
+    own.agent("local")
+    with start(own.url, ADMIN, "task", "run", "local", "echo one; sleep 8; echo two", stdout=True) as (proc, lines):
+        task_id = created_id(lines)
+        wait_for(lambda: [ln["message"] for ln in own.logs(task_id)] == ["one"], 30, "the first line")
+        own.restart()
+        assert proc.wait(timeout=120) == 0
+        assert proc.stdout is not None and proc.stdout.read() == "one\ntwo\n"  # each line once
+        assert any("cannot reach the cloud" in ln and "trying again for 60 s" in ln for ln in list(lines.queue))
+    assert own.task(task_id)["status"] == "success"
