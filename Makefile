@@ -30,9 +30,10 @@ SOURCES := $(RUN_SOURCES) tests bench
 compile: install
 	@$(BIN)/python -m compileall -q $(SOURCES) >/dev/null
 
+PORT ?= 8080
 run: $(VENV)/.run
 	@$(BIN)/python -m compileall -q $(RUN_SOURCES) >/dev/null
-	$(BIN)/tiangong up --host 127.0.0.1 --port 8080 --data-dir ./data --agent-id local
+	$(BIN)/tiangong up --host 127.0.0.1 --port $(PORT) --data-dir ./data --agent-id local
 
 # Test modules run in parallel workers (pytest-xdist), a module's tests on one worker, since they share
 # its cloud; TEST_WORKERS=0 runs them in this process, in order. Three workers on two cores: much of the
