@@ -81,6 +81,9 @@ class _ProcessRun:
         self.pipes = {LogStream.stdout: _Pipe(), LogStream.stderr: _Pipe()}
         self.sizes = dict.fromkeys(self.pipes, 0)
         self.result = HeadTail(ctx.max_output_bytes)
+        # stderr is part of the result too (seed 002's TaskResult has stdout and stderr), within a quarter
+        # of the cap: it travels in `data`, which the cloud keeps whole only while it fits the cap.
+        self.errors = HeadTail(ctx.max_output_bytes // 4)
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         # Output is masked here, before it is cut (into CHUNK pieces, a head and tail, an error line):
         # a cut through a secret would leave part of it that no later masking could recognise.
@@ -153,11 +156,10 @@ class _ProcessRun:
         """Log whole lines (`text` ends with a newline), masked together."""
         messages = self._masked(text, stream, final=True)[:-1].split("\n")
         self.ctx.log_lines(messages, stream)
-        if stream is LogStream.stdout:
-            add = self.result.add
-            for message in messages:
-                add(message + "\n")
-        else:
+        add = (self.result if stream is LogStream.stdout else self.errors).add
+        for message in messages:
+            add(message + "\n")
+        if stream is LogStream.stderr:
             self.stderr_tail.extend(m[-ERROR_LINE_CHARS:] for m in messages if m.strip())
 
     def _take(self, text: str, stream: LogStream, final: bool = False) -> None:
@@ -168,7 +170,9 @@ class _ProcessRun:
         self.ctx.log(message, stream)
         if stream is LogStream.stdout:
             self.result.add(piece)
-        elif message.strip():
+            return
+        self.errors.add(piece)
+        if message.strip():
             self.stderr_tail.append(message[-ERROR_LINE_CHARS:])
 
     async def supervise(self, proc: asyncio.subprocess.Process) -> TaskStatus | None:
@@ -233,6 +237,8 @@ class _ProcessRun:
             "stdout_bytes": self.sizes[LogStream.stdout],
             "stderr_bytes": self.sizes[LogStream.stderr],
             "truncated": self.result.dropped_bytes > 0,
+            "stderr": self.errors.text(),
+            "stderr_truncated": self.errors.dropped_bytes > 0,
         }
         out = Outcome(TaskStatus.success, exit_code=exit_code, result=self.result.text(), data=data)
         if stopped is TaskStatus.canceled:
