@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from executors.capture import HeadTail
 from executors.policy import CommandPolicy
 from executors.procs import MAX_KILL_GRACE_S
 from executors.registry import UnknownTaskType, get_executor
+from wire.logs import TASK_ID
 from wire.masker import Masker, map_strings
 from wire.output import storable
 from wire.secrets import mask_text
@@ -194,6 +196,11 @@ class Attempt:
         journal lets the next start report it.
         """
         task, ctx = self.task, self.ctx
+        # This attempt's own asyncio task: the id marks its log records and those of what it starts (the
+        # result's delivery), and never leaks to the claim loop.
+        TASK_ID.set(task.id)
+        started = time.monotonic()
+        log.info("started %s (%s, attempt %d)", task.id, task.type, task.attempt)
         try:
             outcome = await execute(task, ctx)
             report = await finish(task, ctx, outcome)
@@ -201,6 +208,7 @@ class Attempt:
             ctx.shipper.abort()
             ctx.journal.close()
             raise
+        log.info("%s ended %s in %.3f s", task.id, report.status, time.monotonic() - started)
         try:
             self.entry.write_result(report)
         except OSError as exc:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 import os
 import signal
 import socket
@@ -19,11 +18,15 @@ import typer
 
 from cli import handoff
 from cli.supervise import Supervisor
+from wire import logs
 
 
 def _logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns what matters
+    """The process's own log: JSON lines unless stderr is a terminal (TIANGONG_LOG_FORMAT=json|text|auto)."""
+    fmt = os.environ.get("TIANGONG_LOG_FORMAT", "auto").strip().lower() or "auto"
+    if fmt not in ("auto", "json", "text"):
+        raise typer.BadParameter(f"TIANGONG_LOG_FORMAT: {fmt!r} is not one of auto, json, text")
+    logs.configure(level, fmt)  # type: ignore[arg-type]  # checked just above
 
 
 def cloud(

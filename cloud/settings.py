@@ -80,6 +80,11 @@ class CloudSettings(BaseSettings):
     otel_enabled: bool = Field(
         False, description="FastAPI's native OpenTelemetry (traces, metrics, logs) through the global providers."
     )
+    access_log: Literal["all", "callers", "off"] = Field(
+        "callers",
+        description="A log record per request (method, path, status, ms, request id): for callers' requests, all "
+        "(agents' long-polls and log batches too), or off.",
+    )
     max_distribute_agents: int = Field(
         1000, ge=1, description="Most agents one POST /api/v1/files/{id}/distribute may place a file on."
     )
