@@ -300,7 +300,7 @@ def to_task_create(agent_id: str, task_type: dict[str, Any]) -> TaskCreate:
         if not isinstance(body, dict):
             raise RpcError(INVALID_PARAMS, f"Invalid params: task_type.{kind} must be an object")
         if kind == "web_shell" and not body.get("terminal_id"):
-            raise RpcError(INVALID_PARAMS, "Invalid params: task_type.web_shell.terminal_id is required (a random UUID)")
+            raise RpcError(INVALID_PARAMS, "Invalid params: task_type.web_shell.terminal_id is required (a UUID)")
         return TaskCreate(agent_id=agent_id, type=kind, params=body)
     if kind not in known_types():
         raise RpcError(
