@@ -17,7 +17,7 @@ _ESCAPES = re.compile(
     r"|\x1b[ -/]*+[0-~]"  # two-character escapes (charset selection, keypad mode)
     r"|\x1b"
 )
-_CONTROLS = re.compile(r"[\x00-\x07\x0b-\x1f\x7f]")  # all but \b (applied), \t and \n (kept)
+_CONTROLS = re.compile(r"[\x00-\x07\x0b\x0c\x0e-\x1f\x7f]")  # all but \b and \r (applied), \t and \n (kept)
 MAX_LINE_CHARS = 64 * 1024
 """A longer line without a newline (a progress bar redrawn with \\r) is logged in pieces of this size."""
 
@@ -48,22 +48,19 @@ class Transcript:
 
 
 def screen_line(raw: str) -> str:
-    """One line as the screen showed it: escapes dropped, a carriage return starting the line over (what
-    was redrawn after it wins), backspaces applied."""
-    text = _ESCAPES.sub("", raw.removesuffix("\r"))
-    if "\r" in text:
-        first, *redrawn = text.split("\r")
-        cells = list(first)
-        for part in redrawn:  # written over the line from its start, as the screen does
-            cells[: len(part)] = part
-        text = "".join(cells)
-    if "\b" in text:
-        kept: list[str] = []
-        for ch in text:
-            if ch == "\b":
-                if kept:
-                    kept.pop()
-            else:
-                kept.append(ch)
-        text = "".join(kept)
-    return _CONTROLS.sub("", text)
+    """One line as the screen showed it: escapes dropped, then written cell by cell as a terminal does (a
+    carriage return goes back to the start and a backspace one cell left, and what follows overwrites)."""
+    text = _CONTROLS.sub("", _ESCAPES.sub("", raw.removesuffix("\r")))
+    if "\r" not in text and "\b" not in text:
+        return text
+    cells: list[str] = []
+    at = 0
+    for ch in text:
+        if ch == "\r":
+            at = 0
+        elif ch == "\b":
+            at = max(0, at - 1)
+        else:
+            cells[at : at + 1] = ch
+            at += 1
+    return "".join(cells)
