@@ -4,7 +4,7 @@ UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install compile run test lint bench bench-celery-env clean
+.PHONY: install compile run test lint bench bench-celery-env clean vendor
 
 install: $(VENV)/.dev
 
@@ -67,6 +67,10 @@ bench-celery-env: $(CELERY_ENV)/.venv/bin/celery
 $(CELERY_ENV)/.venv/bin/celery: $(CELERY_ENV)/pyproject.toml $(CELERY_ENV)/uv.lock | install
 	$(UV) sync --frozen --compile-bytecode --project $(CELERY_ENV)
 	@touch $@
+
+# The web UI's vendored xterm.js, fetched again from npm and checked against cloud/web/static/vendor/README.md.
+vendor:
+	cloud/web/vendor.sh
 
 clean:
 	rm -rf $(VENV) bench/celery/.venv .mypy_cache .ruff_cache .pytest_cache

@@ -56,6 +56,8 @@ class TaskContext:
     """Masks the task's secrets in everything that leaves the agent (set by `execute`)."""
     policy: CommandPolicy | None = None
     """The agent's command policy; None means the one `config["policy"]` describes (the config file's)."""
+    cloud: CloudClient | None = None
+    """The agent's client of the cloud, for `cloud_route` (None: this context has no cloud)."""
 
     def __post_init__(self) -> None:
         self._cap = HeadTail(self.max_output_bytes)
@@ -92,6 +94,15 @@ class TaskContext:
     def process_started(self, pid: int) -> None:
         """Journal the process group so that an agent restarted after a crash can kill it."""
         self.journal.process(record(pid))
+
+    def cloud_route(self, path: str) -> tuple[str, dict[str, str]]:
+        """`path` on the agent's cloud and the agent token's Authorization header."""
+        if self.cloud is None:
+            raise RuntimeError("this agent context has no cloud to talk to")
+        # The client keeps its server and the current token (it changes at registration) to itself; read
+        # them at call time rather than copy them when the attempt starts.
+        server = self.cloud._server.rstrip("/")
+        return server + path, {"Authorization": self.cloud._headers["Authorization"]}
 
     def cancel(self, reason: str) -> None:
         if not self.cancel_event.is_set():
@@ -183,6 +194,7 @@ class Attempt:
             params=task.params,
             connections=shared.config.connections,
             config=shared.config.model_dump(exclude={"connections"}),
+            cloud=shared.client,
         )
 
     def cancel(self, reason: str) -> None:

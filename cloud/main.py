@@ -16,7 +16,7 @@ from cloud.api.deps import AppContext
 from cloud.api.errors import install_error_handlers
 from cloud.api.openapi import install_openapi
 from cloud.api.request_ids import RequestIds
-from cloud.api.routes import agent_protocol, agents, audit, files, health, logs, rpc, tasks, tokens
+from cloud.api.routes import agent_protocol, agents, audit, files, health, logs, rpc, shells, tasks, tokens
 from cloud.api.routes import schedules as schedule_routes
 from cloud.api.routes import seed_schedules as seed_schedule_routes
 from cloud.background import background_forever, scheduler_forever
@@ -105,7 +105,7 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(RequestIds, access_log=settings.access_log)
-    for module in (tasks, logs, files, agents, tokens, audit, agent_protocol, rpc, health):
+    for module in (tasks, logs, files, agents, tokens, audit, agent_protocol, rpc, shells, health):
         app.include_router(module.router)
     app.include_router(schedule_routes.router)
     app.include_router(seed_schedule_routes.router)

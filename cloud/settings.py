@@ -133,6 +133,26 @@ class CloudSettings(BaseSettings):
         description="Most open connections and requests at once (uvicorn's limit_concurrency); above it, 503. "
         "Each agent process holds one or two long-polls.",
     )
+    shell_attach_wait_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="web_shell: how long a browser attaching to a pending or just-claimed task waits for the "
+        "agent's side of the relay to connect (docs/web-shell.md).",
+    )
+    shell_idle_max_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="web_shell: the relay ends a session through which no message passed for this long, "
+        "whatever the task's params.idle_timeout says.",
+    )
+    shell_max_message_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="web_shell: largest WebSocket message the relay passes on (a paste, a burst of output); a "
+        "larger one ends the session with close code 1009.",
+    )
 
     bootstrap_registration: bool = Field(
         True,

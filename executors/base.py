@@ -68,6 +68,12 @@ class RunContext(Protocol):
         records it, so that if the agent dies while the task runs, its next start kills the group."""
         ...
 
+    def cloud_route(self, path: str) -> tuple[str, dict[str, str]]:
+        """The URL of `path` on the cloud this agent talks to, and the headers that authenticate the agent
+        there (its own token: send them to that URL only). For a type that talks back to the cloud itself
+        (`web_shell`'s relay)."""
+        ...
+
 
 ParamsModel = type[BaseModel]
 """A type's params model (an alias: inside an executor class, `type` is its name attribute)."""

@@ -288,16 +288,19 @@ async def _create(app: AppContext, principal: Principal, p: CreateParams, *, ans
 
 def to_task_create(agent_id: str, task_type: dict[str, Any]) -> TaskCreate:
     """Seed 000's TaskEventType -> the REST task: `{"ping": host}`, `{"execute": {cmd, args}}`,
-    `{"http_request": {...}}`, or any type as `{"<type>": {"command", "params", "file_id", "env"}}`."""
+    `{"http_request": {...}}`, `{"web_shell": {url, terminal_id}}`, or any type as
+    `{"<type>": {"command", "params", "file_id", "env"}}`."""
     if len(task_type) != 1:
         raise RpcError(INVALID_PARAMS, "Invalid params: task_type must have exactly one key, the task type")
     ((kind, body),) = task_type.items()
     if kind == "ping":
         host = body if isinstance(body, str) else (body or {}).get("host", "") if isinstance(body, dict) else ""
         return TaskCreate(agent_id=agent_id, type="ping", command=str(host))
-    if kind in ("execute", "http_request"):
+    if kind in ("execute", "http_request", "web_shell"):
         if not isinstance(body, dict):
             raise RpcError(INVALID_PARAMS, f"Invalid params: task_type.{kind} must be an object")
+        if kind == "web_shell" and not body.get("terminal_id"):
+            raise RpcError(INVALID_PARAMS, "Invalid params: task_type.web_shell.terminal_id is required (a UUID)")
         return TaskCreate(agent_id=agent_id, type=kind, params=body)
     if kind not in known_types():
         raise RpcError(

@@ -48,6 +48,9 @@ class Harness:
     def process_started(self, pid: int) -> None:
         self.process_groups.append(pid)
 
+    def cloud_route(self, path: str) -> tuple[str, dict[str, str]]:
+        raise RuntimeError("the test harness has no cloud: give web_shell tasks params.url")
+
     def stream(self, stream: LogStream) -> list[str]:
         return [message for s, message in self.lines if s is stream]
 

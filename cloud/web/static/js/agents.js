@@ -41,7 +41,7 @@ export function agentsPage(main) {
       h(
         "table",
         { class: "table", id: "agents-table" },
-        h("thead", {}, h("tr", {}, ["Agent", "State", "Labels", "Running", "Last heartbeat", "Host", "Version", "Task types"].map((t) => h("th", {}, t)))),
+        h("thead", {}, h("tr", {}, ["Agent", "State", "Labels", "Running", "Last heartbeat", "Host", "Version", "Task types", ""].map((t) => h("th", {}, t)))),
         h(
           "tbody",
           {},
@@ -63,11 +63,19 @@ export function agentsPage(main) {
               h("td", {}, a.hostname || h("span", { class: "muted" }, "—")),
               h("td", { class: "mono" }, a.version || "—"),
               h("td", { class: "types" }, (a.executors || []).join(", ")),
+              h("td", { class: "nowrap" }, canShell(a)
+                ? h("a", { href: `#/agents/${encodeURIComponent(a.id)}/shell`, class: "btn btn-small open-shell" }, "Open shell")
+                : null),
             ),
           ),
         ),
       ),
     );
+  }
+
+  // An agent that lists its types must list web_shell (an older agent does not have it).
+  function canShell(a) {
+    return a.status === "online" && !a.disabled && (!(a.executors || []).length || a.executors.includes("web_shell"));
   }
 
   load();

@@ -1,4 +1,5 @@
-// The UI's router: one page per location hash (#/tasks, #/tasks/task-7, #/agents, #/files, #/run, #/login).
+// The UI's router: one page per location hash (#/tasks, #/tasks/task-7, #/agents, #/agents/web-1/shell,
+// #/files, #/run, #/login).
 
 import { session, setUnauthorizedHandler } from "./api.js";
 import { loginPage } from "./login.js";
@@ -7,6 +8,7 @@ import { taskPage } from "./task.js";
 import { agentsPage } from "./agents.js";
 import { filesPage } from "./files.js";
 import { runPage } from "./run.js";
+import { shellPage } from "./terminal.js";
 
 const main = document.getElementById("main");
 const topbar = document.getElementById("topbar");
@@ -17,6 +19,7 @@ const routes = [
   [/^\/tasks\/([^/?]+)$/, (m) => taskPage(main, decodeURIComponent(m[1]))],
   [/^\/tasks$/, () => tasksPage(main)],
   [/^\/agents$/, () => agentsPage(main)],
+  [/^\/agents\/([^/?]+)\/shell$/, (m) => shellPage(main, decodeURIComponent(m[1]))],
   [/^\/files$/, () => filesPage(main)],
   [/^\/run$/, () => runPage(main)],
 ];
