@@ -223,9 +223,7 @@ def test_a_scoped_token_never_targets_an_agent_it_does_not_reach(fleet: Cloud) -
         ({"agent_selector": {"globs": ["fleet-*"]}, "type": "no-such-type"}, 400, "no-such-type"),
     ],
 )
-def test_bad_requests_are_refused_naming_the_field(
-    fleet: Cloud, body: dict[str, Any], status: int, names: str
-) -> None:
+def test_bad_requests_are_refused_naming_the_field(fleet: Cloud, body: dict[str, Any], status: int, names: str) -> None:
     def stored() -> int:
         return int(fleet.http.get("/api/v1/tasks", params={"children": "true"}).json()["total"])
 
@@ -246,3 +244,9 @@ def test_fleet_max_targets_is_a_setting(make_cloud: Callable[..., Cloud]) -> Non
     finally:
         for a in agents:
             a.close()
+
+
+def test_a_schedule_cannot_hold_a_fleet_run(fleet: Cloud) -> None:
+    task = {"agent_selector": {"globs": ["fleet-*"]}, "type": "shell", "command": "echo no"}
+    r = fleet.http.post("/api/v1/schedules", json={"name": "fleet nightly", "cron": "@daily", "task": task})
+    assert r.status_code == 400 and r.json()["error"].startswith("task.agent_selector:"), r.text
