@@ -5,6 +5,7 @@ stopped by max_errors; the aggregate and per-agent results; cancel; scoped token
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -12,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.harness import Cloud, wait_for
+from tests.e2e.cli_run import cli, one_json, one_line_error
+from tests.e2e.harness import ADMIN, Cloud, wait_for
 
 WEB = ["fleet-web-1", "fleet-web-2", "fleet-web-3"]
 DB = ["fleet-db-1", "fleet-db-2"]
@@ -250,3 +252,31 @@ def test_a_schedule_cannot_hold_a_fleet_run(fleet: Cloud) -> None:
     task = {"agent_selector": {"globs": ["fleet-*"]}, "type": "shell", "command": "echo no"}
     r = fleet.http.post("/api/v1/schedules", json={"name": "fleet nightly", "cron": "@daily", "task": task})
     assert r.status_code == 400 and r.json()["error"].startswith("task.agent_selector:"), r.text
+
+
+def test_the_cli_runs_a_fleet_and_exits_with_its_outcome(fleet: Cloud) -> None:
+    ok = cli(fleet.url, ADMIN, "task", "fleet", "echo from-cli", "--glob", "fleet-web-*", "--max-concurrency", "2")
+    assert ok.returncode == 0, ok.stderr
+    assert " created on 3 agent(s), up to 2 at once" in ok.stderr.splitlines()[0]
+    rows = [line.split() for line in ok.stdout.splitlines() if line.startswith("fleet-web-")]
+    assert [(r[0], r[1], r[2]) for r in rows] == [(a, "success", "0") for a in WEB]
+    run_id = ok.stderr.split()[0]
+    assert f"{run_id} outcome success: 3 success" in ok.stdout
+
+    args = ("--glob", "fleet-*", "--label", "role=db", "--max-concurrency", "1", "--json")
+    failed = cli(fleet.url, ADMIN, "task", "fleet", FAIL_ON_DB, *args)
+    assert failed.returncode == 10, failed.stderr  # the code of a failed task
+    document = one_json(failed.stdout)
+    assert document["status"] == "failed" and document["fleet"]["outcome"] == "failed"
+    assert {r["agent_id"]: r["status"] for r in document["fleet"]["results"]} == {
+        "fleet-db-1": "failed",
+        "fleet-db-2": "not_run",  # max_errors 0 (the default): nothing starts after the first error
+    }
+
+    shown = cli(fleet.url, ADMIN, "task", "get", run_id)
+    assert shown.returncode == 0 and re.search(r"^agent_id: +\*$", shown.stdout, re.M) and "fleet-web-3" in shown.stdout
+    listed = cli(fleet.url, ADMIN, "task", "list", "--parent", run_id, "--json")
+    assert sorted(t["agent_id"] for t in one_json(listed.stdout)["list"]) == WEB
+
+    nothing = cli(fleet.url, ADMIN, "task", "fleet", "echo no")
+    assert nothing.returncode == 2 and "--glob" in one_line_error(nothing)
