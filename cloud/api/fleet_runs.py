@@ -56,11 +56,11 @@ def read_run(app: AppContext, task_id: int, *, sync_timed_out: bool = False) -> 
     """A run's parent with its aggregate, read now."""
     with app.db.transaction() as conn:
         task = get_task(conn, format_task_id(task_id))  # 404 when deleted meanwhile
-        return run_read(task, svc.children(conn, task_id), sync_timed_out=sync_timed_out)
+        return run_read(task, *svc.aggregate(conn, task_id), sync_timed_out=sync_timed_out)
 
 
 def show_run(app: AppContext, task: TaskRow, principal: Principal) -> TaskRead:
     """GET /api/v1/tasks/{id} of a parent (the caller has checked nothing yet)."""
     with app.db.transaction() as conn:
         svc.require_on_run(conn, app.agents, principal, task, Action.read)
-        return run_read(task, svc.children(conn, task.id))
+        return run_read(task, *svc.aggregate(conn, task.id))

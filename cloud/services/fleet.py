@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cloud.access import Principal
@@ -227,20 +227,38 @@ class Tally:
     launched: int
 
 
-def tally(children: list[Any]) -> Tally:
-    """SSM's error count: failed or timed out, not counting a child that was never delivered."""
-    by_status = Counter(c.status for c in children)
-    errors = sum(
-        1
-        for c in children
-        if c.status == _S.timeout.value or (c.status == _S.failed.value and not c.error.startswith(NOT_DELIVERED))
+def tally(conn: Connection, parent_id: int) -> Tally:
+    """A run's children counted, in the database (a child's row may hold megabytes of output). SSM's
+    error count: failed or timed out, not counting a child that was never delivered."""
+    undelivered = T.c.error.startswith(NOT_DELIVERED, autoescape=True).label("undelivered")
+    query = (
+        select(T.c.status, undelivered, func.count())
+        .where(T.c.parent_id == parent_id)
+        .group_by(T.c.status, undelivered)
     )
-    return Tally(by_status, by_status[_S.pending.value] + by_status[_S.running.value], errors, len(children))
+    by_status: Counter[str] = Counter()
+    errors = 0
+    for status, not_delivered, n in conn.execute(query):
+        by_status[status] += n
+        if status == _S.timeout.value or (status == _S.failed.value and not not_delivered):
+            errors += n
+    active = by_status[_S.pending.value] + by_status[_S.running.value]
+    return Tally(by_status, active, errors, sum(by_status.values()))
+
+
+_CHILD_COLUMNS = (T.c.id, T.c.agent_id, T.c.status, T.c.exit_code, T.c.error, T.c.started_at, T.c.finished_at)
 
 
 def children(conn: Connection, parent_id: int) -> list[Any]:
-    """The children of a run, in the order they were started."""
-    return list(conn.execute(select(T).where(T.c.parent_id == parent_id).order_by(T.c.id)).all())
+    """The children of a run in the order they were started: the columns a run's results show (not
+    their output, which `GET /api/v1/tasks?parent_id=` lists)."""
+    query = select(*_CHILD_COLUMNS).where(T.c.parent_id == parent_id).order_by(T.c.id)
+    return list(conn.execute(query).all())
+
+
+def aggregate(conn: Connection, parent_id: int) -> tuple[list[Any], Tally]:
+    """What a run's read shows: its children's results and their counts."""
+    return children(conn, parent_id), tally(conn, parent_id)
 
 
 def advance(conn: Connection, parent_id: int, launcher: Launcher, *, now: datetime | None = None) -> bool:
@@ -254,7 +272,7 @@ def advance(conn: Connection, parent_id: int, launcher: Launcher, *, now: dateti
     spec, changed = parent.fleet, False
     targets: list[str] = spec["targets"]
     while True:
-        count = tally(children(conn, parent.id))
+        count = tally(conn, parent.id)
         stop = count.errors > spec["error_limit"]
         free = spec["concurrency"] - count.active
         todo = [] if stop or free <= 0 else targets[parent.attempts : parent.attempts + free]
@@ -413,7 +431,7 @@ def cancel_run(conn: Connection, parent: TaskRow) -> TaskRow:
         if child.status in _ACTIVE:
             with contextlib.suppress(Conflict):  # it ended meanwhile
                 cancel_task(conn, child)
-    count = tally(children(conn, parent.id))
+    count = tally(conn, parent.id)
     data = {"outcome": "canceled", "counts": counts(count, targets)}
     conn.execute(update(T).where(T.c.id == parent.id).values(data=data))
     return _fetch(conn, parent.id)

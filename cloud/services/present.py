@@ -17,7 +17,7 @@ import orjson
 from cloud.sealing import Sealer
 from cloud.services.agents import is_online
 from cloud.services.credentials import is_expired
-from cloud.services.fleet import counts, tally
+from cloud.services.fleet import Tally, counts
 from executors.registry import shown_command
 from files.store import FileStore
 from wire.agents import AgentRead, AgentStatus
@@ -102,7 +102,7 @@ def _fleet(task: TaskRow) -> FleetRead | None:
     )
 
 
-def run_read(task: TaskRow, children: list[TaskRow], *, sync_timed_out: bool = False) -> TaskRead:
+def run_read(task: TaskRow, children: list[Any], count: Tally, *, sync_timed_out: bool = False) -> TaskRead:
     """A fleet run's parent with its aggregate: counts by status and each target's child (or `not_run`),
     in the order of its targets (the order they start in)."""
     read = task_read(task, sync_timed_out=sync_timed_out)
@@ -125,7 +125,7 @@ def run_read(task: TaskRow, children: list[TaskRow], *, sync_timed_out: bool = F
                 finished_at=child.finished_at,
             )
         )
-    read.fleet.counts = counts(tally(children), len(results))
+    read.fleet.counts = counts(count, len(results))
     read.fleet.results = results
     return read
 

@@ -136,7 +136,7 @@ async def cancel_task(task_id: str, principal: PrincipalDep, app: AppDep) -> Tas
             fleet_svc.require_on_run(conn, app.agents, principal, task, Action.cancel)
             task = fleet_svc.cancel_run(conn, task)
             audit.record(conn, principal, "task.cancel", format_task_id(task.id), agent_id=task.agent_id)
-            return run_read(task, fleet_svc.children(conn, task.id))
+            return run_read(task, *fleet_svc.aggregate(conn, task.id))
         require_on_task(conn, app.agents, principal, Action.cancel, task.agent_id, task.type)
         task = svc.cancel_task(conn, task)
         audit.record(conn, principal, "task.cancel", format_task_id(task.id), agent_id=task.agent_id)
