@@ -53,6 +53,9 @@ FLEET_KEY = "fleet"
 """Wake-up key published when a child task ends (cloud.services.transitions): the dispatcher looks at
 its runs again. One key for all runs: a pass reads the few unfinished parents anyway."""
 
+INTERACTIVE_TYPES = frozenset({"web_shell"})
+"""Types a person drives through one terminal: a fleet of them would open a session per agent, unattended."""
+
 _S = TaskStatus
 _ACTIVE = (_S.pending.value, _S.running.value)
 
@@ -128,6 +131,8 @@ def create_run(
         existing = conn.execute(select(T).where(T.c.request_id == req.request_id)).first()
         if existing is not None:
             return _repeated(existing, req, print_, sealer), False
+    if req.type in INTERACTIVE_TYPES:
+        raise BadRequest(f"type: {req.type} is one interactive session on one agent; give agent_id, not agent_selector")
     validate_request(req)
     targets = match_targets(conn, req.agent_selector, req.type, principal, max_targets)
     concurrency_limit = req.max_concurrency if req.max_concurrency is not None else DEFAULT_MAX_CONCURRENCY

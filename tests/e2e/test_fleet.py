@@ -223,6 +223,7 @@ def test_a_scoped_token_never_targets_an_agent_it_does_not_reach(fleet: Cloud) -
         ({"agent_selector": {"ids": ["no-such-agent"]}}, 404, "agent_selector.ids[0]"),
         ({"agent_selector": {"globs": ["no-such-*"]}}, 404, "agent_selector"),
         ({"agent_selector": {"globs": ["fleet-*"]}, "type": "no-such-type"}, 400, "no-such-type"),
+        ({"agent_selector": {"globs": ["fleet-*"]}, "type": "web_shell"}, 400, "type: web_shell is one interactive"),
     ],
 )
 def test_bad_requests_are_refused_naming_the_field(fleet: Cloud, body: dict[str, Any], status: int, names: str) -> None:
