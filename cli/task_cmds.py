@@ -143,9 +143,13 @@ def get(task_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: Js
 def _show_task(t: dict[str, Any]) -> None:
     keys = ("id", "status", "agent_id", "type", "command", "params", "env", "file_id", "exit_code", "error")
     more = ("attempts", "request_id", "exec_timeout", "created_at", "started_at", "finished_at")
-    fields([(k, t.get(k)) for k in (*keys, *more)])
+    fields([(k, t.get(k)) for k in (*keys, *more, "parent_id")])
     if t.get("result"):
         print("result:\n" + t["result"].rstrip("\n"))
+    if t.get("fleet"):  # a fleet run: each agent's outcome (docs/fleet.md)
+        from cli.fleet_cmds import show_run
+
+        show_run(t)
 
 
 @app.command("logs", epilog=EPILOG)
@@ -192,6 +196,7 @@ def list_(
     status: Annotated[str | None, typer.Option(help="pending, running, success, failed, timeout, canceled.")] = None,
     type_: Annotated[str | None, typer.Option("--type", "-t", help="Only this type.")] = None,
     q: Annotated[str | None, typer.Option(help="Part of the command.")] = None,
+    parent: Annotated[str | None, typer.Option(help="Only this fleet run's tasks (one per agent).")] = None,
     page: int = 1,
     page_size: Annotated[int, typer.Option(help="Tasks per page, at most 100.")] = 20,
     url: UrlOpt = DEFAULT_URL,
@@ -200,6 +205,7 @@ def list_(
 ) -> None:
     """List tasks, newest first."""
     query = {"agent_id": agent_id, "status": status, "type": type_, "q": q, "page": page, "page_size": page_size}
+    query["parent_id"] = parent
     with Api(url, token) as api:
         data = api.get("/api/v1/tasks", params={k: v for k, v in query.items() if v is not None})
     rows = [

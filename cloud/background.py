@@ -1,5 +1,5 @@
 """Background passes of a cloud process: expired leases, undelivered tasks, retries that came due, old
-audit records; and, in a loop of its own, schedules that came due.
+audit records; and, in loops of their own, schedules that came due and fleet runs' next children.
 
 With several replicas on PostgreSQL each pass runs in one of them only (Database.lead); every change it
 makes is a compare-and-set anyway, so a task that just succeeded is never reaped.
@@ -13,7 +13,8 @@ from datetime import timedelta
 
 from cloud.db.engine import Database
 from cloud.db.types import utcnow
-from cloud.services import audit
+from cloud.hub import Hub
+from cloud.services import audit, fleet
 from cloud.services.retries import announce_due_retries, expire_undelivered
 from cloud.services.runs import reap_expired
 from cloud.services.scheduler import Firing, due, fire
@@ -87,3 +88,35 @@ async def scheduler_forever(db: Database, firing: Firing, interval: float) -> No
         except Exception:
             log.exception("scheduler: pass failed; retrying")
         await asyncio.sleep(0 if full else interval)
+
+
+def run_fleet_pass(db: Database, launcher: fleet.Launcher) -> int:
+    """Move every unfinished fleet run on (start children into free slots, end the runs that are done),
+    each in a transaction of its own. Every replica runs it: the compare-and-set on the parent decides
+    which one starts each child. Returns how many runs changed."""
+    with db.transaction() as conn:
+        runs = fleet.active_runs(conn)
+    changed = 0
+    for run_id in runs:
+        try:
+            with db.transaction() as conn:
+                changed += fleet.advance(conn, run_id, launcher)
+        except Exception:
+            log.exception("fleet: task-%d could not be moved on; it is tried again next pass", run_id)
+    return changed
+
+
+async def fleet_forever(db: Database, hub: Hub, launcher: fleet.Launcher, interval: float) -> None:
+    """The fleet pass whenever a child ends (the `fleet` wake-up, from any replica), and every `interval`
+    seconds in case a wake-up was lost, until canceled."""
+    # Ends when the hub closes (the cloud stopping): a cancel that lands as a wake-up does may be lost
+    # inside the wait (asyncio.wait_for before Python 3.12), and a closed hub wakes every wait at once.
+    while not hub.closing:
+        # Subscribed before the pass reads: a child ending meanwhile wakes the next one at once.
+        with hub.subscribe(fleet.FLEET_KEY) as sub:
+            try:
+                # In the loop's thread, as the requests' transactions are: the hub is not thread-safe.
+                run_fleet_pass(db, launcher)
+            except Exception:
+                log.exception("fleet: pass failed; retrying")
+            await sub.wait(interval)

@@ -19,7 +19,7 @@ from cloud.api.request_ids import RequestIds
 from cloud.api.routes import agent_protocol, agents, audit, files, health, logs, rpc, shells, tasks, tokens
 from cloud.api.routes import schedules as schedule_routes
 from cloud.api.routes import seed_schedules as seed_schedule_routes
-from cloud.background import background_forever, scheduler_forever
+from cloud.background import background_forever, fleet_forever, scheduler_forever
 from cloud.db import notify
 from cloud.db.engine import Database, migrate
 from cloud.hub import Hub
@@ -27,6 +27,7 @@ from cloud.metrics import Metrics
 from cloud.policy import cloud_policy
 from cloud.sealing import load_sealer
 from cloud.services.agents import AgentCache, SeenThrottle
+from cloud.services.fleet import Launcher
 from cloud.services.scheduler import Firing
 from cloud.settings import CloudSettings, get_settings
 from cloud.tokens import load_tokens
@@ -47,6 +48,12 @@ def _scheduler(settings: CloudSettings, ctx: AppContext) -> Coroutine[Any, Any, 
         grace_seconds=settings.schedule_missed_grace_seconds,
     )
     return scheduler_forever(ctx.db, firing, settings.schedule_interval_seconds)
+
+
+def _fleet(settings: CloudSettings, ctx: AppContext) -> Coroutine[Any, Any, None]:
+    """The fleet runs' dispatcher loop, starting children as a one-agent create would check their agents."""
+    launcher = Launcher(agents=ctx.agents, offline_after=settings.agent_offline_seconds)
+    return fleet_forever(ctx.db, ctx.hub, launcher, settings.fleet_interval_seconds)
 
 
 def create_app(settings: CloudSettings | None = None) -> FastAPI:
@@ -80,6 +87,7 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         background = background_forever(db, settings.reaper_interval_seconds, settings.audit_retention_days)
         jobs = [asyncio.create_task(background, name="background")]
         jobs.append(asyncio.create_task(_scheduler(settings, app.state.ctx), name="scheduler"))
+        jobs.append(asyncio.create_task(_fleet(settings, app.state.ctx), name="fleet"))  # docs/fleet.md
         if db.notifies:
             jobs.append(asyncio.create_task(notify.listen_forever(db.engine.url, db.origin, hub), name="listen"))
         try:

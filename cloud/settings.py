@@ -62,6 +62,17 @@ class CloudSettings(BaseSettings):
         description="A schedule's firing later than this after its time (the cloud was not running) is missed: "
         "run once or skipped, as the schedule's `missed` says.",
     )
+    # Fleet runs (docs/fleet.md).
+    fleet_max_targets: int = Field(
+        1000, ge=1, le=100_000, description="Most agents one fleet run (a task with `agent_selector`) may target."
+    )
+    fleet_interval_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="How often each replica re-checks running fleet runs even without a wake-up (a child ending "
+        "wakes it at once): the longest a lost wake-up delays the next target.",
+    )
     task_expires_seconds: int = Field(
         3600, ge=1, description="Default `expires_in`: a pending task no agent claims in time fails `not delivered`."
     )

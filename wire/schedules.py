@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from wire.fleet import AgentSelector, FleetLimit
 from wire.ids import parse_numbered
 from wire.tasks import TaskCreate
 
@@ -83,6 +84,16 @@ class TaskTemplate(TaskCreate):
     def _not_for_schedules(cls, v: Any) -> Any:
         # Runs only when the field is given: it is refused rather than silently ignored.
         raise ValueError("not part of a schedule's task (no caller waits for a firing, and each one is a new task)")
+
+    # Fleet runs are not scheduled yet (docs/fleet.md): a schedule's task names one agent_id.
+    agent_selector: SkipJsonSchema[AgentSelector | None] = Field(None, exclude=True)
+    max_concurrency: SkipJsonSchema[FleetLimit | None] = Field(None, exclude=True)
+    max_errors: SkipJsonSchema[FleetLimit | None] = Field(None, exclude=True)
+
+    @field_validator("agent_selector", "max_concurrency", "max_errors", mode="before")
+    @classmethod
+    def _no_fleet(cls, v: Any) -> Any:
+        raise ValueError("a schedule's task runs on one agent_id; fleet runs cannot be scheduled yet")
 
 
 class ScheduleCreate(BaseModel):

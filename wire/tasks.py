@@ -6,8 +6,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
+from wire.fleet import AgentSelector, FleetLimit, FleetRead, parse_limit
 from wire.ids import parse_numbered
 
 MAX_SYNC_WAIT_SECONDS = 300
@@ -76,7 +78,9 @@ class TaskRequest(BaseModel):
 class TaskCreate(TaskRequest):
     """Body of POST /api/v1/tasks."""
 
-    agent_id: str = Field(min_length=1, max_length=128, description="The agent that runs the task.")
+    agent_id: str = Field(
+        "", max_length=128, description="The agent that runs the task (or `agent_selector`, for several)."
+    )
     sync: bool = Field(False, description="Wait until the task ends (or `timeout` passes).")
     timeout: int = Field(60, ge=1, le=MAX_SYNC_WAIT_SECONDS, description="Seconds a sync call waits, 1..300.")
     exec_timeout: int | None = Field(
@@ -104,6 +108,18 @@ class TaskCreate(TaskRequest):
         "the cloud's default (1 h) when absent.",
     )
 
+    # Fleet runs (issue 20 item 3, docs/fleet.md): instead of agent_id, a parent task and one child per agent.
+    agent_selector: AgentSelector | None = Field(
+        None, description="Run on every agent it matches (a fleet run, docs/fleet.md) instead of `agent_id`."
+    )
+    max_concurrency: FleetLimit | None = Field(
+        None, description='With agent_selector: targets running at once, a count or "25%" (default 50).'
+    )
+    max_errors: FleetLimit | None = Field(
+        None,
+        description='With agent_selector: errors tolerated before no new target starts, a count or "10%" (default 0).',
+    )
+
     @field_validator("agent_id", "type")
     @classmethod
     def _strip(cls, v: str) -> str:
@@ -111,6 +127,33 @@ class TaskCreate(TaskRequest):
         if not v:
             raise ValueError("must not be blank")
         return v
+
+    @field_validator("max_concurrency", mode="before")
+    @classmethod
+    def _concurrency(cls, v: Any) -> Any:
+        return None if v is None else parse_limit(v, minimum=1)
+
+    @field_validator("max_errors", mode="before")
+    @classmethod
+    def _errors(cls, v: Any) -> Any:
+        return None if v is None else parse_limit(v, minimum=0)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> TaskCreate:
+        """Exactly one of agent_id and agent_selector; the fleet limits only with a selector."""
+        if self.agent_selector is None:
+            if not self.agent_id:
+                raise PydanticCustomError("target", "agent_id: is required (or agent_selector, for several agents)")
+            for name in ("max_concurrency", "max_errors"):
+                if getattr(self, name) is not None:
+                    raise PydanticCustomError("target", f"{name}: only with agent_selector")
+        elif self.agent_id:
+            raise PydanticCustomError("target", "agent_id and agent_selector: send one of them, not both")
+        elif self.agent_selector.is_empty():
+            raise PydanticCustomError(
+                "target", 'agent_selector: give ids, globs or labels (globs: ["*"] for every agent)'
+            )
+        return self
 
 
 class TaskRead(BaseModel):
@@ -150,6 +193,11 @@ class TaskRead(BaseModel):
     updated_at: datetime
     sync_timed_out: bool = False
     """True when a sync call returned at its wait timeout while the task goes on."""
+    parent_id: str | None = None
+    """A fleet run's child: the parent task (docs/fleet.md)."""
+    fleet: FleetRead | None = None
+    """A fleet run's parent: its selector and limits; its aggregate on GET /tasks/{id} and sync answers.
+    A parent's `attempts` counts the children started so far."""
 
 
 class TaskList(BaseModel):

@@ -24,6 +24,8 @@ class Task(SQLModel, table=True):
         Index("ix_tasks_file_id", "file_id"),
         Index("ix_tasks_status_retry", "status", "next_retry_at"),
         Index("ix_tasks_status_expires", "status", "expires_at"),
+        # Fleet runs: a parent's children, one per agent (a second launch of a target cannot be stored).
+        Index("ix_tasks_parent_agent", "parent_id", "agent_id", unique=True),
         {"sqlite_autoincrement": True},
     )
 
@@ -67,6 +69,10 @@ class Task(SQLModel, table=True):
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Fleet runs (docs/fleet.md): a child names its parent; a parent holds its selector, limits and
+    # targets (wire.fleet), and its `attempts` counts the children started (the launch compare-and-set).
+    parent_id: int | None = Field(default=None, sa_type=BigInteger)
+    fleet: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class LogEntry(SQLModel, table=True):

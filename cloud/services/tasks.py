@@ -182,6 +182,7 @@ class TaskFilter:
     # A scoped token's reach: only these agents / types (None: no restriction).
     agent_ids: list[str] | None = None
     types: list[str] | None = None
+    fleet: Any = None  # fleet runs: a condition on parent_id (cloud.services.fleet.list_condition)
 
 
 def list_tasks(conn: Connection, flt: TaskFilter, page: int, page_size: int) -> tuple[list[TaskRow], int]:
@@ -203,6 +204,8 @@ def list_tasks(conn: Connection, flt: TaskFilter, page: int, page_size: int) -> 
         conds.append(T.c.agent_id.in_(flt.agent_ids))
     if flt.types is not None:
         conds.append(T.c.type.in_(flt.types))
+    if flt.fleet is not None:
+        conds.append(flt.fleet)
     total = conn.execute(select(func.count()).select_from(T).where(*conds)).scalar_one()
     rows = conn.execute(
         select(T).where(*conds).order_by(T.c.id.desc()).offset((page - 1) * page_size).limit(page_size)

@@ -117,6 +117,8 @@ def _after(conn: Connection, row: TaskRow, line: str | None, level: LogLevel) ->
         events.publish(conn, f"task:{row.id}", payload=row)
         events.observe(conn, "task.finished", row)
         events.publish(conn, f"logs:{row.id}")
+        if row.parent_id is not None:  # fleet runs: a child ended, its run may start the next (services/fleet.py)
+            events.publish(conn, "fleet")
         return
     events.publish(conn, f"task:{row.id}", f"logs:{row.id}")
     if row.status == _S.pending.value and row.next_retry_at is None:

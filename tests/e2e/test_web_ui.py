@@ -458,3 +458,25 @@ def test_a_token_revoked_during_the_session_sends_back_to_sign_in(page: Page, ui
     expect(page.locator("#login-message")).to_contain_text("Your session ended")
     expect(page.locator("#topbar")).to_be_hidden()
     assert page.evaluate("sessionStorage.length") == 0
+
+
+def test_a_fleet_run_shows_its_agents_and_links_each_child(page: Page, ui_cloud: Cloud, shots: Path) -> None:
+    body = {"agent_selector": {"ids": ["web-1"]}, "type": "shell", "command": "echo fleet-ui", "sync": True}
+    r = ui_cloud.http.post("/api/v1/tasks", json=body)
+    assert r.status_code == 201 and r.json()["status"] == "success", r.text
+    parent, child = r.json()["id"], r.json()["fleet"]["results"][0]["task_id"]
+    sign_in(page)
+    page.goto("/#/tasks")
+    expect(page.locator(f'#tasks-table tr[data-task="{parent}"]')).to_contain_text("fleet · 1 agent")
+    open_task(page, parent)
+    expect(page.locator("#task-fields")).to_contain_text("fleet run on 1 agent")
+    row = page.locator('#children-table tr[data-agent="web-1"]')
+    expect(row).to_contain_text("success")
+    expect(row.locator("td.num")).to_have_text("0")
+    expect(page.locator("#fleet-summary")).to_contain_text("1 success")
+    expect(page.locator("#fleet-summary")).to_contain_text("outcome: success")
+    expect(page.locator("#retry")).to_be_disabled()
+    screenshot(page, shots, "fleet-run")
+    row.locator(f'a:text("{child}")').click()
+    expect(page.locator("#task-fields")).to_contain_text("fleet-ui")
+    expect(page.locator("#parent-link")).to_have_text(parent)

@@ -20,6 +20,7 @@ export function taskPage(main, id) {
   const head = h("div");
   const message = h("div", { id: "task-message" });
   const fields = h("div", { class: "card fields", id: "task-fields" });
+  const fleet = h("div", { id: "fleet" }); // a fleet run's targets (docs/fleet.md); empty for other tasks
   const liveState = h("span", { class: "live", id: "log-state" });
   const counts = h("span", { class: "muted", id: "log-counts" });
   const log = h("div", { class: "log", id: "log", role: "log", "aria-live": "off", tabindex: 0 });
@@ -41,6 +42,7 @@ export function taskPage(main, id) {
     head,
     message,
     fields,
+    fleet,
     h("section", { class: "card log-card" },
       h("div", { class: "log-head" }, h("h2", {}, "Log"), liveState, counts, h("div", { class: "toggles" }, toggles)),
       log),
@@ -58,7 +60,8 @@ export function taskPage(main, id) {
       pageHead(
         h("span", { class: "title-with-badge" }, h("span", { class: "mono" }, task.id), statusBadge(task.status)),
         h("button", { type: "button", class: "btn btn-danger", id: "cancel", disabled: !active, onclick: cancel }, "Cancel"),
-        h("button", { type: "button", class: "btn", id: "retry", disabled: active, onclick: retry }, "Retry"),
+        // A fleet run is not retried as a whole (its children are).
+        h("button", { type: "button", class: "btn", id: "retry", disabled: active || !!task.fleet, onclick: retry }, "Retry"),
       ),
     );
   }
@@ -71,7 +74,10 @@ export function taskPage(main, id) {
       h(
         "dl",
         { class: "grid" },
-        row("Agent", h("a", { href: hashLink("/tasks", { agent_id: task.agent_id }) }, task.agent_id)),
+        task.fleet
+          ? row("Agents", `fleet run on ${task.fleet.targets} agent${task.fleet.targets === 1 ? "" : "s"}`)
+          : row("Agent", h("a", { href: hashLink("/tasks", { agent_id: task.agent_id }) }, task.agent_id)),
+        task.parent_id ? row("Fleet run", h("a", { href: hashLink(`/tasks/${task.parent_id}`), class: "mono", id: "parent-link" }, task.parent_id)) : null,
         row("Type", h("span", { class: "tag" }, task.type)),
         row("Exit code", h("span", { id: "exit-code", class: "mono" }, String(exit))),
         row("Attempts", `${task.attempts}${task.max_retries ? ` (retries ${task.retries} of ${task.max_retries})` : ""}`),
@@ -99,6 +105,36 @@ export function taskPage(main, id) {
     );
   }
 
+  function renderFleet() {
+    const run = task.fleet;
+    if (!run || !run.results) return mount(fleet);
+    const c = run.counts || {};
+    const summary = ["success", "failed", "timeout", "canceled", "running", "pending", "not_run"]
+      .filter((s) => c[s])
+      .map((s) => `${c[s]} ${s.replace("_", " ")}`)
+      .join(" · ");
+    mount(
+      fleet,
+      h("section", { class: "card table-wrap" },
+        h("div", { class: "log-head" },
+          h("h2", {}, "Agents"),
+          h("span", { class: "muted", id: "fleet-summary" },
+            `${summary || "nothing started yet"} · up to ${run.concurrency} at once · stops after ${run.error_limit + 1} error${run.error_limit ? "s" : ""}`
+              + (run.outcome ? ` · outcome: ${run.outcome}` : ""))),
+        h("table", { class: "table", id: "children-table" },
+          h("thead", {}, h("tr", {}, ["Agent", "Status", "Exit", "Task", "Error"].map((t) => h("th", {}, t)))),
+          h("tbody", {},
+            run.results.map((r) =>
+              h("tr", { dataset: { agent: r.agent_id } },
+                h("td", { class: "mono" }, r.agent_id),
+                h("td", {}, statusBadge(r.status)),
+                h("td", { class: "num" }, r.exit_code ?? "—"),
+                h("td", {}, r.task_id ? h("a", { href: hashLink(`/tasks/${r.task_id}`), class: "mono" }, r.task_id) : h("span", { class: "muted" }, "—")),
+                h("td", { class: "command", title: r.error }, r.error || h("span", { class: "muted" }, "—")),
+              ))))),
+    );
+  }
+
   async function refresh() {
     const mine = ++refreshes;
     let fresh;
@@ -112,6 +148,7 @@ export function taskPage(main, id) {
     task = fresh;
     renderHead();
     renderFields();
+    renderFleet();
     if (!FINAL.has(task.status) && !following) follow();
     clearTimeout(poll);
     // The log's end event says when the task ends; this catches pending -> running and retries waiting.

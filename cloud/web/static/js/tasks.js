@@ -103,7 +103,7 @@ export function tasksPage(main) {
               { dataset: { task: t.id } },
               h("td", {}, h("a", { href: hashLink(`/tasks/${t.id}`), class: "mono" }, t.id)),
               h("td", {}, statusBadge(t.status)),
-              h("td", {}, t.agent_id),
+              h("td", {}, t.fleet ? `fleet · ${t.fleet.targets} agent${t.fleet.targets === 1 ? "" : "s"}` : t.agent_id),
               h("td", {}, h("span", { class: "tag" }, t.type)),
               h("td", { class: "command mono", title: t.command }, t.command || h("span", { class: "muted" }, "—")),
               h("td", { class: "nowrap" }, when(t.created_at)),
