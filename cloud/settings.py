@@ -137,6 +137,12 @@ class CloudSettings(BaseSettings):
     audit_retention_days: int = Field(
         90, ge=1, le=36500, description="Audit records older than this many days are deleted by the background pass."
     )
+    list_count_limit: int = Field(
+        1000,
+        ge=1,
+        description="GET /api/v1/tasks counts the matching tasks up to this many; past it `total` is a lower bound "
+        "and `total_exact` is false (a count over a million rows costs more than the page).",
+    )
     token_cache_seconds: float = Field(
         1.0,
         ge=0,
