@@ -123,6 +123,7 @@ def _log_rows(task_ids: list[int], start_id: int) -> Iterator[dict[str, Any]]:
                 "level": "info",
                 "message": f"step {seq} of build {task_id}",
                 "timestamp": now,
+                "lines": 1,  # a row per line, as an agent's lines printed apart are stored
             }
             log_id += 1
 

@@ -107,7 +107,7 @@ def retention_pass(db: Database, days: int, batch: int, stop: threading.Event | 
             if not db.lead(conn):
                 break
             step = prune_batch(conn, before, batch)
-        total.tasks, total.lines = total.tasks + step.tasks, total.lines + step.lines
+        total.tasks, total.log_rows = total.tasks + step.tasks, total.log_rows + step.log_rows
         if not step.more:
             break
         time.sleep(time.monotonic() - started)
@@ -124,12 +124,12 @@ async def retention_forever(db: Database, days: int, interval: float, batch: int
         while True:
             try:
                 pruned = await asyncio.to_thread(retention_pass, db, days, batch, stop)
-                if pruned.tasks or pruned.lines:
+                if pruned.tasks or pruned.log_rows:
                     log.info(
-                        "retention: %d finished task(s) older than %d days deleted, with %d log line(s)",
+                        "retention: %d finished task(s) older than %d days deleted, with %d log row(s)",
                         pruned.tasks,
                         days,
-                        pruned.lines,
+                        pruned.log_rows,
                     )
             except Exception:
                 log.exception("retention: pass failed; retrying")

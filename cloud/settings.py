@@ -152,8 +152,8 @@ class CloudSettings(BaseSettings):
         500,
         ge=1,
         le=100_000,
-        description="Most tasks, and most log lines, one retention transaction deletes; the pass commits and "
-        "pauses between batches, so requests never wait long behind it.",
+        description="Most tasks, and most log rows (runs of lines), one retention transaction deletes; the pass "
+        "commits and pauses between batches, so requests never wait long behind it.",
     )
     list_count_limit: int = Field(
         1000,

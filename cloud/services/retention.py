@@ -5,9 +5,10 @@ What goes with a task: its log lines (task_logs) and its idempotency key (the ta
 column: a key is remembered as long as its task is kept). What stays: audit records naming it (kept
 audit_retention_days, on their own schedule) and files it used (they belong to whoever uploaded them).
 
-A batch is one short transaction that deletes at most `batch` log lines, or, once a batch's tasks have
-no lines left, at most `batch` tasks: a task with a long log takes several batches, and the lines always
-go before their task, so a pass cut short (a crash, a restart) leaves nothing unreachable behind.
+A batch is one short transaction that deletes at most `batch` log rows (each a run of lines, see
+cloud.db.models.LogEntry), or, once a batch's tasks have no rows left, at most `batch` tasks: a task
+with a long log takes several batches, and its lines always go before the task, so a pass cut short (a
+crash, a restart) leaves nothing unreachable behind.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class Pruned:
     """What one batch deleted, and whether the next batch may find more."""
 
     tasks: int = 0
-    lines: int = 0
+    log_rows: int = 0
     more: bool = False
 
 
@@ -41,7 +42,7 @@ def cutoff(days: int) -> datetime:
 
 def prune_batch(conn: Connection, before: datetime, batch: int) -> Pruned:
     """One bounded step: up to `batch` of the oldest tasks that finished before `before` lose up to
-    `batch` log lines; when they have none left, the tasks themselves go."""
+    `batch` log rows; when they have none left, the tasks themselves go."""
     # created_at is never later than finished_at: the (created_at, id) index reads the oldest first,
     # and a task created long ago that finished recently (retried on request) is kept by finished_at.
     ids = list(
@@ -54,10 +55,10 @@ def prune_batch(conn: Connection, before: datetime, batch: int) -> Pruned:
     )
     if not ids:
         return Pruned()
-    lines = select(L.c.id).where(L.c.task_id.in_(ids)).limit(batch)
-    gone = conn.execute(delete(L).where(L.c.id.in_(lines.scalar_subquery()))).rowcount
+    rows = select(L.c.id).where(L.c.task_id.in_(ids)).limit(batch)
+    gone = conn.execute(delete(L).where(L.c.id.in_(rows.scalar_subquery()))).rowcount
     if gone >= batch:
-        return Pruned(lines=gone, more=True)  # maybe more lines: the tasks go in a later batch
+        return Pruned(log_rows=gone, more=True)  # maybe more lines: the tasks go in a later batch
     # The status guard again: a task retried on request since the select must not go.
     tasks = conn.execute(delete(T).where(T.c.id.in_(ids), T.c.status.in_(FINAL))).rowcount
-    return Pruned(tasks=tasks, lines=gone, more=len(ids) >= batch)
+    return Pruned(tasks=tasks, log_rows=gone, more=len(ids) >= batch)

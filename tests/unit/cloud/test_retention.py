@@ -17,7 +17,7 @@ from cloud.services.agents import AgentCache
 from cloud.services.retention import cutoff, prune_batch
 from cloud.services.runs import claim_tasks, report_result
 from cloud.services.tasks import create_task
-from wire.tasks import LogLine, TaskCreate, TaskReport, TaskStatus
+from wire.tasks import LogLine, LogStream, TaskCreate, TaskReport, TaskStatus
 
 SEALER = Sealer([Fernet.generate_key()])
 
@@ -41,9 +41,11 @@ def claimed(db: Database, request_id: str | None = None) -> tuple[int, str]:
 def finished(
     db: Database, lines: int = 3, status: TaskStatus = TaskStatus.success, request_id: str | None = None
 ) -> int:
-    """A task that ran and ended `status` with `lines` log lines."""
+    """A task that ran and ended `status` with `lines` log lines, a log row each."""
     n, token = claimed(db, request_id)
-    logged = [LogLine(seq=i, message=f"line {i}") for i in range(1, lines + 1)]
+    # Streams alternate so that each line is a log row of its own (a run holds one stream's lines).
+    streams = (LogStream.stdout, LogStream.stderr)
+    logged = [LogLine(seq=i, message=f"line {i}", stream=streams[i % 2]) for i in range(1, lines + 1)]
     body = TaskReport(task_token=token, status=status, exit_code=0, log_lines=lines, lines=logged)
     with db.transaction() as conn:
         report_result(conn, f"task-{n}", body)
@@ -67,7 +69,7 @@ def tasks_left(db: Database) -> set[int]:
         return {r[0] for r in conn.execute(text("SELECT id FROM tasks"))}
 
 
-def lines_of(db: Database, ids: list[int]) -> int:
+def log_rows_of(db: Database, ids: list[int]) -> int:
     with db.engine.connect() as conn:
         marks = ",".join(str(n) for n in ids)
         return int(conn.execute(text(f"SELECT count(*) FROM task_logs WHERE task_id IN ({marks})")).scalar_one())
@@ -79,14 +81,14 @@ def test_old_finished_tasks_go_with_their_logs_and_the_rest_stays(db: Database) 
     old_running, _ = claimed(db)
     old_pending = created(db)  # after the claim, which takes the oldest pending task
     age(db, [*old, old_pending, old_running], days=40)
-    assert lines_of(db, old) > 0
+    assert log_rows_of(db, old) > 0
 
     pruned = retention_pass(db, days=30, batch=100)
 
-    assert (pruned.tasks, pruned.lines) == (3, 3 * 3)
+    assert (pruned.tasks, pruned.log_rows) == (3, 3 * 3)
     assert tasks_left(db) == {recent, old_pending, old_running}
-    assert lines_of(db, old) == 0
-    assert lines_of(db, [recent]) == 3
+    assert log_rows_of(db, old) == 0
+    assert log_rows_of(db, [recent]) == 3
 
 
 def test_a_task_created_long_ago_that_ended_recently_is_kept(db: Database) -> None:
@@ -98,7 +100,7 @@ def test_a_task_created_long_ago_that_ended_recently_is_kept(db: Database) -> No
     assert n in tasks_left(db)
 
 
-def test_each_batch_deletes_at_most_its_bound_of_tasks_and_of_lines(db: Database) -> None:
+def test_each_batch_deletes_at_most_its_bound_of_tasks_and_of_log_rows(db: Database) -> None:
     long_log = finished(db, lines=7)
     short = [finished(db, lines=1) for _ in range(4)]
     age(db, [long_log, *short], days=40)
@@ -107,7 +109,7 @@ def test_each_batch_deletes_at_most_its_bound_of_tasks_and_of_lines(db: Database
     for _ in range(20):
         with db.transaction() as conn:
             step = prune_batch(conn, before, batch=3)
-        steps.append((step.tasks, step.lines))
+        steps.append((step.tasks, step.log_rows))
         if not step.more:
             break
     assert all(tasks <= 3 and lines <= 3 for tasks, lines in steps), steps
