@@ -49,7 +49,9 @@ lint: install
 	$(BIN)/lint-imports
 
 # Round trip and throughput on SQLite and on PostgreSQL with 1 and 2 replicas (PostgreSQL on
-# 127.0.0.1:5432, as for the tests), upload, then the 10,000-task chaos run (about 1.5 minutes here).
+# 127.0.0.1:5432, as for the tests), upload, then the 10,000-task chaos run (about 1.5 minutes here); then
+# latency with a million finished tasks against ten thousand (about 4 minutes, most of it the fills),
+# and the cloud's CPU with 1,000 idle agents (about 2 minutes).
 bench: compile bench-celery-env
 	$(BIN)/python bench/roundtrip.py
 	$(BIN)/python bench/upload.py
@@ -58,6 +60,8 @@ bench: compile bench-celery-env
 	$(BIN)/python bench/log_followers.py
 	$(BIN)/python bench/chaos.py --tasks 10000
 	$(BIN)/python bench/versus_celery.py
+	$(BIN)/python bench/bigdb.py
+	$(BIN)/python bench/idle_agents.py
 
 # Celery for bench/versus_celery.py, from a project and lock of its own (bench/celery): it pins
 # python-dateutil<3, which resolved with ours would move python-dateutil and kubernetes down. --project

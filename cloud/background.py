@@ -1,5 +1,6 @@
 """Background passes of a cloud process: expired leases, undelivered tasks, retries that came due, old
-audit records; and, in loops of their own, schedules that came due and fleet runs' next children.
+audit records; in loops of their own, schedules that came due and fleet runs' next children; and, less
+often, in a worker thread, the retention pass deleting old finished tasks (cloud.services.retention).
 
 With several replicas on PostgreSQL each pass runs in one of them only (Database.lead); every change it
 makes is a compare-and-set anyway, so a task that just succeeded is never reaped.
@@ -9,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from datetime import timedelta
 
 from cloud.db.engine import Database
 from cloud.db.types import utcnow
 from cloud.hub import Hub
 from cloud.services import audit, fleet
+from cloud.services.retention import Pruned, cutoff, prune_batch
 from cloud.services.retries import announce_due_retries, expire_undelivered
 from cloud.services.runs import reap_expired
 from cloud.services.scheduler import Firing, due, fire
@@ -120,3 +124,48 @@ async def fleet_forever(db: Database, hub: Hub, launcher: fleet.Launcher, interv
             except Exception:
                 log.exception("fleet: pass failed; retrying")
             await sub.wait(interval)
+
+
+def retention_pass(db: Database, days: int, batch: int, stop: threading.Event | None = None) -> Pruned:
+    """Delete finished tasks that ended more than `days` ago, with their logs, a batch per transaction,
+    until none is left or `stop` is set. After each batch it pauses as long as the batch took, so other
+    writers (SQLite has one at a time) always get their turn; with several replicas each batch runs in
+    the replica that holds the background lock (a batch is idempotent anyway)."""
+    total = Pruned()
+    before = cutoff(days)
+    while stop is None or not stop.is_set():
+        started = time.monotonic()
+        # Not db.transaction(): this runs in a worker thread, and deleting finished tasks wakes no one.
+        with db.engine.begin() as conn:
+            if not db.lead(conn):
+                break
+            step = prune_batch(conn, before, batch)
+        total.tasks, total.log_rows = total.tasks + step.tasks, total.log_rows + step.log_rows
+        if not step.more:
+            break
+        time.sleep(time.monotonic() - started)
+    return total
+
+
+async def retention_forever(db: Database, days: int, interval: float, batch: int) -> None:
+    """The retention pass every `interval` seconds, in a worker thread (a backlog of a million tasks takes
+    minutes, in short transactions), until canceled; nothing when `days` is 0 (keep forever)."""
+    if days <= 0:
+        return
+    stop = threading.Event()
+    try:
+        while True:
+            try:
+                pruned = await asyncio.to_thread(retention_pass, db, days, batch, stop)
+                if pruned.tasks or pruned.log_rows:
+                    log.info(
+                        "retention: %d finished task(s) older than %d days deleted, with %d log row(s)",
+                        pruned.tasks,
+                        days,
+                        pruned.log_rows,
+                    )
+            except Exception:
+                log.exception("retention: pass failed; retrying")
+            await asyncio.sleep(interval)
+    finally:
+        stop.set()  # a batch under way in the thread ends; no other begins

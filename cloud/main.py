@@ -19,7 +19,7 @@ from cloud.api.request_ids import RequestIds
 from cloud.api.routes import agent_protocol, agents, audit, files, health, logs, rpc, shells, tasks, tokens
 from cloud.api.routes import schedules as schedule_routes
 from cloud.api.routes import seed_schedules as seed_schedule_routes
-from cloud.background import background_forever, fleet_forever, scheduler_forever
+from cloud.background import background_forever, fleet_forever, retention_forever, scheduler_forever
 from cloud.db import notify
 from cloud.db.engine import Database, migrate
 from cloud.hub import Hub
@@ -88,6 +88,10 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         jobs = [asyncio.create_task(background, name="background")]
         jobs.append(asyncio.create_task(_scheduler(settings, app.state.ctx), name="scheduler"))
         jobs.append(asyncio.create_task(_fleet(settings, app.state.ctx), name="fleet"))  # docs/fleet.md
+        retention = retention_forever(
+            db, settings.retention_days, settings.retention_interval_seconds, settings.retention_batch
+        )
+        jobs.append(asyncio.create_task(retention, name="retention"))
         if db.notifies:
             jobs.append(asyncio.create_task(notify.listen_forever(db.engine.url, db.origin, hub), name="listen"))
         try:

@@ -173,6 +173,30 @@ class CloudSettings(BaseSettings):
     audit_retention_days: int = Field(
         90, ge=1, le=36500, description="Audit records older than this many days are deleted by the background pass."
     )
+    retention_days: int = Field(
+        90,
+        ge=0,
+        le=36500,
+        description="Finished tasks (success, failed, timeout, canceled) that ended more than this many days ago "
+        "are deleted with their log lines by the background pass; 0 keeps them forever. Pending and running "
+        "tasks are never deleted.",
+    )
+    retention_interval_seconds: float = Field(
+        60.0, gt=0, description="How often the retention pass looks for finished tasks past retention_days."
+    )
+    retention_batch: int = Field(
+        500,
+        ge=1,
+        le=100_000,
+        description="Most tasks, and most log rows (runs of lines), one retention transaction deletes; the pass "
+        "commits and pauses between batches, so requests never wait long behind it.",
+    )
+    list_count_limit: int = Field(
+        1000,
+        ge=1,
+        description="GET /api/v1/tasks counts the matching tasks up to this many; past it `total` is a lower bound "
+        "and `total_exact` is false (a count over a million rows costs more than the page).",
+    )
     token_cache_seconds: float = Field(
         1.0,
         ge=0,

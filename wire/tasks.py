@@ -209,6 +209,11 @@ class TaskList(BaseModel):
     total: int
     page: int
     page_size: int
+    total_exact: bool = Field(
+        True,
+        description="false when more tasks match than the cloud counts (list_count_limit): `total` is then a "
+        "lower bound",
+    )
 
 
 class Assignment(BaseModel):

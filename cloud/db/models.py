@@ -19,13 +19,20 @@ class Task(SQLModel, table=True):
 
     __tablename__ = "tasks"
     __table_args__ = (
-        Index("ix_tasks_agent_status", "agent_id", "status"),
+        # A claim (an agent's pending tasks), and the task list by agent and status (and type), newest
+        # first; its count reads this index alone.
+        Index("ix_tasks_agent_status_type", "agent_id", "status", "type", "created_at", "id"),
         Index("ix_tasks_status_lease", "status", "lease_expires_at"),
         Index("ix_tasks_file_id", "file_id"),
         Index("ix_tasks_status_retry", "status", "next_retry_at"),
         Index("ix_tasks_status_expires", "status", "expires_at"),
         # Fleet runs: a parent's children, one per agent (a second launch of a target cannot be stored).
         Index("ix_tasks_parent_agent", "parent_id", "agent_id", unique=True),
+        # The task list, newest first, by each of its filters (and retention, oldest first).
+        Index("ix_tasks_created", "created_at", "id"),
+        Index("ix_tasks_agent_created", "agent_id", "created_at", "id"),
+        Index("ix_tasks_status_created", "status", "created_at", "id"),
+        Index("ix_tasks_type_created", "type", "created_at", "id"),
         {"sqlite_autoincrement": True},
     )
 

@@ -20,7 +20,7 @@ from cloud.services import tasks as svc
 from cloud.services.errors import BadRequest, Conflict
 from cloud.services.present import run_read, task_read
 from wire.credentials import Action
-from wire.tasks import TaskCreate, TaskList, TaskRead, TaskStatus, format_task_id
+from wire.tasks import TaskCreate, TaskList, TaskRead, TaskStatus, format_task_id, parse_task_id
 
 V = TypeVar("V")
 
@@ -92,21 +92,26 @@ async def list_tasks(
     children: Annotated[
         bool | None, Query(description="Fleet runs' children too (default: only with agent_id or parent_id).")
     ] = None,
+    after: Annotated[str | None, Query(max_length=40)] = None,
 ) -> TaskList:
-    """Tasks newest first, filtered; `{"list", "total", "page", "page_size"}`. A scoped token sees the
-    tasks of the agents and types it reaches. Seed 003's `pageSize` and `nodeId` are taken as page_size and
-    agent_id; a parameter the list does not take (e.g. `name`) is a 400."""
+    """Tasks newest first, filtered; `{"list", "total", "page", "page_size", "total_exact"}`. `after=task-N`
+    starts after that task (the next page of a long list: the last id of this one). A scoped token sees
+    the tasks of the agents and types it reaches. Seed 003's `pageSize` and `nodeId` are taken as page_size
+    and agent_id; a parameter the list does not take (e.g. `name`) is a 400."""
     principal.require(Action.read)
     page_size = _one_of("page_size", page_size, "pageSize", page_size_camel) or 10
     agent_id = _one_of("agent_id", agent_id, "nodeId", node_id)
+    after_n = parse_task_id(after) if after is not None else None
+    if after is not None and after_n is None:
+        raise BadRequest(f"after: not a task id: {after!r}; expected task-<n>, e.g. the last id of a page")
     flt = svc.TaskFilter(agent_id=agent_id, type=type, status=status, since=since, until=until, q=q)
     flt.fleet = fleet_svc.list_condition(parent_id, children, by_agent=agent_id is not None)
     with app.db.transaction() as conn:
         flt.agent_ids, flt.types = reach(conn, principal)
-        rows, total = svc.list_tasks(conn, flt, page, page_size)
+        found = svc.list_tasks(conn, flt, page, page_size, after=after_n, count_limit=app.settings.list_count_limit)
     # Masking a page of tasks' params is linear but can reach a second for large params: off the loop.
-    items = await run_in_threadpool(lambda: [task_read(t) for t in rows])
-    return TaskList(items=items, total=total, page=page, page_size=page_size)
+    items = await run_in_threadpool(lambda: [task_read(t) for t in found.rows])
+    return TaskList(items=items, total=found.total, page=page, page_size=page_size, total_exact=found.total_exact)
 
 
 def _one_of(name: str, value: V | None, alias: str, aliased: V | None) -> V | None:
