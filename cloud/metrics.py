@@ -36,7 +36,9 @@ class _DatabaseCollector(Collector):
         )
         files = GaugeMetricFamily("tiangong_files", "Stored files (distinct contents).")
         file_bytes = GaugeMetricFamily("tiangong_file_bytes", "Bytes of stored file contents.")
-        with self.db.transaction() as conn:
+        # A plain connection, not db.transaction(): this runs in a worker thread, and the hub that
+        # transaction() publishes to belongs to the event loop's thread.
+        with self.db.engine.connect() as conn:
             for status, type_, n in conn.execute(
                 select(T.c.status, T.c.type, func.count()).group_by(T.c.status, T.c.type)
             ):
