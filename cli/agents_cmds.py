@@ -43,6 +43,14 @@ def agents_get(agent_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", j
     emit(agent, lambda: fields(list({**agent, "status": _state(agent)}.items())))
 
 
+@app.command("status")
+def agents_status(agent_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: JsonOpt = False) -> None:
+    """Whether AGENT_ID is there and how busy: online/offline, heartbeat age, pending and running tasks."""
+    with Api(url, token) as api:
+        status = api.get(f"/api/v1/agents/{agent_id}/status")
+    emit(status, lambda: fields(list(status.items())))
+
+
 @app.command("token")
 def agents_token(
     agent_id: str,

@@ -85,3 +85,25 @@ def delete(file_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_:
     with Api(url, token) as api:
         api.request("DELETE", f"/api/v1/files/{file_id}")
     emit({"id": file_id, "deleted": True}, lambda: print(f"{file_id} deleted"))
+
+
+@app.command("distribute")
+def distribute(
+    file_id: str,
+    agents: Annotated[list[str], typer.Option("--agent", "-a", help="An agent to place it on (repeat).")],
+    path: Annotated[str, typer.Option(help="Where to put it on each agent.")],
+    mode: Annotated[str | None, typer.Option(help='Permission bits, e.g. "0644".')] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a file already there.")] = False,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = "",
+    json_: JsonOpt = False,
+) -> None:
+    """Place FILE_ID on each agent: a `file` task per agent, all or none created. Follow them with
+    `tiangong task wait`."""
+    params: dict[str, object] = {"path": path, "overwrite": overwrite}
+    if mode is not None:
+        params["mode"] = mode
+    with Api(url, token) as api:
+        made = api.post(f"/api/v1/files/{file_id}/distribute", json={"agent_ids": agents, "params": params})
+    rows = [(t["id"], t["agent_id"], t["status"]) for t in made["tasks"]]
+    emit(made, lambda: table(("TASK", "AGENT", "STATUS"), rows))

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import typer
 
-from cli import admin_cmds, agents_cmds, files_cmds, fleet_cmds, servers, task_cmds
+from cli import admin_cmds, agents_cmds, files_cmds, fleet_cmds, schedules_cmds, servers, task_cmds
 from cli.exitcodes import EPILOG, CliError, Code
 from cli.interrupts import Interrupted
 from cli.output import error, json_mode
@@ -59,6 +59,7 @@ fleet_cmds.register(task_cmds.app)  # `tiangong task fleet` (docs/fleet.md)
 app.add_typer(task_cmds.app, name="task", help="Run tasks and follow them; inspect, cancel, retry.")
 app.add_typer(files_cmds.app, name="files", help="Upload, list, download and delete files.")
 app.add_typer(agents_cmds.app, name="agents")
+app.add_typer(schedules_cmds.app, name="schedules")
 app.add_typer(admin_cmds.tokens_app, name="token")
 app.add_typer(admin_cmds.audit_app, name="audit")
 
