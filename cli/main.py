@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import typer
 
-from cli import admin_cmds, agents_cmds, files_cmds, fleet_cmds, schedules_cmds, servers, task_cmds
+from cli import admin_cmds, agents_cmds, files_cmds, fleet_cmds, schedules_cmds, servers, shell_cmd, task_cmds
 from cli.exitcodes import EPILOG, CliError, Code
 from cli.interrupts import Interrupted
 from cli.output import error, json_mode
@@ -55,6 +55,7 @@ app = _App(
 app.command("cloud")(servers.cloud)
 app.command("agent")(servers.agent)
 app.command("up")(servers.up)
+app.command("shell")(shell_cmd.shell)
 fleet_cmds.register(task_cmds.app)  # `tiangong task fleet` (docs/fleet.md)
 app.add_typer(task_cmds.app, name="task", help="Run tasks and follow them; inspect, cancel, retry.")
 app.add_typer(files_cmds.app, name="files", help="Upload, list, download and delete files.")
