@@ -26,7 +26,7 @@ import orjson
 
 from agent.orphans import ProcessRecord
 from agent.private import private_dir
-from wire.tasks import Assignment, LogLine, TaskReport
+from wire.tasks import Assignment, LogLevel, LogLine, LogStream, TaskReport
 
 log = logging.getLogger("tiangong.agent")
 
@@ -78,6 +78,18 @@ class Journal:
             # orjson: the standard library's encoder was a fifth of the agent's time on a chatty task.
             text = orjson.dumps(record).decode()
         except TypeError:  # a lone surrogate, which orjson refuses: escaped as before
+            text = json.dumps(record)
+        self._write(text, flush)
+
+    def lines(
+        self, first_seq: int, stream: LogStream, level: LogLevel | None, messages: list[str], flush: bool = True
+    ) -> None:
+        """Append several lines of one stream (seqs from `first_seq`) as one record, `[seq, stream, level,
+        [message, ...]]`: an encode per line was the agent's largest cost after the line objects."""
+        record = [first_seq, stream.value, level and level.value, messages[0] if len(messages) == 1 else messages]
+        try:
+            text = orjson.dumps(record).decode()
+        except TypeError:  # a lone surrogate, which orjson refuses: escaped as `line` does
             text = json.dumps(record)
         self._write(text, flush)
 
@@ -168,7 +180,8 @@ class Entry:
                     seq, stream, level, message = value
                     if seq != len(lines) + 1:
                         raise ValueError(f"seq {seq} out of order")
-                    lines.append(LogLine(seq=seq, stream=stream, level=level, message=message))
+                    for i, text in enumerate(message if isinstance(message, list) else [message]):
+                        lines.append(LogLine(seq=seq + i, stream=stream, level=level, message=text))
                 else:
                     processes.append(ProcessRecord(pid=int(value["pid"]), start=value["start"], boot=value["boot"]))
             except (ValueError, TypeError, KeyError) as exc:

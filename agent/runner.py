@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from executors.capture import HeadTail
 from executors.policy import CommandPolicy
 from executors.procs import MAX_KILL_GRACE_S
 from executors.registry import UnknownTaskType, get_executor
+from wire.logs import TASK_ID
 from wire.masker import Masker, map_strings
 from wire.output import storable
 from wire.secrets import mask_text
@@ -54,6 +56,8 @@ class TaskContext:
     """Masks the task's secrets in everything that leaves the agent (set by `execute`)."""
     policy: CommandPolicy | None = None
     """The agent's command policy; None means the one `config["policy"]` describes (the config file's)."""
+    cloud: CloudClient | None = None
+    """The agent's client of the cloud, for `cloud_route` (None: this context has no cloud)."""
 
     def __post_init__(self) -> None:
         self._cap = HeadTail(self.max_output_bytes)
@@ -69,6 +73,14 @@ class TaskContext:
         if self._cap.add(message + "\n", (stream, level)) is not None:
             self.shipper.add(message, stream, level)
 
+    def log_lines(self, messages: list[str], stream: LogStream = LogStream.stdout) -> None:
+        """Several lines as `log` takes each: masked together (a pass per secret over all of them)."""
+        cleaned = self.masker.lines(messages)
+        if "\x00" in "".join(cleaned):
+            cleaned = [storable(m) for m in cleaned]
+        add, tag = self._cap.add, (stream, None)
+        self.shipper.add_many([m for m in cleaned if add(m + "\n", tag) is not None], stream, None)
+
     def finish_log(self) -> None:
         """Flush the held tail of the log, after a marker line when output was dropped."""
         for line, tag in self._cap.finish_tagged():
@@ -82,6 +94,15 @@ class TaskContext:
     def process_started(self, pid: int) -> None:
         """Journal the process group so that an agent restarted after a crash can kill it."""
         self.journal.process(record(pid))
+
+    def cloud_route(self, path: str) -> tuple[str, dict[str, str]]:
+        """`path` on the agent's cloud and the agent token's Authorization header."""
+        if self.cloud is None:
+            raise RuntimeError("this agent context has no cloud to talk to")
+        # The client keeps its server and the current token (it changes at registration) to itself; read
+        # them at call time rather than copy them when the attempt starts.
+        server = self.cloud._server.rstrip("/")
+        return server + path, {"Authorization": self.cloud._headers["Authorization"]}
 
     def cancel(self, reason: str) -> None:
         if not self.cancel_event.is_set():
@@ -173,6 +194,7 @@ class Attempt:
             params=task.params,
             connections=shared.config.connections,
             config=shared.config.model_dump(exclude={"connections"}),
+            cloud=shared.client,
         )
 
     def cancel(self, reason: str) -> None:
@@ -186,6 +208,11 @@ class Attempt:
         journal lets the next start report it.
         """
         task, ctx = self.task, self.ctx
+        # This attempt's own asyncio task: the id marks its log records and those of what it starts (the
+        # result's delivery), and never leaks to the claim loop.
+        TASK_ID.set(task.id)
+        started = time.monotonic()
+        log.info("started %s (%s, attempt %d)", task.id, task.type, task.attempt)
         try:
             outcome = await execute(task, ctx)
             report = await finish(task, ctx, outcome)
@@ -193,6 +220,7 @@ class Attempt:
             ctx.shipper.abort()
             ctx.journal.close()
             raise
+        log.info("%s ended %s in %.3f s", task.id, report.status, time.monotonic() - started)
         try:
             self.entry.write_result(report)
         except OSError as exc:

@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.client import CloudClient, CloudUnavailable, Rejected, retrying
 from agent.outbox import Entry, Journal
-from wire.tasks import Assignment, LogLevel, LogLine, LogStream, TaskReport
+from wire.tasks import MAX_BATCH_LINES, Assignment, LogLevel, LogLine, LogStream, TaskReport, line_count
 
 log = logging.getLogger("tiangong.agent")
 
@@ -28,6 +30,45 @@ BATCH_CHARS = 1024 * 1024
 around a megabyte (well under the cloud's agent body limit) even for long lines."""
 
 LinesFrom = Callable[[int], "list[LogLine] | None"]
+Item = tuple[LogStream, LogLevel | None, str]
+"""A line waiting to be shipped: its seq is its place after the first unacknowledged one."""
+
+
+def as_runs(first_seq: int, items: list[Item]) -> list[LogLine]:
+    """`items` from seq `first_seq` on as runs: a LogLine per stretch of one stream and level (of at most
+    MAX_BATCH_LINES lines), the rest of its lines in `more` (a LogLine per line cost the agent and the
+    cloud more than the rest of shipping)."""
+    runs: list[LogLine] = []
+    seq = first_seq
+    for (stream, level), group in itertools.groupby(items, key=_kind):
+        messages = [item[2] for item in group]
+        for at in range(0, len(messages), MAX_BATCH_LINES):
+            part = messages[at : at + MAX_BATCH_LINES]
+            runs.append(LogLine(seq=seq, stream=stream, level=level, message=part[0], more=part[1:] or None))
+            seq += len(part)
+    return runs
+
+
+_kind = operator.itemgetter(0, 1)
+
+
+def split_runs(lines: list[LogLine], max_lines: int, max_chars: int) -> tuple[list[LogLine], list[LogLine]]:
+    """The first batch of `lines` (runs or single lines: up to max_lines lines and max_chars of text, at
+    least one line) and the rest, a run cut in two where the limit falls inside it."""
+    taken, chars = 0, 0
+    for i, ln in enumerate(lines):
+        messages = ln.messages()
+        for j, message in enumerate(messages):
+            chars += len(message)
+            if taken >= max_lines or (chars > max_chars and taken > 0):
+                if j == 0:
+                    return lines[:i], lines[i:]
+                head = ln.model_copy(update={"more": messages[1:j] or None})
+                rest = {"seq": ln.seq + j, "message": messages[j], "more": messages[j + 1 :] or None}
+                tail = ln.model_copy(update=rest)
+                return [*lines[:i], head], [tail, *lines[i + 1 :]]
+            taken += 1
+    return lines, []
 
 
 class LinesLost(Exception):
@@ -48,18 +89,23 @@ def resend_from(task_id: str, lines_from: LinesFrom, next_seq: int) -> list[LogL
     return lines
 
 
+async def post_batch(client: CloudClient, task_id: str, token: str, batch: list[LogLine]) -> int:
+    """Post one batch; the seq the cloud expects next (after a gap: the seq to resend from). Rejected
+    (no resend asked) and CloudUnavailable propagate."""
+    try:
+        return await client.post_logs(task_id, token, batch)
+    except Rejected as exc:
+        if exc.next_seq is None:
+            raise
+        return exc.next_seq  # a gap: the cloud names where to resend from
+
+
 async def send_batch(
     client: CloudClient, task_id: str, token: str, batch: list[LogLine], lines_from: LinesFrom
 ) -> list[LogLine]:
     """Post one batch; the lines still to send after the cloud's answer. Rejected (no resend asked),
     LinesLost and CloudUnavailable propagate."""
-    try:
-        next_seq = await client.post_logs(task_id, token, batch)
-    except Rejected as exc:
-        if exc.next_seq is None:
-            raise
-        next_seq = exc.next_seq  # a gap: the cloud names where to resend from
-    return resend_from(task_id, lines_from, next_seq)
+    return resend_from(task_id, lines_from, await post_batch(client, task_id, token, batch))
 
 
 class LogShipper:
@@ -67,7 +113,7 @@ class LogShipper:
 
     Unacknowledged lines are kept and travel with the result when the task ends first, so a short
     task costs no extra request. Resends follow the cloud's `next_seq` (read back from the journal
-    when memory no longer has them).
+    when memory no longer has them). Lines are kept as plain tuples and leave as runs (`as_runs`).
     """
 
     def __init__(
@@ -82,7 +128,7 @@ class LogShipper:
         self._client, self._task = client, task
         self._flush_seconds, self.batch_lines = flush_seconds, batch_lines
         self._entry, self._journal = entry, journal
-        self._pending: list[LogLine] = []
+        self._pending: list[Item] = []
         self._pending_chars = 0  # text held in _pending, for the batch's size limit
         self._next_seq = 1
         self._wake = asyncio.Event()
@@ -94,16 +140,27 @@ class LogShipper:
         """How many lines the attempt has logged so far."""
         return self._next_seq - 1
 
+    @property
+    def _first(self) -> int:
+        """The seq of the first line not acknowledged."""
+        return self._next_seq - len(self._pending)
+
     def add(self, message: str, stream: LogStream, level: LogLevel | None) -> None:
         """Number and journal a line, then queue it for the next batch."""
-        line = LogLine(seq=self._next_seq, stream=stream, level=level, message=message)
-        # Buffered here; flushed to the kernel before any batch or result carrying it leaves (_ship,
+        self.add_many([message], stream, level)
+
+    def add_many(self, messages: list[str], stream: LogStream, level: LogLevel | None) -> None:
+        """Number and journal several lines of one stream, then queue them for the next batch."""
+        if not messages:
+            return
+        # Buffered here; flushed to the kernel before any batch or result carrying them leaves (_ship,
         # finish): a line no one has seen yet is no worse off in this buffer than in the pipe it came from.
-        self._journal.line(line, flush=False)
-        self._pending.append(line)
-        self._pending_chars += len(message)
-        self._next_seq += 1
-        if len(self._pending) == 1 or self._full():
+        self._journal.lines(self._next_seq, stream, level, messages, flush=False)
+        was_empty = not self._pending
+        self._pending.extend([(stream, level, message) for message in messages])
+        self._pending_chars += sum(map(len, messages))
+        self._next_seq += len(messages)
+        if was_empty or self._full():
             # The first line starts the batch's clock; a full batch goes at once. Not woken per line.
             self._wake.set()
 
@@ -112,9 +169,9 @@ class LogShipper:
 
     def lines_from(self, seq: int) -> list[LogLine] | None:
         """This attempt's lines from `seq` on, from memory or else from the journal; None if lost."""
-        first = self._pending[0].seq if self._pending else self._next_seq
+        first = self._first
         if seq >= first:
-            return self._pending[seq - first :]  # contiguous seqs: a slice, not a scan per batch
+            return as_runs(seq, self._pending[seq - first :])  # contiguous seqs: a slice, not a scan
         self._journal.flush()  # the journal must hold every line numbered so far to answer
         try:
             lines = self._entry.read().lines
@@ -124,7 +181,7 @@ class LogShipper:
 
     def unsent(self) -> list[LogLine]:
         """The lines not acknowledged yet: they ride with the result."""
-        return list(self._pending)
+        return as_runs(self._first, self._pending)
 
     async def _run(self) -> None:
         while not self._closing:
@@ -143,10 +200,10 @@ class LogShipper:
     async def _ship(self) -> None:
         task = self._task
         while self._pending and not self._closing:
-            batch = self._pending[: _batch_end(self._pending, self.batch_lines)]
+            batch = as_runs(self._first, self._pending[: _batch_end(self._pending, self.batch_lines)])
             self._journal.flush()  # the lines are in the kernel before the cloud can show them
             try:
-                self._acknowledged(await send_batch(self._client, task.id, task.task_token, batch, self.lines_from))
+                self._acknowledge(await post_batch(self._client, task.id, task.task_token, batch))
             except Rejected as exc:
                 log.warning("%s: log batch refused: %s", task.id, exc.message)
                 self._closing = True  # stale attempt: stop shipping, the report will say so
@@ -155,15 +212,18 @@ class LogShipper:
             except CloudUnavailable:
                 await asyncio.sleep(min(1.0, self._flush_seconds * 10))  # keep lines; try again later
 
-    def _acknowledged(self, rest: list[LogLine]) -> None:
-        """`rest` is what remains to send; usually a suffix of _pending, whose size is then updated by
-        the lines dropped only (not recounted per batch, which a long backlog would make quadratic)."""
-        dropped = len(self._pending) - len(rest)
-        if dropped >= 0 and (not rest or rest[0] is self._pending[dropped]):
-            self._pending_chars -= sum(len(ln.message) for ln in self._pending[:dropped])
-        else:  # a resend from the journal
-            self._pending_chars = sum(len(ln.message) for ln in rest)
-        self._pending = rest
+    def _acknowledge(self, next_seq: int) -> None:
+        """The cloud holds every line before `next_seq`: drop those from memory. When it wants lines
+        memory no longer holds (it lost some), they come back from the journal (LinesLost if gone)."""
+        first = self._first
+        if next_seq >= first:
+            dropped = min(next_seq - first, len(self._pending))
+            self._pending_chars -= sum(len(item[2]) for item in self._pending[:dropped])
+            del self._pending[:dropped]
+            return
+        lines = resend_from(self._task.id, self.lines_from, next_seq)
+        self._pending = [(ln.stream, ln.level, m) for ln in lines for m in ln.messages()]
+        self._pending_chars = sum(len(item[2]) for item in self._pending)
 
     async def close(self) -> None:
         """Stop shipping; an in-flight batch completes first. Unsent lines stay for the report."""
@@ -190,17 +250,19 @@ class Pending:
 
 
 def _too_long(lines: list[LogLine], batch_lines: int) -> bool:
-    return len(lines) > batch_lines or sum(len(ln.message) for ln in lines) > LINES_WITH_RESULT_CHARS
+    if line_count(lines) > batch_lines:
+        return True
+    return sum(len(ln.message) + (sum(map(len, ln.more)) if ln.more else 0) for ln in lines) > LINES_WITH_RESULT_CHARS
 
 
-def _batch_end(lines: list[LogLine], batch_lines: int) -> int:
-    """How many of `lines` the next batch takes: up to batch_lines lines and BATCH_CHARS of text (at least one)."""
+def _batch_end(items: list[Item], batch_lines: int) -> int:
+    """How many of `items` the next batch takes: up to batch_lines lines and BATCH_CHARS of text (at least one)."""
     chars = 0
-    for i, line in enumerate(lines[:batch_lines]):
-        chars += len(line.message)
+    for i, item in enumerate(items[:batch_lines]):
+        chars += len(item[2])
         if chars > BATCH_CHARS and i > 0:
             return i
-    return min(len(lines), batch_lines)
+    return min(len(items), batch_lines)
 
 
 async def deliver(client: CloudClient, item: Pending, batch_lines: int) -> bool:
@@ -214,7 +276,7 @@ async def deliver(client: CloudClient, item: Pending, batch_lines: int) -> bool:
         for _ in range(MAX_ROUNDS):
             # A result carries at most one batch of lines; a longer tail goes ahead in batches first.
             while _too_long(unsent, batch_lines):
-                batch = unsent[: _batch_end(unsent, batch_lines)]
+                batch, _ = split_runs(unsent, batch_lines, BATCH_CHARS)
                 call = functools.partial(send_batch, client, task_id, entry.task_token, batch, item.lines_from)
                 try:
                     unsent = await retrying(call, f"{task_id} log")

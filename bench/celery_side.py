@@ -1,8 +1,19 @@
-"""Celery's side of bench/versus_celery.py: a worker subprocess, and round trips and throughput through it."""
+"""Celery's side of bench/versus_celery.py: a worker subprocess, and round trips and throughput through it.
+
+Runs in the Celery venv (bench/celery, `make bench-celery-env`), never in Tiangong's process:
+
+    bench/celery/.venv/bin/python -m bench.celery_side [--roundtrip-calls 200] [--throughput-tasks 2000]
+        [--clients 64] [--concurrency 8] [--redis-db 13]
+
+and prints its raw figures as JSON on stdout (each round trip's samples, the throughput run's time and
+failures, CPU per call of every process); bench/versus_celery.py turns them into the same percentiles
+and throughput figures as Tiangong's. So it imports only the standard library, celery and redis.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -15,10 +26,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.measuring import caller_cpu_s, cpu_s, timed_calls
-from bench.roundtrip import throughput_figures
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.measuring import caller_cpu_s, cpu_s, sampled_calls  # noqa: E402
 
 
 @contextmanager
@@ -87,7 +98,7 @@ def celery_throughput(n: int, clients: int) -> dict[str, Any]:
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
-    return throughput_figures(n, elapsed, failures)
+    return {"tasks": n, "elapsed_s": elapsed, "failures": failures}
 
 
 def measure_celery(args: argparse.Namespace) -> dict[str, Any]:
@@ -104,12 +115,26 @@ def measure_celery(args: argparse.Namespace) -> dict[str, Any]:
     for pool in ("solo", "prefork"):
         with celery_worker(redis_url, pool, 1) as worker:
             pids = {"worker": worker.pid, "redis": redis_pid}
-            out[f"roundtrip_{pool}_1_ms"] = timed_calls(celery_call, args.roundtrip_calls, pids)
+            out[f"roundtrip_{pool}_1_ms"] = sampled_calls(celery_call, args.roundtrip_calls, pids)
     with celery_worker(redis_url, "prefork", args.concurrency) as worker:
         before = [cpu_s(worker.pid), cpu_s(redis_pid), caller_cpu_s()]
-        figures = celery_throughput(args.throughput_tasks, args.clients)
+        run = celery_throughput(args.throughput_tasks, args.clients)
         after = [cpu_s(worker.pid), cpu_s(redis_pid), caller_cpu_s()]
+        out["throughput"] = {"pool": "prefork", "concurrency": args.concurrency, "clients": args.clients, **run}
         for key, b, a in zip(("worker", "redis", "caller"), before, after, strict=True):
-            figures[f"{key}_cpu_ms_per_task"] = round((a - b) * 1000 / args.throughput_tasks, 3)
-        out["throughput"] = {"pool": "prefork", "concurrency": args.concurrency, "clients": args.clients, **figures}
+            out["throughput"][f"{key}_cpu_ms_per_task"] = round((a - b) * 1000 / args.throughput_tasks, 3)
     return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--roundtrip-calls", type=int, default=200)
+    ap.add_argument("--throughput-tasks", type=int, default=2000)
+    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--redis-db", type=int, default=13, help="the Redis database for Celery (flushed first)")
+    print(json.dumps(measure_celery(ap.parse_args())))
+
+
+if __name__ == "__main__":
+    main()

@@ -32,6 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -214,13 +215,18 @@ def verify(database_url: str, marker: Path, task_ids: set[str]) -> dict[str, Any
             tasks = conn.execute(text("SELECT id, status, attempts, retries, max_retries, error, result FROM tasks"))
             rows = {f"task-{r.id}": r for r in tasks}
             logs = conn.execute(
-                text("SELECT task_id, attempt, seq, stream, message FROM task_logs ORDER BY task_id, attempt, seq")
+                text(
+                    "SELECT task_id, attempt, seq, lines, stream, message FROM task_logs ORDER BY task_id, attempt, seq"
+                )
             ).all()
     finally:
         engine.dispose()
     by_attempt: dict[tuple[str, int], list[Any]] = {}
-    for ln in logs:
-        by_attempt.setdefault((f"task-{ln.task_id}", ln.attempt), []).append(ln)
+    for row in logs:
+        # A row holds a run of `lines` lines from `seq` on, joined by newlines (migration 0008_log_runs).
+        messages = row.message.split("\n") if row.lines > 1 else [row.message]
+        lines = by_attempt.setdefault((f"task-{row.task_id}", row.attempt), [])
+        lines.extend(SimpleNamespace(seq=row.seq + i, stream=row.stream, message=m) for i, m in enumerate(messages))
     starts, ends = runs(marker, "start"), runs(marker, "end")
     out: Counter[str] = Counter()
     examples: list[str] = []

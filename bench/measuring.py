@@ -1,4 +1,8 @@
-"""What the side-by-side benches measure besides time: CPU per call of each process, timed sequential calls."""
+"""What the side-by-side benches measure besides time: CPU per call of each process, timed sequential calls.
+
+Standard library only: bench/celery_side.py imports it in the Celery venv (bench/celery), which has
+nothing of Tiangong's. The samples are turned into percentiles by the caller (bench/versus_celery.py).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from bench.roundtrip import percentiles
 
 WARM_UP = 20
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -34,8 +36,9 @@ def caller_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed_calls(call: Callable[[], None], n: int, pids: dict[str, int]) -> dict[str, Any]:
-    """`call` WARM_UP times, then `n` times timed: percentiles in ms and CPU ms per call of each of `pids`."""
+def sampled_calls(call: Callable[[], None], n: int, pids: dict[str, int]) -> dict[str, Any]:
+    """`call` WARM_UP times, then `n` times timed: each call's ms (`samples_ms`) and CPU ms per call of
+    this process (`caller_cpu_ms_per_call`) and of each of `pids` (`<name>_cpu_ms_per_call`)."""
     for _ in range(WARM_UP):
         call()
     before = {name: cpu_s(pid) for name, pid in pids.items()}
@@ -45,7 +48,7 @@ def timed_calls(call: Callable[[], None], n: int, pids: dict[str, int]) -> dict[
         t0 = time.perf_counter()
         call()
         samples.append((time.perf_counter() - t0) * 1000)
-    out: dict[str, Any] = percentiles(samples)
+    out: dict[str, Any] = {"samples_ms": samples}
     out["caller_cpu_ms_per_call"] = round((caller_cpu_s() - caller_before) * 1000 / n, 3)
     for name, pid in pids.items():
         out[f"{name}_cpu_ms_per_call"] = round((cpu_s(pid) - before[name]) * 1000 / n, 3)

@@ -3,9 +3,11 @@
     .venv/bin/python bench/versus_celery.py [--roundtrip-calls 200] [--throughput-tasks 2000] [--clients 64]
         [--concurrency 8] [--agents 2] [--redis-db 13] [--setups sqlite,postgres-2] [--profile FILE]
 
-Needs Celery importable (not in our lock yet: see docs/performance.md) and Redis on 127.0.0.1:6379 (the
-database `--redis-db` is flushed first). The task is `execute` of `true` in Tiangong and, in Celery, a
-task running `subprocess.run(["true"])` with its output captured (bench/celery_app.py).
+Celery's side runs in a venv of its own, `bench/celery/.venv` (`make bench-celery-env`; Celery is not in
+our lock: see docs/performance.md), as subprocesses: bench/celery_side.py (the callers) and its worker;
+nothing of Celery's is imported here. Redis on 127.0.0.1:6379 (the database `--redis-db` is flushed
+first). The task is `execute` of `true` in Tiangong and, in Celery, a task running
+`subprocess.run(["true"])` with its output captured (bench/celery_app.py).
 
 - Round trip: `--roundtrip-calls` sequential sync calls after 20 warm-up calls, p50 and p95 at the
   caller. Tiangong: `POST /api/v1/tasks` with `sync: true` on a fresh HTTP connection per call (as curl
@@ -29,6 +31,7 @@ import asyncio
 import http.client
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -37,12 +40,56 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.celery_side import measure_celery  # noqa: E402
-from bench.measuring import caller_cpu_s, cpu_s, timed_calls  # noqa: E402
+from bench.measuring import caller_cpu_s, cpu_s, sampled_calls  # noqa: E402
 from bench.profile_summary import record_profile  # noqa: E402
-from bench.roundtrip import started_setup, throughput  # noqa: E402
+from bench.roundtrip import percentiles, started_setup, throughput, throughput_figures  # noqa: E402
 from tests.e2e.harness import ADMIN  # noqa: E402
 from tests.faults.harness import Cluster  # noqa: E402
+
+# Built by `make bench-celery-env` from bench/celery's own lock: Celery pins python-dateutil<3, which
+# resolved with our dependencies would move python-dateutil and kubernetes down, for a bench.
+CELERY_PYTHON = ROOT / "bench" / "celery" / ".venv" / "bin" / "python"
+
+
+def call_figures(sampled: dict[str, Any]) -> dict[str, Any]:
+    """bench.measuring.sampled_calls' output with its samples as percentiles (the CPU figures kept)."""
+    rest = {key: value for key, value in sampled.items() if key != "samples_ms"}
+    return {**percentiles(sampled["samples_ms"]), **rest}
+
+
+# ---------------------------------------------------------------- Celery (in its own venv)
+
+
+def celery_python(path: Path = CELERY_PYTHON) -> Path:
+    """The Celery venv's python, or an exit that says how to build it."""
+    if not path.exists():
+        raise SystemExit(f"no Celery venv: {path} is missing; run `make bench-celery-env` (bench/celery's own lock)")
+    return path
+
+
+def celery_figures(raw: dict[str, Any]) -> dict[str, Any]:
+    """bench/celery_side.py's raw JSON as figures: round trips as percentiles, throughput as Tiangong's is."""
+    out: dict[str, Any] = {"redis": raw["redis"]}
+    for pool in ("solo", "prefork"):
+        out[f"roundtrip_{pool}_1_ms"] = call_figures(raw[f"roundtrip_{pool}_1_ms"])
+    run = raw["throughput"]
+    cpu = {key: value for key, value in run.items() if key.endswith("_cpu_ms_per_task")}
+    figures = throughput_figures(run["tasks"], run["elapsed_s"], run["failures"])
+    out["throughput"] = {"pool": run["pool"], "concurrency": run["concurrency"], "clients": run["clients"]}
+    out["throughput"].update(figures, **cpu)
+    return out
+
+
+def measure_celery(args: argparse.Namespace, python: Path) -> dict[str, Any]:
+    """Celery's round trips and throughput, measured by bench/celery_side.py run with the Celery venv's python."""
+    cmd = [str(python), "-m", "bench.celery_side", "--roundtrip-calls", str(args.roundtrip_calls)]
+    cmd += ["--throughput-tasks", str(args.throughput_tasks), "--clients", str(args.clients)]
+    cmd += ["--concurrency", str(args.concurrency), "--redis-db", str(args.redis_db)]
+    done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, check=False)  # its errors go to our stderr
+    if done.returncode != 0:
+        raise SystemExit(f"the Celery side failed (exit {done.returncode}; its error is above): {' '.join(cmd)}")
+    return celery_figures(json.loads(done.stdout))
+
 
 # ---------------------------------------------------------------- Tiangong
 
@@ -75,7 +122,7 @@ def measure_tiangong(cluster: Cluster, args: argparse.Namespace, profile: Path |
     pids = {"cloud": replicas[0].proc.pid, "agent": agent.proc.pid}
     call = tiangong_call(replicas[0].port, "rt")
     out: dict[str, Any] = {"replicas": len(replicas)}
-    out["roundtrip_ms"] = timed_calls(call, args.roundtrip_calls, pids)
+    out["roundtrip_ms"] = call_figures(sampled_calls(call, args.roundtrip_calls, pids))
     if profile is not None:  # after the measured calls: the sampling does not touch the figures above
         out["profile"] = record_profile(
             replicas[0].proc.pid, profile, lambda: [call() for _ in range(1000)], native=args.profile_native
@@ -142,10 +189,6 @@ def compare(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    try:
-        import celery  # noqa: F401
-    except ImportError:
-        raise SystemExit("Celery is not installed here: see docs/performance.md, 'Tiangong versus Celery'") from None
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--roundtrip-calls", type=int, default=200)
     ap.add_argument("--throughput-tasks", type=int, default=2000)
@@ -157,9 +200,10 @@ def main() -> None:
     ap.add_argument("--profile", type=Path, help="py-spy the SQLite cloud over 1,000 more round trips into FILE")
     ap.add_argument("--profile-native", action="store_true", help="with C frames (py-spy stops the process per sample)")
     args = ap.parse_args()
+    python = celery_python()  # before the long runs: a missing venv is told at once
 
     result: dict[str, Any] = {"cores": os.cpu_count(), "python": sys.version.split()[0]}
-    result["celery"] = measure_celery(args)
+    result["celery"] = measure_celery(args, python)
     result["tiangong"] = {name.strip(): run_tiangong(name.strip(), args) for name in args.setups.split(",")}
     result.update(compare(result))
     print(json.dumps(result, indent=2))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
-import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,11 +17,16 @@ from typing import Annotated
 import typer
 
 from cli import handoff
+from cli.supervise import Supervisor
+from wire import logs
 
 
 def _logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns what matters
+    """The process's own log: JSON lines unless stderr is a terminal (TIANGONG_LOG_FORMAT=json|text|auto)."""
+    fmt = os.environ.get("TIANGONG_LOG_FORMAT", "auto").strip().lower() or "auto"
+    if fmt not in ("auto", "json", "text"):
+        raise typer.BadParameter(f"TIANGONG_LOG_FORMAT: {fmt!r} is not one of auto, json, text")
+    logs.configure(level, fmt)  # type: ignore[arg-type]  # checked just above
 
 
 def cloud(
@@ -30,6 +36,7 @@ def cloud(
     secrets_fd: Annotated[int | None, typer.Option(hidden=True, help="Pipe with secret settings.")] = None,
 ) -> None:
     """Run the cloud server."""
+    check_port(host, port)
     # Tasks of an agent of the same user on this machine could read our environment.
     given = _secrets_out_of_env(secrets_fd)
     from cloud.server import serve
@@ -113,6 +120,7 @@ def up(
     secrets_fd: Annotated[int | None, typer.Option(hidden=True, help="Pipe with secret settings.")] = None,
 ) -> None:
     """The cloud plus one local agent, on embedded SQLite: everything for a first run."""
+    check_port(host, port)  # before anything starts: a cloud already there would answer our agent with 401s
     given = _secrets_out_of_env(secrets_fd)  # the local agent's tasks could read them from our environment
     from cloud.settings import CloudSettings
     from cloud.tokens import load_tokens
@@ -131,15 +139,15 @@ def up(
     procs = [
         _start(["cloud", "--host", host, "--port", str(port), "--data-dir", str(data_dir)], json.dumps(cloud_secrets))
     ]
+    code = 0
     try:
         _wait_until(lambda: _ready(url), procs[0], "the cloud to become ready")
         agent_args = ["agent", "--server", url, "--agent-id", agent_id, "--data-dir", str(data_dir / "agent")]
-        agent_proc = _start(agent_args, tokens.agent, as_path=True)
-        procs.insert(0, agent_proc)
+        procs.insert(0, _start(agent_args, tokens.agent, as_path=True))
         # Print the example only once it works: the agent must have registered first.
-        _wait_until(lambda: _agent_online(url, tokens.admin, agent_id), agent_proc, f"agent {agent_id} to come online")
+        _wait_until(lambda: _agent_online(url, tokens.admin, agent_id), procs[0], f"agent {agent_id} to come online")
         _banner(url, tokens.admin, agent_id)
-        _wait_any(procs)
+        code = Supervisor(procs, agent_id, lambda: _start(agent_args, tokens.agent, as_path=True)).run()
     except KeyboardInterrupt:
         pass  # SIGINT/SIGTERM while starting: stop what was started
     finally:
@@ -150,6 +158,25 @@ def up(
                     proc.wait(timeout=40)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+    if code:
+        raise typer.Exit(code)
+
+
+def check_port(host: str, port: int) -> None:
+    """Exit with one line when `host:port` is taken. Found later, the cloud would fail to bind while our
+    readiness check and agent talked to whatever holds the port (`401: invalid token` from another cloud)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                why = f"port {port} on {host} is already in use (another `tiangong up` or another server)"
+                typer.echo(f"error: {why}: stop it, or choose another port: --port 9090 (make run PORT=9090)", err=True)
+            else:
+                typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+            raise typer.Exit(1) from None
 
 
 def _secrets_out_of_env(secrets_fd: int | None) -> dict[str, str]:
@@ -208,15 +235,6 @@ def _wait_until(check: Callable[[], bool], proc: subprocess.Popen[bytes], what: 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def _wait_any(procs: list[subprocess.Popen[bytes]]) -> None:
-    """Until one child exits or we get SIGINT/SIGTERM."""
-    try:
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
 
 
 def _banner(url: str, admin_token: str, agent_id: str) -> None:

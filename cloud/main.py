@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
@@ -14,8 +15,23 @@ from cloud.api.auth import CredentialCache
 from cloud.api.deps import AppContext
 from cloud.api.errors import install_error_handlers
 from cloud.api.openapi import install_openapi
-from cloud.api.routes import agent_channel, agent_protocol, agents, audit, files, health, logs, rpc, tasks, tokens
-from cloud.background import background_forever
+from cloud.api.request_ids import RequestIds
+from cloud.api.routes import (
+    agent_channel,
+    agent_protocol,
+    agents,
+    audit,
+    files,
+    health,
+    logs,
+    rpc,
+    shells,
+    tasks,
+    tokens,
+)
+from cloud.api.routes import schedules as schedule_routes
+from cloud.api.routes import seed_schedules as seed_schedule_routes
+from cloud.background import background_forever, fleet_forever, retention_forever, scheduler_forever
 from cloud.db import notify
 from cloud.db.engine import Database, migrate
 from cloud.hub import Hub
@@ -23,12 +39,33 @@ from cloud.metrics import Metrics
 from cloud.policy import cloud_policy
 from cloud.sealing import load_sealer
 from cloud.services.agents import AgentCache, SeenThrottle
+from cloud.services.fleet import Launcher
+from cloud.services.scheduler import Firing
 from cloud.settings import CloudSettings, get_settings
 from cloud.tokens import load_tokens
+from cloud.web import install_web_ui
 from files.store import FileStore
 from wire import API_VERSION
 
 _TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+
+
+def _scheduler(settings: CloudSettings, ctx: AppContext) -> Coroutine[Any, Any, None]:
+    """The scheduler loop, firing schedules with the checks and defaults a request would get."""
+    firing = Firing(
+        agents=ctx.agents,
+        sealer=ctx.sealer,
+        policy=ctx.policy,
+        default_expires_in=settings.task_expires_seconds,
+        grace_seconds=settings.schedule_missed_grace_seconds,
+    )
+    return scheduler_forever(ctx.db, firing, settings.schedule_interval_seconds)
+
+
+def _fleet(settings: CloudSettings, ctx: AppContext) -> Coroutine[Any, Any, None]:
+    """The fleet runs' dispatcher loop, starting children as a one-agent create would check their agents."""
+    launcher = Launcher(agents=ctx.agents, offline_after=settings.agent_offline_seconds)
+    return fleet_forever(ctx.db, ctx.hub, launcher, settings.fleet_interval_seconds)
 
 
 def create_app(settings: CloudSettings | None = None) -> FastAPI:
@@ -62,6 +99,12 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         )
         background = background_forever(db, settings.reaper_interval_seconds, settings.audit_retention_days)
         jobs = [asyncio.create_task(background, name="background")]
+        jobs.append(asyncio.create_task(_scheduler(settings, app.state.ctx), name="scheduler"))
+        jobs.append(asyncio.create_task(_fleet(settings, app.state.ctx), name="fleet"))  # docs/fleet.md
+        retention = retention_forever(
+            db, settings.retention_days, settings.retention_interval_seconds, settings.retention_batch
+        )
+        jobs.append(asyncio.create_task(retention, name="retention"))
         if db.notifies:
             jobs.append(asyncio.create_task(notify.listen_forever(db.engine.url, db.origin, hub), name="listen"))
         try:
@@ -86,6 +129,10 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_openapi(app)
-    for module in (tasks, logs, files, agents, tokens, audit, agent_protocol, agent_channel, rpc, health):
+    app.add_middleware(RequestIds, access_log=settings.access_log)
+    for module in (tasks, logs, files, agents, tokens, audit, agent_protocol, agent_channel, rpc, shells, health):
         app.include_router(module.router)
+    app.include_router(schedule_routes.router)
+    app.include_router(seed_schedule_routes.router)
+    install_web_ui(app)
     return app

@@ -92,6 +92,7 @@ def build_server(settings: CloudSettings, host: str, port: int) -> uvicorn.Serve
         timeout_keep_alive=75,
         access_log=False,
         log_level="info",
+        log_config=None,  # uvicorn's loggers go through ours (wire.logs: JSON lines with request ids)
     )
     return _Server(config)
 

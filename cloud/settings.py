@@ -49,6 +49,30 @@ class CloudSettings(BaseSettings):
         description="How often the background pass runs (expired leases, undelivered tasks, retries coming due); "
         "with several replicas one of them runs each pass.",
     )
+    schedule_interval_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often each replica looks for schedules that came due; a firing is this much late at most "
+        "(when the cloud is running).",
+    )
+    schedule_missed_grace_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A schedule's firing later than this after its time (the cloud was not running) is missed: "
+        "run once or skipped, as the schedule's `missed` says.",
+    )
+    # Fleet runs (docs/fleet.md).
+    fleet_max_targets: int = Field(
+        1000, ge=1, le=100_000, description="Most agents one fleet run (a task with `agent_selector`) may target."
+    )
+    fleet_interval_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="How often each replica re-checks running fleet runs even without a wake-up (a child ending "
+        "wakes it at once): the longest a lost wake-up delays the next target.",
+    )
     task_expires_seconds: int = Field(
         3600, ge=1, description="Default `expires_in`: a pending task no agent claims in time fails `not delivered`."
     )
@@ -84,6 +108,14 @@ class CloudSettings(BaseSettings):
     )
     otel_enabled: bool = Field(
         False, description="FastAPI's native OpenTelemetry (traces, metrics, logs) through the global providers."
+    )
+    access_log: Literal["all", "callers", "off"] = Field(
+        "callers",
+        description="A log record per request (method, path, status, ms, request id): for callers' requests, all "
+        "(agents' long-polls and log batches too), or off.",
+    )
+    max_distribute_agents: int = Field(
+        1000, ge=1, description="Most agents one POST /api/v1/files/{id}/distribute may place a file on."
     )
     claim_wait_max_seconds: float = Field(60.0, gt=0, description="Upper bound for a claim long-poll.")
     max_request_bytes: int = Field(
@@ -130,6 +162,26 @@ class CloudSettings(BaseSettings):
         description="Most open connections and requests at once (uvicorn's limit_concurrency); above it, 503. "
         "Each agent process holds one or two long-polls.",
     )
+    shell_attach_wait_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="web_shell: how long a browser attaching to a pending or just-claimed task waits for the "
+        "agent's side of the relay to connect (docs/web-shell.md).",
+    )
+    shell_idle_max_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="web_shell: the relay ends a session through which no message passed for this long, "
+        "whatever the task's params.idle_timeout says.",
+    )
+    shell_max_message_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="web_shell: largest WebSocket message the relay passes on (a paste, a burst of output); a "
+        "larger one ends the session with close code 1009.",
+    )
 
     bootstrap_registration: bool = Field(
         True,
@@ -138,6 +190,30 @@ class CloudSettings(BaseSettings):
     )
     audit_retention_days: int = Field(
         90, ge=1, le=36500, description="Audit records older than this many days are deleted by the background pass."
+    )
+    retention_days: int = Field(
+        90,
+        ge=0,
+        le=36500,
+        description="Finished tasks (success, failed, timeout, canceled) that ended more than this many days ago "
+        "are deleted with their log lines by the background pass; 0 keeps them forever. Pending and running "
+        "tasks are never deleted.",
+    )
+    retention_interval_seconds: float = Field(
+        60.0, gt=0, description="How often the retention pass looks for finished tasks past retention_days."
+    )
+    retention_batch: int = Field(
+        500,
+        ge=1,
+        le=100_000,
+        description="Most tasks, and most log rows (runs of lines), one retention transaction deletes; the pass "
+        "commits and pauses between batches, so requests never wait long behind it.",
+    )
+    list_count_limit: int = Field(
+        1000,
+        ge=1,
+        description="GET /api/v1/tasks counts the matching tasks up to this many; past it `total` is a lower bound "
+        "and `total_exact` is false (a count over a million rows costs more than the page).",
     )
     token_cache_seconds: float = Field(
         1.0,

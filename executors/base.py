@@ -55,6 +55,10 @@ class RunContext(Protocol):
         """Record one log line (no trailing newline); shipped to the cloud in batches."""
         ...
 
+    def log_lines(self, messages: list[str], stream: LogStream = LogStream.stdout) -> None:
+        """Record several lines of one stream at once, as `log` would each (cheaper per line)."""
+        ...
+
     async def fetch_file(self, file_id: str) -> Path:
         """Return a local path holding the uploaded file `file_id` (downloaded and verified if needed)."""
         ...
@@ -62,6 +66,12 @@ class RunContext(Protocol):
     def process_started(self, pid: int) -> None:
         """Call right after starting a process in its own process group (pid = group id): the agent
         records it, so that if the agent dies while the task runs, its next start kills the group."""
+        ...
+
+    def cloud_route(self, path: str) -> tuple[str, dict[str, str]]:
+        """The URL of `path` on the cloud this agent talks to, and the headers that authenticate the agent
+        there (its own token: send them to that URL only). For a type that talks back to the cloud itself
+        (`web_shell`'s relay)."""
         ...
 
 

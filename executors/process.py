@@ -21,7 +21,10 @@ from wire.output import storable
 from wire.tasks import Assignment, LogLevel, LogStream, TaskRequest, TaskStatus
 
 CHUNK = 1024 * 1024
-"""Longest piece read as one line; a longer line is logged in pieces of this size."""
+"""Longest line logged as one (in characters); a longer line is logged in pieces of this size."""
+READ_BYTES = 256 * 1024
+"""Most read from a pipe at once: the lines of what one read returns are handled together (a read,
+decode and mask per line was most of the agent's work on a chatty task)."""
 EOF_WAIT_S = 1.0
 """How long to keep reading after the process exited, when a background child still holds the pipes."""
 KILL_WAIT_S = 5.0
@@ -58,16 +61,6 @@ class _Pipe:
             self._file.close()
 
 
-async def _read_piece(reader: asyncio.StreamReader) -> bytes:
-    """The next line with its newline, a CHUNK of an overlong line, or b"" at EOF."""
-    try:
-        return await reader.readuntil(b"\n")
-    except asyncio.IncompleteReadError as exc:
-        return exc.partial
-    except (asyncio.LimitOverrunError, ValueError):
-        return await reader.read(CHUNK)
-
-
 def _exit_code(returncode: int | None) -> tuple[int | None, str]:
     """Shell-style exit code (128+N for signal N) and the signal's name, if any."""
     if returncode is None or returncode >= 0:
@@ -88,11 +81,16 @@ class _ProcessRun:
         self.pipes = {LogStream.stdout: _Pipe(), LogStream.stderr: _Pipe()}
         self.sizes = dict.fromkeys(self.pipes, 0)
         self.result = HeadTail(ctx.max_output_bytes)
+        # stderr is part of the result too (seed 002's TaskResult has stdout and stderr), within a quarter
+        # of the cap: it travels in `data`, which the cloud keeps whole only while it fits the cap.
+        self.errors = HeadTail(ctx.max_output_bytes // 4)
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         # Output is masked here, before it is cut (into CHUNK pieces, a head and tail, an error line):
         # a cut through a secret would leave part of it that no later masking could recognise.
         self.masker = Masker.for_task(task.params, task.env, task.command)
         self.carry = dict.fromkeys(self.pipes, "")
+        self.partial = dict.fromkeys(self.pipes, "")
+        """Text of a line not ended yet (no newline read so far), per stream."""
         self.proc: asyncio.subprocess.Process | None = None
         self.pumps: list[asyncio.Task[None]] = []
         self.stop_requested = False
@@ -117,16 +115,30 @@ class _ProcessRun:
 
     async def _pump(self, stream: LogStream) -> None:
         reader = self.pipes[stream].reader
-        # Incremental so that a character split across two chunks is still decoded whole.
+        # Incremental so that a character split across two reads is still decoded whole.
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         while True:
-            raw = await _read_piece(reader)
+            raw = await reader.read(READ_BYTES)
             self.sizes[stream] += len(raw)
-            text = decoder.decode(raw, final=not raw)
-            if text or not raw:
-                self._take(text, stream, final=not raw)
+            self._feed(decoder.decode(raw, final=not raw), stream, final=not raw)
             if not raw:
                 return
+
+    def _feed(self, text: str, stream: LogStream, final: bool) -> None:
+        """Log the complete lines `text` ends, keep the unfinished one for the next read (logging it in
+        CHUNK pieces once it is that long), and log what is left at the end of the output."""
+        buf = self.partial[stream] + text
+        cut = buf.rfind("\n") + 1
+        if cut:
+            self._take_lines(buf[:cut], stream)
+            buf = buf[cut:]
+        while len(buf) >= CHUNK:
+            self._take(buf[:CHUNK], stream)
+            buf = buf[CHUNK:]
+        if final and buf:
+            self._take(buf, stream, final=True)
+            buf = ""
+        self.partial[stream] = buf
 
     def _masked(self, text: str, stream: LogStream, final: bool) -> str:
         """`text` (after what the last piece held back) with the task's secrets masked. A piece cut from
@@ -140,6 +152,16 @@ class _ProcessRun:
         self.carry[stream] = masked[-keep:]
         return masked[:-keep]
 
+    def _take_lines(self, text: str, stream: LogStream) -> None:
+        """Log whole lines (`text` ends with a newline), masked together."""
+        messages = self._masked(text, stream, final=True)[:-1].split("\n")
+        self.ctx.log_lines(messages, stream)
+        add = (self.result if stream is LogStream.stdout else self.errors).add
+        for message in messages:
+            add(message + "\n")
+        if stream is LogStream.stderr:
+            self.stderr_tail.extend(m[-ERROR_LINE_CHARS:] for m in messages if m.strip())
+
     def _take(self, text: str, stream: LogStream, final: bool = False) -> None:
         piece = self._masked(text, stream, final)
         if not piece:
@@ -148,7 +170,9 @@ class _ProcessRun:
         self.ctx.log(message, stream)
         if stream is LogStream.stdout:
             self.result.add(piece)
-        elif message.strip():
+            return
+        self.errors.add(piece)
+        if message.strip():
             self.stderr_tail.append(message[-ERROR_LINE_CHARS:])
 
     async def supervise(self, proc: asyncio.subprocess.Process) -> TaskStatus | None:
@@ -198,8 +222,10 @@ class _ProcessRun:
             pump.cancel()
         await asyncio.gather(*self.pumps, return_exceptions=True)
         for stream, held in self.carry.items():
-            if held:  # the end of a line cut short: what was held back for the next piece
-                self._take("", stream, final=True)
+            unfinished = self.partial[stream]
+            if held or unfinished:  # a line cut short: what was held back, and what came after it
+                self.partial[stream] = ""
+                self._take(unfinished, stream, final=True)
 
     def timeout_error(self) -> str:
         return f"execution timed out after {self.task.exec_timeout} s"
@@ -211,6 +237,8 @@ class _ProcessRun:
             "stdout_bytes": self.sizes[LogStream.stdout],
             "stderr_bytes": self.sizes[LogStream.stderr],
             "truncated": self.result.dropped_bytes > 0,
+            "stderr": self.errors.text(),
+            "stderr_truncated": self.errors.dropped_bytes > 0,
         }
         out = Outcome(TaskStatus.success, exit_code=exit_code, result=self.result.text(), data=data)
         if stopped is TaskStatus.canceled:

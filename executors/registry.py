@@ -28,6 +28,7 @@ BUILTINS: dict[str, str] = {
     "mongo": "executors.db.mongo:MongoExecutor",
     "elasticsearch": "executors.db.search:SearchExecutor",
     "k8s": "executors.k8s:KubernetesExecutor",
+    "web_shell": "executors.web_shell:WebShellExecutor",
 }
 
 

@@ -125,3 +125,16 @@ class ChannelHello(BaseModel):
     """The cloud's first frame on a new channel: the largest frame it accepts."""
 
     max_frame_bytes: int
+
+
+class AgentStatusRead(BaseModel):
+    """GET /api/v1/agents/{id}/status: whether the agent is there and how busy it is."""
+
+    id: str
+    status: AgentStatus
+    disabled: bool
+    last_seen_at: datetime | None
+    seconds_since_seen: float | None = Field(description="Age of the last heartbeat; null if never heard from.")
+    pending: int = Field(description="Tasks queued for the agent.")
+    running: int = Field(description="Tasks the agent runs now.")
+    max_concurrency: int

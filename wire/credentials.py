@@ -21,12 +21,15 @@ class Action(StrEnum):
     cancel = "cancel"
     retry = "retry"
     delete = "delete"
+    schedule = "schedule"
+    """Create, change and delete schedules on the agents and types the token reaches (their firings then
+    create tasks there with the token's scope)."""
     files_read = "files:read"
     files_write = "files:write"
     admin = "admin"
 
 
-TASK_ACTIONS = frozenset({Action.create, Action.read, Action.cancel, Action.retry, Action.delete})
+TASK_ACTIONS = frozenset({Action.create, Action.read, Action.cancel, Action.retry, Action.delete, Action.schedule})
 
 
 class TokenKind(StrEnum):

@@ -6,8 +6,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
+from wire.fleet import AgentSelector, FleetLimit, FleetRead, parse_limit
 from wire.ids import parse_numbered
 
 MAX_SYNC_WAIT_SECONDS = 300
@@ -76,7 +78,9 @@ class TaskRequest(BaseModel):
 class TaskCreate(TaskRequest):
     """Body of POST /api/v1/tasks."""
 
-    agent_id: str = Field(min_length=1, max_length=128, description="The agent that runs the task.")
+    agent_id: str = Field(
+        "", max_length=128, description="The agent that runs the task (or `agent_selector`, for several)."
+    )
     sync: bool = Field(False, description="Wait until the task ends (or `timeout` passes).")
     timeout: int = Field(60, ge=1, le=MAX_SYNC_WAIT_SECONDS, description="Seconds a sync call waits, 1..300.")
     exec_timeout: int | None = Field(
@@ -104,6 +108,18 @@ class TaskCreate(TaskRequest):
         "the cloud's default (1 h) when absent.",
     )
 
+    # Fleet runs (issue 20 item 3, docs/fleet.md): instead of agent_id, a parent task and one child per agent.
+    agent_selector: AgentSelector | None = Field(
+        None, description="Run on every agent it matches (a fleet run, docs/fleet.md) instead of `agent_id`."
+    )
+    max_concurrency: FleetLimit | None = Field(
+        None, description='With agent_selector: targets running at once, a count or "25%" (default 50).'
+    )
+    max_errors: FleetLimit | None = Field(
+        None,
+        description='With agent_selector: errors tolerated before no new target starts, a count or "10%" (default 0).',
+    )
+
     @field_validator("agent_id", "type")
     @classmethod
     def _strip(cls, v: str) -> str:
@@ -111,6 +127,33 @@ class TaskCreate(TaskRequest):
         if not v:
             raise ValueError("must not be blank")
         return v
+
+    @field_validator("max_concurrency", mode="before")
+    @classmethod
+    def _concurrency(cls, v: Any) -> Any:
+        return None if v is None else parse_limit(v, minimum=1)
+
+    @field_validator("max_errors", mode="before")
+    @classmethod
+    def _errors(cls, v: Any) -> Any:
+        return None if v is None else parse_limit(v, minimum=0)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> TaskCreate:
+        """Exactly one of agent_id and agent_selector; the fleet limits only with a selector."""
+        if self.agent_selector is None:
+            if not self.agent_id:
+                raise PydanticCustomError("target", "agent_id: is required (or agent_selector, for several agents)")
+            for name in ("max_concurrency", "max_errors"):
+                if getattr(self, name) is not None:
+                    raise PydanticCustomError("target", f"{name}: only with agent_selector")
+        elif self.agent_id:
+            raise PydanticCustomError("target", "agent_id and agent_selector: send one of them, not both")
+        elif self.agent_selector.is_empty():
+            raise PydanticCustomError(
+                "target", 'agent_selector: give ids, globs or labels (globs: ["*"] for every agent)'
+            )
+        return self
 
 
 class TaskRead(BaseModel):
@@ -150,6 +193,11 @@ class TaskRead(BaseModel):
     updated_at: datetime
     sync_timed_out: bool = False
     """True when a sync call returned at its wait timeout while the task goes on."""
+    parent_id: str | None = None
+    """A fleet run's child: the parent task (docs/fleet.md)."""
+    fleet: FleetRead | None = None
+    """A fleet run's parent: its selector and limits; its aggregate on GET /tasks/{id} and sync answers.
+    A parent's `attempts` counts the children started so far."""
 
 
 class TaskList(BaseModel):
@@ -161,6 +209,11 @@ class TaskList(BaseModel):
     total: int
     page: int
     page_size: int
+    total_exact: bool = Field(
+        True,
+        description="false when more tasks match than the cloud counts (list_count_limit): `total` is then a "
+        "lower bound",
+    )
 
 
 class Assignment(BaseModel):
@@ -190,14 +243,51 @@ class LogLevel(StrEnum):
     error = "error"
 
 
+MAX_BATCH_LINES = 10_000
+"""Lines one log batch or result may carry, counting every line of a run."""
+
+
 class LogLine(BaseModel):
-    """One line of output; `seq` is contiguous per attempt, starting at 1."""
+    """One line of output; `seq` is contiguous per attempt, starting at 1.
+
+    With `more`, a run: this line, then `more[0]` as seq + 1, `more[1]` as seq + 2, ..., all of the same
+    stream, level and time. A batch of short lines then costs one string per line on the wire and in
+    validation, not one object (which made validating a batch cost more than storing it).
+    """
 
     seq: int = Field(ge=1)
     stream: LogStream = LogStream.stdout
     level: LogLevel | None = None
     message: str
     ts: datetime | None = None
+    more: list[str] | None = Field(None, max_length=MAX_BATCH_LINES)
+
+    @property
+    def count(self) -> int:
+        """How many lines this holds (1 + the run's `more`)."""
+        return 1 + len(self.more) if self.more else 1
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last line it holds."""
+        return self.seq + self.count - 1
+
+    def messages(self) -> list[str]:
+        """Every line it holds, in order."""
+        return [self.message, *self.more] if self.more else [self.message]
+
+
+def line_count(lines: list[LogLine]) -> int:
+    """How many lines `lines` hold, runs counted line by line."""
+    return sum(ln.count for ln in lines)
+
+
+def _bounded(lines: list[LogLine]) -> list[LogLine]:
+    if len(lines) > 1 or (lines and lines[0].more):
+        total = line_count(lines)
+        if total > MAX_BATCH_LINES:
+            raise ValueError(f"holds {total} lines; at most {MAX_BATCH_LINES} per request")
+    return lines
 
 
 TaskToken = Annotated[str, Field(max_length=128, pattern=r"^[!-~]*$", description="The attempt's task_token.")]
@@ -208,7 +298,9 @@ class LogBatch(BaseModel):
     """Body of POST /api/v1/agent/tasks/{id}/logs."""
 
     task_token: TaskToken
-    lines: list[LogLine] = Field(max_length=10_000)
+    lines: list[LogLine] = Field(max_length=MAX_BATCH_LINES)
+
+    _lines_bounded = field_validator("lines")(_bounded)
 
 
 class TaskReport(BaseModel):
@@ -221,7 +313,9 @@ class TaskReport(BaseModel):
     data: Any = None
     error: str = ""
     log_lines: int = Field(0, ge=0, le=2**62, description="How many lines this attempt logged in all.")
-    lines: list[LogLine] = Field(default_factory=list, max_length=10_000)
+    lines: list[LogLine] = Field(default_factory=list, max_length=MAX_BATCH_LINES)
+
+    _lines_bounded = field_validator("lines")(_bounded)
 
     @field_validator("status")
     @classmethod

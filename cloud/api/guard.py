@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from fastapi import HTTPException, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
@@ -51,16 +52,38 @@ class GuardedRoute(APIRoute):
         checks = [d.dependency for d in self.dependencies if d.dependency in AUTH_CHECKS]
         kind = _kind(self)
         reads_body = self.body_field is not None or kind is BodyKind.rpc
+        known_query = _query_names(self.dependant)
 
         async def guarded(request: Request) -> Response:
             for check in checks:
                 await check(request)
+            _refuse_unknown_query(request, known_query)
             _refuse_nul(request)
             if reads_body and request.method in ("POST", "PUT", "PATCH"):
                 await _read_body(request, kind)
             return await handler(request)
 
         return guarded
+
+
+def _query_names(dependant: Dependant) -> frozenset[str]:
+    """The query parameters a route takes: its own and its dependencies', by the name a client sends."""
+    names: set[str] = set()
+    pending = [dependant]
+    while pending:
+        current = pending.pop()
+        names.update(field.alias for field in current.query_params)
+        pending.extend(current.dependencies)
+    return frozenset(names)
+
+
+def _refuse_unknown_query(request: Request, known: frozenset[str]) -> None:
+    """A query parameter the route does not take is a 400 naming it, never silently ignored: a client
+    sending `pageSize=3` or `name=x` must learn that they did nothing."""
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        takes = f"this route takes {', '.join(sorted(known))}" if known else "this route takes none"
+        raise HTTPException(400, f"{unknown[0][:100]}: unknown query parameter; {takes}")
 
 
 def _refuse_nul(request: Request) -> None:

@@ -49,3 +49,11 @@ def reach(conn: Connection, principal: Principal) -> tuple[list[str] | None, lis
         agent_ids += [p for p in principal.scope.agents if not any(c in p for c in "*?[")]
     types = None if principal.all_types else [t for t in known_types() if principal.reaches_type(t)]
     return agent_ids, types
+
+
+def require_schedule(conn: Connection, agents: AgentCache, principal: Principal, task: TaskCreate) -> None:
+    """Saving (or changing, enabling, deleting) a schedule: `schedule` on its task's agent and type, and
+    `files:read` when the task names a file. Each firing checks the same again (cloud.services.scheduler)."""
+    require_on_task(conn, agents, principal, Action.schedule, task.agent_id, task.type)
+    if task.file_id:
+        principal.require(Action.files_read)

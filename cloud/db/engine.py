@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,8 @@ class Database:
     def __init__(self, url: str, hub: Hub) -> None:
         self.url = url
         self.hub = hub
+        self.observers: list[Callable[[list[tuple[str, Any]]], None]] = []
+        """Called after each commit with what the transaction observed (cloud.metrics counts it)."""
         self.engine = make_engine(url)
         self.notifies = self.engine.dialect.name == "postgresql"
         """PostgreSQL: wake-ups also go to other replicas through LISTEN/NOTIFY (cloud.db.notify)."""
@@ -98,12 +100,17 @@ class Database:
         """
         with self.engine.begin() as conn:
             events.take(conn)
+            events.take_observed(conn)
             yield conn
             queued = events.take(conn)
+            observed = events.take_observed(conn)
             if queued and self.notifies:
                 # Other replicas hear of it at commit (NOTIFY is transactional), never before.
                 notify.send(conn, self.origin, queued)
         self.hub.publish(queued)
+        if observed:
+            for observer in self.observers:
+                observer(observed)
 
     def lead(self, conn: Connection) -> bool:
         """Whether this transaction runs the background pass: on PostgreSQL only one replica at a time

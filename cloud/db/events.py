@@ -1,5 +1,6 @@
-"""Wake-up keys a unit of work publishes once its transaction commits (never before: a waiter
-woken early would read the old state)."""
+"""What a unit of work announces once its transaction commits (never before): wake-up keys for whoever
+waits (a waiter woken early would read the old state), and observations for this process's metrics (a
+rolled-back task must not be counted)."""
 
 from __future__ import annotations
 
@@ -26,3 +27,18 @@ def take(conn: Connection) -> dict[str, Any]:
     """
     queued: dict[str, Any] = conn.info.pop(_KEY, {})
     return queued
+
+
+_OBSERVED = "tiangong.observed"
+
+
+def observe(conn: Connection, kind: str, row: Any) -> None:
+    """Record that `kind` happened to `row` (a task row: "task.created", "task.claimed", "task.finished"),
+    for the observers of the transaction's Database once it commits."""
+    conn.info.setdefault(_OBSERVED, []).append((kind, row))
+
+
+def take_observed(conn: Connection) -> list[tuple[str, Any]]:
+    """The observations recorded on this connection, removing them (as `take` does the keys)."""
+    observed: list[tuple[str, Any]] = conn.info.pop(_OBSERVED, [])
+    return observed

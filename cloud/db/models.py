@@ -1,4 +1,4 @@
-"""Tables: tasks, their log lines, agents, files, credentials and the audit log."""
+"""Tables: tasks, their log lines, agents, files, credentials, the audit log and schedules."""
 
 from __future__ import annotations
 
@@ -19,11 +19,20 @@ class Task(SQLModel, table=True):
 
     __tablename__ = "tasks"
     __table_args__ = (
-        Index("ix_tasks_agent_status", "agent_id", "status"),
+        # A claim (an agent's pending tasks), and the task list by agent and status (and type), newest
+        # first; its count reads this index alone.
+        Index("ix_tasks_agent_status_type", "agent_id", "status", "type", "created_at", "id"),
         Index("ix_tasks_status_lease", "status", "lease_expires_at"),
         Index("ix_tasks_file_id", "file_id"),
         Index("ix_tasks_status_retry", "status", "next_retry_at"),
         Index("ix_tasks_status_expires", "status", "expires_at"),
+        # Fleet runs: a parent's children, one per agent (a second launch of a target cannot be stored).
+        Index("ix_tasks_parent_agent", "parent_id", "agent_id", unique=True),
+        # The task list, newest first, by each of its filters (and retention, oldest first).
+        Index("ix_tasks_created", "created_at", "id"),
+        Index("ix_tasks_agent_created", "agent_id", "created_at", "id"),
+        Index("ix_tasks_status_created", "status", "created_at", "id"),
+        Index("ix_tasks_type_created", "type", "created_at", "id"),
         {"sqlite_autoincrement": True},
     )
 
@@ -67,10 +76,19 @@ class Task(SQLModel, table=True):
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Fleet runs (docs/fleet.md): a child names its parent; a parent holds its selector, limits and
+    # targets (wire.fleet), and its `attempts` counts the children started (the launch compare-and-set).
+    parent_id: int | None = Field(default=None, sa_type=BigInteger)
+    fleet: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class LogEntry(SQLModel, table=True):
-    """One output line; `id` is the global cursor callers page and resume with."""
+    """A run of `lines` consecutive output lines of one attempt, stream, level and time (one line when
+    `lines` is 1; else `message` holds them joined by newlines, and none of them holds a newline itself).
+
+    Line i of the run (from 0) has seq `seq + i` and the global id `id + i`: the cursor callers page and
+    resume with. A row per line cost more to insert, and to keep, than the text itself.
+    """
 
     __tablename__ = "task_logs"
     __table_args__ = (
@@ -86,6 +104,7 @@ class LogEntry(SQLModel, table=True):
     level: str = Field(default="info", max_length=8)
     message: str = Field(sa_type=Text)
     timestamp: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    lines: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
 
 
 class Agent(SQLModel, table=True):
@@ -157,6 +176,40 @@ class AuditEntry(SQLModel, table=True):
     detail: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
 
 
+class Schedule(SQLModel, table=True):
+    """A cron expression and the task each firing creates. A firing moves `next_run_at` on by a
+    compare-and-set in the transaction that inserts the task, so it happens once across replicas."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        Index("ix_schedules_enabled_next_run", "enabled", "next_run_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True))
+    name: str = Field(max_length=200, unique=True)
+    cron: str = Field(max_length=200)
+    timezone: str = Field(default="UTC", max_length=64)
+    missed: str = Field(default="run_once", max_length=16)
+    enabled: bool = True
+    # The template's agent and type, copied out of `template` for filtering and scope checks.
+    agent_id: str = Field(max_length=128, index=True)
+    type: str = Field(max_length=64)
+    # A TaskCreate body (no sync/timeout/request_id) with its secrets sealed, as tasks store theirs.
+    template: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    start_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    next_run_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_run_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_task_id: int | None = Field(default=None, sa_type=BigInteger)
+    last_error: str = Field(default="", sa_type=Text)
+    runs: int = 0
+    # Who made it: firings act with this token's scope, and stop when it is deleted or expires.
+    created_by: str = Field(default="", max_length=128)
+    creator_id: int | None = Field(default=None, sa_type=BigInteger)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 # The Core tables, for the hot paths that skip the ORM's unit of work.
 TASKS: Table = Task.__table__  # type: ignore[attr-defined]
 TASK_LOGS: Table = LogEntry.__table__  # type: ignore[attr-defined]
@@ -164,3 +217,4 @@ AGENTS: Table = Agent.__table__  # type: ignore[attr-defined]
 FILES: Table = StoredFile.__table__  # type: ignore[attr-defined]
 CREDENTIALS: Table = Credential.__table__  # type: ignore[attr-defined]
 AUDIT: Table = AuditEntry.__table__  # type: ignore[attr-defined]
+SCHEDULES: Table = Schedule.__table__  # type: ignore[attr-defined]

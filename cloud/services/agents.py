@@ -6,7 +6,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cloud.access import Principal
@@ -122,6 +122,18 @@ def get_agent(conn: Connection, agent_id: str) -> AgentRow:
     if agent is None:
         raise NotFound(f"agent_id: agent not found: {agent_id}")
     return agent
+
+
+def task_counts(conn: Connection, agent_id: str) -> dict[str, int]:
+    """The agent's pending and running tasks (its queue and what it runs now)."""
+    counts = dict.fromkeys((TaskStatus.pending.value, TaskStatus.running.value), 0)
+    rows = conn.execute(
+        select(T.c.status, func.count())
+        .where(T.c.agent_id == agent_id, T.c.status.in_(list(counts)))
+        .group_by(T.c.status)
+    )
+    counts.update({status: int(n) for status, n in rows})
+    return counts
 
 
 def is_online(last_seen_at: datetime | None, offline_after: float) -> bool:

@@ -21,6 +21,8 @@ from wire.tasks import TaskCreate
 NOT_THE_REQUEST = frozenset({"sync", "timeout", "request_id"})
 """TaskCreate fields that do not make a task different: how long to wait for it, and the key itself."""
 
+FLEET_FIELDS = ("agent_selector", "max_concurrency", "max_errors")
+
 _BLIND = {SEALED: "*"}
 
 
@@ -38,7 +40,9 @@ def _blind(value: Any) -> Any:
 def fingerprint(req: TaskCreate, sealed_params: Any, sealed_env: Any) -> str:
     """Hex SHA-256 of the canonical JSON (sorted keys, no spaces, ASCII) of the task request, given the
     params and env as they will be stored."""
-    doc = req.model_dump(mode="json", exclude=set(NOT_THE_REQUEST))
+    # Fleet fields (docs/fleet.md) count only when given: a one-agent task keeps the fingerprint it had.
+    unset = {name for name in FLEET_FIELDS if getattr(req, name) is None}
+    doc = req.model_dump(mode="json", exclude=set(NOT_THE_REQUEST) | unset)
     doc["params"] = _blind(sealed_params)
     doc["env"] = _blind(sealed_env)
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)

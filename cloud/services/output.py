@@ -92,12 +92,24 @@ def masker_for(conn: Connection, task_id: str, token: str, sealer: Sealer) -> Ma
 
 
 def clean_lines(lines: list[LogLine], masker: Masker) -> list[LogLine]:
-    """Log lines with the task's secrets masked and NUL characters replaced."""
-    messages = masker.lines([ln.message for ln in lines])
-    return [
-        ln if ln.message == (clean := storable(m)) else ln.model_copy(update={"message": clean})
-        for ln, m in zip(lines, messages, strict=True)
-    ]
+    """Log lines (and runs of them) with the task's secrets masked and NUL characters replaced: the
+    messages of the whole batch in one pass per secret."""
+    flat = [m for ln in lines for m in ln.messages()] if any(ln.more for ln in lines) else [ln.message for ln in lines]
+    cleaned = masker.lines(flat)
+    if "\x00" in "".join(cleaned):
+        cleaned = [storable(m) for m in cleaned]
+    if cleaned == flat:
+        return lines  # the usual case: nothing to mask, nothing copied
+    out: list[LogLine] = []
+    at = 0
+    for ln in lines:
+        n = ln.count
+        first, more = cleaned[at], cleaned[at + 1 : at + n]
+        at += n
+        if first != ln.message or (ln.more and more != ln.more):
+            ln = ln.model_copy(update={"message": first, "more": more or None})
+        out.append(ln)
+    return out
 
 
 def clean_report(report: TaskReport, masker: Masker, max_log_bytes: int) -> TaskReport:
@@ -133,7 +145,7 @@ def _capped_data(data: Any, max_log_bytes: int) -> Any:
 
 def output_chars(lines: list[LogLine], report: TaskReport | None = None) -> int:
     """Roughly how much text cleaning will go over (to decide whether to leave the event loop for it)."""
-    size = sum(len(ln.message) for ln in lines)
+    size = sum(len(ln.message) + (sum(map(len, ln.more)) if ln.more else 0) for ln in lines)
     if report is not None:
         size += len(report.result) + len(report.error) + (0 if report.data is None else _rough_size(report.data))
     return size

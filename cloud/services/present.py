@@ -17,11 +17,13 @@ import orjson
 from cloud.sealing import Sealer
 from cloud.services.agents import is_online
 from cloud.services.credentials import is_expired
+from cloud.services.fleet import Tally, counts
 from executors.registry import shown_command
 from files.store import FileStore
 from wire.agents import AgentRead, AgentStatus
 from wire.credentials import AuditRead, Scope, TokenKind, TokenRead
 from wire.files import FileRead, format_file_id
+from wire.fleet import NOT_RUN, AgentSelector, FleetRead, FleetTarget
 from wire.secrets import mask_secrets, mentions_mysql, secret_keys_of
 from wire.tasks import Assignment, LogLevel, LogRead, LogStream, TaskRead, TaskStatus, format_task_id
 
@@ -78,7 +80,54 @@ def task_read(task: TaskRow, *, sync_timed_out: bool = False) -> TaskRead:
         created_at=task.created_at,
         updated_at=task.updated_at,
         sync_timed_out=sync_timed_out,
+        parent_id=format_task_id(task.parent_id) if task.parent_id is not None else None,
+        fleet=_fleet(task),
     )
+
+
+def _fleet(task: TaskRow) -> FleetRead | None:
+    """A fleet run's settings (and its outcome once ended), as every listing shows a parent."""
+    spec = task.fleet
+    if spec is None:
+        return None
+    data = task.data if isinstance(task.data, dict) else {}
+    return FleetRead(
+        selector=AgentSelector.model_validate(spec["selector"]),
+        max_concurrency=spec["max_concurrency"],
+        max_errors=spec["max_errors"],
+        concurrency=spec["concurrency"],
+        error_limit=spec["error_limit"],
+        targets=len(spec["targets"]),
+        outcome=data.get("outcome") if TaskStatus(task.status).is_final else None,
+    )
+
+
+def run_read(task: TaskRow, children: list[Any], count: Tally, *, sync_timed_out: bool = False) -> TaskRead:
+    """A fleet run's parent with its aggregate: counts by status and each target's child (or `not_run`),
+    in the order of its targets (the order they start in)."""
+    read = task_read(task, sync_timed_out=sync_timed_out)
+    assert read.fleet is not None
+    by_agent = {c.agent_id: c for c in children}
+    results = []
+    for agent_id in task.fleet["targets"]:
+        child = by_agent.get(agent_id)
+        if child is None:
+            results.append(FleetTarget(agent_id=agent_id, status=NOT_RUN))
+            continue
+        results.append(
+            FleetTarget(
+                agent_id=agent_id,
+                task_id=format_task_id(child.id),
+                status=child.status,
+                exit_code=child.exit_code,
+                error=child.error,
+                started_at=child.started_at,
+                finished_at=child.finished_at,
+            )
+        )
+    read.fleet.counts = counts(count, len(results))
+    read.fleet.results = results
+    return read
 
 
 def assignment(task: TaskRow, sealer: Sealer, max_log_bytes: int) -> Assignment:

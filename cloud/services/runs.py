@@ -182,7 +182,7 @@ def append_logs(
     """
     task = _task_for_agent(conn, task_id, token, agent_id)
     if task.status != RUNNING:
-        if any(ln.seq >= task.next_seq for ln in lines):
+        if any(ln.last_seq >= task.next_seq for ln in lines):
             # No next_seq: resending cannot help, so the agent stops shipping this attempt.
             raise Conflict(f"task {task_id} is {task.status}; no more log lines accepted")
         return int(task.next_seq)

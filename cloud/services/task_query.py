@@ -12,7 +12,7 @@ from cloud.db.models import TASK_LOGS as L
 from cloud.db.models import TASKS as T
 from cloud.services.errors import BadRequest
 from cloud.services.tasks import PENDING, RUNNING, TaskRow
-from wire.tasks import TaskStatus
+from wire.tasks import TaskStatus, parse_task_id
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
@@ -46,9 +46,10 @@ def parse_conditions(conditions: Any) -> tuple[list[Any], int | None]:
             raise BadRequest(f"{where}: must be an object with exactly one key")
         ((key, value),) = cond.items()
         if key == "task_id":
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-                raise BadRequest(f"{where}.task_id: must be an integer from 0 to 2^63-1")
-            filters.append(T.c.id == value)
+            number = parse_task_id(value) if isinstance(value, str) else value  # `task-104` as REST shows it
+            if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number < 2**63:
+                raise BadRequest(f"{where}.task_id: must be an integer from 0 to 2^63-1 or an id like task-104")
+            filters.append(T.c.id == number)
         elif key in ("uuid", "type", "cron_source"):
             if not isinstance(value, str):
                 raise BadRequest(f"{where}.{key}: must be a string")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, literal, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from cloud.db import events
@@ -127,6 +127,7 @@ def create_task(
                 raise
             return _repeated(existing, req, print_, sealer, key_name), False
     events.publish(conn, f"agent:{req.agent_id}")
+    events.observe(conn, "task.created", row)
     return row, True
 
 
@@ -181,10 +182,51 @@ class TaskFilter:
     # A scoped token's reach: only these agents / types (None: no restriction).
     agent_ids: list[str] | None = None
     types: list[str] | None = None
+    fleet: Any = None  # fleet runs: a condition on parent_id (cloud.services.fleet.list_condition)
 
 
-def list_tasks(conn: Connection, flt: TaskFilter, page: int, page_size: int) -> tuple[list[TaskRow], int]:
-    """One page of tasks, newest first, and the total matching the filter."""
+@dataclass
+class TaskPage:
+    """One page of a task list and how many tasks match: exactly when `total_exact`, else at least
+    `total` (the count stops at the count limit)."""
+
+    rows: list[TaskRow]
+    total: int
+    total_exact: bool
+
+
+NEWEST_FIRST = (T.c.created_at.desc(), T.c.id.desc())
+"""The list's order: each filter has an index on (column, created_at, id), so a page is an index range
+read in this order, whatever the table holds (migration 0010_task_list_indexes)."""
+
+
+def list_tasks(
+    conn: Connection,
+    flt: TaskFilter,
+    page: int,
+    page_size: int,
+    *,
+    after: int | None = None,
+    count_limit: int = 1000,
+) -> TaskPage:
+    """One page of tasks, newest first, and how many match the filter (counted up to `count_limit`: a
+    total over a million rows costs more than the page itself). `after` (a task number) starts the list
+    after that task, in this order: a page deep in a long list costs what the first page does, where
+    `page` skips over every row before it."""
+    conds = _conditions(flt)
+    if after is not None:
+        conds.append(_after(conn, after))
+    ids = select(T.c.id).where(*conds)
+    counted = conn.execute(select(func.count()).select_from(ids.limit(count_limit + 1).subquery())).scalar_one()
+    skip = (page - 1) * page_size
+    rows = list(conn.execute(select(T).where(*conds).order_by(*NEWEST_FIRST).offset(skip).limit(page_size)).all())
+    if counted <= count_limit:
+        return TaskPage(rows, int(counted), True)
+    # Past the limit the total is a lower bound, never below what this page itself shows.
+    return TaskPage(rows, max(count_limit, skip + len(rows)), False)
+
+
+def _conditions(flt: TaskFilter) -> list[Any]:
     conds: list[Any] = []
     if flt.agent_id:
         conds.append(T.c.agent_id == flt.agent_id)
@@ -202,11 +244,18 @@ def list_tasks(conn: Connection, flt: TaskFilter, page: int, page_size: int) -> 
         conds.append(T.c.agent_id.in_(flt.agent_ids))
     if flt.types is not None:
         conds.append(T.c.type.in_(flt.types))
-    total = conn.execute(select(func.count()).select_from(T).where(*conds)).scalar_one()
-    rows = conn.execute(
-        select(T).where(*conds).order_by(T.c.id.desc()).offset((page - 1) * page_size).limit(page_size)
-    ).all()
-    return list(rows), int(total)
+    if flt.fleet is not None:
+        conds.append(flt.fleet)
+    return conds
+
+
+def _after(conn: Connection, n: int) -> Any:
+    """The tasks that come after task n in the list's order. When task n is gone (deleted, or past the
+    retention period) its number still places it: tasks are numbered in the order they were created."""
+    created = conn.execute(select(T.c.created_at).where(T.c.id == n)).scalar()
+    if created is None:
+        return T.c.id < n
+    return tuple_(T.c.created_at, T.c.id) < tuple_(literal(created, T.c.created_at.type), literal(n, T.c.id.type))
 
 
 def cancel_task(conn: Connection, task: TaskRow) -> TaskRow:

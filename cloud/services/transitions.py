@@ -115,7 +115,10 @@ def _after(conn: Connection, row: TaskRow, line: str | None, level: LogLevel) ->
     if TaskStatus(row.status).is_final:
         # The final row travels with the wake-up: a sync caller in this process need not read it back.
         events.publish(conn, f"task:{row.id}", payload=row)
+        events.observe(conn, "task.finished", row)
         events.publish(conn, f"logs:{row.id}")
+        if row.parent_id is not None:  # fleet runs: a child ended, its run may start the next (services/fleet.py)
+            events.publish(conn, "fleet")
         return
     events.publish(conn, f"task:{row.id}", f"logs:{row.id}")
     if row.status == _S.pending.value and row.next_retry_at is None:
@@ -225,6 +228,8 @@ def claim(
         "b_lease_until": until,
     }
     rows = list(conn.execute(_CLAIM, params).all())
+    for row in rows:
+        events.observe(conn, "task.claimed", row)
     if len(rows) == capacity:
         events.publish(conn, f"agent:{agent_id}")  # maybe more are pending: wake the next claimer
     return rows

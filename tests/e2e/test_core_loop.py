@@ -253,3 +253,13 @@ def test_metrics_count_tasks_and_agents(cloud: Cloud) -> None:
     assert 'tiangong_agents{status="online"}' in text
     line = next(ln for ln in text.splitlines() if ln.startswith('tiangong_tasks{status="success",type="shell"}'))
     assert float(line.split()[1]) >= 1
+
+
+def test_stderr_is_part_of_the_result(cloud: Cloud) -> None:
+    """Seed 002: a task's result holds stdout and stderr, not only its log."""
+    task = cloud.run(type="shell", command="echo ok; echo warn >&2; echo 'second warning' >&2")
+    assert task["status"] == "success" and task["result"] == "ok\n"
+    assert task["data"]["stderr"] == "warn\nsecond warning\n" and task["data"]["stderr_truncated"] is False
+    failed = cloud.run(type="execute", params={"cmd": "sh", "args": ["-c", "echo broken >&2; exit 3"]})
+    assert failed["status"] == "failed" and failed["data"]["stderr"] == "broken\n"
+    assert failed["error"] == "exit code 3: broken"

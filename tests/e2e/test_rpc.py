@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+import orjson
+from websockets.sync.client import connect as ws_connect
+
 from tests.e2e.harness import ADMIN, Cloud
 
 
@@ -163,3 +167,71 @@ def test_delete_without_conditions_needs_all(cloud: Cloud) -> None:
     assert cloud.http.get(f"/api/v1/tasks/task-{done[1]}").status_code == 404
     assert cloud.http.get(f"/api/v1/tasks/task-{running}").status_code == 200  # never an unfinished task
     cloud.http.post(f"/api/v1/tasks/task-{running}/cancel")
+
+
+def test_token_in_the_authorization_header(cloud: Cloud) -> None:
+    """NodeGet-style clients send the token as a header instead of in params."""
+    body = {"jsonrpc": "2.0", "method": "task_query", "params": {}, "id": 1}
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    with httpx.Client(base_url=cloud.url) as bare:  # no default admin header: only what this call sends
+        assert isinstance(bare.post("/api/rpc", json=body, headers=headers).json()["result"], list)
+        none = bare.post("/api/rpc", json=body).json()
+        assert none["error"]["code"] == -32001 and "Authorization" in none["error"]["message"]
+        wrong = bare.post("/api/rpc", json=body, headers={"Authorization": "Bearer wrong"}).json()
+        assert wrong["error"]["code"] == -32001
+        # params.token, when given, is the one used
+        explicit = {**body, "params": {"token": "wrong"}}
+        assert bare.post("/api/rpc", json=explicit, headers=headers).json()["error"]["code"] == -32001
+
+
+def test_task_id_written_as_rest_shows_it(cloud: Cloud) -> None:
+    done = call(cloud, "task_create_task_blocking", p(task_type={"shell": {"command": "true"}}, timeout_ms=10000))
+    n = done["result"]["task_id"]
+    for written in (n, f"task-{n}", str(n)):
+        found = call(cloud, "task_query", {"token": ADMIN, "task_data_query": {"condition": [{"task_id": written}]}})
+        assert [r["task_id"] for r in found["result"]] == [n], written
+    bad = call(cloud, "task_query", {"token": ADMIN, "task_data_query": {"condition": [{"task_id": "job-3"}]}})
+    assert bad["error"]["code"] == -32602 and "task-104" in bad["error"]["message"]
+    gone = call(cloud, "task_delete", {"token": ADMIN, "conditions": [{"task_id": f"task-{n}"}]})
+    assert gone["result"]["deleted"] == 1
+
+
+def _ws_url(cloud: Cloud) -> str:
+    return cloud.url.replace("http://", "ws://") + "/api/rpc"
+
+
+def test_json_rpc_over_websocket(cloud: Cloud) -> None:
+    """The same methods over a WebSocket; calls run concurrently and answers are matched by id."""
+    with ws_connect(_ws_url(cloud), additional_headers={"Authorization": f"Bearer {ADMIN}"}) as ws:
+        slow = p(task_type={"shell": {"command": "sleep 1; echo slow"}}, timeout_ms=20000)
+        ws.send(orjson.dumps({"jsonrpc": "2.0", "method": "task_create_task_blocking", "params": slow, "id": "slow"}))
+        # Sent after the blocking call, answered before it: the socket is not held by the wait.
+        ws.send(orjson.dumps({"jsonrpc": "2.0", "method": "task_query", "params": {}, "id": "quick"}))
+        first = orjson.loads(ws.recv(timeout=15))
+        assert first["id"] == "quick" and isinstance(first["result"], list)
+        second = orjson.loads(ws.recv(timeout=30))
+        assert second["id"] == "slow" and second["result"]["task_event_result"] == {"shell": "slow\n"}
+        # Protocol errors answer on the socket and keep it open; a batch is one message.
+        ws.send("{not json")
+        assert orjson.loads(ws.recv(timeout=10))["error"]["code"] == -32700
+        batch = [
+            {"jsonrpc": "2.0", "method": "nope", "id": 1},
+            {"jsonrpc": "2.0", "method": "task_query", "params": {"token": "wrong"}, "id": 2},
+        ]
+        ws.send(orjson.dumps(batch))
+        answers = orjson.loads(ws.recv(timeout=10))
+        assert [a["error"]["code"] for a in answers] == [-32601, -32001]
+        # A message over max_request_bytes is refused with an answer, not a dropped socket.
+        ws.send(b"[" + b" " * (2 * 1024 * 1024 + 1) + b"]")
+        huge = orjson.loads(ws.recv(timeout=10))
+        assert huge["error"]["code"] == -32700 and "max_request_bytes" in huge["error"]["message"]
+        ws.send(orjson.dumps({"jsonrpc": "2.0", "method": "task_query", "params": {}, "id": 3}))
+        assert orjson.loads(ws.recv(timeout=10))["id"] == 3
+
+
+def test_websocket_without_a_header_takes_params_token(cloud: Cloud) -> None:
+    with ws_connect(_ws_url(cloud)) as ws:
+        ws.send(orjson.dumps({"jsonrpc": "2.0", "method": "task_query", "params": {}, "id": 1}))
+        assert orjson.loads(ws.recv(timeout=10))["error"]["code"] == -32001
+        ws.send(orjson.dumps({"jsonrpc": "2.0", "method": "task_query", "params": {"token": ADMIN}, "id": 2}))
+        assert isinstance(orjson.loads(ws.recv(timeout=10))["result"], list)

@@ -9,12 +9,14 @@ from fastapi import APIRouter, Response
 
 from cloud.api.deps import AdminAuth, AgentIdPath, AppDep, CallerAuth, PrincipalDep
 from cloud.api.guard import GuardedRoute
+from cloud.db.types import utcnow
 from cloud.services import agents as svc
 from cloud.services import audit, credentials
 from cloud.services.errors import BadRequest
 from cloud.services.present import agent_read, token_read
-from wire.agents import AGENT_ID_PATTERN, AgentRead
+from wire.agents import AGENT_ID_PATTERN, AgentRead, AgentStatusRead
 from wire.credentials import Action, AgentTokenCreate, AgentUpdate, TokenCreated
+from wire.tasks import TaskStatus
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"], route_class=GuardedRoute)
 
@@ -38,10 +40,34 @@ async def get_agent(agent_id: AgentIdPath, principal: PrincipalDep, app: AppDep)
     return agent_read(agent, app.settings.agent_offline_seconds)
 
 
+@router.get("/{agent_id}/status", response_model=AgentStatusRead, dependencies=[CallerAuth])
+async def agent_status(agent_id: AgentIdPath, principal: PrincipalDep, app: AppDep) -> AgentStatusRead:
+    """Online or offline (heartbeat age), disabled, and its queue: pending and running task counts."""
+    principal.require(Action.read)
+    with app.db.transaction() as conn:
+        agent = svc.get_agent(conn, agent_id)
+        principal.require(Action.read, agent_id=agent.id, labels=agent.labels)
+        counts = svc.task_counts(conn, agent.id)
+    read = agent_read(agent, app.settings.agent_offline_seconds)
+    age = None if read.last_seen_at is None else max(0.0, (utcnow() - read.last_seen_at).total_seconds())
+    return AgentStatusRead(
+        id=read.id,
+        status=read.status,
+        disabled=read.disabled,
+        last_seen_at=read.last_seen_at,
+        seconds_since_seen=age,
+        pending=counts[TaskStatus.pending.value],
+        running=counts[TaskStatus.running.value],
+        max_concurrency=read.max_concurrency,
+    )
+
+
+@router.put("/{agent_id}", response_model=AgentRead, dependencies=[AdminAuth])
 @router.patch("/{agent_id}", response_model=AgentRead, dependencies=[AdminAuth])
 async def update_agent(agent_id: AgentIdPath, body: AgentUpdate, principal: PrincipalDep, app: AppDep) -> AgentRead:
     """`{"disabled": true}`: the agent is handed no task and accepts no new one (what runs finishes);
-    `false` enables it again."""
+    `false` enables it again. PUT and PATCH take the same body: `disabled` is the one field an admin sets
+    (hostname, labels, executors and concurrency are the agent's own, sent when it registers)."""
     with app.db.transaction() as conn:
         agent = svc.set_disabled(conn, agent_id, body.disabled)
         audit.record(conn, principal, "agent.disable" if body.disabled else "agent.enable", agent_id)

@@ -6,19 +6,25 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
+from pydantic import ValidationError
 from sqlalchemy import Connection
 
 from cloud.access import Principal
 from cloud.api.deps import AppDep, CallerAuth, PrincipalDep, require_caller_or_agent
+from cloud.api.errors import describe_validation
 from cloud.api.guard import GuardedRoute
 from cloud.api.multipart import receive_file
+from cloud.api.scopes import require_create
+from cloud.policy import enforce
 from cloud.services import audit
 from cloud.services import files as svc
-from cloud.services.errors import Forbidden
-from cloud.services.present import file_read
+from cloud.services import tasks as tasks_svc
+from cloud.services.errors import BadRequest, Forbidden, ServiceError
+from cloud.services.present import file_read, task_read
 from files.names import content_disposition
 from wire.credentials import Action, TokenKind
-from wire.files import FileList, FileRead, format_file_id
+from wire.files import FileDistribute, FileDistribution, FileList, FileRead, format_file_id
+from wire.tasks import TaskCreate, format_task_id
 
 router = APIRouter(prefix="/api/v1/files", tags=["files"], route_class=GuardedRoute)
 # Agents download the files their tasks name, so reading takes a caller's token or an agent token.
@@ -87,6 +93,7 @@ async def upload_file(request: Request, principal: PrincipalDep, app: AppDep) ->
     finally:
         upload.received.temp_path.unlink(missing_ok=True)  # already moved or dropped, unless something failed
     app.metrics.uploads.labels(outcome="stored" if created else "deduplicated").inc()
+    app.metrics.upload_bytes.inc(upload.received.size)
     return JSONResponse(body.model_dump(mode="json"), status_code=201 if created else 200)
 
 
@@ -112,6 +119,7 @@ async def get_file(file_id: str, principal: PrincipalDep, app: AppDep) -> FileRe
         return file_read(row, app.store)
 
 
+@router.get("/{file_id}/download", dependencies=[ReadAuth], response_class=FileResponse, responses=_DOWNLOAD_RESPONSES)
 @router.get("/{file_id}/content", dependencies=[ReadAuth], response_class=FileResponse, responses=_DOWNLOAD_RESPONSES)
 async def download_file(
     file_id: str, principal: PrincipalDep, app: AppDep, if_none_match: Annotated[str | None, Header()] = None
@@ -132,6 +140,49 @@ async def download_file(
     # Checked again: a record stored before uploads were checked may hold a type no header can carry.
     media_type = svc.content_type_for(row.name, row.content_type)
     return FileResponse(path, media_type=media_type, headers=headers)
+
+
+@router.post("/{file_id}/distribute", status_code=201, response_model=FileDistribution, dependencies=[CallerAuth])
+async def distribute_file(file_id: str, body: FileDistribute, principal: PrincipalDep, app: AppDep) -> FileDistribution:
+    """A `file` task per agent placing this file at `params.path`; all or none are created (a refusal names
+    `agent_ids[i]`). Follow each task as usual; the tasks are listed in the order of `agent_ids`."""
+    limit = app.settings.max_distribute_agents
+    if len(body.agent_ids) > limit:
+        raise BadRequest(f"agent_ids: {len(body.agent_ids)} agents; at most {limit} per call (max_distribute_agents)")
+    if len(set(body.agent_ids)) != len(body.agent_ids):
+        raise BadRequest("agent_ids: names an agent more than once")
+    requests = []
+    for i, agent_id in enumerate(body.agent_ids):
+        try:
+            requests.append(
+                TaskCreate(
+                    agent_id=agent_id, type="file", file_id=file_id, params=body.params, exec_timeout=body.exec_timeout
+                )
+            )
+        except ValidationError as exc:
+            raise BadRequest(f"agent_ids[{i}]: {describe_validation(exc)}") from None
+    for req in requests:
+        await enforce(app.policy, req)
+    created = []
+    with app.db.transaction() as conn:
+        svc.get_file(conn, file_id)  # 404 before anything else
+        for i, req in enumerate(requests):
+            try:
+                require_create(conn, app.agents, principal, req, answered=False)
+                task, _ = tasks_svc.create_task(
+                    conn,
+                    req,
+                    agents=app.agents,
+                    offline_after=app.settings.agent_offline_seconds,
+                    sealer=app.sealer,
+                    default_expires_in=app.settings.task_expires_seconds,
+                )
+            except ServiceError as exc:
+                exc.message = f"agent_ids[{i}] ({req.agent_id}): {exc.message}"
+                raise
+            audit.record(conn, principal, "task.create", format_task_id(task.id), agent_id=req.agent_id, type="file")
+            created.append(task)
+    return FileDistribution(file_id=file_id, tasks=[task_read(t) for t in created])
 
 
 @router.delete("/{file_id}", status_code=204, dependencies=[CallerAuth])

@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
@@ -13,10 +14,10 @@ from cloud.api.deps import AppContext, AppDep, CallerAuth, PrincipalDep, recheck
 from cloud.api.guard import GuardedRoute
 from cloud.api.scopes import require_on_task
 from cloud.services import tasks as svc
-from cloud.services.logs import list_logs
-from cloud.services.present import log_page_json, log_read
+from cloud.services.logs import LineRow, list_logs
+from cloud.services.present import log_page_json
 from wire.credentials import Action
-from wire.tasks import LogRead, TaskStatus
+from wire.tasks import LogRead, TaskStatus, format_task_id
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["logs"], dependencies=[CallerAuth], route_class=GuardedRoute)
 
@@ -53,7 +54,7 @@ async def get_logs(
     with app.db.transaction() as conn:
         rows = list_logs(conn, n, after, limit)
     if as_text:
-        return PlainTextResponse("".join(r.message + "\n" for r in rows))
+        return PlainTextResponse("".join(r[5] + "\n" for r in rows))
     return Response(log_page_json(rows, n), media_type="application/json")
 
 
@@ -70,11 +71,11 @@ async def _follow(app: AppContext, task_id: int, after: int, as_text: bool, requ
             with app.db.transaction() as conn:
                 # The task before its lines: a task seen final then has all its lines in the read after.
                 task = svc.fetch(conn, task_id)
-                lines = [log_read(r, task_id) for r in list_logs(conn, task_id, after, PAGE)]
-            for ln in lines:
-                yield ln.message + "\n" if as_text else _sse(ln.model_dump_json(), event="log", id=ln.id)
-            if lines:
-                after = lines[-1].id
+                rows = list_logs(conn, task_id, after, PAGE)
+            if rows:
+                # One chunk per page: a write per line made a follower of a busy log fall behind it.
+                yield "".join(r[5] + "\n" for r in rows) if as_text else _sse_page(rows, task_id)
+                after = rows[-1][0]
                 continue
             if task is None or TaskStatus(task.status).is_final:
                 yield _end(task, as_text)
@@ -91,6 +92,32 @@ async def _follow(app: AppContext, task_id: int, after: int, as_text: bool, requ
                 if quiet >= KEEPALIVE_SECONDS and not as_text:
                     quiet = 0.0
                     yield ": keepalive\n\n"
+
+
+def _sse_page(rows: list[LineRow], task_id: int) -> str:
+    """Each line as an SSE `log` event whose data is the line as GET .../logs shows it (the same dict and
+    encoding as present.log_page_json, without a LogRead per line)."""
+    shown = format_task_id(task_id)
+    return "".join(
+        _sse(
+            orjson.dumps(
+                {
+                    "id": id_,
+                    "task_id": shown,
+                    "attempt": attempt,
+                    "seq": seq,
+                    "level": level,
+                    "stream": stream,
+                    "message": message,
+                    "timestamp": timestamp,
+                },
+                option=orjson.OPT_UTC_Z,
+            ).decode(),
+            event="log",
+            id=id_,
+        )
+        for id_, attempt, seq, level, stream, message, timestamp in rows
+    )
 
 
 def _sse(data: str, *, event: str, id: int | None = None) -> str:

@@ -1,5 +1,7 @@
-"""JSON-RPC 2.0 at POST /api/rpc (seed 000): task_create_task, task_create_task_blocking, task_query,
-task_delete. Same services, tokens and scopes as REST; the token travels in `params.token`.
+"""JSON-RPC 2.0 at /api/rpc (seed 000), over HTTP POST and over a WebSocket (NodeGet's clients speak
+WebSocket): task_create_task, task_create_task_blocking, task_query, task_delete. Same services, tokens and
+scopes as REST; the token travels in `params.token`, or else in an `Authorization: Bearer` header (of the
+POST, or of the WebSocket's handshake).
 
 Seed 000's scope rules: creating needs `create` on the target agent and type (blocking: `read` too); a
 query or delete without a `uuid` condition needs a token reaching every agent, without a `type`
@@ -7,10 +9,12 @@ condition one reaching every type."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -21,6 +25,7 @@ from cloud.api.jsonrpc import (
     ANSWER_TOO_LARGE,
     FORBIDDEN,
     INVALID_PARAMS,
+    PARSE_ERROR,
     UNAUTHORIZED,
     Limits,
     Method,
@@ -46,7 +51,8 @@ MAX_BLOCKING_MS = 300_000
 
 
 class _Auth(BaseModel):
-    token: str
+    token: str | None = None
+    """Optional when the request carries an `Authorization: Bearer` header."""
 
 
 class CreateParams(_Auth):
@@ -75,19 +81,92 @@ class DeleteParams(_Auth):
 @router.post("/api/rpc", summary="JSON-RPC 2.0 endpoint (single or batch)")
 async def rpc(request: Request) -> Response:
     app: AppContext = request.app.state.ctx
-    limits = Limits(
+    answer = await dispatch(await request.body(), _methods(app, _header_token(request.headers)), _limits(app))
+    return Response(status_code=204) if answer is None else Response(answer, media_type="application/json")
+
+
+MAX_IN_FLIGHT = 16
+"""Calls one WebSocket may have running at once; the next message is read when one ends (backpressure)."""
+
+
+@router.websocket("/api/rpc")
+async def rpc_socket(websocket: WebSocket) -> None:
+    """JSON-RPC over a WebSocket: each text or binary message is one request or batch, answered by a
+    message when it ends (a notification gets none). Calls run concurrently, up to MAX_IN_FLIGHT, so a
+    blocking create does not hold up a query sent after it: match answers by `id`."""
+    app: AppContext = websocket.app.state.ctx
+    methods, limits = _methods(app, _header_token(websocket.headers)), _limits(app)
+    await websocket.accept()
+    slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+    sending = asyncio.Lock()
+    calls: set[asyncio.Task[None]] = set()
+
+    async def answer(body: bytes) -> None:
+        try:
+            reply = await dispatch(body, methods, limits)
+            if reply is not None:
+                async with sending:
+                    await websocket.send_text(reply.decode())
+        except (WebSocketDisconnect, RuntimeError):
+            pass  # the caller left: nothing to answer
+        finally:
+            slots.release()
+
+    try:
+        while not app.hub.closing:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            body = message.get("bytes") or (message.get("text") or "").encode("utf-8", "surrogatepass")
+            limit = app.settings.max_request_bytes
+            if len(body) > limit:
+                refusal = f"Parse error: a message of {len(body)} bytes passes the limit of {limit} (max_request_bytes)"
+                async with sending:
+                    await websocket.send_text(orjson.dumps(_error_doc(PARSE_ERROR, refusal)).decode())
+                continue
+            await slots.acquire()
+            call = asyncio.create_task(answer(body))
+            calls.add(call)
+            call.add_done_callback(calls.discard)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+    if app.hub.closing:
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+            await websocket.close(1001, "the cloud is shutting down")
+
+
+def _error_doc(code: int, message: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
+
+
+def _limits(app: AppContext) -> Limits:
+    return Limits(
         max_batch=app.settings.rpc_max_batch,
         max_depth=app.settings.max_json_depth,
         max_answer_bytes=app.settings.rpc_max_answer_bytes,
     )
-    answer = await dispatch(await request.body(), _methods(app), limits)
-    return Response(status_code=204) if answer is None else Response(answer, media_type="application/json")
 
 
-def _methods(app: AppContext) -> dict[str, Method]:
-    def check(token: str) -> Principal:
+def _header_token(headers: Any) -> bytes | None:
+    """The `Authorization: Bearer` token, as bytes (a header may carry any byte), or None."""
+    scheme, _, token = str(headers.get("authorization", "")).partition(" ")
+    return token.strip().encode("latin-1") if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _methods(app: AppContext, header_token: bytes | None = None) -> dict[str, Method]:
+    def check(token: str | None) -> Principal:
+        if token is not None:
+            raw = token.encode("utf-8", "surrogatepass")
+        elif header_token is not None:
+            raw = header_token
+        else:
+            raise RpcError(UNAUTHORIZED, "Unauthorized: no token; send params.token or an Authorization: Bearer header")
         try:
-            principal = app.credentials.resolve(token.encode("utf-8", "surrogatepass"))
+            principal = app.credentials.resolve(raw)
         except HTTPException as exc:
             raise RpcError(UNAUTHORIZED, f"Unauthorized: {exc.detail}") from None
         if not principal.is_caller:
@@ -209,16 +288,19 @@ async def _create(app: AppContext, principal: Principal, p: CreateParams, *, ans
 
 def to_task_create(agent_id: str, task_type: dict[str, Any]) -> TaskCreate:
     """Seed 000's TaskEventType -> the REST task: `{"ping": host}`, `{"execute": {cmd, args}}`,
-    `{"http_request": {...}}`, or any type as `{"<type>": {"command", "params", "file_id", "env"}}`."""
+    `{"http_request": {...}}`, `{"web_shell": {url, terminal_id}}`, or any type as
+    `{"<type>": {"command", "params", "file_id", "env"}}`."""
     if len(task_type) != 1:
         raise RpcError(INVALID_PARAMS, "Invalid params: task_type must have exactly one key, the task type")
     ((kind, body),) = task_type.items()
     if kind == "ping":
         host = body if isinstance(body, str) else (body or {}).get("host", "") if isinstance(body, dict) else ""
         return TaskCreate(agent_id=agent_id, type="ping", command=str(host))
-    if kind in ("execute", "http_request"):
+    if kind in ("execute", "http_request", "web_shell"):
         if not isinstance(body, dict):
             raise RpcError(INVALID_PARAMS, f"Invalid params: task_type.{kind} must be an object")
+        if kind == "web_shell" and not body.get("terminal_id"):
+            raise RpcError(INVALID_PARAMS, "Invalid params: task_type.web_shell.terminal_id is required (a UUID)")
         return TaskCreate(agent_id=agent_id, type=kind, params=body)
     if kind not in known_types():
         raise RpcError(

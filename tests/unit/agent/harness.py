@@ -60,6 +60,15 @@ async def until(condition: Callable[[], bool], timeout: float = 20) -> None:
         await asyncio.sleep(0.01)
 
 
+def expanded(lines: list[LogLine]) -> list[LogLine]:
+    """Runs (a LogLine with `more`) as the single lines they stand for, as the cloud stores them."""
+    return [
+        LogLine(seq=ln.seq + i, stream=ln.stream, level=ln.level, message=m, ts=ln.ts)
+        for ln in lines
+        for i, m in enumerate(ln.messages())
+    ]
+
+
 @dataclass
 class FakeCloud:
     """Stands in for CloudClient's log and result calls: a repeated seq is ignored, a gap is refused with
@@ -90,6 +99,7 @@ class FakeCloud:
             raise CloudUnavailable("connection refused")
         if self.refuse is not None:
             raise self.refuse
+        batch = expanded(batch)
         self.batches.append([ln.seq for ln in batch])
         if self.forget_next and batch:
             self.forget_next -= 1

@@ -100,3 +100,19 @@ def test_a_second_process_cannot_take_a_data_dir_in_use(tmp_path: Path) -> None:
     first.unlock()  # as when the first process exits, however it exits
     second.lock()
     second.unlock()
+
+
+def test_lines_journaled_together_read_back_one_by_one_after_single_ones(tmp_path: Path) -> None:
+    entry, journal = Outbox(tmp_path / "outbox").create(assignment())
+    journal.line(LogLine(seq=1, message="first"))
+    journal.lines(2, LogStream.stderr, None, ["a", "b\\nc", "\udcff"])  # a lone surrogate: the slow encoder
+    journal.lines(5, LogStream.system, LogLevel.warn, ["last"])
+    journal.close()
+    got = [(ln.seq, ln.stream, ln.level, ln.message) for ln in entry.read().lines]
+    assert got == [
+        (1, LogStream.stdout, None, "first"),
+        (2, LogStream.stderr, None, "a"),
+        (3, LogStream.stderr, None, "b\\nc"),
+        (4, LogStream.stderr, None, "\udcff"),
+        (5, LogStream.system, LogLevel.warn, "last"),
+    ]

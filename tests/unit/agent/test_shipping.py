@@ -13,9 +13,19 @@ import pytest
 
 from agent.client import CloudClient, Rejected
 from agent.outbox import Entry, Outbox
-from agent.shipping import Deliveries, LinesLost, LogShipper, Pending, deliver, journal_slice, send_batch
+from agent.shipping import (
+    Deliveries,
+    LinesLost,
+    LogShipper,
+    Pending,
+    as_runs,
+    deliver,
+    journal_slice,
+    send_batch,
+    split_runs,
+)
 from tests.unit.agent.harness import FakeCloud, assignment, lines, until
-from wire.tasks import LogLine, LogStream, TaskReport, TaskStatus
+from wire.tasks import MAX_BATCH_LINES, LogLine, LogStream, TaskReport, TaskStatus
 
 TOKEN = "tok-7"
 
@@ -169,7 +179,7 @@ def test_a_refused_batch_stops_live_shipping(tmp_path: Path) -> None:
 
     cloud, shipper = asyncio.run(scenario())
     assert cloud.calls == 1  # "one" was refused; "two" was never offered
-    assert [ln.message for ln in shipper.unsent()] == ["one", "two"]  # they stay for the report
+    assert [m for ln in shipper.unsent() for m in ln.messages()] == ["one", "two"]  # they stay for the report
 
 
 def test_deliveries_list_their_tokens_and_keep_what_is_unsent_at_settle(tmp_path: Path) -> None:
@@ -240,3 +250,33 @@ def test_closing_a_waiting_shipper_ends_it_at_once(tmp_path: Path) -> None:
         return time.monotonic() - started
 
     assert asyncio.run(scenario()) < 10
+
+
+def test_a_backlog_longer_than_a_batch_leaves_as_runs_a_request_may_carry() -> None:
+    """25,000 lines left unsent when a task ends (it printed faster than the cloud took them): runs of at
+    most MAX_BATCH_LINES, contiguous; a single run of them all once failed validation and lost the attempt."""
+    items = [(LogStream.stdout, None, str(i)) for i in range(1, 25_001)]
+    runs = as_runs(1, items)
+    assert [ln.count for ln in runs] == [MAX_BATCH_LINES, MAX_BATCH_LINES, 5_000]
+    assert [m for ln in runs for m in ln.messages()] == [str(i) for i in range(1, 25_001)]
+    assert [ln.seq for ln in runs] == [1, 10_001, 20_001]
+
+
+def test_a_run_is_cut_where_a_batch_reaches_its_size() -> None:
+    lines = [LogLine(seq=1, message="aaaa", more=["bbbb", "cccc", "dddd"]), LogLine(seq=5, message="e")]
+    batch, rest = split_runs(lines, max_lines=100, max_chars=10)
+    assert [(ln.seq, ln.messages()) for ln in batch] == [(1, ["aaaa", "bbbb"])]
+    assert [(ln.seq, ln.messages()) for ln in rest] == [(3, ["cccc", "dddd"]), (5, ["e"])]
+    batch, rest = split_runs(lines, max_lines=3, max_chars=1 << 20)
+    assert [ln.messages() for ln in batch] == [["aaaa", "bbbb", "cccc"]] and rest[0].seq == 4
+    assert split_runs(lines, 100, 1 << 20) == (lines, [])
+    assert split_runs([LogLine(seq=1, message="x" * 50)], 100, 10)[0][0].message == "x" * 50  # at least one line
+
+
+def test_a_long_run_in_the_result_goes_ahead_in_batches(tmp_path: Path) -> None:
+    entry, logged = stored(tmp_path, 7)
+    run = [LogLine(seq=1, message=logged[0].message, more=[ln.message for ln in logged[1:]])]
+    cloud = FakeCloud()
+    assert asyncio.run(deliver(client(cloud), pending(entry, logged, run), batch_lines=3))
+    assert cloud.batches == [[1, 2, 3], [4, 5, 6], [7]]
+    assert cloud.held == logged and len(cloud.results) == 1

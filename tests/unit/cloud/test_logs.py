@@ -4,20 +4,25 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
+from typing import Any
 
 import orjson
+import pytest
 from cryptography.fernet import Fernet
 from pydantic import TypeAdapter
+from sqlalchemy import select
 
 from cloud.db.engine import Database
+from cloud.db.models import TASK_LOGS as L
 from cloud.db.types import utcnow
 from cloud.sealing import Sealer
 from cloud.services.agents import AgentCache
-from cloud.services.logs import list_logs, store_lines
+from cloud.services.errors import Conflict
+from cloud.services.logs import LOG_SLACK_BYTES, StoredLine, list_logs, store_lines
 from cloud.services.present import log_page_json, log_read
 from cloud.services.runs import claim_tasks
 from cloud.services.tasks import create_task, get_task
-from wire.tasks import LogLevel, LogLine, LogRead, LogStream, TaskCreate
+from wire.tasks import LogLevel, LogLine, LogRead, LogStream, TaskCreate, format_task_id
 
 SEALER = Sealer([Fernet.generate_key()])
 
@@ -54,7 +59,7 @@ def test_a_batch_is_stored_with_its_streams_levels_and_times(db: Database) -> No
         task = get_task(conn, assigned.id)
         assert store_lines(conn, task, batch) == 4
         assert store_lines(conn, get_task(conn, assigned.id), batch[1:]) == 4  # a resend: nothing twice
-        rows = list_logs(conn, task.id, 0, 10)
+        rows = [StoredLine._make(row) for row in list_logs(conn, task.id, 0, 10)]
         page = orjson.loads(log_page_json(rows, task.id))
     assert [(r.seq, r.stream, r.level, r.message, r.attempt) for r in rows] == [
         (1, "stdout", "info", "out", 1),
@@ -66,3 +71,87 @@ def test_a_batch_is_stored_with_its_streams_levels_and_times(db: Database) -> No
     assert [line["message"] for line in page] == ["out", "err", "sys"] and page[2][
         "timestamp"
     ] == "2026-01-02T03:04:05Z"
+
+
+def _running_task(db: Database) -> Any:
+    with db.transaction() as conn:
+        create_task(
+            conn,
+            TaskCreate(agent_id="a1", type="shell", command="true"),
+            agents=AgentCache(),
+            offline_after=60,
+            sealer=SEALER,
+        )
+    with db.transaction() as conn:
+        [assigned] = claim_tasks(conn, "a1", 1, lease_seconds=30, max_log_bytes=1 << 20, sealer=SEALER)
+        return get_task(conn, assigned.id)
+
+
+def _store(db: Database, task_id: int, lines: list[LogLine], max_bytes: int | None = None) -> int:
+    with db.transaction() as conn:
+        return store_lines(conn, get_task(conn, format_task_id(task_id)), lines, max_bytes)
+
+
+def _read(db: Database, task_id: int, after: int = 0, limit: int = 100_000) -> list[StoredLine]:
+    with db.transaction() as conn:
+        return [StoredLine._make(row) for row in list_logs(conn, task_id, after, limit)]
+
+
+def test_runs_are_stored_in_few_rows_and_read_back_a_line_per_id(db: Database) -> None:
+    task = _running_task(db)
+    run = LogLine(seq=1, message="1", more=[str(i) for i in range(2, 5001)])
+    assert _store(db, task.id, [run]) == 5001
+    with db.transaction() as conn:
+        rows = conn.execute(select(L.c.lines).where(L.c.task_id == task.id)).scalars().all()
+    assert rows == [5000]  # a row for the run, not 5,000
+    lines = _read(db, task.id)
+    assert [(ln.seq, ln.message) for ln in lines] == [(i, str(i)) for i in range(1, 5001)]
+    ids = [ln.id for ln in lines]
+    assert ids == sorted(set(ids))  # a global id of its own per line, in order
+    # Pages that end inside the run go on from there, as a follower resuming with Last-Event-ID does.
+    page, after, got = 777, 0, []
+    while chunk := _read(db, task.id, after, page):
+        got.extend(chunk)
+        after = chunk[-1].id
+    assert got == lines
+
+
+def test_a_line_holding_a_newline_stays_one_line(db: Database) -> None:
+    task = _running_task(db)
+    lines = [
+        LogLine(seq=1, message="a", more=["two\nparts", "c"]),
+        LogLine(seq=4, stream=LogStream.stderr, message="d"),
+        LogLine(seq=5, stream=LogStream.stderr, message=""),
+    ]
+    assert _store(db, task.id, lines) == 6
+    got = _read(db, task.id)
+    assert [(ln.seq, ln.stream, ln.message) for ln in got] == [
+        (1, "stdout", "a"),
+        (2, "stdout", "two\nparts"),
+        (3, "stdout", "c"),
+        (4, "stderr", "d"),
+        (5, "stderr", ""),
+    ]
+
+
+def test_a_resend_overlapping_a_run_stores_only_the_new_lines_and_a_gap_is_refused(db: Database) -> None:
+    task = _running_task(db)
+    assert _store(db, task.id, [LogLine(seq=1, message="1", more=["2", "3"])]) == 4
+    assert _store(db, task.id, [LogLine(seq=2, message="2", more=["3", "4", "5"])]) == 6
+    with pytest.raises(Conflict) as refused:
+        _store(db, task.id, [LogLine(seq=7, message="7", more=["8"])])
+    assert refused.value.extra == {"next_seq": 6}
+    assert [ln.message for ln in _read(db, task.id)] == ["1", "2", "3", "4", "5"]
+
+
+def test_the_cap_cuts_inside_a_run(db: Database) -> None:
+    task = _running_task(db)
+    cap = 10
+    messages = ["x" * 1000] * (LOG_SLACK_BYTES // 1000 + 10)
+    assert _store(db, task.id, [LogLine(seq=1, message=messages[0], more=messages[1:])], cap) == len(messages) + 1
+    got = _read(db, task.id)
+    kept = (cap + LOG_SLACK_BYTES) // 1001
+    assert [ln.seq for ln in got] == list(range(1, kept + 2))
+    assert got[-1].stream == "system" and f"from seq {kept + 1} on" in got[-1].message
+    assert _store(db, task.id, [LogLine(seq=len(messages) + 1, message="later")], cap) == len(messages) + 2
+    assert len(_read(db, task.id)) == kept + 1  # nothing more once over

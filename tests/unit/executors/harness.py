@@ -35,6 +35,10 @@ class Harness:
         if self.on_line is not None:
             self.on_line(self, message)
 
+    def log_lines(self, messages: list[str], stream: LogStream = LogStream.stdout) -> None:
+        for message in messages:
+            self.log(message, stream)
+
     async def fetch_file(self, file_id: str) -> Path:
         try:
             return self.files[file_id]
@@ -43,6 +47,9 @@ class Harness:
 
     def process_started(self, pid: int) -> None:
         self.process_groups.append(pid)
+
+    def cloud_route(self, path: str) -> tuple[str, dict[str, str]]:
+        raise RuntimeError("the test harness has no cloud: give web_shell tasks params.url")
 
     def stream(self, stream: LogStream) -> list[str]:
         return [message for s, message in self.lines if s is stream]

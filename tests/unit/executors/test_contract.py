@@ -11,11 +11,13 @@ stand-ins). A type with no such run here is skipped with the reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -57,6 +59,7 @@ VALID: dict[str, dict[str, Any]] = {
     },
     "elasticsearch": {"command": '{"operation": "index", "index": "i", "doc": {}}'},
     "k8s": {"command": DEPLOY, "params": {"operation": "apply", "wait": True}},
+    "web_shell": {"params": {"url": "wss://example.com/auto_gen", "terminal_id": str(uuid.UUID(int=1))}},
 }
 CANCEL_AFTER_S = 1.0
 """How long a run goes before the cancel: long enough to be inside its long part."""
@@ -171,6 +174,25 @@ class Silent:
         self.listener.close()
 
 
+class HeldSocket:
+    """A WebSocket server that accepts and then says nothing: a web_shell session nobody types into."""
+
+    def __init__(self) -> None:
+        from websockets.sync.server import ServerConnection, serve
+
+        def hold(conn: ServerConnection) -> None:
+            with contextlib.suppress(Exception):
+                for _ in conn:
+                    pass
+
+        self.server = serve(hold, "127.0.0.1", 0)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"ws://127.0.0.1:{self.server.socket.getsockname()[1]}/shell"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
 def _long_run(type_name: str, request: pytest.FixtureRequest, tmp_path: Path) -> LongRun:
     if type_name == "shell":
         return LongRun(make_task("sleep 30"))
@@ -207,6 +229,9 @@ def _long_run(type_name: str, request: pytest.FixtureRequest, tmp_path: Path) ->
         cluster: Cluster = request.getfixturevalue("fake_cluster")
         task = make_task(as_yaml(deployment("slow", image=NEVER_PULLS)), type="k8s", wait=True)
         return LongRun(task, config=cluster.agent_config())
+    if type_name == "web_shell":
+        far_side = HeldSocket()
+        return LongRun(make_task(type="web_shell", url=far_side.url), release=far_side.close)
     pytest.skip(
         f"{type_name}: no operation runs long on the local stand-in, and a server that never answers would"
         " also hold the interrupt request the executor sends, so a run here proves nothing about a stop"

@@ -54,7 +54,14 @@ def test_echo_succeeds_with_its_output_as_result(tmp_path: Path) -> None:
     assert out.exit_code == 0
     assert out.result == "hello\n"
     assert out.error == ""
-    assert out.data == {"exit_code": 0, "stdout_bytes": 6, "stderr_bytes": 0, "truncated": False}
+    assert out.data == {
+        "exit_code": 0,
+        "stdout_bytes": 6,
+        "stderr_bytes": 0,
+        "truncated": False,
+        "stderr": "",
+        "stderr_truncated": False,
+    }
     assert ctx.lines == [(LogStream.stdout, "hello")]
 
 
@@ -134,7 +141,14 @@ def test_output_over_the_cap_keeps_head_and_tail_with_a_marker(tmp_path: Path) -
     assert out.status is TaskStatus.success
     marker = "[tiangong: 810 bytes of output dropped; kept the first and last 50 bytes]\n"
     assert out.result == "".join(lines[:5]) + marker + "".join(lines[-5:])
-    assert out.data == {"exit_code": 0, "stdout_bytes": 900, "stderr_bytes": 0, "truncated": True}
+    assert out.data == {
+        "exit_code": 0,
+        "stdout_bytes": 900,
+        "stderr_bytes": 0,
+        "truncated": True,
+        "stderr": "",
+        "stderr_truncated": False,
+    }
     # The executor logs every line; capping the log is the agent's job.
     assert len(ctx.stream(LogStream.stdout)) == 100
 

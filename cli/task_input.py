@@ -1,0 +1,44 @@
+"""What `task run` sends: params from inline JSON, a file (`@p.json`) or stdin (`-`); env from K=V pairs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from cli.exitcodes import CliError, Code
+
+
+def read_params(text: str) -> dict[str, Any]:
+    """`{"a": 1}`, `@params.json` or `-` (stdin) -> a JSON object; a usage error naming the problem."""
+    source = "--params"
+    if text == "-":
+        source, text = "--params - (stdin)", sys.stdin.read()
+    elif text.startswith("@"):
+        path = Path(text[1:]).expanduser()
+        source = f"--params {text}"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(
+                f"{source}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}", Code.USAGE
+            ) from exc
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise CliError(f"{source}: not JSON: {exc}", Code.USAGE) from exc
+    if not isinstance(value, dict):
+        raise CliError(f"{source}: expected a JSON object, got {type(value).__name__}", Code.USAGE)
+    return value
+
+
+def read_env(pairs: list[str] | None) -> dict[str, str]:
+    """`["K=V", "X=a=b"]` -> `{"K": "V", "X": "a=b"}`; a usage error for an entry without `=` or a name."""
+    env: dict[str, str] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise CliError(f"--env: expected NAME=VALUE, got {pair!r}", Code.USAGE)
+        env[name] = value
+    return env

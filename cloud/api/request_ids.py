@@ -1,0 +1,66 @@
+"""Every request gets an id: the caller's `X-Request-ID` when it is a sane one, else a new one. It is sent back
+in the answer's `X-Request-ID` and carried by every log record of the request (wire.logs), with the task
+id when the path names a task, so one grep finds what a request did. The access log (a record per
+request: method, path, status, milliseconds) is written here too, for callers' requests by default: the
+agents' long-polls and log batches would drown it (TIANGONG_ACCESS_LOG=all|callers|off).
+
+A plain ASGI middleware, not Starlette's BaseHTTPMiddleware: it runs on every agent request too, and must
+cost microseconds."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from typing import Literal
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from wire.logs import REQUEST_ID, TASK_ID
+
+HEADER = b"x-request-id"
+_SANE = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+_TASK_IN_PATH = re.compile(r"/tasks/(task-\d{1,19}|\d{1,19})(?:/|$)")
+_AGENT_PATH = re.compile(r"/api/v1/(agent/|agents/[^/]+/(claim|heartbeat|channel)$|agents/register$)")
+access = logging.getLogger("tiangong.access")
+
+AccessLog = Literal["all", "callers", "off"]
+
+
+class RequestIds:
+    def __init__(self, app: ASGIApp, access_log: AccessLog = "callers") -> None:
+        self.app = app
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == HEADER), b"")
+        # A caller's id is echoed only when it is short and plain: it lands in logs and headers.
+        raw = given if _SANE.fullmatch(given) else os.urandom(8).hex().encode()
+        request_token = REQUEST_ID.set(raw.decode())
+        found = _TASK_IN_PATH.search(scope["path"])
+        task_token = TASK_ID.set(found.group(1) if found else None)
+
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (HEADER, raw)]
+            await send(message)
+
+        logged = self.access_log == "all" or (self.access_log == "callers" and _AGENT_PATH.match(scope["path"]) is None)
+        started = time.perf_counter() if logged else 0.0
+        try:
+            await self.app(scope, receive, send_with_id if scope["type"] == "http" else send)
+        finally:
+            if logged:
+                ms = (time.perf_counter() - started) * 1000
+                method = scope.get("method", "WEBSOCKET")
+                access.info("%s %s %s %.1f ms", method, scope["path"], status or "-", ms)
+            REQUEST_ID.reset(request_token)
+            TASK_ID.reset(task_token)
