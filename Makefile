@@ -61,7 +61,8 @@ bench: compile bench-celery-env
 	$(BIN)/python bench/chaos.py --tasks 10000
 	$(BIN)/python bench/versus_celery.py
 	$(BIN)/python bench/bigdb.py
-	$(BIN)/python bench/idle_agents.py
+	$(BIN)/python bench/idle_agents.py --transport channel
+	$(BIN)/python bench/idle_agents.py --transport http
 
 # Celery for bench/versus_celery.py, from a project and lock of its own (bench/celery): it pins
 # python-dateutil<3, which resolved with ours would move python-dateutil and kubernetes down. --project

@@ -2,17 +2,20 @@
 share of one core while they wait; prints JSON (issue 18, target 3: 1,000 agents under 5 % of a core).
 
     .venv/bin/python bench/idle_agents.py [--agents 1000] [--seconds 60] [--warmup 30] [--baseline 20]
-        [--setup sqlite|postgres] [--transport http]
+        [--setup sqlite|postgres] [--transport channel|http]
 
 One cloud process (SQLite, or a fresh PostgreSQL database) is started; N agents register through the API
 with the bootstrap registration token, each receiving its own agent token, as real agents do. Then one
 separate process (this script with `--simulate`) runs all N on aiohttp, each with its own connection
 pool, doing what `agent/loop.py` does when idle over its transport:
 
-- http (today's protocol): a claim long-poll (`wait_s` = the agent's default claim_wait_seconds, 25 s,
-  capacity = its default max_concurrency, 4) again as soon as one ends, and a heartbeat every
-  heartbeat_seconds (from the registration reply) with that `wait_s`, listing no task. `--kinds claim`
-  or `--kinds heartbeat` runs only one of the two loops, to see what each costs.
+- http: a claim long-poll (`wait_s` = the agent's default claim_wait_seconds, 25 s, capacity = its default
+  max_concurrency, 4) again as soon as one ends, and a heartbeat listing no task every idle interval with
+  that `wait_s` (an idle agent beats at twice heartbeat_seconds, within a third of the lease: both from the
+  registration reply, as agent/loop.py computes it). `--kinds claim` or `--kinds heartbeat` runs only one
+  of the two loops, to see what each costs.
+- channel: the same two loops through the agent's own client (agent.client.CloudClient) pinned to its
+  WebSocket channel (agent/channel.py): one connection per agent carrying both.
 
 Agents start spread over one heartbeat period (as a fleet does), and after `--warmup` seconds the cloud's
 user+system CPU (/proc/<pid>/stat) is read over `--seconds`. Printed: the cloud's CPU as % of a core, and
@@ -20,7 +23,7 @@ per agent; requests per second by kind; the cloud's CPU with no agent at all ove
 (its background pass), for comparison; and, when py-spy is found (.venv/bin/py-spy, $PY_SPY or PATH), a
 profile of the cloud over the window. The target is reported as met or not; nothing is asserted.
 
-A transport is one coroutine per agent (TRANSPORTS); a persistent channel can be added beside `http`.
+A transport is one coroutine per agent (TRANSPORTS).
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agent.client import CloudClient  # noqa: E402
+from agent.loop import MAX_BEAT_WAIT_SECONDS  # noqa: E402
 from bench.measuring import cpu_s  # noqa: E402
 from tests.e2e.harness import AGENT, REGISTER  # noqa: E402
 from tests.e2e.pgdb import PgDatabases  # noqa: E402
@@ -70,15 +75,27 @@ class Window:
             self.counts[kind] += 1
 
 
-Transport = Callable[[aiohttp.ClientSession, str, float, Window, frozenset[str]], Awaitable[None]]
+Transport = Callable[[str, str, str, float, Window, frozenset[str]], Awaitable[None]]
+
+
+def idle_beat(heartbeat_s: float, lease_s: float) -> float:
+    """How often an idle agent beats (agent/loop.py's _heartbeat_loop with nothing listed)."""
+    return max(heartbeat_s, min(2 * heartbeat_s, lease_s / 3, MAX_BEAT_WAIT_SECONDS))
 
 
 async def http_agent(
+    url: str, token: str, agent_id: str, heartbeat_s: float, window: Window, kinds: frozenset[str]
+) -> None:
+    """An idle agent on the HTTP protocol: claim long-polls back to back, and a heartbeat loop (`kinds`
+    leaves one of them out, to see what each costs)."""
+    timeout = aiohttp.ClientTimeout(total=CLAIM_WAIT + MAX_BEAT_WAIT_SECONDS + 15, connect=10)
+    async with aiohttp.ClientSession(url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout) as http:
+        await _http_loops(http, agent_id, heartbeat_s, window, kinds)
+
+
+async def _http_loops(
     http: aiohttp.ClientSession, agent_id: str, heartbeat_s: float, window: Window, kinds: frozenset[str]
 ) -> None:
-    """An idle agent on today's HTTP protocol: claim long-polls back to back, and a heartbeat loop (`kinds`
-    leaves one of them out, to see what each costs)."""
-
     async def claims() -> None:
         body = {"capacity": CAPACITY, "wait_s": CLAIM_WAIT}
         while True:
@@ -103,7 +120,32 @@ async def http_agent(
     await asyncio.gather(*(loops[k]() for k in sorted(kinds)))
 
 
-TRANSPORTS: dict[str, Transport] = {"http": http_agent}
+async def channel_agent(
+    url: str, token: str, agent_id: str, heartbeat_s: float, window: Window, kinds: frozenset[str]
+) -> None:
+    """An idle agent on its WebSocket channel, through the agent's own client."""
+    client = CloudClient(url, token, agent_id, channel="websocket")
+
+    async def claims() -> None:
+        while True:
+            await client.claim(CAPACITY, CLAIM_WAIT)
+            window.ended("claim")
+
+    async def heartbeats() -> None:
+        while True:
+            started = time.monotonic()
+            await client.heartbeat({}, wait_s=heartbeat_s)
+            window.ended("heartbeat")
+            await asyncio.sleep(max(0.0, heartbeat_s - (time.monotonic() - started)))
+
+    loops = {"claim": claims, "heartbeat": heartbeats}
+    try:
+        await asyncio.gather(*(loops[k]() for k in sorted(kinds)))
+    finally:
+        await client.aclose()
+
+
+TRANSPORTS: dict[str, Transport] = {"http": http_agent, "channel": channel_agent}
 KINDS = frozenset({"claim", "heartbeat"})
 
 
@@ -120,48 +162,42 @@ async def simulate(
     run = TRANSPORTS[transport]
     t0 = time.monotonic()
     window = Window(t0 + warmup, t0 + warmup + seconds)
-    timeout = aiohttp.ClientTimeout(total=CLAIM_WAIT + 15, connect=10)
-    sessions = [
-        aiohttp.ClientSession(url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
-        for token in agents.values()
-    ]
 
-    async def one(session: aiohttp.ClientSession, agent_id: str) -> None:
+    async def one(agent_id: str, token: str) -> None:
         await asyncio.sleep(random.uniform(0, heartbeat_s))  # a fleet's agents did not all start at once
-        await run(session, agent_id, heartbeat_s, window, kinds)
+        await run(url, token, agent_id, heartbeat_s, window, kinds)
 
-    jobs = [asyncio.create_task(one(s, a)) for s, a in zip(sessions, agents, strict=True)]
+    jobs = [asyncio.create_task(one(a, t)) for a, t in agents.items()]
     print("started", flush=True)
     done, _ = await asyncio.wait(jobs, timeout=warmup + seconds)
     for job in jobs:
         job.cancel()
     failures = [repr(j.exception()) for j in done if not j.cancelled() and j.exception()]
     await asyncio.gather(*jobs, return_exceptions=True)
-    for s in sessions:
-        await s.close()
     per_s = {kind: round(n / seconds, 1) for kind, n in sorted(window.counts.items())}
     return {"requests_per_s": per_s, "agent_failures": len(failures), "first_failures": failures[:3]}
 
 
 async def register_all(url: str, n: int) -> tuple[dict[str, str], float]:
-    """N agents registered with the bootstrap registration token: agent id -> its own agent token."""
+    """N agents registered with the bootstrap registration token: agent id -> its own agent token; and the
+    idle heartbeat interval the replies imply."""
     tokens: dict[str, str] = {}
-    heartbeat_s = 5.0
+    heartbeat_s, lease_s = 5.0, 30.0
     async with aiohttp.ClientSession(url, headers={"Authorization": f"Bearer {AGENT}"}) as http:
         sem = asyncio.Semaphore(16)
 
         async def one(i: int) -> None:
-            nonlocal heartbeat_s
+            nonlocal heartbeat_s, lease_s
             agent_id = f"idle-{i:05d}"
             async with sem, http.post(REGISTER, json={"agent_id": agent_id, "executors": ["shell"]}) as r:
                 reply = await r.json()
                 if r.status != 200:
                     raise SystemExit(f"register {agent_id}: {r.status} {reply}")
             tokens[agent_id] = reply["agent_token"]
-            heartbeat_s = float(reply["heartbeat_seconds"])
+            heartbeat_s, lease_s = float(reply["heartbeat_seconds"]), float(reply["lease_seconds"])
 
         await asyncio.gather(*(one(i) for i in range(n)))
-    return tokens, heartbeat_s
+    return tokens, idle_beat(heartbeat_s, lease_s)
 
 
 def cloud_cpu_percent(pid: int, seconds: float, profile: Path | None = None) -> tuple[float, dict[str, Any] | None]:
@@ -247,7 +283,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=30.0, help="more than one claim wait: a steady state")
     ap.add_argument("--baseline", type=float, default=20.0, help="seconds of the cloud with no agent")
     ap.add_argument("--setup", default="sqlite")
-    ap.add_argument("--transport", default="http", choices=sorted(TRANSPORTS))
+    ap.add_argument("--transport", default="channel", choices=sorted(TRANSPORTS), help="the agent default: channel")
     ap.add_argument("--kinds", default="claim,heartbeat", help="what each agent does: claim, heartbeat or both")
     ap.add_argument("--simulate", type=Path, help=argparse.SUPPRESS)  # the agents' process: a tokens file
     ap.add_argument("--url", help=argparse.SUPPRESS)
