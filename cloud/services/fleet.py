@@ -34,9 +34,8 @@ from cloud.services import agents as agents_svc
 from cloud.services import idempotency, transitions
 from cloud.services.agents import AgentCache, is_online
 from cloud.services.errors import BadRequest, Conflict, Forbidden, NotFound
-from cloud.services.tasks import cancel_task, delete_task, validate_request
+from cloud.services.tasks import cancel_task, delete_task, new_task_values, repeated, validate_request
 from cloud.services.transitions import TaskRow
-from executors.registry import default_exec_timeout
 from wire.credentials import Action
 from wire.fleet import (
     DEFAULT_MAX_CONCURRENCY,
@@ -130,7 +129,7 @@ def create_run(
     if print_ is not None:
         existing = conn.execute(select(T).where(T.c.request_id == req.request_id)).first()
         if existing is not None:
-            return _repeated(existing, req, print_, sealer), False
+            return repeated(existing, req, print_, sealer, "request_id"), False
     if req.type in INTERACTIVE_TYPES:
         raise BadRequest(f"type: {req.type} is one interactive session on one agent; give agent_id, not agent_selector")
     validate_request(req)
@@ -147,7 +146,7 @@ def create_run(
     }
     now = utcnow()
     values = {
-        **_task_values(req, params, env, default_expires_in, now),
+        **new_task_values(req, params, env, req.expires_in or default_expires_in, now),
         "agent_id": FLEET_AGENT_ID,
         "expires_at": None,  # the parent is never claimed: only its children expire undelivered
         "request_id": req.request_id,
@@ -161,46 +160,9 @@ def create_run(
         existing = conn.execute(select(T).where(T.c.request_id == req.request_id)).first()
         if existing is None or print_ is None:
             raise
-        return _repeated(existing, req, print_, sealer), False
+        return repeated(existing, req, print_, sealer, "request_id"), False
     advance(conn, parent.id, launcher, now=now)
     return _fetch(conn, parent.id), True
-
-
-def _repeated(existing: TaskRow, req: TaskCreate, print_: str, sealer: Sealer) -> TaskRow:
-    if idempotency.same_request(existing, req, print_, sealer):
-        return existing
-    task_id = format_task_id(existing.id)
-    raise Conflict(
-        f"request_id: the key {req.request_id!r} was already used for {task_id} with a different request",
-        task_id=task_id,
-    )
-
-
-def _task_values(req: TaskCreate, params: Any, env: Any, default_expires_in: int, now: datetime) -> dict[str, Any]:
-    """The columns a parent takes from its request; its children copy them from the parent."""
-    return {
-        "type": req.type,
-        "status": _S.pending.value,
-        "command": req.command,
-        "params": params,
-        "env": env,
-        "file_id": req.file_id,
-        "exec_timeout": req.exec_timeout or default_exec_timeout(req),
-        "result": "",
-        "data": None,
-        "error": "",
-        "attempts": 0,
-        "max_retries": req.max_retries,
-        "retries": 0,
-        "retry_backoff": req.retry_backoff,
-        "retry_on": req.retry_on,
-        "expires_in": req.expires_in or default_expires_in,
-        "last_error": "",
-        "next_seq": 1,
-        "cancel_requested": False,
-        "created_at": now,
-        "updated_at": now,
-    }
 
 
 _COPIED = (

@@ -76,7 +76,7 @@ def create_task(
     if print_ is not None:
         existing = conn.execute(_BY_REQUEST_ID, {"b_request_id": req.request_id}).first()
         if existing is not None:
-            return _repeated(existing, req, print_, sealer, key_name), False
+            return repeated(existing, req, print_, sealer, key_name), False
     validate_request(req)
     refusal = policy.check(req.type, req.command, req.params) if policy is not None else None
     if refusal is not None:
@@ -88,7 +88,33 @@ def create_task(
     now = utcnow()
     expires_in = req.expires_in or default_expires_in
     values = {
+        **new_task_values(req, params, env, expires_in, now),
         "agent_id": req.agent_id,
+        "expires_at": now + timedelta(seconds=expires_in),
+        "request_id": req.request_id,
+        "request_fingerprint": print_,
+    }
+    if not req.request_id:
+        row = conn.execute(_INSERT, values).one()
+    else:
+        try:
+            with conn.begin_nested():
+                row = conn.execute(_INSERT, values).one()
+        except IntegrityError:
+            # Another request with the same request_id won the insert first.
+            existing = conn.execute(_BY_REQUEST_ID, {"b_request_id": req.request_id}).first()
+            if existing is None or print_ is None:
+                raise
+            return repeated(existing, req, print_, sealer, key_name), False
+    events.publish(conn, f"agent:{req.agent_id}")
+    events.observe(conn, "task.created", row)
+    return row, True
+
+
+def new_task_values(req: TaskCreate, params: Any, env: Any, expires_in: int, now: datetime) -> dict[str, Any]:
+    """The columns of a new, pending task taken from its request (a fleet run's parent too); the caller
+    adds the agent, the expiry and the idempotency key."""
+    return {
         "type": req.type,
         "status": PENDING,
         "command": req.command,
@@ -105,33 +131,15 @@ def create_task(
         "retry_backoff": req.retry_backoff,
         "retry_on": req.retry_on,
         "expires_in": expires_in,
-        "expires_at": now + timedelta(seconds=expires_in),
         "last_error": "",
-        "request_id": req.request_id,
-        "request_fingerprint": print_,
         "next_seq": 1,
         "cancel_requested": False,
         "created_at": now,
         "updated_at": now,
     }
-    if not req.request_id:
-        row = conn.execute(_INSERT, values).one()
-    else:
-        try:
-            with conn.begin_nested():
-                row = conn.execute(_INSERT, values).one()
-        except IntegrityError:
-            # Another request with the same request_id won the insert first.
-            existing = conn.execute(_BY_REQUEST_ID, {"b_request_id": req.request_id}).first()
-            if existing is None or print_ is None:
-                raise
-            return _repeated(existing, req, print_, sealer, key_name), False
-    events.publish(conn, f"agent:{req.agent_id}")
-    events.observe(conn, "task.created", row)
-    return row, True
 
 
-def _repeated(existing: TaskRow, req: TaskCreate, print_: str, sealer: Sealer, key_name: str) -> TaskRow:
+def repeated(existing: TaskRow, req: TaskCreate, print_: str, sealer: Sealer, key_name: str) -> TaskRow:
     """The task a reused idempotency key names, when the request is the same one; else Conflict."""
     if idempotency.same_request(existing, req, print_, sealer):
         return existing
