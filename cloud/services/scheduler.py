@@ -115,8 +115,12 @@ def _create(conn: Connection, row: ScheduleRow, firing: Firing) -> TaskRow:
         template["params"] = firing.sealer.unseal(template.get("params", {}))
         template["env"] = firing.sealer.unseal(template.get("env", {}))
         req = TaskCreate.model_validate(template)
-    except (Unsealable, ValidationError) as exc:
+    except Unsealable as exc:
         raise Forbidden(f"the schedule's task cannot be made: {exc}") from None
+    except ValidationError as exc:
+        # Fields and reasons only: pydantic's own text quotes the input, unsealed secrets included, and
+        # this message is stored in `last_error`, shown by the API and logged.
+        raise Forbidden(f"the schedule's task cannot be made: {_fields(exc)}") from None
     agent = firing.agents.get(conn, req.agent_id)
     labels = agent.labels if agent is not None else None
     principal.require(Action.schedule, agent_id=req.agent_id, labels=labels, type_name=req.type)
@@ -134,6 +138,11 @@ def _create(conn: Connection, row: ScheduleRow, firing: Firing) -> TaskRow:
     conn.execute(update(T).where(T.c.id == task.id).values(cron_source=row.name))
     audit.record(conn, principal, "task.create", format_task_id(task.id), agent_id=req.agent_id, schedule=row.name)
     return task
+
+
+def _fields(exc: ValidationError) -> str:
+    """Each bad field of the stored template and why, never its value."""
+    return "; ".join(".".join(["task", *map(str, e["loc"])]) + f": {e['msg']}" for e in exc.errors()[:5])
 
 
 def _creator(conn: Connection, row: ScheduleRow) -> Principal:

@@ -153,3 +153,16 @@ def test_first_run_honours_start_at_and_the_time_zone(db: Database) -> None:
     assert once.next_run_at == start
     with db.transaction() as conn:
         assert conn.execute(select(SCHEDULES.c.name)).scalars().all() == [row.name, once.name]
+
+
+def test_a_stored_template_this_version_refuses_is_recorded_without_its_secrets(db: Database) -> None:
+    """A template saved by an older version that this one no longer accepts: `last_error` (shown by the
+    API, and logged) names the field, never the unsealed value pydantic would quote."""
+    row = make(db, task={"params": {"password": "hunter2-secret"}})
+    template = {**row.template, "env": {"API_TOKEN": ["hunter2-secret"]}, "exec_timeout": "hunter2-secret"}
+    with db.transaction() as conn:
+        conn.execute(update(SCHEDULES).where(SCHEDULES.c.id == row.id).values(template=template))
+        assert fire(conn, row.id, row.next_run_at, row.next_run_at, FIRING) is None
+    after = reread(db, row.id)
+    assert "task.env.API_TOKEN" in after.last_error and "task.exec_timeout" in after.last_error
+    assert "hunter2" not in after.last_error
