@@ -20,7 +20,7 @@ from cloud.db.types import utcnow
 from cloud.sealing import Sealer
 from cloud.services.agents import AgentCache
 from cloud.services.errors import BadRequest, Conflict, NotFound
-from cloud.services.tasks import validate_request
+from cloud.services.tasks import check_agent_can_run, validate_request
 from wire.schedules import ONCE, ScheduleCreate, TaskTemplate, next_fire, parse_schedule_id
 from wire.secrets import secret_keys_of
 
@@ -44,19 +44,12 @@ def check_template(conn: Connection, agents: AgentCache, task: TaskTemplate) -> 
     by the first firing): the type's validation, the agent exists, is enabled and runs the type."""
     try:
         validate_request(task)
-    except BadRequest as exc:
-        raise BadRequest(f"task.{exc.message}") from None  # the field named inside the schedule's body
-    agent = agents.get(conn, task.agent_id)
-    if agent is None:
-        raise NotFound(f"task.agent_id: agent not found: {task.agent_id}")
-    if agent.disabled:
-        raise Conflict(
-            f"task.agent_id: agent {agent.id} is disabled; an admin enables it with PATCH /api/v1/agents/{{id}}"
-        )
-    if agent.executors and task.type not in agent.executors:
-        raise Conflict(
-            f"task.type: agent {agent.id} cannot run {task.type!r} tasks; it has: {', '.join(agent.executors)}"
-        )
+        agent = agents.get(conn, task.agent_id)
+        if agent is None:
+            raise NotFound(f"agent_id: agent not found: {task.agent_id}")
+        check_agent_can_run(agent, task.type, offline_after=None)
+    except (BadRequest, NotFound, Conflict) as exc:
+        raise type(exc)(f"task.{exc.message}") from None  # the field named inside the schedule's body
 
 
 def _values(body: ScheduleCreate, sealer: Sealer, now: datetime) -> dict[str, Any]:
