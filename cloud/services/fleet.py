@@ -23,7 +23,6 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from cloud.access import Principal
 from cloud.db import events
@@ -31,10 +30,18 @@ from cloud.db.models import TASKS as T
 from cloud.db.types import utcnow
 from cloud.sealing import Sealer
 from cloud.services import agents as agents_svc
-from cloud.services import idempotency, transitions
+from cloud.services import transitions
 from cloud.services.agents import AgentCache, is_online
 from cloud.services.errors import BadRequest, Conflict, Forbidden, NotFound
-from cloud.services.tasks import cancel_task, delete_task, new_task_values, repeated, validate_request
+from cloud.services.tasks import (
+    cancel_task,
+    delete_task,
+    earlier,
+    insert_once,
+    new_task_values,
+    sealed,
+    validate_request,
+)
 from cloud.services.transitions import TaskRow
 from wire.credentials import Action
 from wire.fleet import (
@@ -45,7 +52,6 @@ from wire.fleet import (
     AgentSelector,
     resolve_limit,
 )
-from wire.secrets import secret_keys_of
 from wire.tasks import NOT_DELIVERED, LogLevel, TaskCreate, TaskStatus, format_task_id, parse_task_id
 
 FLEET_KEY = "fleet"
@@ -123,13 +129,10 @@ def create_run(
     sealed by the caller's checks as a one-agent task is; a repeated request_id returns the run made
     before (or Conflict when the request differs)."""
     assert req.agent_selector is not None
-    named = secret_keys_of(req.params)
-    params, env = sealer.seal(req.params, named), sealer.seal(req.env, named)
-    print_ = idempotency.fingerprint(req, params, env) if req.request_id else None
-    if print_ is not None:
-        existing = conn.execute(select(T).where(T.c.request_id == req.request_id)).first()
-        if existing is not None:
-            return repeated(existing, req, print_, sealer, "request_id"), False
+    params, env, print_ = sealed(req, sealer)
+    before = earlier(conn, req, print_, sealer, "request_id")
+    if before is not None:
+        return before, False
     if req.type in INTERACTIVE_TYPES:
         raise BadRequest(f"type: {req.type} is one interactive session on one agent; give agent_id, not agent_selector")
     validate_request(req)
@@ -153,14 +156,9 @@ def create_run(
         "request_fingerprint": print_,
         "fleet": fleet,
     }
-    try:
-        with conn.begin_nested():
-            parent = conn.execute(insert(T).returning(*T.c), values).one()
-    except IntegrityError:
-        existing = conn.execute(select(T).where(T.c.request_id == req.request_id)).first()
-        if existing is None or print_ is None:
-            raise
-        return repeated(existing, req, print_, sealer, "request_id"), False
+    parent, created = insert_once(conn, values, req, print_, sealer, "request_id")
+    if not created:
+        return parent, False
     advance(conn, parent.id, launcher, now=now)
     return _fetch(conn, parent.id), True
 

@@ -70,13 +70,10 @@ def create_task(
     the `policy` refuses is Forbidden naming the rule (executors/policy.py), and nothing is stored.
 
     Secret-named values in params and env are stored sealed (see cloud.sealing)."""
-    named = secret_keys_of(req.params)
-    params, env = sealer.seal(req.params, named), sealer.seal(req.env, named)
-    print_ = idempotency.fingerprint(req, params, env) if req.request_id else None
-    if print_ is not None:
-        existing = conn.execute(_BY_REQUEST_ID, {"b_request_id": req.request_id}).first()
-        if existing is not None:
-            return repeated(existing, req, print_, sealer, key_name), False
+    params, env, print_ = sealed(req, sealer)
+    before = earlier(conn, req, print_, sealer, key_name)
+    if before is not None:
+        return before, False
     validate_request(req)
     refusal = policy.check(req.type, req.command, req.params) if policy is not None else None
     if refusal is not None:
@@ -84,7 +81,7 @@ def create_task(
     agent = agents.get(conn, req.agent_id)
     if agent is None:
         raise NotFound(f"agent_id: agent not found: {req.agent_id}")
-    _check_agent_can_run(agent, req.type, offline_after)
+    check_agent_can_run(agent, req.type, offline_after)
     now = utcnow()
     expires_in = req.expires_in or default_expires_in
     values = {
@@ -94,21 +91,45 @@ def create_task(
         "request_id": req.request_id,
         "request_fingerprint": print_,
     }
-    if not req.request_id:
-        row = conn.execute(_INSERT, values).one()
-    else:
-        try:
-            with conn.begin_nested():
-                row = conn.execute(_INSERT, values).one()
-        except IntegrityError:
-            # Another request with the same request_id won the insert first.
-            existing = conn.execute(_BY_REQUEST_ID, {"b_request_id": req.request_id}).first()
-            if existing is None or print_ is None:
-                raise
-            return repeated(existing, req, print_, sealer, key_name), False
+    row, created = insert_once(conn, values, req, print_, sealer, key_name)
+    if not created:
+        return row, False
     events.publish(conn, f"agent:{req.agent_id}")
     events.observe(conn, "task.created", row)
     return row, True
+
+
+def sealed(req: TaskCreate, sealer: Sealer) -> tuple[Any, Any, str | None]:
+    """The request's params and env as stored (secret-named values sealed), and its idempotency
+    fingerprint when it carries a request_id."""
+    named = secret_keys_of(req.params)
+    params, env = sealer.seal(req.params, named), sealer.seal(req.env, named)
+    return params, env, idempotency.fingerprint(req, params, env) if req.request_id else None
+
+
+def earlier(conn: Connection, req: TaskCreate, print_: str | None, sealer: Sealer, key_name: str) -> TaskRow | None:
+    """The task an earlier request with this request_id made (Conflict when that request differs), or None."""
+    if print_ is None:
+        return None
+    existing = conn.execute(_BY_REQUEST_ID, {"b_request_id": req.request_id}).first()
+    return None if existing is None else _repeated(existing, req, print_, sealer, key_name)
+
+
+def insert_once(
+    conn: Connection, values: dict[str, Any], req: TaskCreate, print_: str | None, sealer: Sealer, key_name: str
+) -> tuple[TaskRow, bool]:
+    """Insert the task, as (row, True); (the task it repeats, False) when a concurrent request with the
+    same request_id won the insert first."""
+    if not req.request_id:
+        return conn.execute(_INSERT, values).one(), True
+    try:
+        with conn.begin_nested():
+            return conn.execute(_INSERT, values).one(), True
+    except IntegrityError:
+        existing = earlier(conn, req, print_, sealer, key_name)
+        if existing is None:
+            raise
+        return existing, False
 
 
 def new_task_values(req: TaskCreate, params: Any, env: Any, expires_in: int, now: datetime) -> dict[str, Any]:
@@ -139,7 +160,7 @@ def new_task_values(req: TaskCreate, params: Any, env: Any, expires_in: int, now
     }
 
 
-def repeated(existing: TaskRow, req: TaskCreate, print_: str, sealer: Sealer, key_name: str) -> TaskRow:
+def _repeated(existing: TaskRow, req: TaskCreate, print_: str, sealer: Sealer, key_name: str) -> TaskRow:
     """The task a reused idempotency key names, when the request is the same one; else Conflict."""
     if idempotency.same_request(existing, req, print_, sealer):
         return existing
@@ -157,13 +178,15 @@ def check_agent_for_retry(conn: Connection, task: TaskRow, *, agents: AgentCache
     agent = agents.get(conn, task.agent_id)
     if agent is None:
         raise Conflict(f"agent_id: agent {task.agent_id} no longer exists")
-    _check_agent_can_run(agent, task.type, offline_after)
+    check_agent_can_run(agent, task.type, offline_after)
 
 
-def _check_agent_can_run(agent: Any, type_name: str, offline_after: float) -> None:
+def check_agent_can_run(agent: Any, type_name: str, offline_after: float | None) -> None:
+    """Conflict naming the field when the agent is disabled, offline (unless `offline_after` is None: a
+    schedule's agent may be back by its first firing) or does not run the type."""
     if agent.disabled:
         raise Conflict(f"agent_id: agent {agent.id} is disabled; an admin enables it with PATCH /api/v1/agents/{{id}}")
-    if not is_online(agent.last_seen_at, offline_after):
+    if offline_after is not None and not is_online(agent.last_seen_at, offline_after):
         seen = agent.last_seen_at.isoformat() if agent.last_seen_at else "never"
         raise Conflict(f"agent_id: agent {agent.id} is offline (last seen {seen})")
     if agent.executors and type_name not in agent.executors:
