@@ -159,6 +159,7 @@ def create_run(
     parent, created = insert_once(conn, values, req, print_, sealer, "request_id")
     if not created:
         return parent, False
+    events.observe(conn, "task.created", parent)  # counted as it will be when it ends (tasks_finished)
     advance(conn, parent.id, launcher, now=now)
     return _fetch(conn, parent.id), True
 
@@ -306,6 +307,7 @@ def _launch(conn: Connection, parent: TaskRow, agent_id: str, launcher: Launcher
         "updated_at": now,
     }
     child = conn.execute(insert(T).returning(*T.c), values).one()
+    events.observe(conn, "task.created", child)
     why = _undeliverable(conn, launcher, agent_id, parent.type)
     if why is None:
         events.publish(conn, f"agent:{agent_id}")

@@ -64,3 +64,18 @@ def test_queue_depth_per_agent_and_upload_bytes(cloud: Cloud) -> None:
     after = scrape(cloud)
     assert value(after, "tiangong_file_upload_bytes_total") - before == 2 * len(content)
     assert value(after, "tiangong_file_uploads_total", outcome="deduplicated") >= 1
+
+
+def test_a_fleet_run_counts_its_parent_and_children_created_as_they_finish(cloud: Cloud) -> None:
+    """tasks_created and tasks_finished count the same tasks: a run's parent and each child it started."""
+    before = scrape(cloud)
+    body = {"agent_selector": {"ids": ["local"]}, "type": "python", "command": "print(1)", "sync": True}
+    r = cloud.http.post("/api/v1/tasks", json={**body, "timeout": 60})
+    assert r.status_code == 201 and r.json()["status"] == "success", r.text
+    after = scrape(cloud)
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert grew("tiangong_tasks_finished_total", type="python", status="success") == 2
+    assert grew("tiangong_tasks_created_total", type="python") == 2
