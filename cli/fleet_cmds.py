@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt
+from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt, endpoint
 from cli.exitcodes import EPILOG, CliError, Code, for_status
 from cli.interrupts import Interrupted, Interrupts
 from cli.output import JsonOpt, emit, note, table
@@ -91,7 +91,7 @@ def fleet(
             from cli.follow import follow
 
             follow(api, run["id"], show=False)  # the run's log ends when the run does
-            final = api.get(f"/api/v1/tasks/{run['id']}")
+            final = api.get(endpoint("/api/v1/tasks/{}", run["id"]))
         except Interrupted as stop:
             from cli.task_cmds import _interrupted  # the same cancel (or --detach) as `task run`
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt
+from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt, endpoint
 from cli.exitcodes import EPILOG
 from cli.output import JsonOpt, emit, fields, note, table
 from cli.task_input import read_env, read_params
@@ -92,13 +92,13 @@ def schedules_list(
 def schedules_get(schedule_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: JsonOpt = False) -> None:
     """One schedule (secrets in its task masked)."""
     with Api(url, token) as api:
-        found = api.get(f"/api/v1/schedules/{schedule_id}")
+        found = api.get(endpoint("/api/v1/schedules/{}", schedule_id))
     emit(found, lambda: _show(found))
 
 
 def _set_enabled(schedule_id: str, enabled: bool, url: str, token: str) -> None:
     with Api(url, token) as api:
-        changed = api.request("PATCH", f"/api/v1/schedules/{schedule_id}", json={"enabled": enabled})
+        changed = api.request("PATCH", endpoint("/api/v1/schedules/{}", schedule_id), json={"enabled": enabled})
     emit(changed, lambda: _show(changed))
 
 
@@ -120,7 +120,7 @@ def schedules_disable(
 def schedules_delete(schedule_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: JsonOpt = False) -> None:
     """Delete a schedule; the tasks it created stay."""
     with Api(url, token) as api:
-        api.request("DELETE", f"/api/v1/schedules/{schedule_id}")
+        api.request("DELETE", endpoint("/api/v1/schedules/{}", schedule_id))
     emit({"id": schedule_id, "deleted": True}, lambda: print(f"deleted {schedule_id}"))
 
 
