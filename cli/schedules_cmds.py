@@ -10,7 +10,7 @@ import typer
 from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt, endpoint
 from cli.exitcodes import EPILOG
 from cli.output import JsonOpt, emit, fields, note, table
-from cli.task_input import read_env, read_params
+from cli.task_input import EnvOpt, ParamsOpt, read_env, read_params
 
 app = typer.Typer(no_args_is_help=True, help="Schedules: tasks created on a cron.", epilog=EPILOG)
 
@@ -23,8 +23,8 @@ def schedules_create(
     cron: Annotated[str, typer.Option(help="5 fields, 6 with seconds last, @hourly..., or @once.")] = "@once",
     timezone: Annotated[str, typer.Option(help="IANA time zone the cron is read in.")] = "UTC",
     type_: Annotated[str, typer.Option("--type", "-t", help="Task type.")] = "shell",
-    params: Annotated[str | None, typer.Option(help="Task params: JSON, @file.json or - (stdin).")] = None,
-    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="NAME=VALUE for the task (repeat).")] = None,
+    params: ParamsOpt = None,
+    env: EnvOpt = None,
     exec_timeout: Annotated[int | None, typer.Option(help="Seconds each task may run.")] = None,
     missed: Annotated[str, typer.Option(help="A firing missed while the cloud was down: run_once or skip.")] = (
         "run_once"

@@ -12,6 +12,7 @@ from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt, endpoint
 from cli.exitcodes import EPILOG, CliError, Code, for_status, passthrough
 from cli.interrupts import Interrupted, Interrupts
 from cli.output import JsonOpt, emit, fields, note, table
+from cli.task_input import EnvOpt, ParamsOpt, read_env, read_params
 
 app = typer.Typer(no_args_is_help=True, epilog=EPILOG)
 
@@ -23,12 +24,8 @@ def run(
     type_: Annotated[
         str, typer.Option("--type", "-t", help="Task type: shell, python, execute, ping, mysql...")
     ] = "shell",
-    params: Annotated[
-        str | None, typer.Option("--params", "-p", help="Params: a JSON object, @file.json, or - for stdin.")
-    ] = None,
-    env: Annotated[
-        list[str] | None, typer.Option("--env", "-e", help="NAME=VALUE for the process; repeatable.")
-    ] = None,
+    params: ParamsOpt = None,
+    env: EnvOpt = None,
     file_id: Annotated[
         str | None, typer.Option(help="An uploaded file (`tiangong files upload`): $TIANGONG_FILE.")
     ] = None,
@@ -49,8 +46,6 @@ def run(
     """Create a task, print its id at once, follow its log and exit with the code of its outcome.
 
     Ctrl+C or SIGTERM cancels the task (exit 130/143); with --detach it goes on running."""
-    from cli.task_input import read_env, read_params
-
     body: dict[str, Any] = {
         "agent_id": agent_id,
         "type": type_,
