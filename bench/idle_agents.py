@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import random
@@ -40,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +51,8 @@ sys.path.insert(0, str(ROOT))
 from agent.client import CloudClient  # noqa: E402
 from agent.loop import MAX_BEAT_WAIT_SECONDS  # noqa: E402
 from bench.measuring import cpu_s  # noqa: E402
+from bench.roundtrip import started_setup  # noqa: E402
 from tests.e2e.harness import AGENT, REGISTER  # noqa: E402
-from tests.e2e.pgdb import PgDatabases  # noqa: E402
-from tests.faults.harness import Cluster  # noqa: E402
 
 TARGET_PERCENT = 5.0
 CLAIM_WAIT = 25.0
@@ -218,25 +216,8 @@ def py_spy() -> str | None:
     return str(local) if local.exists() else os.environ.get("PY_SPY") or shutil.which("py-spy")
 
 
-@contextlib.contextmanager
-def started_cloud(setup: str) -> Iterator[Cluster]:
-    if setup not in ("sqlite", "postgres"):
-        raise SystemExit(f"--setup: unknown setup {setup!r}; expected sqlite or postgres")
-    dbs = PgDatabases() if setup == "postgres" else None
-    try:
-        with tempfile.TemporaryDirectory(prefix="tiangong-idle-") as tmp:
-            cluster = Cluster(Path(tmp), dbs.create() if dbs else None).start()
-            try:
-                yield cluster
-            finally:
-                cluster.close()
-    finally:
-        if dbs is not None:
-            dbs.drop_all()
-
-
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    with started_cloud(args.setup) as cluster:
+    with started_setup(args.setup) as cluster:
         pid = cluster.a.proc.pid if cluster.a.proc else 0
         out: dict[str, Any] = {"setup": args.setup, "transport": args.transport, "agents": args.agents}
         out["kinds"] = args.kinds

@@ -17,7 +17,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -29,9 +28,8 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.roundtrip import started_setup  # noqa: E402
 from tests.e2e.harness import ADMIN, wait_for  # noqa: E402
-from tests.e2e.pgdb import PgDatabases  # noqa: E402
-from tests.faults.harness import Cluster  # noqa: E402
 
 FINAL = ("success", "failed", "timeout", "canceled")
 TARGET_P95_MS = 50.0
@@ -97,52 +95,42 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def measure(setup: str, agents: int, rate: int, seconds: float, flush: str) -> dict[str, Any]:
-    dbs = PgDatabases() if setup == "postgres" else None
-    try:
-        with tempfile.TemporaryDirectory(prefix="tiangong-bench-followers-") as tmp:
-            url = dbs.create() if dbs is not None else None
-            cluster = Cluster(Path(tmp), url).start()
-            try:
-                names = [f"stream{i}" for i in range(agents)]
-                settings = {"log_flush_seconds": flush} if flush else {}
-                for name in names:
-                    cluster.agent(name, max_concurrency=1, **settings)
-                cloud = cluster.a
-                script = PRINTER.format(rate=rate, seconds=seconds)
-                followers = []
-                for name in names:
-                    body = {"agent_id": name, "type": "python", "command": script, "exec_timeout": 600}
-                    r = cloud.http.post("/api/v1/tasks", json=body)
-                    r.raise_for_status()
-                    follower = Follower(cloud.url, r.json()["id"])
-                    follower.start()
-                    followers.append(follower)
-                for follower in followers:
-                    follower.connected.wait(30)
-                for follower in followers:
-                    follower.join(seconds + 120)
-                for follower in followers:
-                    wait_for(lambda f=follower: cloud.task(f.task_id)["status"] in FINAL, 60, "the task to end")
-                expected = int(seconds * rate)
-                delays_ms = [d * 1000 for f in followers for d in f.delays]
-                complete = all(f.numbers == list(range(expected)) for f in followers)
-                return {
-                    "lines_per_s_total": rate * agents,
-                    "lines_received": len(delays_ms),
-                    "all_lines_once_in_order": complete,
-                    "errors": [f.error for f in followers if f.error],
-                    "delay_ms": {
-                        "p50": round(statistics.median(delays_ms), 1) if delays_ms else None,
-                        "p95": round(percentile(delays_ms, 0.95), 1) if delays_ms else None,
-                        "p99": round(percentile(delays_ms, 0.99), 1) if delays_ms else None,
-                        "max": round(max(delays_ms), 1) if delays_ms else None,
-                    },
-                }
-            finally:
-                cluster.close()
-    finally:
-        if dbs is not None:
-            dbs.drop_all()
+    with started_setup(setup) as cluster:
+        names = [f"stream{i}" for i in range(agents)]
+        settings = {"log_flush_seconds": flush} if flush else {}
+        for name in names:
+            cluster.agent(name, max_concurrency=1, **settings)
+        cloud = cluster.a
+        script = PRINTER.format(rate=rate, seconds=seconds)
+        followers = []
+        for name in names:
+            body = {"agent_id": name, "type": "python", "command": script, "exec_timeout": 600}
+            r = cloud.http.post("/api/v1/tasks", json=body)
+            r.raise_for_status()
+            follower = Follower(cloud.url, r.json()["id"])
+            follower.start()
+            followers.append(follower)
+        for follower in followers:
+            follower.connected.wait(30)
+        for follower in followers:
+            follower.join(seconds + 120)
+        for follower in followers:
+            wait_for(lambda f=follower: cloud.task(f.task_id)["status"] in FINAL, 60, "the task to end")
+        expected = int(seconds * rate)
+        delays_ms = [d * 1000 for f in followers for d in f.delays]
+        complete = all(f.numbers == list(range(expected)) for f in followers)
+        return {
+            "lines_per_s_total": rate * agents,
+            "lines_received": len(delays_ms),
+            "all_lines_once_in_order": complete,
+            "errors": [f.error for f in followers if f.error],
+            "delay_ms": {
+                "p50": round(statistics.median(delays_ms), 1) if delays_ms else None,
+                "p95": round(percentile(delays_ms, 0.95), 1) if delays_ms else None,
+                "p99": round(percentile(delays_ms, 0.99), 1) if delays_ms else None,
+                "max": round(max(delays_ms), 1) if delays_ms else None,
+            },
+        }
 
 
 def main() -> None:

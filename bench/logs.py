@@ -17,7 +17,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.roundtrip import started_setup  # noqa: E402
 from tests.e2e.harness import wait_for  # noqa: E402
-from tests.e2e.pgdb import PgDatabases  # noqa: E402
-from tests.faults.harness import Cluster, Replica  # noqa: E402
+from tests.faults.harness import Replica  # noqa: E402
 
 PAGE = 10_000
 FINAL = ("success", "failed", "timeout", "canceled", "lost")
@@ -83,34 +82,24 @@ def store_bytes(cloud: Replica, sqlite_dir: Path | None) -> int:
 
 
 def measure(setup: str, sizes: list[int], runs: int) -> dict[str, Any]:
-    dbs = PgDatabases() if setup == "postgres" else None
-    try:
-        with tempfile.TemporaryDirectory(prefix="tiangong-bench-logs-") as tmp:
-            url = dbs.create() if dbs is not None else None
-            cluster = Cluster(Path(tmp), url).start()
-            try:
-                cluster.agent("logs", max_concurrency=1)
-                one_run(cluster.a, 100)  # warm up: imports, connections
-                sqlite_dir = None if url else cluster.a.data_dir
-                out: dict[str, Any] = {}
-                for n in sizes:
-                    before = store_bytes(cluster.a, sqlite_dir)
-                    results = [one_run(cluster.a, n) for _ in range(runs)]
-                    grown = store_bytes(cluster.a, sqlite_dir) - before
-                    out[f"seq_1_{n}"] = {
-                        "seconds_median": statistics.median(r["seconds"] for r in results),
-                        "lines_per_s_median": statistics.median(r["lines_per_s"] for r in results),
-                        "all_ok": all(r["lines_ok"] and r["status"] == "success" for r in results),
-                        "store_growth_bytes_per_run": grown // runs,
-                        "log_text_bytes_per_run": sum(len(str(i)) + 1 for i in range(1, n + 1)),
-                        "runs": results,
-                    }
-                return out
-            finally:
-                cluster.close()
-    finally:
-        if dbs is not None:
-            dbs.drop_all()
+    with started_setup(setup) as cluster:
+        cluster.agent("logs", max_concurrency=1)
+        one_run(cluster.a, 100)  # warm up: imports, connections
+        sqlite_dir = cluster.a.data_dir if setup == "sqlite" else None
+        out: dict[str, Any] = {}
+        for n in sizes:
+            before = store_bytes(cluster.a, sqlite_dir)
+            results = [one_run(cluster.a, n) for _ in range(runs)]
+            grown = store_bytes(cluster.a, sqlite_dir) - before
+            out[f"seq_1_{n}"] = {
+                "seconds_median": statistics.median(r["seconds"] for r in results),
+                "lines_per_s_median": statistics.median(r["lines_per_s"] for r in results),
+                "all_ok": all(r["lines_ok"] and r["status"] == "success" for r in results),
+                "store_growth_bytes_per_run": grown // runs,
+                "log_text_bytes_per_run": sum(len(str(i)) + 1 for i in range(1, n + 1)),
+                "runs": results,
+            }
+        return out
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt
+from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt, endpoint
 from cli.exitcodes import EPILOG
 from cli.output import JsonOpt, emit, note, table
 
@@ -97,7 +97,7 @@ def token_list(url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: JsonOpt =
 def token_delete(token_id: int, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: JsonOpt = False) -> None:
     """Revoke a token by its id (from `tiangong token list`)."""
     with Api(url, token) as api:
-        api.request("DELETE", f"/api/v1/tokens/{token_id}")
+        api.request("DELETE", endpoint("/api/v1/tokens/{}", token_id))
     emit({"id": token_id, "deleted": True}, lambda: print(f"token-{token_id} deleted"))
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.admin_cmds import parse_duration
-from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt
+from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt, endpoint
 from cli.exitcodes import EPILOG
 from cli.output import JsonOpt, emit, fields, note, table
 
@@ -39,7 +39,7 @@ def agents_list(url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: JsonOpt 
 def agents_get(agent_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: JsonOpt = False) -> None:
     """Show one agent: state, host, labels, task types, last heartbeat."""
     with Api(url, token) as api:
-        agent = api.get(f"/api/v1/agents/{agent_id}")
+        agent = api.get(endpoint("/api/v1/agents/{}", agent_id))
     emit(agent, lambda: fields(list({**agent, "status": _state(agent)}.items())))
 
 
@@ -47,7 +47,7 @@ def agents_get(agent_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", j
 def agents_status(agent_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: JsonOpt = False) -> None:
     """Whether AGENT_ID is there and how busy: online/offline, heartbeat age, pending and running tasks."""
     with Api(url, token) as api:
-        status = api.get(f"/api/v1/agents/{agent_id}/status")
+        status = api.get(endpoint("/api/v1/agents/{}/status", agent_id))
     emit(status, lambda: fields(list(status.items())))
 
 
@@ -63,7 +63,7 @@ def agents_token(
     """Issue an agent token (tga_) for AGENT_ID, e.g. for a Kubernetes Secret shared by a pool; shown once."""
     body = {"name": name, "expires_in": parse_duration(expires) if expires else None}
     with Api(url, token) as api:
-        created = api.post(f"/api/v1/agents/{agent_id}/tokens", json=body)
+        created = api.post(endpoint("/api/v1/agents/{}/tokens", agent_id), json=body)
     emit(created, lambda: print(created["token"]))
     note(f"agent token for {agent_id}: shown once, store it now")
 
@@ -82,7 +82,7 @@ def agents_enable(agent_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = ""
 
 def _set_disabled(agent_id: str, disabled: bool, url: str, token: str) -> None:
     with Api(url, token) as api:
-        agent = api.request("PATCH", f"/api/v1/agents/{agent_id}", json={"disabled": disabled})
+        agent = api.request("PATCH", endpoint("/api/v1/agents/{}", agent_id), json={"disabled": disabled})
     emit(agent, lambda: print(f"{agent['id']} {_state(agent)}"))
 
 
@@ -90,5 +90,5 @@ def _set_disabled(agent_id: str, disabled: bool, url: str, token: str) -> None:
 def agents_delete(agent_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: JsonOpt = False) -> None:
     """Delete the agent: its tokens stop working, its pending and running tasks fail."""
     with Api(url, token) as api:
-        api.request("DELETE", f"/api/v1/agents/{agent_id}")
+        api.request("DELETE", endpoint("/api/v1/agents/{}", agent_id))
     emit({"id": agent_id, "deleted": True}, lambda: print(f"agent {agent_id} deleted"))

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 
@@ -61,6 +62,19 @@ def check_url(url: str) -> str:
             Code.USAGE,
         )
     return url.rstrip("/")
+
+
+def endpoint(template: str, *ids: object) -> str:
+    """`endpoint("/api/v1/tasks/{}/cancel", task_id)`: each id one percent-encoded path segment. An id typed
+    as `../agents/web-1` would otherwise be a path httpx resolves to another resource (a `files delete`
+    deleting an agent); `?`, `#` and `/` inside an id would cut the path short."""
+    segments = []
+    for value in ids:
+        text = str(value)
+        if text in ("", ".", ".."):
+            raise CliError(f"{text!r} is not an id", Code.USAGE)
+        segments.append(quote(text, safe=""))
+    return template.format(*segments)
 
 
 def check_token(token: str) -> str:

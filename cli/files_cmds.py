@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt
+from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt, endpoint
 from cli.exitcodes import EPILOG
 from cli.output import JsonOpt, emit, fields, note, size, table
 
@@ -55,7 +55,7 @@ def list_(
 def get(file_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: JsonOpt = False) -> None:
     """Show a file's record: name, size, MD5, SHA-256."""
     with Api(url, token) as api:
-        record = api.get(f"/api/v1/files/{file_id}")
+        record = api.get(endpoint("/api/v1/files/{}", file_id))
     emit(record, lambda: fields(list(record.items())))
 
 
@@ -83,7 +83,7 @@ def download(
 def delete(file_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: JsonOpt = False) -> None:
     """Delete a file (refused while a pending or running task names it)."""
     with Api(url, token) as api:
-        api.request("DELETE", f"/api/v1/files/{file_id}")
+        api.request("DELETE", endpoint("/api/v1/files/{}", file_id))
     emit({"id": file_id, "deleted": True}, lambda: print(f"{file_id} deleted"))
 
 
@@ -104,6 +104,6 @@ def distribute(
     if mode is not None:
         params["mode"] = mode
     with Api(url, token) as api:
-        made = api.post(f"/api/v1/files/{file_id}/distribute", json={"agent_ids": agents, "params": params})
+        made = api.post(endpoint("/api/v1/files/{}/distribute", file_id), json={"agent_ids": agents, "params": params})
     rows = [(t["id"], t["agent_id"], t["status"]) for t in made["tasks"]]
     emit(made, lambda: table(("TASK", "AGENT", "STATUS"), rows))

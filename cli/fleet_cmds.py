@@ -7,10 +7,11 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt
+from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt, endpoint
 from cli.exitcodes import EPILOG, CliError, Code, for_status
 from cli.interrupts import Interrupted, Interrupts
 from cli.output import JsonOpt, emit, note, table
+from cli.task_input import EnvOpt, ParamsOpt, read_env, read_params
 
 
 def selector(ids: list[str] | None, globs: list[str] | None, labels: list[str] | None) -> dict[str, Any]:
@@ -47,12 +48,8 @@ def fleet(
     max_errors: Annotated[
         str | None, typer.Option(help="Errors tolerated before no new agent starts: a count or percentage; default 0.")
     ] = None,
-    params: Annotated[
-        str | None, typer.Option("--params", "-p", help="Params: a JSON object, @file.json, or - for stdin.")
-    ] = None,
-    env: Annotated[
-        list[str] | None, typer.Option("--env", "-e", help="NAME=VALUE for the process; repeatable.")
-    ] = None,
+    params: ParamsOpt = None,
+    env: EnvOpt = None,
     exec_timeout: Annotated[int | None, typer.Option(help="Seconds each agent's task may run.")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the run ends.")] = True,
     detach: Annotated[
@@ -64,8 +61,6 @@ def fleet(
 ) -> None:
     """Run a task on every agent the selector matches, a few at a time; print each agent's outcome and exit
     with the run's code (0 only when every agent succeeded). Ctrl+C cancels the run (exit 130/143)."""
-    from cli.task_input import read_env, read_params
-
     body: dict[str, Any] = {
         "agent_selector": selector(ids, globs, labels),
         "type": type_,
@@ -91,7 +86,7 @@ def fleet(
             from cli.follow import follow
 
             follow(api, run["id"], show=False)  # the run's log ends when the run does
-            final = api.get(f"/api/v1/tasks/{run['id']}")
+            final = api.get(endpoint("/api/v1/tasks/{}", run["id"]))
         except Interrupted as stop:
             from cli.task_cmds import _interrupted  # the same cancel (or --detach) as `task run`
 

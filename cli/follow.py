@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from cli.api import Api
+from cli.api import Api, endpoint
 from cli.exitcodes import CliError, Code
 from cli.output import note
 
@@ -39,7 +39,7 @@ def follow(api: Api, task_id: str, *, show: bool = True, reconnect_s: float = RE
         try:
             with api.stream(
                 "GET",
-                f"/api/v1/tasks/{task_id}/logs",
+                endpoint("/api/v1/tasks/{}/logs", task_id),
                 params={"follow": "true"},
                 headers=headers,
                 timeout=httpx.Timeout(60, connect=10),  # the cloud sends a keepalive every 15 s

@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt
+from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt, endpoint
 from cli.exitcodes import EPILOG
 from cli.output import JsonOpt, emit, fields, note, table
-from cli.task_input import read_env, read_params
+from cli.task_input import EnvOpt, ParamsOpt, read_env, read_params
 
 app = typer.Typer(no_args_is_help=True, help="Schedules: tasks created on a cron.", epilog=EPILOG)
 
@@ -23,8 +23,8 @@ def schedules_create(
     cron: Annotated[str, typer.Option(help="5 fields, 6 with seconds last, @hourly..., or @once.")] = "@once",
     timezone: Annotated[str, typer.Option(help="IANA time zone the cron is read in.")] = "UTC",
     type_: Annotated[str, typer.Option("--type", "-t", help="Task type.")] = "shell",
-    params: Annotated[str | None, typer.Option(help="Task params: JSON, @file.json or - (stdin).")] = None,
-    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="NAME=VALUE for the task (repeat).")] = None,
+    params: ParamsOpt = None,
+    env: EnvOpt = None,
     exec_timeout: Annotated[int | None, typer.Option(help="Seconds each task may run.")] = None,
     missed: Annotated[str, typer.Option(help="A firing missed while the cloud was down: run_once or skip.")] = (
         "run_once"
@@ -92,13 +92,13 @@ def schedules_list(
 def schedules_get(schedule_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: JsonOpt = False) -> None:
     """One schedule (secrets in its task masked)."""
     with Api(url, token) as api:
-        found = api.get(f"/api/v1/schedules/{schedule_id}")
+        found = api.get(endpoint("/api/v1/schedules/{}", schedule_id))
     emit(found, lambda: _show(found))
 
 
 def _set_enabled(schedule_id: str, enabled: bool, url: str, token: str) -> None:
     with Api(url, token) as api:
-        changed = api.request("PATCH", f"/api/v1/schedules/{schedule_id}", json={"enabled": enabled})
+        changed = api.request("PATCH", endpoint("/api/v1/schedules/{}", schedule_id), json={"enabled": enabled})
     emit(changed, lambda: _show(changed))
 
 
@@ -120,7 +120,7 @@ def schedules_disable(
 def schedules_delete(schedule_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: JsonOpt = False) -> None:
     """Delete a schedule; the tasks it created stay."""
     with Api(url, token) as api:
-        api.request("DELETE", f"/api/v1/schedules/{schedule_id}")
+        api.request("DELETE", endpoint("/api/v1/schedules/{}", schedule_id))
     emit({"id": schedule_id, "deleted": True}, lambda: print(f"deleted {schedule_id}"))
 
 

@@ -8,10 +8,11 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt
+from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt, endpoint
 from cli.exitcodes import EPILOG, CliError, Code, for_status, passthrough
 from cli.interrupts import Interrupted, Interrupts
 from cli.output import JsonOpt, emit, fields, note, table
+from cli.task_input import EnvOpt, ParamsOpt, read_env, read_params
 
 app = typer.Typer(no_args_is_help=True, epilog=EPILOG)
 
@@ -23,12 +24,8 @@ def run(
     type_: Annotated[
         str, typer.Option("--type", "-t", help="Task type: shell, python, execute, ping, mysql...")
     ] = "shell",
-    params: Annotated[
-        str | None, typer.Option("--params", "-p", help="Params: a JSON object, @file.json, or - for stdin.")
-    ] = None,
-    env: Annotated[
-        list[str] | None, typer.Option("--env", "-e", help="NAME=VALUE for the process; repeatable.")
-    ] = None,
+    params: ParamsOpt = None,
+    env: EnvOpt = None,
     file_id: Annotated[
         str | None, typer.Option(help="An uploaded file (`tiangong files upload`): $TIANGONG_FILE.")
     ] = None,
@@ -49,8 +46,6 @@ def run(
     """Create a task, print its id at once, follow its log and exit with the code of its outcome.
 
     Ctrl+C or SIGTERM cancels the task (exit 130/143); with --detach it goes on running."""
-    from cli.task_input import read_env, read_params
-
     body: dict[str, Any] = {
         "agent_id": agent_id,
         "type": type_,
@@ -80,7 +75,7 @@ def _follow(api: Api, task_id: str) -> tuple[dict[str, Any], int]:
     from cli.follow import follow
 
     followed = follow(api, task_id)
-    return api.get(f"/api/v1/tasks/{task_id}"), followed.stdout_lines
+    return api.get(endpoint("/api/v1/tasks/{}", task_id)), followed.stdout_lines
 
 
 def _finish(task_id: str, final: dict[str, Any], stdout_lines: int) -> None:
@@ -110,7 +105,7 @@ def _interrupted(api: Api, task: dict[str, Any] | None, stop: Interrupted, detac
             task_id=task_id,
         )
     try:
-        api.post(f"/api/v1/tasks/{task_id}/cancel", timeout=10)
+        api.post(endpoint("/api/v1/tasks/{}/cancel", task_id), timeout=10)
         message = f"{name}: canceled {task_id}"
     except CliError as exc:
         if exc.code == Code.REFUSED:  # 409: it ended meanwhile
@@ -127,7 +122,7 @@ def wait_(task_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: 
 
     with Api(url, token) as api:
         follow(api, task_id, show=False)
-        final = api.get(f"/api/v1/tasks/{task_id}")
+        final = api.get(endpoint("/api/v1/tasks/{}", task_id))
     emit(final, lambda: print(f"{final['id']} {final['status']}"))
     raise typer.Exit(for_status(final["status"]))
 
@@ -136,7 +131,7 @@ def wait_(task_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: 
 def get(task_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: JsonOpt = False) -> None:
     """Show a task."""
     with Api(url, token) as api:
-        task = api.get(f"/api/v1/tasks/{task_id}")
+        task = api.get(endpoint("/api/v1/tasks/{}", task_id))
     emit(task, lambda: _show_task(task))
 
 
@@ -178,8 +173,9 @@ def logs(
 
 def _all_lines(api: Api, task_id: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
+    path = endpoint("/api/v1/tasks/{}/logs", task_id)
     while True:
-        page = api.get(f"/api/v1/tasks/{task_id}/logs", params={"after": out[-1]["id"] if out else 0, "limit": 1000})
+        page = api.get(path, params={"after": out[-1]["id"] if out else 0, "limit": 1000})
         out.extend(page)
         if len(page) < 1000:
             return out
@@ -220,7 +216,7 @@ def list_(
 def cancel(task_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: JsonOpt = False) -> None:
     """Cancel a pending or running task (a running one is stopped by its agent)."""
     with Api(url, token) as api:
-        task = api.post(f"/api/v1/tasks/{task_id}/cancel")
+        task = api.post(endpoint("/api/v1/tasks/{}/cancel", task_id))
     emit(
         task,
         lambda: print(
@@ -233,5 +229,5 @@ def cancel(task_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_:
 def retry(task_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: JsonOpt = False) -> None:
     """Run a finished task again (a new attempt, queued at once)."""
     with Api(url, token) as api:
-        task = api.post(f"/api/v1/tasks/{task_id}/retry")
+        task = api.post(endpoint("/api/v1/tasks/{}/retry", task_id))
     emit(task, lambda: print(f"{task['id']} {task['status']} (attempt {task['attempts'] + 1})"))

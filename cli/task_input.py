@@ -1,13 +1,21 @@
-"""What `task run` sends: params from inline JSON, a file (`@p.json`) or stdin (`-`); env from K=V pairs."""
+"""What `task run`, `task fleet` and `schedules create` send: params from inline JSON, a file (`@p.json`) or
+stdin (`-`); env from K=V pairs. The options themselves too, so the three commands spell them alike."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from cli.exitcodes import CliError, Code
+
+ParamsOpt = Annotated[
+    str | None, typer.Option("--params", "-p", help="Params: a JSON object, @file.json, or - for stdin.")
+]
+EnvOpt = Annotated[list[str] | None, typer.Option("--env", "-e", help="NAME=VALUE for the process; repeatable.")]
 
 
 def read_params(text: str) -> dict[str, Any]:

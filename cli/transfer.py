@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from cli.api import Api
+from cli.api import Api, endpoint
 from cli.exitcodes import CliError, Code
 from cli.output import stderr_is_tty
 
@@ -94,7 +94,7 @@ def download(api: Api, file_id: str, dest: Path | None) -> tuple[dict[str, Any],
     its MD5; a mismatch leaves nothing under that name. Returns the record and the path written."""
     import httpx
 
-    record = api.get(f"/api/v1/files/{file_id}")
+    record = api.get(endpoint("/api/v1/files/{}", file_id))
     if dest is None:
         dest = Path(record["name"])
     elif dest.is_dir():
@@ -105,7 +105,9 @@ def download(api: Api, file_id: str, dest: Path | None) -> tuple[dict[str, Any],
         with (
             part.open("wb") as out,
             progress(f"downloading {record['name']}", record["size"]) as advance,
-            api.stream("GET", f"/api/v1/files/{file_id}/content", timeout=httpx.Timeout(60, connect=10)) as resp,
+            api.stream(
+                "GET", endpoint("/api/v1/files/{}/content", file_id), timeout=httpx.Timeout(60, connect=10)
+            ) as resp,
         ):
             for chunk in resp.iter_bytes(CHUNK):
                 out.write(chunk)

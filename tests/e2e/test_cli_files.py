@@ -127,3 +127,13 @@ def test_files_and_agents_commands_print_one_json_document(cloud: Cloud, tmp_pat
     assert one_json(deleted.stdout) == {"id": made["id"], "deleted": True}
     audit = one_json(cli(cloud.url, ADMIN, "audit", "list", "--action", "token", "--json").stdout)
     assert {"token.create", "token.delete"} <= {r["action"] for r in audit["list"]}
+
+
+def test_an_id_is_one_path_segment_never_another_resource(cloud: Cloud) -> None:
+    """A careless id (`../agents/local`) must not reach another endpoint: httpx resolves dot segments, so
+    unquoted it made `files delete` delete the agent `local`."""
+    deleted = cli(cloud.url, ADMIN, "files", "delete", "../agents/local", "--json")
+    assert deleted.returncode == 5, deleted.stdout + deleted.stderr
+    assert one_json(cli(cloud.url, ADMIN, "agents", "get", "local", "--json").stdout)["id"] == "local"
+    dots = cli(cloud.url, ADMIN, "task", "cancel", "..", "--json")
+    assert dots.returncode == 2 and "'..' is not an id" in one_json(dots.stdout)["error"]

@@ -38,16 +38,7 @@ def test_the_json_page_is_what_the_models_would_give() -> None:
 
 
 def test_a_batch_is_stored_with_its_streams_levels_and_times(db: Database) -> None:
-    with db.transaction() as conn:
-        create_task(
-            conn,
-            TaskCreate(agent_id="a1", type="shell", command="true"),
-            agents=AgentCache(),
-            offline_after=60,
-            sealer=SEALER,
-        )
-    with db.transaction() as conn:
-        [assigned] = claim_tasks(conn, "a1", 1, lease_seconds=30, max_log_bytes=1 << 20, sealer=SEALER)
+    task = _running_task(db)
     own_time = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     batch = [
         LogLine(seq=1, message="out"),
@@ -56,9 +47,8 @@ def test_a_batch_is_stored_with_its_streams_levels_and_times(db: Database) -> No
     ]
     before = utcnow()
     with db.transaction() as conn:
-        task = get_task(conn, assigned.id)
         assert store_lines(conn, task, batch) == 4
-        assert store_lines(conn, get_task(conn, assigned.id), batch[1:]) == 4  # a resend: nothing twice
+        assert store_lines(conn, get_task(conn, format_task_id(task.id)), batch[1:]) == 4  # a resend: nothing twice
         rows = [StoredLine._make(row) for row in list_logs(conn, task.id, 0, 10)]
         page = orjson.loads(log_page_json(rows, task.id))
     assert [(r.seq, r.stream, r.level, r.message, r.attempt) for r in rows] == [
