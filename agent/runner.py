@@ -99,10 +99,7 @@ class TaskContext:
         """`path` on the agent's cloud and the agent token's Authorization header."""
         if self.cloud is None:
             raise RuntimeError("this agent context has no cloud to talk to")
-        # The client keeps its server and the current token (it changes at registration) to itself; read
-        # them at call time rather than copy them when the attempt starts.
-        server = self.cloud._server.rstrip("/")
-        return server + path, {"Authorization": self.cloud._headers["Authorization"]}
+        return self.cloud.route(path)
 
     def cancel(self, reason: str) -> None:
         if not self.cancel_event.is_set():
