@@ -95,7 +95,7 @@ class _Bridge:
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, shell: PtyShell, ctx: RunContext, params: WebShellParams):
         self.ws, self.shell, self.ctx, self.params = ws, shell, ctx, params
-        self.transcript = Transcript(lambda line: ctx.log(line))
+        self.transcript = Transcript(ctx.log_lines)
         self.last_activity = asyncio.get_running_loop().time()
 
     async def run(self) -> _End:
