@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,7 @@ class Channel:
         self._link: _Link | None = None
         self._lock = asyncio.Lock()
         self._ids = itertools.count(1)
+        self._background: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly: kept here until done
 
     async def request(self, op: str, body: str, *, timeout: float, task_id: str | None = None, claim: int = 0) -> Any:
         """Send one request and wait for its answer: the `ok` payload, else Rejected (4xx) or
@@ -138,7 +140,7 @@ class Channel:
             if not waiter.done():
                 waiter.set_exception(CloudUnavailable(f"channel: {why}"))
         if not link.ws.closed:
-            asyncio.get_running_loop().create_task(link.ws.close())
+            self._spawn(_close(link.ws))
 
     def _cancel_remote(self, link: _Link, rid: int) -> None:
         if link.ws.closed:
@@ -149,7 +151,12 @@ class Channel:
             with contextlib.suppress(Exception):
                 await link.ws.send_bytes(frame)
 
-        asyncio.get_running_loop().create_task(send())
+        self._spawn(send())
+
+    def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(job)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def aclose(self) -> None:
         link, self._link = self._link, None
@@ -158,6 +165,10 @@ class Channel:
             if link.reader is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await link.reader
+
+
+async def _close(ws: aiohttp.ClientWebSocketResponse) -> None:
+    await ws.close()
 
 
 def _frame(rid: int, op: str, body: str, task_id: str | None, claim: int) -> bytes:

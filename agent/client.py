@@ -99,6 +99,11 @@ class CloudClient:
             old, self._channel = self._channel, None
             asyncio.get_running_loop().create_task(old.aclose())
 
+    def route(self, path: str) -> tuple[str, dict[str, str]]:
+        """`path` on the cloud and the Authorization header of the agent's token, read at call time (the
+        token changes at registration). For the agent's own connections to the cloud (web_shell's relay)."""
+        return self._server.rstrip("/") + path, {"Authorization": self._headers["Authorization"]}
+
     async def aclose(self) -> None:
         if self._channel is not None:
             await self._channel.aclose()

@@ -73,13 +73,7 @@ class Journal:
         """Append a log line (as `[seq, stream, level, message]`, compact and quick to write). With
         `flush=False` it stays in this process's buffer until `flush` (a write call per line was the
         agent's largest cost on a chatty task)."""
-        record = [ln.seq, ln.stream.value, ln.level and ln.level.value, ln.message]
-        try:
-            # orjson: the standard library's encoder was a fifth of the agent's time on a chatty task.
-            text = orjson.dumps(record).decode()
-        except TypeError:  # a lone surrogate, which orjson refuses: escaped as before
-            text = json.dumps(record)
-        self._write(text, flush)
+        self.lines(ln.seq, ln.stream, ln.level, ln.messages(), flush)
 
     def lines(
         self, first_seq: int, stream: LogStream, level: LogLevel | None, messages: list[str], flush: bool = True
@@ -88,8 +82,9 @@ class Journal:
         [message, ...]]`: an encode per line was the agent's largest cost after the line objects."""
         record = [first_seq, stream.value, level and level.value, messages[0] if len(messages) == 1 else messages]
         try:
+            # orjson: the standard library's encoder was a fifth of the agent's time on a chatty task.
             text = orjson.dumps(record).decode()
-        except TypeError:  # a lone surrogate, which orjson refuses: escaped as `line` does
+        except TypeError:  # a lone surrogate, which orjson refuses: escaped by the standard library
             text = json.dumps(record)
         self._write(text, flush)
 

@@ -67,19 +67,19 @@ class TaskContext:
         return storable(self.masker.text(text))
 
     def log(self, message: str, stream: LogStream = LogStream.stdout, level: LogLevel | None = None) -> None:
-        # Masked before it is cut or journaled: a cut through a secret would leave part of it unmasked.
-        message = self.clean(message)
-        # Counted with its newline, so the cap bounds the output as the command wrote it.
-        if self._cap.add(message + "\n", (stream, level)) is not None:
-            self.shipper.add(message, stream, level)
+        self.log_lines([message], stream, level)
 
-    def log_lines(self, messages: list[str], stream: LogStream = LogStream.stdout) -> None:
-        """Several lines as `log` takes each: masked together (a pass per secret over all of them)."""
+    def log_lines(
+        self, messages: list[str], stream: LogStream = LogStream.stdout, level: LogLevel | None = None
+    ) -> None:
+        """Several lines of one stream, masked together (a pass per secret over all of them)."""
+        # Masked before they are cut or journaled: a cut through a secret would leave part of it unmasked.
         cleaned = self.masker.lines(messages)
         if "\x00" in "".join(cleaned):
             cleaned = [storable(m) for m in cleaned]
-        add, tag = self._cap.add, (stream, None)
-        self.shipper.add_many([m for m in cleaned if add(m + "\n", tag) is not None], stream, None)
+        # Each counted with its newline, so the cap bounds the output as the command wrote it.
+        add, tag = self._cap.add, (stream, level)
+        self.shipper.add_many([m for m in cleaned if add(m + "\n", tag) is not None], stream, level)
 
     def finish_log(self) -> None:
         """Flush the held tail of the log, after a marker line when output was dropped."""
@@ -99,10 +99,7 @@ class TaskContext:
         """`path` on the agent's cloud and the agent token's Authorization header."""
         if self.cloud is None:
             raise RuntimeError("this agent context has no cloud to talk to")
-        # The client keeps its server and the current token (it changes at registration) to itself; read
-        # them at call time rather than copy them when the attempt starts.
-        server = self.cloud._server.rstrip("/")
-        return server + path, {"Authorization": self.cloud._headers["Authorization"]}
+        return self.cloud.route(path)
 
     def cancel(self, reason: str) -> None:
         if not self.cancel_event.is_set():

@@ -200,7 +200,9 @@ class LogShipper:
     async def _ship(self) -> None:
         task = self._task
         while self._pending and not self._closing:
-            batch = as_runs(self._first, self._pending[: _batch_end(self._pending, self.batch_lines)])
+            batch, _ = split_runs(
+                as_runs(self._first, self._pending[: self.batch_lines]), self.batch_lines, BATCH_CHARS
+            )
             self._journal.flush()  # the lines are in the kernel before the cloud can show them
             try:
                 self._acknowledge(await post_batch(self._client, task.id, task.task_token, batch))
@@ -253,16 +255,6 @@ def _too_long(lines: list[LogLine], batch_lines: int) -> bool:
     if line_count(lines) > batch_lines:
         return True
     return sum(len(ln.message) + (sum(map(len, ln.more)) if ln.more else 0) for ln in lines) > LINES_WITH_RESULT_CHARS
-
-
-def _batch_end(items: list[Item], batch_lines: int) -> int:
-    """How many of `items` the next batch takes: up to batch_lines lines and BATCH_CHARS of text (at least one)."""
-    chars = 0
-    for i, item in enumerate(items[:batch_lines]):
-        chars += len(item[2])
-        if chars > BATCH_CHARS and i > 0:
-            return i
-    return min(len(items), batch_lines)
 
 
 async def deliver(client: CloudClient, item: Pending, batch_lines: int) -> bool:

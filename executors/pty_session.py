@@ -38,26 +38,16 @@ def get_size(fd: int) -> tuple[int, int]:
     return cols, rows
 
 
-async def _readable(fd: int) -> None:
-    """Wait until `fd` can be read without blocking (the event loop watches it)."""
+async def _ready(fd: int, *, write: bool) -> None:
+    """Wait until `fd` can be read (or, with `write`, written) without blocking: the event loop watches it."""
     loop = asyncio.get_running_loop()
+    watch, unwatch = (loop.add_writer, loop.remove_writer) if write else (loop.add_reader, loop.remove_reader)
     ready: asyncio.Future[None] = loop.create_future()
-    loop.add_reader(fd, _wake, ready)
+    watch(fd, _wake, ready)
     try:
         await ready
     finally:
-        loop.remove_reader(fd)
-
-
-async def _writable(fd: int) -> None:
-    """Wait until `fd` takes a write without blocking."""
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[None] = loop.create_future()
-    loop.add_writer(fd, _wake, ready)
-    try:
-        await ready
-    finally:
-        loop.remove_writer(fd)
+        unwatch(fd)
 
 
 def _wake(ready: asyncio.Future[None]) -> None:
@@ -101,7 +91,7 @@ class PtyShell:
                 pass
             except OSError:  # EIO: every process holding the far end has closed it (Linux)
                 return b""
-            await _readable(self.master)
+            await _ready(self.master, write=False)
 
     def read_now(self) -> bytes:
         """What the terminal holds right now without waiting (the last output of a shell that exited)."""
@@ -125,7 +115,7 @@ class PtyShell:
                 continue
             except BlockingIOError:
                 pass
-            await _writable(self.master)
+            await _ready(self.master, write=True)
 
     def resize(self, cols: int, rows: int) -> None:
         set_size(self.master, cols, rows)
@@ -134,25 +124,31 @@ class PtyShell:
         """Hang up: SIGHUP (an interactive shell ignores SIGTERM) and SIGCONT to every process group of the
         shell's session (job control puts each job in a group of its own), closing our end; SIGKILL to what
         still runs after `grace` seconds."""
-        self._signal(signal.SIGHUP)
-        self._signal(signal.SIGCONT)  # a stopped job must wake up to take its hangup
+        await self._signal(signal.SIGHUP, signal.SIGCONT)  # a stopped job must wake up to take its hangup
         with contextlib.suppress(OSError):
             os.close(self.master)
         if not await self._gone(grace):
-            self._signal(signal.SIGKILL)
+            await self._signal(signal.SIGKILL)
             await self._gone(KILL_WAIT_S)
         if self.proc.returncode is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.proc.wait(), KILL_WAIT_S)
 
-    def _signal(self, sig: signal.Signals) -> None:
-        for group in session_groups(self.pid) | {self.pid}:
-            signal_group(group, sig)
+    async def _signal(self, *sigs: signal.Signals) -> None:
+        # Scanning /proc reads a file per process on the machine: done in a thread, not on the event loop
+        # that carries every other task's output.
+        groups = await asyncio.to_thread(session_groups, self.pid)
+        for sig in sigs:
+            for group in groups | {self.pid}:
+                signal_group(group, sig)
+
+    def _running(self) -> bool:
+        return group_running(self.pid) or bool(session_groups(self.pid))
 
     async def _gone(self, timeout: float) -> bool:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
-        while group_running(self.pid) or session_groups(self.pid):
+        while await asyncio.to_thread(self._running):
             if loop.time() >= end:
                 return False
             await asyncio.sleep(POLL_S)

@@ -23,9 +23,10 @@ MAX_LINE_CHARS = 64 * 1024
 
 
 class Transcript:
-    """Feed it the terminal's bytes; it calls `emit` with each finished line."""
+    """Feed it the terminal's bytes; it calls `emit` with the lines each feed finished (logged together,
+    as the process types log a read's lines: RunContext.log_lines)."""
 
-    def __init__(self, emit: Callable[[str], None]) -> None:
+    def __init__(self, emit: Callable[[list[str]], None]) -> None:
         self._emit = emit
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending = ""  # text of the line not ended yet (may end inside an escape sequence)
@@ -33,18 +34,18 @@ class Transcript:
     def feed(self, data: bytes) -> None:
         text = self._pending + self._decoder.decode(data)
         *lines, self._pending = text.split("\n")
-        for line in lines:
-            self._emit(screen_line(line))
         if len(self._pending) > MAX_LINE_CHARS:
-            self._emit(screen_line(self._pending))
+            lines.append(self._pending)
             self._pending = ""
+        if lines:
+            self._emit([screen_line(line) for line in lines])
 
     def close(self) -> None:
         """Log the last line, if it did not end with a newline (the prompt the session ended at)."""
         rest = self._pending + self._decoder.decode(b"", final=True)
         self._pending = ""
         if rest.strip():
-            self._emit(screen_line(rest))
+            self._emit([screen_line(rest)])
 
 
 def screen_line(raw: str) -> str:

@@ -80,8 +80,10 @@ class WebShellExecutor(BaseExecutor):
                     return Outcome(TaskStatus.failed, error=f"cannot start {_argv(params)[0]!r}: {exc.strerror}")
                 ctx.process_started(shell.pid)
                 ctx.log(f"shell {shell.pid} started on a {params.cols}x{params.rows} terminal", LogStream.system)
-                end = await _Bridge(ws, shell, ctx, params).run()
-                await shell.close(params.kill_grace_s)
+                try:
+                    end = await _Bridge(ws, shell, ctx, params).run()
+                finally:  # also when the run itself is canceled (the agent's overrun limit, a shutdown)
+                    await shell.close(params.kill_grace_s)
                 if not ws.closed:
                     with contextlib.suppress(Exception):
                         await ws.close(code=end.code, message=end.reason.encode()[:120])
@@ -93,7 +95,7 @@ class _Bridge:
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, shell: PtyShell, ctx: RunContext, params: WebShellParams):
         self.ws, self.shell, self.ctx, self.params = ws, shell, ctx, params
-        self.transcript = Transcript(lambda line: ctx.log(line))
+        self.transcript = Transcript(ctx.log_lines)
         self.last_activity = asyncio.get_running_loop().time()
 
     async def run(self) -> _End:

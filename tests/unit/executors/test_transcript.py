@@ -18,7 +18,7 @@ def test_escapes_are_dropped_and_redraws_and_backspaces_applied() -> None:
 
 def test_lines_split_across_reads_and_utf8_split_across_reads() -> None:
     lines: list[str] = []
-    t = Transcript(lines.append)
+    t = Transcript(lines.extend)
     data = "héllo\r\nwor".encode() + b"ld\r\n$ "
     for i in range(len(data)):  # one byte at a time: a character split in two still decodes whole
         t.feed(data[i : i + 1])
@@ -29,7 +29,7 @@ def test_lines_split_across_reads_and_utf8_split_across_reads() -> None:
 
 def test_a_line_without_newline_is_logged_in_pieces() -> None:
     lines: list[str] = []
-    t = Transcript(lines.append)
+    t = Transcript(lines.extend)
     t.feed(b"x" * (MAX_LINE_CHARS + 10))
     assert lines == ["x" * (MAX_LINE_CHARS + 10)]
     t.feed(b"y\n")
