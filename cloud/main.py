@@ -15,7 +15,7 @@ from cloud.api.auth import CredentialCache
 from cloud.api.deps import AppContext
 from cloud.api.errors import install_error_handlers
 from cloud.api.openapi import install_openapi
-from cloud.api.request_ids import RequestIds
+from cloud.api.request_ids import RequestIds, mask_server_log
 from cloud.api.routes import (
     agent_channel,
     agent_protocol,
@@ -130,6 +130,7 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(RequestIds, access_log=settings.access_log)
+    mask_server_log()
     for module in (tasks, logs, files, agents, tokens, audit, agent_protocol, agent_channel, rpc, shells, health):
         app.include_router(module.router)
     app.include_router(schedule_routes.router)
