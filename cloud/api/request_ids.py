@@ -60,12 +60,17 @@ class RequestIds:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), (HEADER, raw)]
+            elif message["type"] == "websocket.http.response.start":
+                status = message["status"]  # a refused handshake: 401, 403, 404
+            elif message["type"] == "websocket.accept":
+                status = 101
             await send(message)
 
         logged = self.access_log == "all" or (self.access_log == "callers" and _AGENT_PATH.match(scope["path"]) is None)
         started = time.perf_counter() if logged else 0.0
         try:
-            await self.app(scope, receive, send_with_id if scope["type"] == "http" else send)
+            # A socket's messages pass unwrapped unless its line is logged (the agents' channels are not).
+            await self.app(scope, receive, send_with_id if scope["type"] == "http" or logged else send)
         finally:
             if logged:
                 ms = (time.perf_counter() - started) * 1000
