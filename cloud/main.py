@@ -14,8 +14,9 @@ from fastapi.telemetry import TelemetryConfig
 from cloud.api.auth import CredentialCache
 from cloud.api.deps import AppContext
 from cloud.api.errors import install_error_handlers
+from cloud.api.fleet_runs import launcher
 from cloud.api.openapi import install_openapi
-from cloud.api.request_ids import RequestIds
+from cloud.api.request_ids import RequestIds, mask_server_log
 from cloud.api.routes import (
     agent_channel,
     agent_protocol,
@@ -39,7 +40,6 @@ from cloud.metrics import Metrics
 from cloud.policy import cloud_policy
 from cloud.sealing import load_sealer
 from cloud.services.agents import AgentCache, SeenThrottle
-from cloud.services.fleet import Launcher
 from cloud.services.scheduler import Firing
 from cloud.settings import CloudSettings, get_settings
 from cloud.tokens import load_tokens
@@ -64,8 +64,7 @@ def _scheduler(settings: CloudSettings, ctx: AppContext) -> Coroutine[Any, Any, 
 
 def _fleet(settings: CloudSettings, ctx: AppContext) -> Coroutine[Any, Any, None]:
     """The fleet runs' dispatcher loop, starting children as a one-agent create would check their agents."""
-    launcher = Launcher(agents=ctx.agents, offline_after=settings.agent_offline_seconds)
-    return fleet_forever(ctx.db, ctx.hub, launcher, settings.fleet_interval_seconds)
+    return fleet_forever(ctx.db, ctx.hub, launcher(ctx), settings.fleet_interval_seconds)
 
 
 def create_app(settings: CloudSettings | None = None) -> FastAPI:
@@ -130,6 +129,7 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(RequestIds, access_log=settings.access_log)
+    mask_server_log()
     for module in (tasks, logs, files, agents, tokens, audit, agent_protocol, agent_channel, rpc, shells, health):
         app.include_router(module.router)
     app.include_router(schedule_routes.router)

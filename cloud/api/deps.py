@@ -7,6 +7,7 @@ dependency FastAPI resolves costs time on each request.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -48,14 +49,18 @@ async def get_context(request: Request) -> AppContext:
     return ctx
 
 
+def bearer_token(headers: Mapping[str, str]) -> bytes | None:
+    """The `Authorization: Bearer` token as bytes, or None: a header may carry any byte (Starlette decodes
+    it as latin-1), and `secrets.compare_digest` refuses non-ASCII text with a TypeError."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return token.strip().encode("latin-1") if scheme.lower() == "bearer" and token.strip() else None
+
+
 def _bearer(request: Request) -> bytes:
-    """The bearer token as bytes: a header may carry any byte (Starlette decodes it as latin-1), and
-    `secrets.compare_digest` refuses non-ASCII text with a TypeError."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(request.headers)
+    if token is None:
         raise unauthorized("missing bearer token (Authorization: Bearer <token>)")
-    return token.strip().encode("latin-1")
+    return token
 
 
 async def authenticate(request: Request) -> Principal:

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from cloud.api.deps import AUTH_CHECKS
-from cloud.api.strict_json import OFFLOAD_BYTES, JsonRefused, find_problem, loads, loads_checked, make_storable
+from cloud.api.strict_json import OFFLOAD_BYTES, JsonRefused, loads_checked, loads_storable
 from cloud.settings import CloudSettings
 
 
@@ -101,7 +101,7 @@ async def _read_body(request: Request, kind: BodyKind) -> None:
     request._body = body
     if kind is BodyKind.rpc or not body or not _is_json(request.headers.get("content-type")):
         return  # JSON-RPC answers a bad document in its own error shape; FastAPI refuses a non-JSON body
-    parse = _parse_agent if kind is BodyKind.agent else loads_checked
+    parse = loads_storable if kind is BodyKind.agent else loads_checked
     try:
         if len(body) > OFFLOAD_BYTES:
             value = await run_in_threadpool(parse, body, settings.max_json_depth)
@@ -110,11 +110,6 @@ async def _read_body(request: Request, kind: BodyKind) -> None:
     except JsonRefused as exc:
         raise HTTPException(400, str(exc)) from None
     request._json = value
-
-
-def _parse_agent(body: bytes, max_depth: int) -> Any:
-    value = loads(body)
-    return make_storable(value, max_depth) if find_problem(value, max_depth) else value
 
 
 def _is_json(content_type: str | None) -> bool:

@@ -40,6 +40,16 @@ def loads_checked(body: bytes | str, max_depth: int) -> Any:
     return value
 
 
+def loads_storable(body: bytes, max_depth: int) -> Any:
+    """Parse strictly, as an agent's body is: a document too deep or holding a NUL is made storable, not
+    refused."""
+    value = loads(body)
+    if b"\\u0000" not in body and body.count(b"{") + body.count(b"[") <= max_depth:
+        # No escaped NUL, and too few brackets to nest past max_depth: nothing to walk for (most bodies).
+        return value
+    return make_storable(value, max_depth) if find_problem(value, max_depth) else value
+
+
 def _path(parts: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in parts) or "body"
 

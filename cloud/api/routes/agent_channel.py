@@ -25,9 +25,9 @@ from starlette.websockets import WebSocketDisconnect
 from cloud.access import Principal
 from cloud.api import agent_calls as calls
 from cloud.api.agent_calls import ClaimWatch, Sightings, own
-from cloud.api.deps import AppContext
+from cloud.api.deps import AppContext, bearer_token
 from cloud.api.errors import describe_validation
-from cloud.api.strict_json import OFFLOAD_BYTES, JsonRefused, find_problem, loads, make_storable
+from cloud.api.strict_json import OFFLOAD_BYTES, JsonRefused, loads_storable
 from cloud.services.errors import BadRequest, ServiceError
 from wire.agents import ChannelHello, ChannelRequest, ClaimRequest, Heartbeat
 from wire.credentials import TokenKind
@@ -44,10 +44,10 @@ _LEADING_ID = re.compile(rb'^\s*\{\s*"id"\s*:\s*(\d{1,16})\s*[,}]')
 
 
 def _token(websocket: WebSocket) -> bytes:
-    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(websocket.headers)
+    if token is None:
         raise HTTPException(401, "missing bearer token (Authorization: Bearer <token>)")
-    return token.strip().encode("latin-1")
+    return token
 
 
 def _authorise(app: AppContext, token: bytes, agent_id: str) -> Principal:
@@ -166,8 +166,8 @@ class Channel:
     async def _parse(self, raw: bytes) -> Any:
         depth = self.app.settings.max_json_depth
         if len(raw) > OFFLOAD_BYTES:
-            return await run_in_threadpool(_parse_agent, raw, depth)
-        return _parse_agent(raw, depth)
+            return await run_in_threadpool(loads_storable, raw, depth)
+        return loads_storable(raw, depth)
 
     async def _run(self, req: ChannelRequest) -> bytes:
         """The operation's answer as JSON, exactly as its HTTP route answers it."""
@@ -247,15 +247,6 @@ def _sightings(app: AppContext, websocket: WebSocket) -> Sightings:
     if seen is None:
         seen = state.channel_sightings = Sightings(app.settings.agent_offline_seconds / 6)
     return seen
-
-
-def _parse_agent(raw: bytes, max_depth: int) -> Any:
-    """As the HTTP routes parse an agent's body: strict JSON, made storable rather than refused."""
-    value = loads(raw)
-    if b"\\u0000" not in raw and raw.count(b"{") + raw.count(b"[") <= max_depth:
-        # No escaped NUL, and too few brackets to nest past max_depth: nothing to walk for (most frames).
-        return value
-    return make_storable(value, max_depth) if find_problem(value, max_depth) else value
 
 
 def _leading_id(raw: bytes) -> int | None:

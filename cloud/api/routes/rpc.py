@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from cloud.access import Principal
-from cloud.api.deps import AppContext
+from cloud.api.deps import AppContext, bearer_token
 from cloud.api.guard import GuardedRoute
 from cloud.api.jsonrpc import (
     ANSWER_TOO_LARGE,
@@ -81,7 +81,7 @@ class DeleteParams(_Auth):
 @router.post("/api/rpc", summary="JSON-RPC 2.0 endpoint (single or batch)")
 async def rpc(request: Request) -> Response:
     app: AppContext = request.app.state.ctx
-    answer = await dispatch(await request.body(), _methods(app, _header_token(request.headers)), _limits(app))
+    answer = await dispatch(await request.body(), _methods(app, bearer_token(request.headers)), _limits(app))
     return Response(status_code=204) if answer is None else Response(answer, media_type="application/json")
 
 
@@ -95,7 +95,7 @@ async def rpc_socket(websocket: WebSocket) -> None:
     message when it ends (a notification gets none). Calls run concurrently, up to MAX_IN_FLIGHT, so a
     blocking create does not hold up a query sent after it: match answers by `id`."""
     app: AppContext = websocket.app.state.ctx
-    methods, limits = _methods(app, _header_token(websocket.headers)), _limits(app)
+    methods, limits = _methods(app, bearer_token(websocket.headers)), _limits(app)
     await websocket.accept()
     slots = asyncio.Semaphore(MAX_IN_FLIGHT)
     sending = asyncio.Lock()
@@ -149,12 +149,6 @@ def _limits(app: AppContext) -> Limits:
         max_depth=app.settings.max_json_depth,
         max_answer_bytes=app.settings.rpc_max_answer_bytes,
     )
-
-
-def _header_token(headers: Any) -> bytes | None:
-    """The `Authorization: Bearer` token, as bytes (a header may carry any byte), or None."""
-    scheme, _, token = str(headers.get("authorization", "")).partition(" ")
-    return token.strip().encode("latin-1") if scheme.lower() == "bearer" and token.strip() else None
 
 
 def _methods(app: AppContext, header_token: bytes | None = None) -> dict[str, Method]:

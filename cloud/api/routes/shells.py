@@ -16,7 +16,7 @@ from fastapi import APIRouter, HTTPException, WebSocket
 from fastapi.responses import JSONResponse
 
 from cloud.access import Principal
-from cloud.api.deps import AppContext
+from cloud.api.deps import AppContext, bearer_token
 from cloud.api.scopes import require_on_task
 from cloud.api.shell_relay import BUSY, relay_of
 from cloud.services import audit, shells
@@ -74,7 +74,7 @@ async def agent_shell(websocket: WebSocket, task_id: str) -> None:
     app: AppContext = websocket.app.state.ctx
     relay = relay_of(websocket.app.state, app.settings, app.hub)
     try:
-        principal = _principal(app, _header_token(websocket))
+        principal = _principal(app, bearer_token(websocket.headers))
         if principal.kind is not TokenKind.agent:
             raise Refused(403, "this route takes an agent token (tga_...)")
         with app.db.transaction() as conn:
@@ -103,15 +103,10 @@ def _principal(app: AppContext, token: bytes | None) -> Principal:
     return principal
 
 
-def _header_token(websocket: WebSocket) -> bytes | None:
-    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
-    return token.strip().encode("latin-1") if scheme.lower() == "bearer" and token.strip() else None
-
-
 def _browser_token(websocket: WebSocket) -> bytes | None:
     """The Authorization header's token, else the `bearer.<token>` subprotocol's (never the URL: it is
     logged by proxies and kept in browser history)."""
-    token = _header_token(websocket)
+    token = bearer_token(websocket.headers)
     if token is not None:
         return token
     for offered in websocket.scope.get("subprotocols") or []:
