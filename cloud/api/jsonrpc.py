@@ -125,7 +125,8 @@ async def _one(req: Any, methods: dict[str, Method]) -> dict[str, Any] | None:
     notification = "id" not in req
     method = methods.get(req["method"])
     if method is None:
-        answer = _error(req_id, METHOD_NOT_FOUND, f"Method not found: {req['method']}; known: {', '.join(methods)}")
+        name = req["method"][:100]  # echoed, so bounded: a method name may be a megabyte long
+        answer = _error(req_id, METHOD_NOT_FOUND, f"Method not found: {name}; known: {', '.join(methods)}")
         return None if notification else answer
     params = req.get("params", {})
     try:
