@@ -7,6 +7,7 @@ It runs its own asyncio loop in a daemon thread, so a test drives it with plain 
     proxy.pause("hold")   # a partition: nothing moves either way; connections stay open
     proxy.resume()        # held bytes flow again, late requests arrive late
     proxy.pause("drop")   # a partition that resets: open connections are closed, new ones refused
+    proxy.pause("hold_answers")  # requests still arrive, answers wait: "the answer is on the way"
 
 `pause` and `resume` return once the proxy is in the new state. With several upstreams each new
 connection goes to the next one that accepts (round robin), like a load balancer in front of cloud
@@ -25,7 +26,7 @@ import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any, Literal
 
-Mode = Literal["hold", "drop"]
+Mode = Literal["hold", "hold_answers", "drop"]
 CHUNK = 64 * 1024
 
 
@@ -48,6 +49,7 @@ class TcpProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
         self._open: asyncio.Event | None = None  # set while bytes may flow (created on the loop)
+        self._answers_open: asyncio.Event | None = None  # set while upstream bytes may flow to clients
         self._dropping = False
         self._held = bytearray()  # client bytes that arrived while paused, when recording
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
@@ -75,9 +77,11 @@ class TcpProxy:
 
     def pause(self, mode: Mode = "hold") -> None:
         """Stop forwarding in both directions. `hold` keeps connections open (and accepts new ones, whose
-        bytes wait too); `drop` closes the open ones and closes new ones at once."""
-        if mode not in ("hold", "drop"):
-            raise ValueError(f"mode: expected 'hold' or 'drop', got {mode!r}")
+        bytes wait too); `drop` closes the open ones and closes new ones at once. `hold_answers` stops only
+        what upstreams send back: a request sent at any time still arrives, its answer waits for resume
+        (so a test need not know whether a client's request had left before the pause)."""
+        if mode not in ("hold", "hold_answers", "drop"):
+            raise ValueError(f"mode: expected 'hold', 'hold_answers' or 'drop', got {mode!r}")
         self._call(self._pause(mode))
 
     def resume(self) -> None:
@@ -111,6 +115,8 @@ class TcpProxy:
     async def _listen(self) -> None:
         self._open = asyncio.Event()
         self._open.set()
+        self._answers_open = asyncio.Event()
+        self._answers_open.set()
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = int(self._server.sockets[0].getsockname()[1])
 
@@ -119,22 +125,27 @@ class TcpProxy:
             self._server.close()
         self._dropping = True  # connections still waiting for the gate close instead of connecting
         self._abort_all()
-        assert self._open is not None
+        assert self._open is not None and self._answers_open is not None
         self._open.set()  # let held pumps run into their closed sockets and end
+        self._answers_open.set()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=10)
 
     async def _pause(self, mode: Mode) -> None:
-        assert self._open is not None
+        assert self._open is not None and self._answers_open is not None
+        if mode == "hold_answers":
+            self._answers_open.clear()
+            return
         self._open.clear()
         if mode == "drop":
             self._dropping = True
             self._abort_all()
 
     async def _resume(self) -> None:
-        assert self._open is not None
+        assert self._open is not None and self._answers_open is not None
         self._dropping = False
         self._open.set()
+        self._answers_open.set()
 
     def _abort_all(self) -> None:
         for client, upstream in list(self._links):
@@ -148,7 +159,7 @@ class TcpProxy:
             self._tasks.add(me)
             me.add_done_callback(self._tasks.discard)
         self.connections += 1
-        assert self._open is not None
+        assert self._open is not None and self._answers_open is not None
         if self._dropping:
             self.refused += 1
             _abort(client_w)
@@ -165,7 +176,10 @@ class TcpProxy:
         link = (client_w, up_w)
         self._links.add(link)
         try:
-            await asyncio.gather(self._pump(client_r, up_w, self._sent), self._pump(up_r, client_w, self._received))
+            await asyncio.gather(
+                self._pump(client_r, up_w, self._sent, self._open),
+                self._pump(up_r, client_w, self._received, self._open, self._answers_open),
+            )
         finally:
             self._links.discard(link)
             _abort(client_w)
@@ -181,16 +195,18 @@ class TcpProxy:
                 return await asyncio.open_connection(host, port)
         return None
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tape: bytearray) -> None:
-        assert self._open is not None
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tape: bytearray, *gates: asyncio.Event
+    ) -> None:
         try:
             while True:
                 chunk = await reader.read(CHUNK)
-                if not self._open.is_set():
+                if not all(gate.is_set() for gate in gates):
                     if self.record and tape is self._sent:
                         with self._lock:
                             self._held.extend(chunk)
-                    await self._open.wait()  # read during a hold: deliver it only after resume
+                    for gate in gates:
+                        await gate.wait()  # read during a hold: deliver it only after resume
                 if not chunk or writer.is_closing():
                     break
                 if self.record:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.harness import free_port
+from tests.e2e.harness import free_port, wait_for
 from tests.faults.proxy import TcpProxy
 
 
@@ -70,6 +70,21 @@ def test_hold_makes_new_connections_wait(proxy: TcpProxy) -> None:
         proxy.resume()
         s.settimeout(5)
         assert s.recv(100) == b"late"
+
+
+def test_hold_answers_lets_requests_arrive_and_holds_what_comes_back(proxy: TcpProxy) -> None:
+    """The echo server got the bytes (the proxy recorded them as sent, not held); its answer waits."""
+    with _connect(proxy) as s:
+        proxy.pause("hold_answers")
+        s.sendall(b"asked")
+        wait_for(lambda: proxy.sent() == b"asked", 5, "the request forwarded")
+        s.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            s.recv(100)
+        proxy.resume()
+        s.settimeout(5)
+        assert s.recv(100) == b"asked"
+    assert proxy.held() == b""
 
 
 def test_drop_closes_open_connections_and_refuses_new_ones(proxy: TcpProxy) -> None:
