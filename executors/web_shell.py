@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ from wire.tasks import Assignment, LogLevel, LogStream, TaskStatus
 
 if TYPE_CHECKING:
     import aiohttp
+
+log = logging.getLogger("tiangong.agent")
 
 CONNECT_TIMEOUT_S = 15.0
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -130,7 +133,13 @@ class _Bridge:
             data = await self.shell.read()
             if not data:  # nothing holds the terminal open any more: the shell has gone
                 return await self._exited()
-            await self._show(data)
+            try:
+                await self._show(data)
+            except (ConnectionError, RuntimeError, OSError) as exc:
+                # The far side is closing (the browser left while the shell was still printing): the
+                # close frame, which _input reads, says how the session ended; this send is no failure.
+                log.debug("web shell: output not sent, the WebSocket is closing (%s)", exc)
+                await asyncio.Future()  # never done: _input (or the shell's exit) ends the session
 
     async def _show(self, data: bytes) -> None:
         self.last_activity = asyncio.get_running_loop().time()
