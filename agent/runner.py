@@ -110,7 +110,10 @@ class TaskContext:
 async def execute(task: Assignment, ctx: TaskContext) -> Outcome:
     """Run the executor within its deadline; any exception becomes a failed outcome, never a crash."""
     ctx.masker = Masker.for_task(task.params, task.env, task.command)
-    refused = await asyncio.to_thread(_refusal, task, ctx)  # a megabyte command takes a moment to check
+    if _small(task):
+        refused = _refusal(task, ctx)  # microseconds: a thread's hand-off would cost more than the check
+    else:
+        refused = await asyncio.to_thread(_refusal, task, ctx)  # a megabyte command takes a moment to check
     if refused:
         ctx.log(refused, LogStream.system, LogLevel.error)
         return Outcome(status=TaskStatus.failed, error=refused)
@@ -127,6 +130,25 @@ async def execute(task: Assignment, ctx: TaskContext) -> Outcome:
     except Exception as exc:  # an executor bug must fail the task, not the agent
         log.exception("%s: executor %s raised", task.id, task.type)
         return Outcome(status=TaskStatus.failed, error=mask_text(f"{type(exc).__name__}: {exc}"))
+
+
+INLINE_CHECK_CHARS = 8192
+"""A task whose command and flat string params are at most this long is checked on the loop."""
+
+
+def _small(task: Assignment) -> bool:
+    """Whether the policy may check `task` on the loop: short text only (nested params go to a thread)."""
+    size = len(task.command or "")
+    for value in task.params.values():
+        if isinstance(value, str):
+            size += len(value)
+        elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+            size += sum(len(item) for item in value)
+        elif value is not None and not isinstance(value, bool | int | float):
+            return False
+        if size > INLINE_CHECK_CHARS:
+            return False
+    return True
 
 
 def _refusal(task: Assignment, ctx: TaskContext) -> str:
