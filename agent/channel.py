@@ -20,6 +20,8 @@ from agent.errors import CloudUnavailable, Rejected
 log = logging.getLogger("tiangong.agent")
 
 HELLO_TIMEOUT_SECONDS = 10.0
+SILENT_PINGS = 3
+"""A channel on which nothing, not even the cloud's ping, arrived for this many ping periods is dead."""
 
 
 class ChannelRefused(Exception):
@@ -36,6 +38,8 @@ class _Link:
 
     ws: aiohttp.ClientWebSocketResponse
     max_frame: int
+    silence: float | None = None
+    """Seconds without any frame after which the link counts as dead (None: the cloud does not ping)."""
     waiting: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     reader: asyncio.Task[None] | None = None
 
@@ -81,6 +85,11 @@ class Channel:
             link.waiting.pop(rid, None)
         return _answer(reply)
 
+    @property
+    def open(self) -> bool:
+        """A link is up: the cloud sees this agent through it (and its pings), so an idle agent need not beat."""
+        return self._link is not None and not self._link.ws.closed
+
     async def _connected(self) -> _Link:
         link = self._link
         if link is not None and not link.ws.closed:
@@ -101,11 +110,14 @@ class Channel:
             raise CloudUnavailable(f"channel: {type(exc).__name__}: {exc}") from exc
         try:
             hello = await ws.receive(timeout=HELLO_TIMEOUT_SECONDS)
-            max_frame = int(orjson.loads(hello.data)["hello"]["max_frame_bytes"])
+            greeting = orjson.loads(hello.data)["hello"]
+            max_frame = int(greeting["max_frame_bytes"])
+            ping = greeting.get("ping_seconds")
+            silence = SILENT_PINGS * float(ping) if ping else None
         except (TimeoutError, ValueError, TypeError, KeyError) as exc:
             await ws.close()
             raise CloudUnavailable(f"channel: no greeting from the cloud ({type(exc).__name__})") from None
-        link = _Link(ws, max_frame)
+        link = _Link(ws, max_frame, silence)
         link.reader = asyncio.create_task(self._read(link), name="channel-reader")
         log.info("agent channel open")
         return link
@@ -114,7 +126,13 @@ class Channel:
         """Hand each answer to the request waiting for it; when the link ends, fail every one still waiting."""
         why = "closed by the cloud"
         try:
-            async for message in link.ws:
+            while True:
+                try:
+                    # The cloud's pings count: an idle channel carries one every ping_seconds.
+                    message = await link.ws.receive(timeout=link.silence)
+                except TimeoutError:
+                    why = f"nothing from the cloud for {link.silence:g} s"
+                    break
                 if message.type not in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
                     break
                 try:
@@ -125,7 +143,7 @@ class Channel:
                     continue
                 if waiter is not None and not waiter.done():
                     waiter.set_result(reply)
-            if link.ws.close_code is not None:
+            if link.ws.close_code is not None and why == "closed by the cloud":
                 why = f"closed by the cloud ({link.ws.close_code})"
         except Exception as exc:  # the socket failed under us
             why = f"{type(exc).__name__}: {exc}"

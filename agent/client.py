@@ -30,6 +30,9 @@ CHANNEL_RETRY_SECONDS = 300.0
 """After the channel was refused (or kept failing), HTTP is used for this long before the channel is tried again."""
 CHANNEL_FAILURES = 3
 """Channels that drop (or cannot open) this many times in a row, with no answer between, count as refused."""
+CHANNEL_CLAIM_WAIT_SECONDS = 300.0
+"""A claim's wait on the channel: nothing is held open for it but a request id, and the cloud caps it
+(channel_claim_wait_max_seconds); a dead link is noticed by its silence, not by the claim's end."""
 
 
 class Piggyback(Protocol):
@@ -109,6 +112,11 @@ class CloudClient:
             await self._channel.aclose()
         if self._session is not None:
             await self._session.close()
+
+    @property
+    def channel_open(self) -> bool:
+        """Requests go over a channel that is up right now."""
+        return self._channel is not None and self._channel_wanted() and self._channel.open
 
     @property
     def transport(self) -> str:
@@ -208,6 +216,10 @@ class CloudClient:
         return RegisterReply.model_validate(await self._post("/api/v1/agents/register", reg))
 
     async def claim(self, capacity: int, wait_s: float) -> list[Assignment]:
+        """Up to `capacity` tasks, waiting up to wait_s for one; on the channel, which is open anyway, up to
+        CHANNEL_CLAIM_WAIT_SECONDS (the cloud caps it), so an idle agent renews its claim seldom."""
+        if wait_s > 0 and self._channel_wanted():
+            wait_s = max(wait_s, CHANNEL_CLAIM_WAIT_SECONDS)
         body = ClaimRequest(capacity=capacity, wait_s=wait_s)
         data = await self._call("claim", f"/api/v1/agents/{self.agent_id}/claim", body, timeout=wait_s + 15)
         return [Assignment.model_validate(item) for item in data]

@@ -89,6 +89,8 @@ class Agent:
         """Task id -> the slot its finished attempt holds for its result's piggybacked claim (briefly)."""
         self.deliveries = Deliveries(self.client, settings.log_batch_lines)
         self._slot_freed = asyncio.Event()
+        self._started = asyncio.Event()
+        """Set when an attempt starts: wakes an idle heartbeat loop that is not beating."""
         self.stopping = asyncio.Event()
         self._heartbeat_seconds = 5.0
         self._lease_seconds = 30.0
@@ -249,6 +251,7 @@ class Agent:
             log.error("%s: cannot record the start on disk: %s", task.id, exc)
         attempt = Attempt(task, self.shared)
         self.running[task.id] = attempt
+        self._started.set()
         job = asyncio.create_task(self._run(attempt), name=f"task-{task.id}")
         self._jobs.add(job)
         job.add_done_callback(self._jobs.discard)
@@ -276,6 +279,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
+            self._started.clear()  # before `listed` is taken: a start after it wakes the idle wait below
             # Each pass, answered or not. Here rather than in the claim loop, which may wait hours for a
             # free slot: this loop passes every few seconds, and an agent whose heartbeats stopped is dead.
             self.health.alive()
@@ -286,6 +290,13 @@ class Agent:
             # within the longest wait a beat may ask for.
             idle = min(2 * self._heartbeat_seconds, self._lease_seconds / 3, MAX_BEAT_WAIT_SECONDS)
             every = self._heartbeat_seconds if listed else max(self._heartbeat_seconds, idle)
+            if not listed and self.client.channel_open:
+                # Idle on an open channel: the cloud sees the agent through it (and closes it when its pings
+                # go unanswered), and there is no lease to renew. A task starting wakes this loop to beat.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(every):
+                        await self._started.wait()
+                continue
             try:
                 reply = await self.client.heartbeat(listed, wait_s=every)
                 again = False

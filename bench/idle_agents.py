@@ -15,7 +15,9 @@ pool, doing what `agent/loop.py` does when idle over its transport:
   registration reply, as agent/loop.py computes it). `--kinds claim` or `--kinds heartbeat` runs only one
   of the two loops, to see what each costs.
 - channel: the same two loops through the agent's own client (agent.client.CloudClient) pinned to its
-  WebSocket channel (agent/channel.py): one connection per agent carrying both.
+  WebSocket channel (agent/channel.py): one connection per agent carrying both. As agent/loop.py does, an
+  idle agent beats only while its channel is not open (the open channel, which the cloud pings, is what
+  shows it online), and the client's claims on the channel wait CHANNEL_CLAIM_WAIT_SECONDS (300 s).
 
 Agents start spread over one heartbeat period (as a fleet does), and after `--warmup` seconds the cloud's
 user+system CPU (/proc/<pid>/stat) is read over `--seconds`. Printed: the cloud's CPU as % of a core, and
@@ -132,8 +134,9 @@ async def channel_agent(
     async def heartbeats() -> None:
         while True:
             started = time.monotonic()
-            await client.heartbeat({}, wait_s=heartbeat_s)
-            window.ended("heartbeat")
+            if not client.channel_open:  # as agent/loop.py: an idle agent on an open channel does not beat
+                await client.heartbeat({}, wait_s=heartbeat_s)
+                window.ended("heartbeat")
             await asyncio.sleep(max(0.0, heartbeat_s - (time.monotonic() - started)))
 
     loops = {"claim": claims, "heartbeat": heartbeats}

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
+from cloud.api.agent_calls import Sightings, record_sightings_forever
 from cloud.api.auth import CredentialCache
 from cloud.api.deps import AppContext
 from cloud.api.errors import install_error_handlers
@@ -98,6 +99,12 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         )
         background = background_forever(db, settings.reaper_interval_seconds, settings.audit_retention_days)
         jobs = [asyncio.create_task(background, name="background")]
+        # Agents on this replica's channels are recorded as seen a few times per offline period.
+        sightings = app.state.channel_sightings = Sightings(settings.agent_offline_seconds / 6)
+        jobs.append(asyncio.create_task(record_sightings_forever(app.state.ctx, sightings), name="sightings"))
+        channels = app.state.agent_channels = set()
+        revalidate = agent_channel.revalidate_on_revocation_forever(app.state.ctx, channels)
+        jobs.append(asyncio.create_task(revalidate, name="channel-tokens"))
         jobs.append(asyncio.create_task(_scheduler(settings, app.state.ctx), name="scheduler"))
         jobs.append(asyncio.create_task(_fleet(settings, app.state.ctx), name="fleet"))  # docs/fleet.md
         retention = retention_forever(

@@ -85,6 +85,8 @@ def build_server(settings: CloudSettings, host: str, port: int) -> uvicorn.Serve
         # no per-message compression, whose CPU cost is what the channel exists to save.
         ws_max_size=settings.max_agent_request_bytes + FRAME_HEADROOM,
         ws_per_message_deflate=False,
+        ws_ping_interval=settings.channel_ping_seconds,
+        ws_ping_timeout=settings.channel_ping_seconds,
         loop="auto",
         timeout_graceful_shutdown=10,
         # Longer than the usual client and load-balancer idle timeouts, so the server is not the side

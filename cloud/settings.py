@@ -94,11 +94,25 @@ class CloudSettings(BaseSettings):
         description="Offer agents the persistent channel (a WebSocket per agent process at "
         "/api/v1/agents/{id}/channel); when off, the upgrade is refused and agents use long-poll HTTP.",
     )
+    channel_claim_wait_max_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="Upper bound for a claim's wait on an agent channel. The connection is open anyway, so an "
+        "idle agent renews its claim this seldom rather than every claim_wait_max_seconds.",
+    )
+    channel_ping_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="The cloud pings every agent channel this often and closes one whose pong is this late; the "
+        "agent drops a channel silent for three times this. An idle agent on a channel sends no heartbeats: "
+        "its open channel is what shows it online.",
+    )
     channel_token_recheck_seconds: float = Field(
         60.0,
         gt=0,
-        description="An agent channel checks its token again at every claim hand-out and at least this often "
-        "otherwise: a revoked token or a deleted agent is refused, and its channel closed, within this time.",
+        description="An agent channel checks its token again before every hand-out of tasks, and otherwise at "
+        "the first request after this long. Revoking a token or deleting an agent closes its open channels at "
+        "once, on every replica, even an idle one that sends nothing.",
     )
     max_log_bytes: int = Field(
         10 * 1024 * 1024, ge=1024, description="Output kept per task; head and tail are kept past it."

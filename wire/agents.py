@@ -57,7 +57,8 @@ class ClaimRequest(BaseModel):
     """Body of POST /api/v1/agents/{id}/claim: a long-poll for up to `capacity` tasks."""
 
     capacity: int = Field(1, ge=1, le=1000)
-    wait_s: float = Field(25.0, ge=0, le=60)
+    # The cloud caps the wait (claim_wait_max_seconds over HTTP, channel_claim_wait_max_seconds on a channel).
+    wait_s: float = Field(25.0, ge=0, le=3600)
 
 
 class Heartbeat(BaseModel):
@@ -122,9 +123,11 @@ class ChannelRequest(BaseModel):
 
 
 class ChannelHello(BaseModel):
-    """The cloud's first frame on a new channel: the largest frame it accepts."""
+    """The cloud's first frame on a new channel: the largest frame it accepts, and how often it pings an
+    idle channel (None: it does not), so the agent can tell a silent link from a dead one."""
 
     max_frame_bytes: int
+    ping_seconds: float | None = None
 
 
 class AgentStatusRead(BaseModel):

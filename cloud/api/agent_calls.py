@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy import Connection
@@ -17,6 +19,8 @@ from cloud.services import runs as svc
 from cloud.services.errors import Forbidden
 from wire.agents import ClaimRequest, Heartbeat, HeartbeatReply, ResultReply
 from wire.tasks import Assignment, LogBatch, TaskReport
+
+log = logging.getLogger("tiangong.cloud")
 
 Recheck = Callable[[], Principal]
 """The caller's token resolved again (401 when revoked or its agent deleted)."""
@@ -33,7 +37,8 @@ def own(principal: Principal, agent_id: str) -> None:
 class ClaimWatch:
     """A channel's lasting subscription to its agent's wake-ups. A claim whose channel's last read found
     nothing, with no wake-up since, waits without reading again: an idle agent renewing its claim costs
-    no query. It still reads when the hub may miss wake-ups, and every `idle_recheck_seconds`."""
+    no query. It still reads when the hub may miss wake-ups, and, where another replica's wake-up comes
+    through a listener that could die silently (PostgreSQL), every `idle_recheck_seconds`."""
 
     def __init__(self, app: AppContext, agent_id: str) -> None:
         self.sub = app.hub.subscribe(f"agent:{agent_id}")
@@ -43,6 +48,10 @@ class ClaimWatch:
     def must_read(self, now: float) -> bool:
         if self._empty_at is None or self.sub.pending or not self._app.hub.complete:
             return True
+        if not self._app.db.notifies:
+            # One process (SQLite): every wake-up is published in this process and cannot be lost, so
+            # the last empty read stays true until one arrives.
+            return False
         return now - self._empty_at >= self._app.settings.idle_recheck_seconds
 
     def read(self, now: float, found: bool) -> None:
@@ -53,14 +62,25 @@ class ClaimWatch:
 
 
 class Sightings:
-    """Agents heard from on their channels while idle, recorded as seen for all of them in one UPDATE at
-    most every `every` seconds, by whichever idle heartbeat comes when it is due: 1,000 idle agents
-    would otherwise write a row each every few seconds."""
+    """Agents on this replica's channels, recorded as seen for all of them in one UPDATE every `every`
+    seconds (cloud.main's sightings job): every agent whose channel is open (an idle agent on a channel
+    sends no heartbeats; the cloud's pings close a channel whose agent stopped answering), and any agent
+    heard from by an idle heartbeat. 1,000 idle agents would otherwise write a row each every few seconds."""
 
     def __init__(self, every: float) -> None:
         self.every = every
         self._ids: set[str] = set()
+        self._open: Counter[str] = Counter()
         self._flushed = float("-inf")
+
+    def opened(self, agent_id: str) -> None:
+        self._open[agent_id] += 1
+
+    def closed(self, agent_id: str) -> None:
+        self._open[agent_id] -= 1
+        if self._open[agent_id] <= 0:
+            del self._open[agent_id]
+        self._ids.add(agent_id)  # it was there until now
 
     def note(self, agent_id: str, now: float) -> bool:
         """Remember the agent; True when the batch is due to be written now (then call `take`)."""
@@ -68,8 +88,25 @@ class Sightings:
         return now - self._flushed >= self.every
 
     def take(self, now: float) -> set[str]:
-        ids, self._ids, self._flushed = self._ids, set(), now
+        """The agents to record as seen now: those heard from since the last batch, and every open channel's."""
+        ids, self._ids, self._flushed = self._ids | set(self._open), set(), now
         return ids
+
+
+async def record_sightings_forever(app: AppContext, seen: Sightings) -> None:
+    """Write `seen`'s batch every `seen.every` seconds until canceled (one UPDATE for all open channels)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(seen.every)
+        ids = seen.take(loop.time())
+        if not ids:
+            continue
+        try:
+            # In the loop's thread, as the requests' transactions are: the hub is not thread-safe.
+            with app.db.transaction() as conn:
+                svc.record_seen(conn, ids)
+        except Exception:
+            log.exception("agent sightings: recording %d agents as seen failed; retrying next pass", len(ids))
 
 
 def hand_out(
@@ -92,17 +129,21 @@ async def claim(
     recheck: Recheck,
     gone: Gone,
     watch: ClaimWatch | None = None,
+    max_wait: float | None = None,
 ) -> list[Assignment]:
-    """Long-poll: answer at once with pending tasks, else wait (woken in-process) up to wait_s. The token
-    is checked again before every read but the first (the request's own check)."""
+    """Long-poll: answer at once with pending tasks, else wait (woken in-process) up to wait_s, at most
+    `max_wait` (claim_wait_max_seconds by default). The token is checked again before every read but the
+    first, which the request's own check covers; with a `watch` (a channel, whose token was checked when
+    it opened) before the first read too: an idle channel's claim that reads nothing checks nothing."""
     settings = app.settings
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + min(body.wait_s, settings.claim_wait_max_seconds)
+    cap = settings.claim_wait_max_seconds if max_wait is None else max_wait
+    deadline = loop.time() + min(body.wait_s, cap)
     # Subscribe before the first read: a task created between the read and the wait still wakes it.
     scope = contextlib.nullcontext(watch.sub) if watch is not None else app.hub.subscribe(f"agent:{agent_id}")
     with scope as sub:
         read = watch is None or watch.must_read(loop.time())
-        first = True
+        first = watch is None
         while True:
             if read:
                 if not first:
@@ -115,15 +156,18 @@ async def claim(
                     watch.read(loop.time(), bool(got))
                 if got:
                     return got
-            first, read = False, True
+            first = False
             remaining = deadline - loop.time()
             if remaining <= 0 or app.hub.closing:
                 return []
             # Re-read now and then: a wake-up from another replica may have been lost.
             recheck_s = app.hub.recheck_after(settings.recheck_seconds, settings.idle_recheck_seconds)
-            await sub.wait(min(remaining, recheck_s))
+            woke = await sub.wait(min(remaining, recheck_s))
             if await gone():
                 return []
+            # A channel's claim that was not woken reads again only when its watch says a read is due: the
+            # end of its wait alone is no reason (the next claim goes on waiting where this one stopped).
+            read = watch is None or woke or watch.must_read(loop.time())
 
 
 async def heartbeat(

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, delete, func, or_, select, update
 
+from cloud.db import events
 from cloud.db.models import CREDENTIALS as C
 from cloud.db.types import utcnow
 from cloud.services.errors import NotFound
@@ -103,9 +104,26 @@ def agent_has_tokens(conn: Connection, agent_id: str) -> bool:
     return bool(conn.execute(query).scalar_one())
 
 
+CREDENTIALS_CHANGED = "credentials"
+"""Wake-up key published (to every replica) when tokens are revoked: open agent channels check theirs."""
+
+
 def delete_agent_tokens(conn: Connection, agent_id: str) -> int:
     res = conn.execute(delete(C).where(C.c.agent_id == agent_id, C.c.kind == TokenKind.agent.value))
+    events.publish(conn, CREDENTIALS_CHANGED)
     return int(res.rowcount)
+
+
+EXISTING_BATCH = 500
+"""Ids per query in existing_ids: well within every backend's limit on bound parameters."""
+
+
+def existing_ids(conn: Connection, ids: set[int]) -> set[int]:
+    """Which of the credential `ids` still exist (the others were revoked or their agent deleted)."""
+    wanted, found = sorted(ids), set[int]()
+    for start in range(0, len(wanted), EXISTING_BATCH):
+        found.update(conn.execute(select(C.c.id).where(C.c.id.in_(wanted[start : start + EXISTING_BATCH]))).scalars())
+    return found
 
 
 def list_tokens(conn: Connection, kind: TokenKind | None = None, agent_id: str | None = None) -> list[CredentialRow]:
@@ -126,3 +144,4 @@ def get_token(conn: Connection, token_id: int) -> CredentialRow:
 
 def delete_token(conn: Connection, row: CredentialRow) -> None:
     conn.execute(delete(C).where(C.c.id == row.id))
+    events.publish(conn, CREDENTIALS_CHANGED)

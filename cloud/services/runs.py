@@ -80,10 +80,15 @@ def _touch_registered(conn: Connection, agent_id: str) -> None:
         raise NotFound(f"agent_id: agent {agent_id} is not registered; POST /api/v1/agents/register first")
 
 
+SEEN_BATCH = 500
+"""Agent ids per UPDATE when recording sightings: well within every backend's limit on bound parameters."""
+
+
 def record_seen(conn: Connection, agent_ids: set[str]) -> None:
-    """Record every agent in `agent_ids` as seen now, in one UPDATE (idle agents on channels, batched)."""
-    if agent_ids:
-        conn.execute(update(A).where(A.c.id.in_(sorted(agent_ids))).values(last_seen_at=utcnow()))
+    """Record every agent in `agent_ids` as seen now, an UPDATE per SEEN_BATCH ids (agents on channels)."""
+    ids, now = sorted(agent_ids), utcnow()
+    for start in range(0, len(ids), SEEN_BATCH):
+        conn.execute(update(A).where(A.c.id.in_(ids[start : start + SEEN_BATCH])).values(last_seen_at=now))
 
 
 def heartbeat(

@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from agent.client import CloudClient, CloudUnavailable
-from tests.e2e.harness import AGENT, Cloud
+from tests.e2e.harness import AGENT, Cloud, wait_for
 
 
 class Chan:
@@ -130,7 +130,7 @@ def test_a_frame_over_the_limit_is_refused_with_413(make_cloud: Any) -> None:
     cloud = make_cloud(max_agent_request_bytes=4096)
     with contextlib.closing(cloud.scripted("ch-limit", ["shell"])) as client:
         chan = Chan(cloud, "ch-limit", _token(client))
-        assert chan.hello == {"max_frame_bytes": 4096}
+        assert chan.hello == {"max_frame_bytes": 4096, "ping_seconds": 30.0}
         big = chan.call("heartbeat", {"running": ["task-1"] * 600})
         assert big["status"] == 413 and "4096-byte limit" in big["error"], big
         assert chan.call("heartbeat", {})["ok"]["cancel"] == []
@@ -156,16 +156,15 @@ def test_the_upgrade_is_refused_before_accepting_a_wrong_token(cloud: Cloud, scr
     assert status == 403 and f"belongs to agent {agent_id!r}" in error
 
 
-def test_a_revoked_token_closes_the_channel(cloud: Cloud) -> None:
-    agent_id = "ch-revoked"
+def test_revoking_the_token_closes_an_idle_channel_that_sends_nothing(cloud: Cloud) -> None:
+    """An idle agent sends nothing on its channel; revoking its token (or deleting the agent) still
+    closes the channel at once, so the agent does not look online on a token that no longer works."""
+    agent_id = "ch-revoked-idle"
     r = cloud.http.post(f"/api/v1/agents/{agent_id}/tokens", json={"name": "to revoke"})
     assert r.status_code == 201, r.text
-    chan = Chan(cloud, agent_id, r.json()["token"])
-    with contextlib.closing(cloud.scripted(agent_id, ["shell"])):  # registered, with a token of its own
-        assert chan.call("heartbeat", {})["ok"]["cancel"] == []
+    with contextlib.closing(cloud.scripted(agent_id, ["shell"])):
+        chan = Chan(cloud, agent_id, r.json()["token"])
         assert cloud.http.delete(f"/api/v1/tokens/{r.json()['id']}").status_code == 204
-        refused = chan.call("claim", {"capacity": 1, "wait_s": 0})
-        assert refused["status"] == 401, refused
         with pytest.raises(ConnectionClosed) as closed:
             chan.ws.recv(10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
@@ -181,6 +180,41 @@ def test_a_cancelled_claim_hands_out_nothing(cloud: Cloud, scripted: httpx.Clien
     task = _create(cloud, agent_id)
     [assigned] = chan.call("claim", {"capacity": 1, "wait_s": 5})["ok"]
     assert assigned["id"] == task["id"]
+
+
+def _status(cloud: Cloud, agent_id: str) -> str:
+    r = cloud.http.get(f"/api/v1/agents/{agent_id}")
+    assert r.status_code == 200, r.text
+    return str(r.json()["status"])
+
+
+def test_an_idle_agent_with_an_open_channel_is_online_without_heartbeats(make_cloud: Any) -> None:
+    """The open channel is the sighting: an agent that sends nothing on it stays online, one with no
+    channel (registered after it) goes offline, and once the channel closes the first goes offline too."""
+    cloud = make_cloud(agent_offline_seconds=1.2)
+    with contextlib.closing(cloud.scripted("ch-idle", ["shell"])) as idle:
+        chan = Chan(cloud, "ch-idle", _token(idle))
+        with contextlib.closing(cloud.scripted("ch-none", ["shell"])):
+            wait_for(lambda: _status(cloud, "ch-none") == "offline", 30, "the agent without a channel offline")
+        # Registered before ch-none, so its registration alone would have made it offline by now.
+        assert _status(cloud, "ch-idle") == "online"
+        chan.ws.close()
+        wait_for(lambda: _status(cloud, "ch-idle") == "offline", 30, "the agent offline once its channel closed")
+
+
+def test_a_claim_on_the_channel_may_wait_longer_than_an_http_claim(make_cloud: Any) -> None:
+    """claim_wait_max_seconds caps HTTP long-polls (proxies' idle timeouts); a claim on the open channel
+    is capped by channel_claim_wait_max_seconds instead, so an idle agent renews it seldom."""
+    cloud = make_cloud(claim_wait_max_seconds=1, channel_claim_wait_max_seconds=60)
+    with contextlib.closing(cloud.scripted("ch-long", ["shell"])) as scripted:
+        chan = Chan(cloud, "ch-long", _token(scripted))
+        waiting = chan.send("claim", {"capacity": 1, "wait_s": 30})
+        with pytest.raises(TimeoutError):
+            chan.ws.recv(3)  # three times the HTTP cap, and still waiting
+        task = _create(cloud, "ch-long")
+        [assigned] = chan.answer(waiting)["ok"]
+        assert assigned["id"] == task["id"]
+        chan.ws.close()
 
 
 def test_the_client_falls_back_to_http_when_the_upgrade_is_refused(make_cloud: Any) -> None:

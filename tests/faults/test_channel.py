@@ -41,6 +41,31 @@ def test_a_channel_dropped_with_a_claim_answer_on_the_way_loses_no_task(
     assert agent.log().count("agent channel open") >= 2  # it came back on a new channel
 
 
+def test_an_agent_drops_a_channel_on_which_nothing_arrives(make_cluster: MakeCluster) -> None:
+    """The cloud pings every channel_ping_seconds; an agent that hears nothing, not even a ping, for three
+    of them drops the link (an idle agent sends nothing that would time out) and opens another."""
+    cluster = make_cluster("sqlite", channel_ping_seconds=0.5)
+    proxy = cluster.proxy()
+    agent = cluster.agent("ch-silent", via=proxy.url, max_concurrency=1, agent_channel="websocket")
+    wait_for(lambda: "agent channel open" in agent.log(), 30, "the agent's channel")
+    proxy.pause("hold")
+    wait_for(lambda: "agent channel dropped: nothing from the cloud for 1.5 s" in agent.log(), 30, "the drop")
+    proxy.resume()
+    wait_for(lambda: agent.log().count("agent channel open") >= 2, 30, "a new channel")
+    done = cluster.a.create(agent_id="ch-silent", type="shell", command="echo hi", sync=True, timeout=30).json()
+    assert done["status"] == "success", done
+
+
+def test_deleting_an_agent_on_a_closes_its_idle_channel_on_b(make_cluster: MakeCluster) -> None:
+    """The revocation reaches the other replica through NOTIFY: B forgets its cached token and closes the
+    channel of the deleted agent, which sent nothing that B could have checked."""
+    cluster = make_cluster("postgres", replicas=2)
+    agent = cluster.agent("ch-gone", via=cluster.b.url, max_concurrency=1, agent_channel="websocket")
+    wait_for(lambda: "agent channel open" in agent.log(), 30, "the agent's channel to B")
+    assert cluster.a.http.delete("/api/v1/agents/ch-gone").status_code == 204
+    wait_for(lambda: "agent channel dropped: closed by the cloud (4401)" in agent.log(), 30, "B closing the channel")
+
+
 @pytest.mark.parametrize("transport", ["http", "websocket"])
 def test_piggybacked_claims_never_run_more_than_max_concurrency(
     make_cluster: MakeCluster, tmp_path: Path, transport: str

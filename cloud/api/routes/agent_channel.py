@@ -3,7 +3,11 @@ as JSON frames (wire.agents.ChannelRequest), several in flight at once, answered
 as the HTTP routes (cloud/api/agent_calls.py). Long-poll HTTP stays the fallback and the reference.
 
 The token is checked before the upgrade is accepted (a refusal is an HTTP 401/403/404 answer to the
-handshake), again at every claim hand-out, and at least every `channel_token_recheck_seconds`.
+handshake), again before every hand-out of tasks, at the first request after each
+`channel_token_recheck_seconds`, and at once for every open channel when tokens are revoked anywhere.
+An idle agent sends nothing on its channel: the channel being open (the cloud pings it every
+`channel_ping_seconds`) is what records it as seen, and its claim waits up to
+`channel_claim_wait_max_seconds`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from cloud.api.agent_calls import ClaimWatch, Sightings, own
 from cloud.api.deps import AppContext, bearer_token
 from cloud.api.errors import describe_validation
 from cloud.api.strict_json import OFFLOAD_BYTES, JsonRefused, loads_storable
+from cloud.services import credentials
 from cloud.services.errors import BadRequest, ServiceError
 from wire.agents import ChannelHello, ChannelRequest, ClaimRequest, Heartbeat
 from wire.credentials import TokenKind
@@ -101,10 +106,14 @@ class Channel:
         self._send_lock = asyncio.Lock()
         self.closed = False
         self.watch = ClaimWatch(app, agent_id)
+        self.sightings = _sightings(websocket)
 
     async def serve(self) -> None:
         try:
-            await self._send(orjson.dumps({"hello": ChannelHello(max_frame_bytes=self.limit).model_dump()}))
+            hello = ChannelHello(max_frame_bytes=self.limit, ping_seconds=self.app.settings.channel_ping_seconds)
+            await self._send(orjson.dumps({"hello": hello.model_dump()}))
+            self.sightings.opened(self.agent_id)
+            _open_channels(self.ws).add(self)
             while not self.closed:
                 message = await self.ws.receive()
                 if message["type"] == "websocket.disconnect":
@@ -121,6 +130,8 @@ class Channel:
             # Requests in flight end with the channel: a claim still waiting hands out nothing.
             self.closed = True
             self.watch.close()
+            self.sightings.closed(self.agent_id)
+            _open_channels(self.ws).discard(self)
             jobs = list(self._jobs)
             for job in jobs:
                 job.cancel()
@@ -172,18 +183,26 @@ class Channel:
     async def _run(self, req: ChannelRequest) -> bytes:
         """The operation's answer as JSON, exactly as its HTTP route answers it."""
         app = self.app
-        # Every hand-out of tasks (a claim, a result asking for more) checks the token again.
-        self._check(force=req.op == "claim" or req.claim > 0)
+        # Every hand-out of tasks checks the token again: a result asking for more here, a claim before
+        # each of its reads (calls.claim; an idle claim that reads nothing checks nothing).
+        self._check(force=req.claim > 0)
         if req.op == "claim":
             claim = ClaimRequest.model_validate(req.body)
+            max_wait = app.settings.channel_claim_wait_max_seconds
             got = await calls.claim(
-                app, self.agent_id, claim, self.claimer, recheck=self._recheck, gone=self._gone, watch=self.watch
+                app,
+                self.agent_id,
+                claim,
+                self.claimer,
+                recheck=self._recheck,
+                gone=self._gone,
+                watch=self.watch,
+                max_wait=max_wait,
             )
             return _ASSIGNMENTS.dump_json(got)
         if req.op == "heartbeat":
             beat = Heartbeat.model_validate(req.body)
-            seen = _sightings(app, self.ws)
-            reply = await calls.heartbeat(app, self.agent_id, beat, recheck=self._recheck, seen=seen)
+            reply = await calls.heartbeat(app, self.agent_id, beat, recheck=self._recheck, seen=self.sightings)
             return reply.model_dump_json().encode()
         if req.task_id is None:
             raise BadRequest(f"task_id: is required for {req.op}")
@@ -206,6 +225,18 @@ class Channel:
             except ServiceError as exc:
                 raise TokenRefused(exc.status_code, exc.message) from None
             self._checked_at = now
+
+    def revalidate(self) -> None:
+        """Check the token now (credentials changed somewhere): a channel that sends nothing, as an idle
+        agent's does, is closed as soon as its token is revoked or its agent deleted."""
+        if self.closed:
+            return
+        try:
+            self._check(force=True)
+        except TokenRefused as exc:
+            job = asyncio.create_task(self._close(4000 + exc.status, exc.message))
+            self._jobs.add(job)
+            job.add_done_callback(self._jobs.discard)
 
     def _recheck(self) -> Principal:
         self._check(force=True)
@@ -240,12 +271,35 @@ class Channel:
             await self.ws.close(code, reason[:120])
 
 
-def _sightings(app: AppContext, websocket: WebSocket) -> Sightings:
-    """The app's one batch of idle agents' sightings (written a few times per offline period)."""
-    state = websocket.app.state
-    seen: Sightings | None = getattr(state, "channel_sightings", None)
-    if seen is None:
-        seen = state.channel_sightings = Sightings(app.settings.agent_offline_seconds / 6)
+async def revalidate_on_revocation_forever(app: AppContext, channels: set[Channel]) -> None:
+    """When tokens are revoked on any replica (credentials.CREDENTIALS_CHANGED), forget the cached ones and
+    close every open channel whose token went: one query for all of them, whatever the fleet's size."""
+    with app.hub.subscribe(credentials.CREDENTIALS_CHANGED) as sub:
+        while not app.hub.closing:
+            if not await sub.wait(3600):
+                continue
+            app.credentials.clear()  # this replica's cache may still hold what another one revoked
+            held = {c: c.principal.credential_id for c in channels if not c.closed}
+            ids = {n for n in held.values() if n is not None}
+            try:
+                with app.db.transaction() as conn:
+                    alive = credentials.existing_ids(conn, ids)
+            except Exception:
+                log.exception("agent channels: checking tokens after a revocation failed; each is checked later")
+                continue
+            for channel, credential_id in held.items():
+                if credential_id is not None and credential_id not in alive:
+                    channel.revalidate()
+
+
+def _open_channels(websocket: WebSocket) -> set[Channel]:
+    channels: set[Channel] = websocket.app.state.agent_channels
+    return channels
+
+
+def _sightings(websocket: WebSocket) -> Sightings:
+    """The app's one batch of channel agents' sightings (cloud.main writes it a few times per offline period)."""
+    seen: Sightings = websocket.app.state.channel_sightings
     return seen
 
 
