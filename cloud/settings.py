@@ -158,6 +158,19 @@ class CloudSettings(BaseSettings):
         description="Largest JSON-RPC answer; a call whose answer would be larger gets an error asking to "
         "narrow it (e.g. task_query with more conditions).",
     )
+    rpc_idle_timeout_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="A JSON-RPC WebSocket with no message and no call running for this long is closed (4008); "
+        "0 keeps idle sockets open.",
+    )
+    rpc_auth_timeout_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="A JSON-RPC WebSocket opened without an Authorization header must make a call with a valid "
+        "params.token within this long, else it is closed (4401), so anonymous sockets cannot be held; 0: "
+        "no limit.",
+    )
     request_idle_timeout_seconds: float = Field(
         30.0,
         gt=0,

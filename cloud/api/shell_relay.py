@@ -67,20 +67,28 @@ class ShellRelay:
         s = self.sessions.get(n)
         return s is not None and not s.ended.is_set() and getattr(s, side) is not None
 
-    async def serve_agent(self, n: int, task_id: str, ws: WebSocket) -> None:
-        """The agent's socket, accepted: its messages go to the browser once one is here."""
+    def claim(self, n: int, task_id: str, side: str, ws: WebSocket) -> Session | None:
+        """Make `ws` the task's `side` ("agent" or "browser"), or None when that side is taken. The check
+        and the claim run with no await between them, so of two sockets racing for one side (two browsers
+        attaching at once) exactly one wins on this event loop; the route closes the other."""
+        if self.busy(n, side):
+            return None
         s = self.session(n, task_id)
-        s.agent = ws
+        setattr(s, side, ws)
+        return s
+
+    async def serve_agent(self, n: int, s: Session, ws: WebSocket) -> None:
+        """The agent's socket, accepted and claimed: its messages go to the browser once one is here."""
         s.agent_here.set()
         try:
             await self._pump(s, ws, lambda: s.browser, s.browser_here, from_agent=True)
         finally:
             self._forget(n, s)
 
-    async def serve_browser(self, n: int, task_id: str, ws: WebSocket) -> None:
-        """The browser's socket, accepted: waits for the agent's side, then its messages go to the agent."""
-        s = self.session(n, task_id)
-        s.browser = ws
+    async def serve_browser(self, n: int, s: Session, ws: WebSocket) -> None:
+        """The browser's socket, accepted and claimed: waits for the agent's side, then its messages go to
+        the agent."""
+        task_id = s.task_id
         s.browser_here.set()
         try:
             wait = self.settings.shell_attach_wait_seconds

@@ -23,8 +23,9 @@ from tests.e2e.harness import ADMIN, Cloud, wait_for
 CLOUD_SETTINGS = {"shell_max_message_bytes": 4096}
 
 
-def open_shell(cloud: Cloud, **params: Any) -> str:
-    r = cloud.create(type="web_shell", params=params)
+def open_shell(cloud: Cloud, token: str = ADMIN, **params: Any) -> str:
+    body = {"agent_id": "local", "type": "web_shell", "params": params}
+    r = cloud.http.post("/api/v1/tasks", json=body, headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 201, r.text
     return str(r.json()["id"])
 
@@ -147,11 +148,38 @@ def test_only_tokens_allowed_web_shell_on_that_agent_attach_before_accept(cloud:
     with pytest.raises(InvalidStatus) as info:
         connect(agent_url, additional_headers={"Authorization": f"Bearer {ADMIN}"})
     assert info.value.response.status_code == 403
+    assert cloud.http.post(f"/api/v1/tasks/{task_id}/cancel").status_code == 200
+    cloud.wait_final(task_id)
+    # A token allowed web_shell on the agent attaches to a shell it opened (another's: the next test).
     allowed = token(cloud, agents=["local"], types=["web_shell"], can=["create"])
-    with browser(cloud, task_id, allowed) as ws:
+    own = open_shell(cloud, allowed)
+    with browser(cloud, own, allowed) as ws:
         ws.send(b"echo ok$((1+1))\n")
         read_until(ws, rb"ok2")
-    cloud.wait_final(task_id)
+    cloud.wait_final(own)
+
+
+def test_only_the_token_that_created_a_shell_or_an_admin_attaches(cloud: Cloud) -> None:
+    scope = {"agents": ["local"], "types": ["web_shell"], "can": ["create"]}
+    alice, bob = token(cloud, **scope), token(cloud, **scope)
+    alices = open_shell(cloud, alice)
+    # Bob may open shells on this agent, but not attach to Alice's: refused before the handshake.
+    with pytest.raises(InvalidStatus) as info:
+        browser(cloud, alices, bob)
+    assert info.value.response.status_code == 403
+    assert orjson.loads(info.value.response.body or b"{}")["error"] == (
+        f"{alices} is another token's shell session: only the token that created it, or an admin, may attach"
+    )
+    with browser(cloud, alices, alice) as ws:
+        ws.send(b"echo alice\n")
+        read_until(ws, rb"[\r\n]alice\r\n")
+    cloud.wait_final(alices)
+    # An admin token may attach to anyone's session.
+    bobs = open_shell(cloud, bob)
+    with browser(cloud, bobs, ADMIN) as ws:
+        ws.send(b"echo admin\n")
+        read_until(ws, rb"[\r\n]admin\r\n")
+    cloud.wait_final(bobs)
 
 
 def test_a_second_browser_is_refused_with_a_reason(cloud: Cloud) -> None:
@@ -167,6 +195,34 @@ def test_a_second_browser_is_refused_with_a_reason(cloud: Cloud) -> None:
     with pytest.raises(InvalidStatus) as info:  # ended: nothing to attach to
         browser(cloud, task_id)
     assert info.value.response.status_code == 409
+
+
+def test_browsers_attaching_at_the_same_instant_get_one_session(cloud: Cloud) -> None:
+    """Four handshakes released together: exactly one browser gets the shell, the others 4409."""
+    task_id = open_shell(cloud)
+    n = 4
+    start = threading.Barrier(n)
+    outcomes: list[tuple[str, Any]] = [("none", None)] * n
+
+    def attach(i: int) -> None:
+        start.wait()
+        try:
+            with browser(cloud, task_id) as ws:
+                ws.send(f"echo solo{i}\n".encode())  # a refused browser's typing never reaches the shell
+                read_until(ws, rf"[\r\n]solo{i}\r\n".encode())
+                outcomes[i] = ("attached", i)
+        except ConnectionClosed as exc:
+            outcomes[i] = ("closed", (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else None)
+
+    threads = [threading.Thread(target=attach, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [kind for kind, _ in outcomes].count("attached") == 1, outcomes
+    refused = [why for kind, why in outcomes if kind == "closed"]
+    assert refused == [(4409, f"another browser is attached to {task_id}; one at a time")] * (n - 1), outcomes
+    cloud.wait_final(task_id)
 
 
 def test_a_message_over_the_cap_ends_the_session(cloud: Cloud) -> None:

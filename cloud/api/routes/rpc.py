@@ -9,12 +9,12 @@ condition one reaching every type."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, HTTPException, Request, Response, WebSocket
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -25,13 +25,13 @@ from cloud.api.jsonrpc import (
     ANSWER_TOO_LARGE,
     FORBIDDEN,
     INVALID_PARAMS,
-    PARSE_ERROR,
     UNAUTHORIZED,
     Limits,
     Method,
     RpcError,
     dispatch,
 )
+from cloud.api.rpc_socket import Caller, serve_socket
 from cloud.api.scopes import require_create, require_on_task
 from cloud.api.waits import wait_until_final
 from cloud.policy import enforce
@@ -85,62 +85,35 @@ async def rpc(request: Request) -> Response:
     return Response(status_code=204) if answer is None else Response(answer, media_type="application/json")
 
 
-MAX_IN_FLIGHT = 16
-"""Calls one WebSocket may have running at once; the next message is read when one ends (backpressure)."""
-
-
 @router.websocket("/api/rpc")
 async def rpc_socket(websocket: WebSocket) -> None:
     """JSON-RPC over a WebSocket: each text or binary message is one request or batch, answered by a
     message when it ends (a notification gets none). Calls run concurrently, up to MAX_IN_FLIGHT, so a
-    blocking create does not hold up a query sent after it: match answers by `id`."""
+    blocking create does not hold up a query sent after it: match answers by `id`.
+
+    An `Authorization` header is checked before the handshake (a bad one is refused with 401/403 and
+    `{"error": ...}`); without one the socket opens, since seed 000's clients send `params.token` in each
+    call, but it must show a valid token within rpc_auth_timeout_seconds (rpc_socket.py)."""
     app: AppContext = websocket.app.state.ctx
-    methods, limits = _methods(app, bearer_token(websocket.headers)), _limits(app)
-    await websocket.accept()
-    slots = asyncio.Semaphore(MAX_IN_FLIGHT)
-    sending = asyncio.Lock()
-    calls: set[asyncio.Task[None]] = set()
-
-    async def answer(body: bytes) -> None:
+    header = bearer_token(websocket.headers)
+    if header is not None:
         try:
-            reply = await dispatch(body, methods, limits)
-            if reply is not None:
-                async with sending:
-                    await websocket.send_text(reply.decode())
-        except (WebSocketDisconnect, RuntimeError):
-            pass  # the caller left: nothing to answer
-        finally:
-            slots.release()
-
-    try:
-        while not app.hub.closing:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            body = message.get("bytes") or (message.get("text") or "").encode("utf-8", "surrogatepass")
-            limit = app.settings.max_request_bytes
-            if len(body) > limit:
-                refusal = f"Parse error: a message of {len(body)} bytes passes the limit of {limit} (max_request_bytes)"
-                async with sending:
-                    await websocket.send_text(orjson.dumps(_error_doc(PARSE_ERROR, refusal)).decode())
-                continue
-            await slots.acquire()
-            call = asyncio.create_task(answer(body))
-            calls.add(call)
-            call.add_done_callback(calls.discard)
-    except WebSocketDisconnect:
-        pass
-    finally:
-        for call in calls:
-            call.cancel()
-        await asyncio.gather(*calls, return_exceptions=True)
-    if app.hub.closing:
-        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-            await websocket.close(1001, "the cloud is shutting down")
+            _caller(app, header)
+        except HTTPException as exc:
+            await websocket.send_denial_response(JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code))
+            return
+    caller = Caller(known=header is not None)
+    methods = _methods(app, header, on_caller=lambda: setattr(caller, "known", True))
+    await websocket.accept()
+    await serve_socket(app, websocket, methods, _limits(app), caller)
 
 
-def _error_doc(code: int, message: str) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
+def _caller(app: AppContext, token: bytes) -> Principal:
+    """The caller token's principal: 401 for a missing, wrong or expired token, 403 for an agent's."""
+    principal = app.credentials.resolve(token)
+    if not principal.is_caller:
+        raise HTTPException(403, "a caller token is needed (the admin token or tgp_...)")
+    return principal
 
 
 def _limits(app: AppContext) -> Limits:
@@ -151,7 +124,11 @@ def _limits(app: AppContext) -> Limits:
     )
 
 
-def _methods(app: AppContext, header_token: bytes | None = None) -> dict[str, Method]:
+def _methods(
+    app: AppContext, header_token: bytes | None = None, on_caller: Callable[[], None] | None = None
+) -> dict[str, Method]:
+    """The methods, each checking its call's token; `on_caller` runs when one passes (the socket's limit)."""
+
     def check(token: str | None) -> Principal:
         if token is not None:
             raw = token.encode("utf-8", "surrogatepass")
@@ -160,11 +137,11 @@ def _methods(app: AppContext, header_token: bytes | None = None) -> dict[str, Me
         else:
             raise RpcError(UNAUTHORIZED, "Unauthorized: no token; send params.token or an Authorization: Bearer header")
         try:
-            principal = app.credentials.resolve(raw)
+            principal = _caller(app, raw)
         except HTTPException as exc:
             raise RpcError(UNAUTHORIZED, f"Unauthorized: {exc.detail}") from None
-        if not principal.is_caller:
-            raise RpcError(UNAUTHORIZED, "Unauthorized: a caller token is needed (the admin token or tgp_...)")
+        if on_caller is not None:
+            on_caller()
         return principal
 
     async def create(params: dict[str, Any]) -> dict[str, int]:

@@ -1,5 +1,6 @@
 """WebSocket routes of web_shell tasks: the browser's side (a caller token allowed `create` on the task's
-agent and the `web_shell` type) and the agent's side (its agent token and the attempt's task token).
+agent and the `web_shell` type, and either the token that created the task or an admin token) and the
+agent's side (its agent token and the attempt's task token).
 
 Every check runs before the handshake is accepted: a refused socket gets an HTTP status with
 `{"error": ...}` and never opens. A browser cannot set an Authorization header on a WebSocket, so its token
@@ -50,6 +51,7 @@ async def browser_shell(websocket: WebSocket, task_id: str) -> None:
         with app.db.transaction() as conn:
             task = shells.browser_side(conn, task_id)
             require_on_task(conn, app.agents, principal, Action.create, task.agent_id, shells.SHELL_TYPE)
+            shells.require_creator(conn, task, principal)
             audit.record(conn, principal, "task.shell", format_task_id(task.id), agent_id=task.agent_id)
     except Refused as exc:
         await _refuse(websocket, exc.status, exc.message)
@@ -60,11 +62,13 @@ async def browser_shell(websocket: WebSocket, task_id: str) -> None:
     offered = websocket.scope.get("subprotocols") or []
     await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     shown = format_task_id(task.id)
-    if relay.busy(int(task.id), "browser"):
+    # Claimed after the accept, so a second browser is told why in a close reason a page can show.
+    session = relay.claim(int(task.id), shown, "browser", websocket)
+    if session is None:
         with contextlib.suppress(Exception):
             await websocket.close(BUSY, f"another browser is attached to {shown}; one at a time")
         return
-    await relay.serve_browser(int(task.id), shown, websocket)
+    await relay.serve_browser(int(task.id), session, websocket)
 
 
 @router.websocket("/api/v1/agent/tasks/{task_id}/shell")
@@ -88,7 +92,14 @@ async def agent_shell(websocket: WebSocket, task_id: str) -> None:
         await _refuse(websocket, exc.status_code, exc.message)
         return
     await websocket.accept()
-    await relay.serve_agent(int(task.id), format_task_id(task.id), websocket)
+    # busy() above refuses the usual second connection with a 409; two racing through the accept are
+    # settled here, where checking and claiming are one step.
+    session = relay.claim(int(task.id), format_task_id(task.id), "agent", websocket)
+    if session is None:
+        with contextlib.suppress(Exception):
+            await websocket.close(BUSY, f"the agent's side of {format_task_id(task.id)} is already connected")
+        return
+    await relay.serve_agent(int(task.id), session, websocket)
 
 
 def _principal(app: AppContext, token: bytes | None) -> Principal:
