@@ -39,6 +39,9 @@ DELIVERY_GRACE_SECONDS = 5.0
 what is not delivered by then stays in the outbox and the next start delivers it."""
 MAX_BEAT_WAIT_SECONDS = 60.0
 """The longest wait a heartbeat may ask the cloud to hold it (wire.agents.Heartbeat.wait_s)."""
+START_BEAT_SECONDS = 0.5
+"""An idle agent on a channel beats this long after a task starts, if it still runs: how late, at worst, a
+cancel requested just after the start reaches it."""
 LEND_SECONDS = 1.0
 """How long a finished attempt's slot waits for its result to be sent with a piggybacked claim before the
 claim loop may use it (a result sent later, after log batches or while the cloud is away, claims nothing)."""
@@ -292,10 +295,13 @@ class Agent:
             every = self._heartbeat_seconds if listed else max(self._heartbeat_seconds, idle)
             if not listed and self.client.channel_open:
                 # Idle on an open channel: the cloud sees the agent through it (and closes it when its pings
-                # go unanswered), and there is no lease to renew. A task starting wakes this loop to beat.
+                # go unanswered), and there is no lease to renew. A task starting wakes this loop, which beats
+                # for it (holding the beat open for a cancel) if it still runs START_BEAT_SECONDS later: a
+                # task of a few milliseconds costs no beat at all.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(every):
                         await self._started.wait()
+                        await asyncio.sleep(START_BEAT_SECONDS)
                 continue
             try:
                 reply = await self.client.heartbeat(listed, wait_s=every)

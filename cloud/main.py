@@ -99,8 +99,9 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         )
         background = background_forever(db, settings.reaper_interval_seconds, settings.audit_retention_days)
         jobs = [asyncio.create_task(background, name="background")]
-        # Agents on this replica's channels are recorded as seen a few times per offline period.
-        sightings = app.state.channel_sightings = Sightings(settings.agent_offline_seconds / 6)
+        # Agents on this replica's channels, and idle agents' heartbeats, are recorded as seen a few times
+        # per offline period, in one UPDATE.
+        sightings = app.state.agent_sightings = Sightings(settings.agent_offline_seconds / 6)
         jobs.append(asyncio.create_task(record_sightings_forever(app.state.ctx, sightings), name="sightings"))
         channels = app.state.agent_channels = set()
         revalidate = agent_channel.revalidate_on_revocation_forever(app.state.ctx, channels)

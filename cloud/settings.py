@@ -100,6 +100,12 @@ class CloudSettings(BaseSettings):
         description="Upper bound for a claim's wait on an agent channel. The connection is open anyway, so an "
         "idle agent renews its claim this seldom rather than every claim_wait_max_seconds.",
     )
+    channel_max_in_flight: int = Field(
+        256,
+        ge=1,
+        description="Requests one agent channel may have running at once; the next frame is read when one ends "
+        "(backpressure), so one agent token cannot make the cloud hold unbounded work.",
+    )
     channel_ping_seconds: float = Field(
         30.0,
         gt=0,

@@ -71,7 +71,6 @@ class Sightings:
         self.every = every
         self._ids: set[str] = set()
         self._open: Counter[str] = Counter()
-        self._flushed = float("-inf")
 
     def opened(self, agent_id: str) -> None:
         self._open[agent_id] += 1
@@ -82,23 +81,21 @@ class Sightings:
             del self._open[agent_id]
         self._ids.add(agent_id)  # it was there until now
 
-    def note(self, agent_id: str, now: float) -> bool:
-        """Remember the agent; True when the batch is due to be written now (then call `take`)."""
+    def note(self, agent_id: str) -> None:
+        """Remember the agent, heard from now, for the next batch."""
         self._ids.add(agent_id)
-        return now - self._flushed >= self.every
 
-    def take(self, now: float) -> set[str]:
+    def take(self) -> set[str]:
         """The agents to record as seen now: those heard from since the last batch, and every open channel's."""
-        ids, self._ids, self._flushed = self._ids | set(self._open), set(), now
+        ids, self._ids = self._ids | set(self._open), set()
         return ids
 
 
 async def record_sightings_forever(app: AppContext, seen: Sightings) -> None:
     """Write `seen`'s batch every `seen.every` seconds until canceled (one UPDATE for all open channels)."""
-    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(seen.every)
-        ids = seen.take(loop.time())
+        ids = seen.take()
         if not ids:
             continue
         try:
@@ -177,7 +174,8 @@ async def heartbeat(
 
     The wait also covers tasks the agent has not listed yet (started since it sent this beat), so a
     cancel of a task that just started reaches the agent at once rather than at its next beat. With
-    `seen` (a channel), a beat listing nothing only notes the agent as seen: no query of its own.
+    `seen`, a beat listing nothing only notes the agent as seen (written with the others' sightings by
+    record_sightings_forever): no query of its own.
     """
     lease = app.settings.lease_seconds
     with app.hub.subscribe(f"cancel:{agent_id}") as sub:
@@ -185,9 +183,8 @@ async def heartbeat(
         if body.running or seen is None:
             with app.db.transaction() as conn:
                 cancel = svc.heartbeat(conn, agent_id, body.running, lease, body.tokens)
-        elif seen.note(agent_id, now := asyncio.get_running_loop().time()):
-            with app.db.transaction() as conn:
-                svc.record_seen(conn, seen.take(now))
+        else:
+            seen.note(agent_id)
         waits = not cancel and body.wait_s > 0 and not app.hub.closing
         if waits and await sub.wait(min(body.wait_s, lease / 3)):
             own(recheck(), agent_id)

@@ -217,6 +217,25 @@ def test_a_claim_on_the_channel_may_wait_longer_than_an_http_claim(make_cloud: A
         chan.ws.close()
 
 
+def test_a_channel_at_its_in_flight_limit_reads_no_more_frames_until_one_ends(make_cloud: Any) -> None:
+    """channel_max_in_flight bounds what one agent token makes the cloud hold: past it the cloud stops
+    reading (backpressure), and goes on as soon as a request ends."""
+    cloud = make_cloud(channel_max_in_flight=2)
+    with contextlib.closing(cloud.scripted("ch-busy", ["shell"])) as scripted:
+        chan = Chan(cloud, "ch-busy", _token(scripted))
+        first = chan.send("claim", {"capacity": 1, "wait_s": 30})
+        chan.send("claim", {"capacity": 1, "wait_s": 30})
+        beat = chan.send("heartbeat", {})
+        with pytest.raises(TimeoutError):
+            chan.ws.recv(2)  # two claims wait: the heartbeat is not even read
+        task = _create(cloud, "ch-busy")
+        answers = [orjson.loads(chan.ws.recv(30)) for _ in range(2)]
+        by_id = {a["id"]: a for a in answers}
+        assert [t["id"] for t in by_id[first]["ok"]] == [task["id"]], answers
+        assert by_id[beat]["ok"]["cancel"] == [], answers  # read once the first claim ended
+        chan.ws.close()
+
+
 def test_the_client_falls_back_to_http_when_the_upgrade_is_refused(make_cloud: Any) -> None:
     cloud = make_cloud(channel_enabled="false")
     with contextlib.closing(cloud.scripted("ch-off", ["shell"])) as scripted:

@@ -104,6 +104,7 @@ class Channel:
         self._jobs: set[asyncio.Task[None]] = set()
         self._requests: dict[int, asyncio.Task[None]] = {}
         self._send_lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(app.settings.channel_max_in_flight)
         self.closed = False
         self.watch = ClaimWatch(app, agent_id)
         self.sightings = _sightings(websocket)
@@ -121,9 +122,11 @@ class Channel:
                 raw = message.get("bytes")
                 if raw is None:
                     raw = (message.get("text") or "").encode("utf-8", "surrogatepass")
+                # At the limit, stop reading until a request ends: the agent's frames wait in the socket.
+                await self._slots.acquire()
                 job = asyncio.create_task(self._handle(raw))
                 self._jobs.add(job)
-                job.add_done_callback(self._jobs.discard)
+                job.add_done_callback(self._done)
         except WebSocketDisconnect:
             pass
         finally:
@@ -136,6 +139,10 @@ class Channel:
             for job in jobs:
                 job.cancel()
             await asyncio.gather(*jobs, return_exceptions=True)
+
+    def _done(self, job: asyncio.Task[None]) -> None:
+        self._jobs.discard(job)
+        self._slots.release()
 
     async def _handle(self, raw: bytes) -> None:
         rid = _leading_id(raw)
@@ -299,7 +306,7 @@ def _open_channels(websocket: WebSocket) -> set[Channel]:
 
 def _sightings(websocket: WebSocket) -> Sightings:
     """The app's one batch of channel agents' sightings (cloud.main writes it a few times per offline period)."""
-    seen: Sightings = websocket.app.state.channel_sightings
+    seen: Sightings = websocket.app.state.agent_sightings
     return seen
 
 

@@ -54,7 +54,9 @@ async def heartbeat(
     """Renew leases; return cancels at once, or wait up to wait_s for one to be requested (also for a
     task started since the beat was sent)."""
     own(principal, agent_id)
-    return await calls.heartbeat(app, agent_id, body, recheck=lambda: recheck(request))
+    # An idle agent's beat (nothing running) is batched with the others' sightings: no write of its own.
+    seen = request.app.state.agent_sightings
+    return await calls.heartbeat(app, agent_id, body, recheck=lambda: recheck(request), seen=seen)
 
 
 @router.post("/agent/tasks/{task_id}/logs", dependencies=[AgentAuth])
