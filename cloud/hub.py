@@ -35,6 +35,11 @@ class Subscription:
         """A key was published since the last wait (a waiter that skips its read must not skip this)."""
         return self._event.is_set()
 
+    def clear(self) -> None:
+        """Forget the publishes so far: for a waiter that has just read, synchronously after the transaction
+        that read (no await between), so that the only publishes it forgets are ones its read saw."""
+        self._event.clear()
+
     async def wait(self, timeout: float) -> bool:
         """Wait until a key is published (True) or `timeout` passes (False); re-arms itself."""
         if timeout <= 0 and not self._event.is_set():

@@ -54,8 +54,13 @@ class ClaimWatch:
             return False
         return now - self._empty_at >= self._app.settings.idle_recheck_seconds
 
-    def read(self, now: float, found: bool) -> None:
-        self._empty_at = None if found else now
+    def read(self, now: float, more: bool) -> None:
+        """Note a read, called right after its transaction with no await between: every wake-up published
+        so far came from a commit that read saw (or from its own transaction, such as a full claim's "maybe
+        more"), so it is cleared. A read that took fewer tasks than it could (`more` False) left the queue
+        empty: the next claim need not read until woken."""
+        self.sub.clear()
+        self._empty_at = None if more else now
 
     def close(self) -> None:
         self.sub.__exit__(None, None, None)
@@ -150,7 +155,7 @@ async def claim(
                 with app.db.transaction() as conn:
                     got = hand_out(app, conn, agent_id, body.capacity, claimer, app.seen.due(agent_id))
                 if watch is not None:
-                    watch.read(loop.time(), bool(got))
+                    watch.read(loop.time(), more=len(got) >= body.capacity)
                 if got:
                     return got
             first = False
@@ -202,12 +207,24 @@ async def store_logs(app: AppContext, task_id: str, body: LogBatch, agent_id: st
 
 
 async def store_result(
-    app: AppContext, task_id: str, body: TaskReport, agent_id: str | None, claim: int = 0, claimer: str = ""
+    app: AppContext,
+    task_id: str,
+    body: TaskReport,
+    agent_id: str | None,
+    claim: int = 0,
+    claimer: str = "",
+    watch: ClaimWatch | None = None,
 ) -> ResultReply:
     """Record the outcome (idempotent for a resend); with `claim` > 0, hand out up to that many of the
-    agent's pending tasks in the same transaction (the claim a busy agent would send next)."""
+    agent's pending tasks in the same transaction (the claim a busy agent would send next). On a channel
+    (`watch`) whose last read found the queue empty, with no wake-up since, there is nothing to hand out
+    and nothing is read."""
     report = await cleaned_report(app, task_id, body)
+    now = asyncio.get_running_loop().time()
+    reads = bool(claim and agent_id) and (watch is None or watch.must_read(now))
     with app.db.transaction() as conn:
         task = svc.report_result(conn, task_id, report, app.settings.max_log_bytes, agent_id=agent_id)
-        assignments = hand_out(app, conn, agent_id, claim, claimer, touch=False) if claim and agent_id else []
+        assignments = hand_out(app, conn, agent_id, claim, claimer, touch=False) if reads and agent_id else []
+    if reads and watch is not None:
+        watch.read(now, more=len(assignments) >= claim)
     return ResultReply(id=task_id, status=task.status, assignments=assignments)

@@ -191,7 +191,7 @@ def _status(cloud: Cloud, agent_id: str) -> str:
 def test_an_idle_agent_with_an_open_channel_is_online_without_heartbeats(make_cloud: Any) -> None:
     """The open channel is the sighting: an agent that sends nothing on it stays online, one with no
     channel (registered after it) goes offline, and once the channel closes the first goes offline too."""
-    cloud = make_cloud(agent_offline_seconds=1.2)
+    cloud = make_cloud(agent_offline_seconds=3)
     with contextlib.closing(cloud.scripted("ch-idle", ["shell"])) as idle:
         chan = Chan(cloud, "ch-idle", _token(idle))
         with contextlib.closing(cloud.scripted("ch-none", ["shell"])):

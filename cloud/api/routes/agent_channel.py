@@ -217,8 +217,9 @@ class Channel:
             batch = LogBatch.model_validate(req.body)
             return orjson.dumps(await calls.store_logs(app, req.task_id, batch, self.principal.agent_id))
         report = TaskReport.model_validate(req.body)
+        wanted = 0 if self.closed else req.claim
         result = await calls.store_result(
-            app, req.task_id, report, self.principal.agent_id, 0 if self.closed else req.claim, self.claimer
+            app, req.task_id, report, self.principal.agent_id, wanted, self.claimer, watch=self.watch
         )
         return result.model_dump_json().encode()
 
