@@ -3,7 +3,7 @@
 Runs in the Celery venv (bench/celery, `make bench-celery-env`), never in Tiangong's process:
 
     bench/celery/.venv/bin/python -m bench.celery_side [--roundtrip-calls 200] [--throughput-tasks 2000]
-        [--clients 64] [--concurrency 8] [--redis-db 13]
+        [--clients 64] [--concurrency 8] [--redis-db 13] [--serve-roundtrips]
 
 and prints its raw figures as JSON on stdout (each round trip's samples, the throughput run's time and
 failures, CPU per call of every process); bench/versus_celery.py turns them into the same percentiles
@@ -29,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.measuring import caller_cpu_s, cpu_s, sampled_calls  # noqa: E402
+from bench.measuring import WARM_UP, caller_cpu_s, cpu_s, sampled_calls  # noqa: E402
 
 
 @contextmanager
@@ -126,6 +126,25 @@ def measure_celery(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def serve_roundtrips(args: argparse.Namespace) -> None:
+    """For interleaved round trips: a solo worker, then for each line `N` read on stdin, N timed calls
+    (after the usual warm-up once) answered as one line of sampled_calls' JSON; ends at end of input."""
+    import redis
+
+    redis_url = f"redis://127.0.0.1:6379/{args.redis_db}"
+    os.environ["BENCH_CELERY_REDIS"] = redis_url
+    server = redis.Redis.from_url(redis_url)
+    server.flushdb()
+    pids = {"redis": int(server.info("server")["process_id"])}
+    with celery_worker(redis_url, "solo", 1) as worker:
+        pids["worker"] = worker.pid
+        for _ in range(WARM_UP):
+            celery_call()
+        print("ready", flush=True)
+        for line in sys.stdin:
+            print(json.dumps(sampled_calls(celery_call, int(line), pids, warm_up=0)), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--roundtrip-calls", type=int, default=200)
@@ -133,7 +152,12 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--redis-db", type=int, default=13, help="the Redis database for Celery (flushed first)")
-    print(json.dumps(measure_celery(ap.parse_args())))
+    ap.add_argument("--serve-roundtrips", action="store_true", help="timed blocks of calls on request (stdin)")
+    args = ap.parse_args()
+    if args.serve_roundtrips:
+        serve_roundtrips(args)
+        return
+    print(json.dumps(measure_celery(args)))
 
 
 if __name__ == "__main__":

@@ -36,10 +36,10 @@ def caller_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def sampled_calls(call: Callable[[], None], n: int, pids: dict[str, int]) -> dict[str, Any]:
-    """`call` WARM_UP times, then `n` times timed: each call's ms (`samples_ms`) and CPU ms per call of
+def sampled_calls(call: Callable[[], None], n: int, pids: dict[str, int], warm_up: int = WARM_UP) -> dict[str, Any]:
+    """`call` `warm_up` times, then `n` times timed: each call's ms (`samples_ms`) and CPU ms per call of
     this process (`caller_cpu_ms_per_call`) and of each of `pids` (`<name>_cpu_ms_per_call`)."""
-    for _ in range(WARM_UP):
+    for _ in range(warm_up):
         call()
     before = {name: cpu_s(pid) for name, pid in pids.items()}
     caller_before = caller_cpu_s()

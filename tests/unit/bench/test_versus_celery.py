@@ -28,6 +28,20 @@ def test_ratios_are_tiangong_over_celery_and_each_target_is_met_or_not() -> None
     }
 
 
+def test_the_interleaved_round_trip_decides_the_round_trip_target_when_measured() -> None:
+    """Measured one after the other, Celery looks slower (the machine was slower then); interleaved,
+    the same calls say Tiangong is slower: the interleaved ratio is the one the target is judged on."""
+    celery = {"roundtrip_solo_1_ms": {"p50": 8.0, "p95": 9.0}, "throughput": {"tasks_per_s": 400.0}}
+    sqlite = figures(6.0, 8.0, 1200.0)
+    sqlite["interleaved_roundtrip"] = {"celery_ms": {"p50": 4.0}, "tiangong_ms": {"p50": 6.0}, "ratio_p50": 1.5}
+    out = compare({"celery": celery, "tiangong": {"sqlite": sqlite}})
+    assert out["tiangong_over_celery"]["sqlite"]["roundtrip_p50"] == 0.75
+    assert out["tiangong_over_celery"]["sqlite"]["roundtrip_p50_interleaved"] == 1.5
+    interleaved = "sqlite: round trip p50, interleaved with Celery's, 6.0 ms / 4.0 ms = 1.5 <= 1.0"
+    assert out["targets"][interleaved] == "not met"
+    assert not any(text.startswith("sqlite: round trip p50 6.0") for text in out["targets"])
+
+
 def test_a_profile_is_summarised_by_package_function_and_tiangong_step() -> None:
     collapsed = "\n".join(
         [
