@@ -103,8 +103,7 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         # per offline period, in one UPDATE.
         sightings = app.state.agent_sightings = Sightings(settings.agent_offline_seconds / 6)
         jobs.append(asyncio.create_task(record_sightings_forever(app.state.ctx, sightings), name="sightings"))
-        channels = app.state.agent_channels = set()
-        revalidate = agent_channel.revalidate_on_revocation_forever(app.state.ctx, channels)
+        revalidate = agent_channel.revalidate_on_revocation_forever(app.state.ctx, sightings)
         jobs.append(asyncio.create_task(revalidate, name="channel-tokens"))
         jobs.append(asyncio.create_task(_scheduler(settings, app.state.ctx), name="scheduler"))
         jobs.append(asyncio.create_task(_fleet(settings, app.state.ctx), name="fleet"))  # docs/fleet.md

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from sqlalchemy import Connection
 
@@ -21,6 +21,13 @@ from wire.agents import ClaimRequest, Heartbeat, HeartbeatReply, ResultReply
 from wire.tasks import Assignment, LogBatch, TaskReport
 
 log = logging.getLogger("tiangong.cloud")
+
+
+class OpenChannel(Protocol):
+    """What Sightings needs of an open channel."""
+
+    agent_id: str
+
 
 Recheck = Callable[[], Principal]
 """The caller's token resolved again (401 when revoked or its agent deleted)."""
@@ -75,16 +82,8 @@ class Sightings:
     def __init__(self, every: float) -> None:
         self.every = every
         self._ids: set[str] = set()
-        self._open: Counter[str] = Counter()
-
-    def opened(self, agent_id: str) -> None:
-        self._open[agent_id] += 1
-
-    def closed(self, agent_id: str) -> None:
-        self._open[agent_id] -= 1
-        if self._open[agent_id] <= 0:
-            del self._open[agent_id]
-        self._ids.add(agent_id)  # it was there until now
+        self.channels: set[OpenChannel] = set()
+        """This replica's open channels (routes/agent_channel.py adds and removes its own)."""
 
     def note(self, agent_id: str) -> None:
         """Remember the agent, heard from now, for the next batch."""
@@ -92,7 +91,7 @@ class Sightings:
 
     def take(self) -> set[str]:
         """The agents to record as seen now: those heard from since the last batch, and every open channel's."""
-        ids, self._ids = self._ids | set(self._open), set()
+        ids, self._ids = self._ids | {c.agent_id for c in self.channels}, set()
         return ids
 
 
@@ -214,14 +213,18 @@ async def store_result(
     claim: int = 0,
     claimer: str = "",
     watch: ClaimWatch | None = None,
+    recheck: Recheck | None = None,
 ) -> ResultReply:
     """Record the outcome (idempotent for a resend); with `claim` > 0, hand out up to that many of the
     agent's pending tasks in the same transaction (the claim a busy agent would send next). On a channel
     (`watch`) whose last read found the queue empty, with no wake-up since, there is nothing to hand out
-    and nothing is read."""
+    and nothing is read. `recheck` (a channel's token, checked when it opened) is checked again before a
+    hand-out: its tasks, and their secrets, must not go to a revoked token."""
     report = await cleaned_report(app, task_id, body)
     now = asyncio.get_running_loop().time()
     reads = bool(claim and agent_id) and (watch is None or watch.must_read(now))
+    if reads and recheck is not None and agent_id is not None:
+        own(recheck(), agent_id)
     with app.db.transaction() as conn:
         task = svc.report_result(conn, task_id, report, app.settings.max_log_bytes, agent_id=agent_id)
         assignments = hand_out(app, conn, agent_id, claim, claimer, touch=False) if reads and agent_id else []

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, delete, func, or_, select, update
 
 from cloud.db import events
+from cloud.db.batches import in_batches
 from cloud.db.models import CREDENTIALS as C
 from cloud.db.types import utcnow
 from cloud.services.errors import NotFound
@@ -114,15 +115,11 @@ def delete_agent_tokens(conn: Connection, agent_id: str) -> int:
     return int(res.rowcount)
 
 
-EXISTING_BATCH = 500
-"""Ids per query in existing_ids: well within every backend's limit on bound parameters."""
-
-
 def existing_ids(conn: Connection, ids: set[int]) -> set[int]:
     """Which of the credential `ids` still exist (the others were revoked or their agent deleted)."""
-    wanted, found = sorted(ids), set[int]()
-    for start in range(0, len(wanted), EXISTING_BATCH):
-        found.update(conn.execute(select(C.c.id).where(C.c.id.in_(wanted[start : start + EXISTING_BATCH]))).scalars())
+    found = set[int]()
+    for batch in in_batches(sorted(ids)):
+        found.update(conn.execute(select(C.c.id).where(C.c.id.in_(batch))).scalars())
     return found
 
 

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, bindparam, select, update
 
 from cloud.db import events
+from cloud.db.batches import in_batches
 from cloud.db.models import AGENTS as A
 from cloud.db.models import TASKS as T
 from cloud.db.types import utcnow
@@ -80,15 +81,11 @@ def _touch_registered(conn: Connection, agent_id: str) -> None:
         raise NotFound(f"agent_id: agent {agent_id} is not registered; POST /api/v1/agents/register first")
 
 
-SEEN_BATCH = 500
-"""Agent ids per UPDATE when recording sightings: well within every backend's limit on bound parameters."""
-
-
 def record_seen(conn: Connection, agent_ids: set[str]) -> None:
-    """Record every agent in `agent_ids` as seen now, an UPDATE per SEEN_BATCH ids (agents on channels)."""
-    ids, now = sorted(agent_ids), utcnow()
-    for start in range(0, len(ids), SEEN_BATCH):
-        conn.execute(update(A).where(A.c.id.in_(ids[start : start + SEEN_BATCH])).values(last_seen_at=now))
+    """Record every agent in `agent_ids` as seen now (agents on channels, idle heartbeats; batched)."""
+    now = utcnow()
+    for ids in in_batches(sorted(agent_ids)):
+        conn.execute(update(A).where(A.c.id.in_(ids)).values(last_seen_at=now))
 
 
 def heartbeat(

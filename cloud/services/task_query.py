@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, delete, select
 
+from cloud.db.batches import in_batches
 from cloud.db.models import TASK_LOGS as L
 from cloud.db.models import TASKS as T
 from cloud.services.errors import BadRequest
@@ -128,8 +129,7 @@ def delete_tasks(conn: Connection, conditions: Any, everything: bool = False) ->
     if limit is not None:
         stmt = stmt.limit(limit)
     ids = list(conn.execute(stmt).scalars())
-    for start in range(0, len(ids), 500):  # bounded IN lists
-        chunk = ids[start : start + 500]
+    for chunk in in_batches(ids):
         conn.execute(delete(L).where(L.c.task_id.in_(chunk)))
         conn.execute(delete(T).where(T.c.id.in_(chunk)))
     return len(ids)

@@ -61,6 +61,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def peak(edges: list[tuple[Any, int]]) -> int:
+    """The most things alive at one instant, from (instant, +1 for a start or -1 for an end) pairs; at the
+    same instant an end sorts first: a slot freed is a slot reused."""
+    alive = most = 0
+    for _, step in sorted(edges):
+        alive += step
+        most = max(most, alive)
+    return most
+
+
 def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
     """Poll `check` until it returns something truthy; fail after `timeout`. Used on conditions, not time."""
     deadline = time.monotonic() + timeout

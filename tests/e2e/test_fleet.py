@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.e2e.cli_run import cli, one_json, one_line_error
-from tests.e2e.harness import ADMIN, Cloud, wait_for
+from tests.e2e.harness import ADMIN, Cloud, peak, wait_for
 
 WEB = ["fleet-web-1", "fleet-web-2", "fleet-web-3"]
 DB = ["fleet-db-1", "fleet-db-2"]
@@ -71,11 +71,7 @@ def most_at_once(tasks: list[dict[str, Any]]) -> int:
     for t in tasks:
         edges.append((datetime.fromisoformat(t["created_at"]), 1))
         edges.append((datetime.fromisoformat(t["finished_at"]), -1))
-    alive = most = 0
-    for _, step in sorted(edges):  # at a tie an end (-1) sorts first: a slot freed is a slot reused
-        alive += step
-        most = max(most, alive)
-    return most
+    return peak(edges)
 
 
 def test_selector_by_ids_globs_labels_and_all_succeed(fleet: Cloud) -> None:

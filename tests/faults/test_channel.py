@@ -13,7 +13,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.e2e.harness import wait_for
+from tests.e2e.harness import peak, wait_for
 from tests.faults.conftest import MakeCluster
 
 CLAIM_MAX_S = 0.5
@@ -95,12 +95,8 @@ def test_piggybacked_claims_never_run_more_than_max_concurrency(
     for line in marker.read_text().split("\n"):
         if line:
             kind, stamp = line.split()
-            events.append((int(stamp), 0 if kind == "end" else 1))  # at the same instant, an end first
-    running = peak = 0
-    for _, starts in sorted(events):
-        running += 1 if starts else -1
-        peak = max(peak, running)
-    assert peak == 2, peak
+            events.append((int(stamp), -1 if kind == "end" else 1))
+    assert peak(events) == 2, events
     if transport == "http":  # on the channel the requests are inside WebSocket frames
         sent = proxy.sent()
         claims, piggybacked = sent.count(b"POST /api/v1/agents/ch-busy/claim "), sent.count(b"\r\nTiangong-Claim: ")

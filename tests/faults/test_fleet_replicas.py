@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.harness import peak
 from tests.faults.conftest import MakeCluster
 
 pytestmark = pytest.mark.slow
@@ -26,11 +27,7 @@ def _most_running(marker: Path, ids: set[str]) -> int:
         task_id, kind, stamp = line.split()
         if task_id in ids:
             edges.append((int(stamp), 1 if kind == "start" else -1))
-    running = most = 0
-    for _, step in sorted(edges):  # at the same instant an end (-1) sorts first
-        running += step
-        most = max(most, running)
-    return most
+    return peak(edges)
 
 
 def test_two_replicas_never_start_a_target_twice(

@@ -113,8 +113,7 @@ class Channel:
         try:
             hello = ChannelHello(max_frame_bytes=self.limit, ping_seconds=self.app.settings.channel_ping_seconds)
             await self._send(orjson.dumps({"hello": hello.model_dump()}))
-            self.sightings.opened(self.agent_id)
-            _open_channels(self.ws).add(self)
+            self.sightings.channels.add(self)
             while not self.closed:
                 message = await self.ws.receive()
                 if message["type"] == "websocket.disconnect":
@@ -133,8 +132,8 @@ class Channel:
             # Requests in flight end with the channel: a claim still waiting hands out nothing.
             self.closed = True
             self.watch.close()
-            self.sightings.closed(self.agent_id)
-            _open_channels(self.ws).discard(self)
+            self.sightings.channels.discard(self)
+            self.sightings.note(self.agent_id)  # it was there until now
             jobs = list(self._jobs)
             for job in jobs:
                 job.cancel()
@@ -190,9 +189,9 @@ class Channel:
     async def _run(self, req: ChannelRequest) -> bytes:
         """The operation's answer as JSON, exactly as its HTTP route answers it."""
         app = self.app
-        # Every hand-out of tasks checks the token again: a result asking for more here, a claim before
-        # each of its reads (calls.claim; an idle claim that reads nothing checks nothing).
-        self._check(force=req.claim > 0)
+        # Every hand-out of tasks checks the token again (calls.claim before each of its reads, calls.store_result
+        # before a piggybacked one): an idle claim, or a result with nothing to hand out, checks nothing.
+        self._check(force=False)
         if req.op == "claim":
             claim = ClaimRequest.model_validate(req.body)
             max_wait = app.settings.channel_claim_wait_max_seconds
@@ -219,7 +218,14 @@ class Channel:
         report = TaskReport.model_validate(req.body)
         wanted = 0 if self.closed else req.claim
         result = await calls.store_result(
-            app, req.task_id, report, self.principal.agent_id, wanted, self.claimer, watch=self.watch
+            app,
+            req.task_id,
+            report,
+            self.principal.agent_id,
+            wanted,
+            self.claimer,
+            watch=self.watch,
+            recheck=self._recheck,
         )
         return result.model_dump_json().encode()
 
@@ -279,7 +285,7 @@ class Channel:
             await self.ws.close(code, reason[:120])
 
 
-async def revalidate_on_revocation_forever(app: AppContext, channels: set[Channel]) -> None:
+async def revalidate_on_revocation_forever(app: AppContext, seen: Sightings) -> None:
     """When tokens are revoked on any replica (credentials.CREDENTIALS_CHANGED), forget the cached ones and
     close every open channel whose token went: one query for all of them, whatever the fleet's size."""
     with app.hub.subscribe(credentials.CREDENTIALS_CHANGED) as sub:
@@ -287,7 +293,8 @@ async def revalidate_on_revocation_forever(app: AppContext, channels: set[Channe
             if not await sub.wait(3600):
                 continue
             app.credentials.clear()  # this replica's cache may still hold what another one revoked
-            held = {c: c.principal.credential_id for c in channels if not c.closed}
+            open_now = [c for c in seen.channels if isinstance(c, Channel) and not c.closed]
+            held = {c: c.principal.credential_id for c in open_now}
             ids = {n for n in held.values() if n is not None}
             try:
                 with app.db.transaction() as conn:
@@ -298,11 +305,6 @@ async def revalidate_on_revocation_forever(app: AppContext, channels: set[Channe
             for channel, credential_id in held.items():
                 if credential_id is not None and credential_id not in alive:
                     channel.revalidate()
-
-
-def _open_channels(websocket: WebSocket) -> set[Channel]:
-    channels: set[Channel] = websocket.app.state.agent_channels
-    return channels
 
 
 def _sightings(websocket: WebSocket) -> Sightings:
