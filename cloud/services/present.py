@@ -162,26 +162,29 @@ def log_read(line: Any, task_id: int) -> LogRead:
 
 
 def log_page_json(rows: list[Any], task_id: int) -> bytes:
+    """Stored log lines of task number `task_id` (rows of `list_logs`) as the JSON array `list[LogRead]`
+    would give."""
+    return orjson.dumps(log_line_dicts(rows, task_id), option=orjson.OPT_UTC_Z)
+
+
+def log_line_dicts(rows: list[Any], task_id: int) -> list[dict[str, Any]]:
     """Stored log lines of task number `task_id` (rows of `list_logs`, whose column order they unpack in)
-    as the JSON array `list[LogRead]` would give, built from plain dicts: a LogRead per line, and even
-    reading a Row's fields by name, made reading a long log cost more than storing it."""
+    as the dicts a LogRead would dump to (GET .../logs and its SSE `log` events both show these): a LogRead
+    per line, and even reading a Row's fields by name, made reading a long log cost more than storing it."""
     shown = format_task_id(task_id)
-    return orjson.dumps(
-        [
-            {
-                "id": id_,
-                "task_id": shown,
-                "attempt": attempt,
-                "seq": seq,
-                "level": level,
-                "stream": stream,
-                "message": message,
-                "timestamp": timestamp,
-            }
-            for id_, attempt, seq, level, stream, message, timestamp in rows
-        ],
-        option=orjson.OPT_UTC_Z,
-    )
+    return [
+        {
+            "id": id_,
+            "task_id": shown,
+            "attempt": attempt,
+            "seq": seq,
+            "level": level,
+            "stream": stream,
+            "message": message,
+            "timestamp": timestamp,
+        }
+        for id_, attempt, seq, level, stream, message, timestamp in rows
+    ]
 
 
 def agent_read(agent: Any, offline_after: float) -> AgentRead:

@@ -15,9 +15,9 @@ from cloud.api.guard import GuardedRoute
 from cloud.api.scopes import require_on_task
 from cloud.services import tasks as svc
 from cloud.services.logs import LineRow, list_logs
-from cloud.services.present import log_page_json
+from cloud.services.present import log_line_dicts, log_page_json
 from wire.credentials import Action
-from wire.tasks import LogRead, TaskStatus, format_task_id
+from wire.tasks import LogRead, TaskStatus
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["logs"], dependencies=[CallerAuth], route_class=GuardedRoute)
 
@@ -95,28 +95,10 @@ async def _follow(app: AppContext, task_id: int, after: int, as_text: bool, requ
 
 
 def _sse_page(rows: list[LineRow], task_id: int) -> str:
-    """Each line as an SSE `log` event whose data is the line as GET .../logs shows it (the same dict and
-    encoding as present.log_page_json, without a LogRead per line)."""
-    shown = format_task_id(task_id)
+    """Each line as an SSE `log` event whose data is the line as GET .../logs shows it."""
     return "".join(
-        _sse(
-            orjson.dumps(
-                {
-                    "id": id_,
-                    "task_id": shown,
-                    "attempt": attempt,
-                    "seq": seq,
-                    "level": level,
-                    "stream": stream,
-                    "message": message,
-                    "timestamp": timestamp,
-                },
-                option=orjson.OPT_UTC_Z,
-            ).decode(),
-            event="log",
-            id=id_,
-        )
-        for id_, attempt, seq, level, stream, message, timestamp in rows
+        _sse(orjson.dumps(line, option=orjson.OPT_UTC_Z).decode(), event="log", id=line["id"])
+        for line in log_line_dicts(rows, task_id)
     )
 
 

@@ -53,11 +53,8 @@ async def browser_shell(websocket: WebSocket, task_id: str) -> None:
             require_on_task(conn, app.agents, principal, Action.create, task.agent_id, shells.SHELL_TYPE)
             shells.require_creator(conn, task, principal)
             audit.record(conn, principal, "task.shell", format_task_id(task.id), agent_id=task.agent_id)
-    except Refused as exc:
-        await _refuse(websocket, exc.status, exc.message)
-        return
-    except ServiceError as exc:
-        await _refuse(websocket, exc.status_code, exc.message)
+    except (Refused, ServiceError) as exc:
+        await _refuse(websocket, exc)
         return
     offered = websocket.scope.get("subprotocols") or []
     await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
@@ -85,11 +82,8 @@ async def agent_shell(websocket: WebSocket, task_id: str) -> None:
             task = shells.agent_side(conn, task_id, websocket.headers.get("x-task-token", ""), principal.agent_id)
         if relay.busy(int(task.id), "agent"):
             raise Refused(409, f"the agent's side of {format_task_id(task.id)} is already connected")
-    except Refused as exc:
-        await _refuse(websocket, exc.status, exc.message)
-        return
-    except ServiceError as exc:
-        await _refuse(websocket, exc.status_code, exc.message)
+    except (Refused, ServiceError) as exc:
+        await _refuse(websocket, exc)
         return
     await websocket.accept()
     # busy() above refuses the usual second connection with a 409; two racing through the accept are
@@ -126,9 +120,11 @@ def _browser_token(websocket: WebSocket) -> bytes | None:
     return None
 
 
-async def _refuse(websocket: WebSocket, status: int, message: str) -> None:
-    """Refuse the handshake with an HTTP answer `{"error": message}` (or a bare 403 where the server cannot
-    send one)."""
+async def _refuse(websocket: WebSocket, exc: Refused | ServiceError) -> None:
+    """Refuse the handshake with an HTTP answer: the status and `{"error": message}` of `exc` (or a bare
+    403 where the server cannot send one)."""
+    status = exc.status if isinstance(exc, Refused) else exc.status_code
+    message = exc.message
     try:
         await websocket.send_denial_response(JSONResponse({"error": message}, status_code=status))
     except RuntimeError:
