@@ -164,6 +164,13 @@ class CloudSettings(BaseSettings):
         description="Largest JSON-RPC answer; a call whose answer would be larger gets an error asking to "
         "narrow it (e.g. task_query with more conditions).",
     )
+    rpc_max_scope_checks: int = Field(
+        100,
+        ge=1,
+        description="Most (uuid, type) pairs a JSON-RPC task_query or task_delete may name in its conditions, each "
+        "checked against the token's scope; more is refused as invalid params (the conditions are AND-ed: past "
+        "one distinct uuid and one distinct type they match nothing anyway).",
+    )
     rpc_idle_timeout_seconds: float = Field(
         300.0,
         ge=0,

@@ -114,6 +114,17 @@ def test_query_and_delete(cloud: Cloud) -> None:
     assert bad["error"]["code"] == -32602 and "colour" in bad["error"]["message"]
 
 
+def test_conditions_naming_too_many_uuid_type_pairs_are_refused_before_the_scope_checks(cloud: Cloud) -> None:
+    """Each (uuid, type) pair is checked against the token's scope: a body of thousands of distinct ones
+    would be a product-sized loop on the event loop, so past rpc_max_scope_checks the call is refused."""
+    many = [{"uuid": f"agent-{i}"} for i in range(20)] + [{"type": f"type-{i}"} for i in range(20)]
+    refused = call(cloud, "task_query", {"token": ADMIN, "task_data_query": {"condition": many}})
+    assert refused["error"]["code"] == -32602, refused
+    assert "400 pairs" in refused["error"]["message"] and "rpc_max_scope_checks" in refused["error"]["message"]
+    repeated = [{"uuid": "local"}] * 300 + [{"type": "execute"}] * 300  # the same pair, named many times
+    assert "result" in call(cloud, "task_query", {"token": ADMIN, "task_data_query": {"condition": repeated}})
+
+
 def test_protocol_errors_and_batches(cloud: Cloud) -> None:
     r = cloud.http.post("/api/rpc", content=b"{not json", headers={"Content-Type": "application/json"})
     assert r.json()["error"]["code"] == -32700 and r.json()["id"] is None

@@ -206,8 +206,17 @@ def _within_scope(app: AppContext, conn: Any, principal: Principal, action: Acti
     every type; with them, the agent and type named."""
     _allowed(principal.require, action)
     named = [c for c in conditions if isinstance(c, dict) and len(c) == 1] if isinstance(conditions, list) else []
-    agents = [c["uuid"] for c in named if isinstance(c.get("uuid"), str)]
-    types = [c["type"] for c in named if isinstance(c.get("type"), str)]
+    agents = list(dict.fromkeys(c["uuid"] for c in named if isinstance(c.get("uuid"), str)))
+    types = list(dict.fromkeys(c["type"] for c in named if isinstance(c.get("type"), str)))
+    # Each pair is a scope check (the agent's may read the database): bounded before any is made.
+    pairs, limit = max(1, len(agents)) * max(1, len(types)), app.settings.rpc_max_scope_checks
+    if pairs > limit:
+        raise RpcError(
+            INVALID_PARAMS,
+            f"Invalid params: conditions name {len(agents)} distinct uuids and {len(types)} distinct types, "
+            f"{pairs} pairs to check against the token's scope, past the limit of {limit} (rpc_max_scope_checks); "
+            "AND-ed, more than one of each matches nothing",
+        )
     if not agents and not principal.all_agents:
         raise RpcError(FORBIDDEN, f"Forbidden: without a uuid condition {action.value} needs a global-scope token")
     if not types and not principal.all_types:
