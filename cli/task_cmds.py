@@ -11,7 +11,7 @@ import typer
 from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt, endpoint
 from cli.exitcodes import EPILOG, CliError, Code, for_status, passthrough
 from cli.interrupts import Interrupted, Interrupts
-from cli.output import JsonOpt, emit, fields, note, table
+from cli.output import JsonOpt, emit, fields, note, page_footer, table
 from cli.task_input import EnvOpt, ParamsOpt, read_env, read_params
 
 app = typer.Typer(no_args_is_help=True, epilog=EPILOG)
@@ -208,7 +208,7 @@ def list_(
         (t["id"], t["status"], t["agent_id"], t["type"], t["exit_code"], t["created_at"][:19], t["command"][:60])
         for t in data["list"]
     ]
-    footer = f"page {data['page']}: {len(rows)} of {data['total']}"
+    footer = page_footer(data, rows)
     emit(data, lambda: table(("ID", "STATUS", "AGENT", "TYPE", "EXIT", "CREATED", "COMMAND"), rows, footer))
 
 
