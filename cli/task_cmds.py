@@ -87,9 +87,14 @@ def _finish(task_id: str, final: dict[str, Any], stdout_lines: int) -> None:
             sys.stdout.write(final["result"] if final["result"].endswith("\n") else final["result"] + "\n")
 
     emit(final, human)
-    if status != "success":
-        note(f"{task_id} {status}: {final.get('error') or 'no error given'}")
+    note_failure(task_id, status, final.get("error"))
     raise typer.Exit(for_status(status))
+
+
+def note_failure(task_id: str, status: object, error: object) -> None:
+    """Unless the task (or fleet run) succeeded, one note saying how it ended and why."""
+    if status != "success":
+        note(f"{task_id} {status}: {error or 'no error given'}")
 
 
 def _interrupted(api: Api, task: dict[str, Any] | None, stop: Interrupted, detach: bool) -> CliError:
@@ -164,8 +169,7 @@ def logs(
         if follow_:
             end = follow(api, task_id).end
             emit({"task_id": task_id, **end}, lambda: None)
-            if end.get("status") != "success":
-                note(f"{task_id} {end.get('status')}: {end.get('error') or 'no error given'}")
+            note_failure(task_id, end.get("status"), end.get("error"))
             raise typer.Exit(passthrough(str(end.get("status")), end.get("exit_code")))
         lines = _all_lines(api, task_id)
     emit(lines, lambda: _print_lines(lines))
