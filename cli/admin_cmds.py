@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt, endpoint
+from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt, delete_record, endpoint
 from cli.exitcodes import EPILOG
-from cli.output import JsonOpt, emit, note, table
+from cli.output import JsonOpt, emit, note, page_footer, table
 
 tokens_app = typer.Typer(no_args_is_help=True, help="API and registration tokens (admin).", epilog=EPILOG)
 audit_app = typer.Typer(no_args_is_help=True, help="Who did what, and when (admin).", epilog=EPILOG)
@@ -96,9 +96,7 @@ def token_list(url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: JsonOpt =
 @tokens_app.command("delete")
 def token_delete(token_id: int, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: JsonOpt = False) -> None:
     """Revoke a token by its id (from `tiangong token list`)."""
-    with Api(url, token) as api:
-        api.request("DELETE", endpoint("/api/v1/tokens/{}", token_id))
-    emit({"id": token_id, "deleted": True}, lambda: print(f"token-{token_id} deleted"))
+    delete_record(url, token, endpoint("/api/v1/tokens/{}", token_id), token_id, f"token-{token_id} deleted")
 
 
 @audit_app.command("list")
@@ -115,5 +113,5 @@ def audit_list(
     with Api(url, token) as api:
         data = api.get("/api/v1/audit", params=query)
     rows = [(r["at"][:19], r["actor"], r["action"], r["target"], r["detail"]) for r in data["list"]]
-    footer = f"page {data['page']}: {len(rows)} of {data['total']}"
+    footer = page_footer(data, rows)
     emit(data, lambda: table(("AT", "ACTOR", "ACTION", "TARGET", "DETAIL"), rows, footer))

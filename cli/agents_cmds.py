@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.admin_cmds import parse_duration
-from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt, endpoint
+from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt, delete_record, endpoint
 from cli.exitcodes import EPILOG
 from cli.output import JsonOpt, emit, fields, note, table
 
@@ -89,6 +89,4 @@ def _set_disabled(agent_id: str, disabled: bool, url: str, token: str) -> None:
 @app.command("delete")
 def agents_delete(agent_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: JsonOpt = False) -> None:
     """Delete the agent: its tokens stop working, its pending and running tasks fail."""
-    with Api(url, token) as api:
-        api.request("DELETE", endpoint("/api/v1/agents/{}", agent_id))
-    emit({"id": agent_id, "deleted": True}, lambda: print(f"agent {agent_id} deleted"))
+    delete_record(url, token, endpoint("/api/v1/agents/{}", agent_id), agent_id, f"agent {agent_id} deleted")

@@ -15,6 +15,7 @@ from urllib.parse import quote
 import typer
 
 from cli.exitcodes import CliError, Code
+from cli.output import emit
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -75,6 +76,13 @@ def endpoint(template: str, *ids: object) -> str:
             raise CliError(f"{text!r} is not an id", Code.USAGE)
         segments.append(quote(text, safe=""))
     return template.format(*segments)
+
+
+def delete_record(url: str, token: str, path: str, record_id: object, done: str) -> None:
+    """DELETE `path`; print `done` (with --json `{"id": record_id, "deleted": true}`)."""
+    with Api(url, token) as api:
+        api.request("DELETE", path)
+    emit({"id": record_id, "deleted": True}, lambda: print(done))
 
 
 def check_token(token: str) -> str:

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt, endpoint
+from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt, delete_record, endpoint
 from cli.exitcodes import EPILOG
-from cli.output import JsonOpt, emit, fields, note, size, table
+from cli.output import JsonOpt, emit, fields, note, page_footer, size, table
 
 app = typer.Typer(no_args_is_help=True, epilog=EPILOG)
 
@@ -47,7 +47,7 @@ def list_(
     with Api(url, token) as api:
         data = api.get("/api/v1/files", params=query)
     rows = [(f["id"], f["name"], size(f["size"]), f["md5"], f["created_at"][:19]) for f in data["list"]]
-    footer = f"page {data['page']}: {len(rows)} of {data['total']}"
+    footer = page_footer(data, rows)
     emit(data, lambda: table(("ID", "NAME", "SIZE", "MD5", "CREATED"), rows, footer))
 
 
@@ -82,9 +82,7 @@ def download(
 @app.command("delete")
 def delete(file_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: JsonOpt = False) -> None:
     """Delete a file (refused while a pending or running task names it)."""
-    with Api(url, token) as api:
-        api.request("DELETE", endpoint("/api/v1/files/{}", file_id))
-    emit({"id": file_id, "deleted": True}, lambda: print(f"{file_id} deleted"))
+    delete_record(url, token, endpoint("/api/v1/files/{}", file_id), file_id, f"{file_id} deleted")
 
 
 @app.command("distribute")

@@ -11,6 +11,7 @@ from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt, endpoint
 from cli.exitcodes import EPILOG, CliError, Code, for_status
 from cli.interrupts import Interrupted, Interrupts
 from cli.output import JsonOpt, emit, note, table
+from cli.task_cmds import _interrupted, note_failure
 from cli.task_input import EnvOpt, ParamsOpt, read_env, read_params
 
 
@@ -88,12 +89,9 @@ def fleet(
             follow(api, run["id"], show=False)  # the run's log ends when the run does
             final = api.get(endpoint("/api/v1/tasks/{}", run["id"]))
         except Interrupted as stop:
-            from cli.task_cmds import _interrupted  # the same cancel (or --detach) as `task run`
-
-            raise _interrupted(api, run, stop, detach) from None
+            raise _interrupted(api, run, stop, detach) from None  # the same cancel (or --detach) as `task run`
     emit(final, lambda: show_run(final))
-    if final["status"] != "success":
-        note(f"{final['id']} {final['status']}: {final.get('error') or 'no error given'}")
+    note_failure(final["id"], final["status"], final.get("error"))
     raise typer.Exit(for_status(final["status"]))
 
 

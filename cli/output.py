@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from typing import Annotated, Any
 
 import typer
@@ -85,6 +85,11 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], footer: str = "
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
     if footer:
         print(footer)
+
+
+def page_footer(data: dict[str, Any], shown: Sized) -> str:
+    """`page 2: 20 of 57` under one page of a listing."""
+    return f"page {data['page']}: {len(shown)} of {data['total']}"
 
 
 def fields(pairs: Sequence[tuple[str, Any]]) -> None:

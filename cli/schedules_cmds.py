@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt, endpoint
+from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt, delete_record, endpoint
 from cli.exitcodes import EPILOG
 from cli.output import JsonOpt, emit, fields, note, table
 from cli.task_input import EnvOpt, ParamsOpt, read_env, read_params
@@ -119,9 +119,7 @@ def schedules_disable(
 @app.command("delete")
 def schedules_delete(schedule_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", json_: JsonOpt = False) -> None:
     """Delete a schedule; the tasks it created stay."""
-    with Api(url, token) as api:
-        api.request("DELETE", endpoint("/api/v1/schedules/{}", schedule_id))
-    emit({"id": schedule_id, "deleted": True}, lambda: print(f"deleted {schedule_id}"))
+    delete_record(url, token, endpoint("/api/v1/schedules/{}", schedule_id), schedule_id, f"deleted {schedule_id}")
 
 
 def _show(s: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ import typer
 from cli.api import DEFAULT_URL, Api, TokenOpt, UrlOpt, endpoint
 from cli.exitcodes import EPILOG, CliError, Code, for_status, passthrough
 from cli.interrupts import Interrupted, Interrupts
-from cli.output import JsonOpt, emit, fields, note, table
+from cli.output import JsonOpt, emit, fields, note, page_footer, table
 from cli.task_input import EnvOpt, ParamsOpt, read_env, read_params
 
 app = typer.Typer(no_args_is_help=True, epilog=EPILOG)
@@ -87,9 +87,14 @@ def _finish(task_id: str, final: dict[str, Any], stdout_lines: int) -> None:
             sys.stdout.write(final["result"] if final["result"].endswith("\n") else final["result"] + "\n")
 
     emit(final, human)
-    if status != "success":
-        note(f"{task_id} {status}: {final.get('error') or 'no error given'}")
+    note_failure(task_id, status, final.get("error"))
     raise typer.Exit(for_status(status))
+
+
+def note_failure(task_id: str, status: object, error: object) -> None:
+    """Unless the task (or fleet run) succeeded, one note saying how it ended and why."""
+    if status != "success":
+        note(f"{task_id} {status}: {error or 'no error given'}")
 
 
 def _interrupted(api: Api, task: dict[str, Any] | None, stop: Interrupted, detach: bool) -> CliError:
@@ -164,8 +169,7 @@ def logs(
         if follow_:
             end = follow(api, task_id).end
             emit({"task_id": task_id, **end}, lambda: None)
-            if end.get("status") != "success":
-                note(f"{task_id} {end.get('status')}: {end.get('error') or 'no error given'}")
+            note_failure(task_id, end.get("status"), end.get("error"))
             raise typer.Exit(passthrough(str(end.get("status")), end.get("exit_code")))
         lines = _all_lines(api, task_id)
     emit(lines, lambda: _print_lines(lines))
@@ -208,7 +212,7 @@ def list_(
         (t["id"], t["status"], t["agent_id"], t["type"], t["exit_code"], t["created_at"][:19], t["command"][:60])
         for t in data["list"]
     ]
-    footer = f"page {data['page']}: {len(rows)} of {data['total']}"
+    footer = page_footer(data, rows)
     emit(data, lambda: table(("ID", "STATUS", "AGENT", "TYPE", "EXIT", "CREATED", "COMMAND"), rows, footer))
 
 
