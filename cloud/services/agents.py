@@ -6,13 +6,14 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cloud.access import Principal
 from cloud.db import events
 from cloud.db.models import AGENTS as A
 from cloud.db.models import TASKS as T
+from cloud.db.prepared import Prepared
 from cloud.db.types import utcnow
 from cloud.services import audit, credentials, transitions
 from cloud.services.errors import Conflict, Forbidden, NotFound
@@ -20,7 +21,8 @@ from wire.agents import AgentRegister
 from wire.credentials import TokenKind
 from wire.tasks import TaskStatus
 
-AgentRow = Row[Any]
+AgentRow = Any
+"""A row of the agents table, from SQLAlchemy or a prepared statement (cloud.db.prepared): fields read as attributes."""
 
 
 def register_agent(conn: Connection, reg: AgentRegister, principal: Principal) -> str | None:
@@ -162,7 +164,7 @@ class SeenThrottle:
         return True
 
 
-_AGENT_BY_ID = select(A).where(A.c.id == bindparam("b_id"))
+_AGENT_BY_ID = Prepared(select(A).where(A.c.id == bindparam("b_id")))
 
 
 class AgentCache:
@@ -182,7 +184,7 @@ class AgentCache:
         hit = self._rows.get(agent_id)
         if hit is not None and now - hit[0] < self.ttl:
             return hit[1]
-        row = conn.execute(_AGENT_BY_ID, {"b_id": agent_id}).first()
+        row = _AGENT_BY_ID.first(conn, {"b_id": agent_id})
         if row is None:
             self._rows.pop(agent_id, None)
         else:

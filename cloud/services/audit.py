@@ -10,9 +10,11 @@ from sqlalchemy import Connection, Row, delete, func, select
 
 from cloud.access import Principal
 from cloud.db.models import AUDIT as AU
+from cloud.db.prepared import inserting
 from cloud.db.types import utcnow
 
 MAX_TARGET = 200
+_INSERT = inserting(AU, frozenset({"at", "actor", "action", "target", "detail"}), returning=False)
 
 
 def record(conn: Connection, actor: Principal, action: str, target: str = "", **detail: Any) -> None:
@@ -22,7 +24,7 @@ def record(conn: Connection, actor: Principal, action: str, target: str = "", **
     if actor.credential_id is not None:
         detail["token"] = f"token-{actor.credential_id}"
     values = {"at": utcnow(), "actor": actor.name[:128], "action": action, "target": target[:MAX_TARGET]}
-    conn.execute(AU.insert().values(**values, detail=detail))
+    _INSERT.execute(conn, {**values, "detail": detail})
 
 
 def list_audit(

@@ -16,6 +16,7 @@ from cloud.db import events
 from cloud.db.batches import in_batches
 from cloud.db.models import AGENTS as A
 from cloud.db.models import TASKS as T
+from cloud.db.prepared import Prepared
 from cloud.db.types import utcnow
 from cloud.sealing import Sealer, Unsealable
 from cloud.services import output, present, transitions
@@ -35,7 +36,7 @@ from wire.tasks import (
 
 _NEVER_RETRIED = (TaskStatus.success, TaskStatus.canceled)
 """Outcomes recorded in one statement; a failure or timeout first checks the task's retry policy."""
-_TOUCH = update(A).where(A.c.id == bindparam("b_agent_id")).values(last_seen_at=bindparam("b_now"))
+_TOUCH = Prepared(update(A).where(A.c.id == bindparam("b_agent_id")).values(last_seen_at=bindparam("b_now")))
 
 
 def claim_tasks(
@@ -76,8 +77,7 @@ def claim_tasks(
 
 
 def _touch_registered(conn: Connection, agent_id: str) -> None:
-    res = conn.execute(_TOUCH, {"b_agent_id": agent_id, "b_now": utcnow()})
-    if res.rowcount != 1:
+    if _TOUCH.execute(conn, {"b_agent_id": agent_id, "b_now": utcnow()}) != 1:
         raise NotFound(f"agent_id: agent {agent_id} is not registered; POST /api/v1/agents/register first")
 
 

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, literal, select, tuple_, update
+from sqlalchemy import Connection, bindparam, delete, func, literal, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from cloud.db import events
 from cloud.db.models import TASK_LOGS as L
 from cloud.db.models import TASKS as T
+from cloud.db.prepared import Prepared, inserting
 from cloud.db.types import utcnow
 from cloud.sealing import SEALED, Sealer, find_sealed_marker
 from cloud.services import idempotency, transitions
@@ -32,14 +33,13 @@ from wire.tasks import LogLevel, TaskCreate, TaskRequest, TaskStatus, format_tas
 
 PENDING, RUNNING = TaskStatus.pending.value, TaskStatus.running.value
 
-_BY_ID = select(T).where(T.c.id == bindparam("n"))
-_INSERT = insert(T).returning(*T.c)
+_BY_ID = Prepared(select(T).where(T.c.id == bindparam("n")))
 _BY_REQUEST_ID = select(T).where(T.c.request_id == bindparam("b_request_id"))
 
 
 def fetch(conn: Connection, n: int) -> TaskRow | None:
     """Task number n, or None."""
-    return conn.execute(_BY_ID, {"n": n}).first()
+    return _BY_ID.first(conn, {"n": n})
 
 
 def validate_request(req: TaskRequest) -> None:
@@ -120,11 +120,12 @@ def insert_once(
 ) -> tuple[TaskRow, bool]:
     """Insert the task, as (row, True); (the task it repeats, False) when a concurrent request with the
     same request_id won the insert first."""
+    statement = inserting(T, frozenset(values))
     if not req.request_id:
-        return conn.execute(_INSERT, values).one(), True
+        return statement.rows(conn, values)[0], True
     try:
         with conn.begin_nested():
-            return conn.execute(_INSERT, values).one(), True
+            return statement.rows(conn, values)[0], True
     except IntegrityError:
         existing = earlier(conn, req, print_, sealer, key_name)
         if existing is None:

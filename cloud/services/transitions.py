@@ -13,16 +13,18 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, String, Update, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, String, Update, bindparam, func, or_, select, update
 
 from cloud.db import events
 from cloud.db.models import TASKS as T
+from cloud.db.prepared import Prepared
 from cloud.db.types import utcnow
 from cloud.services.logs import system_line
 from wire.tasks import LogLevel, TaskStatus
 
-TaskRow = Row[Any]
-"""A full row of the tasks table; fields are read as attributes (row.status)."""
+TaskRow = Any
+"""A full row of the tasks table, from SQLAlchemy or a prepared statement (cloud.db.prepared); fields are read
+as attributes (row.status) either way."""
 
 _S = TaskStatus
 FINAL = frozenset(s for s in _S if s.is_final)
@@ -53,7 +55,10 @@ def _cas(to: TaskStatus, expect_from: tuple[TaskStatus, ...], *where: ColumnElem
     """UPDATE tasks SET status = to WHERE status IN expect_from AND where: the compare-and-set under
     every status change, refused here when the table does not allow it."""
     check(expect_from, to)
-    return update(T).where(*where, T.c.status.in_([s.value for s in expect_from])).values(status=to.value)
+    # Equalities, not `IN`: an IN list is expanded anew at every execution, and these statements are
+    # prepared once (cloud.db.prepared).
+    status = or_(*(T.c.status == s.value for s in expect_from))
+    return update(T).where(*where, status).values(status=to.value)
 
 
 @lru_cache(maxsize=256)
@@ -63,13 +68,13 @@ def _statement(
     fields: tuple[str, ...],
     match: tuple[str, ...],
     lapsed: tuple[str, ...],
-) -> Update:
+) -> Prepared:
     # Built once per shape and cached: statements on the per-task path cost more to build than to run.
     where = [T.c.id == bindparam("b_id")]
     where += [T.c[c] == bindparam(f"m_{c}", type_=T.c[c].type) for c in match]
     where += [T.c[c] < bindparam(f"l_{c}", type_=T.c[c].type) for c in lapsed]
     values = {c: bindparam(f"v_{c}", type_=T.c[c].type) for c in fields}
-    return _cas(to, expect_from, *where).values(**values).returning(*T.c)
+    return Prepared(_cas(to, expect_from, *where).values(**values).returning(*T.c))
 
 
 def _end_fields(now: datetime) -> dict[str, Any]:
@@ -102,7 +107,7 @@ def transition(
     params |= {f"v_{c}": v for c, v in values.items()}
     params |= {f"m_{c}": v for c, v in match.items()}
     params |= {f"l_{c}": v for c, v in lapsed.items()}
-    row = conn.execute(stmt, params).first()
+    row = stmt.first(conn, params)
     if row is not None:
         _after(conn, row, line, level)
     return row
@@ -188,7 +193,7 @@ _CLAIMABLE = (
     .cte("claimable")
     .prefix_with("MATERIALIZED")
 )
-_CLAIM = (
+_CLAIM = Prepared(
     _cas(_S.running, (_S.pending,), T.c.id.in_(select(_CLAIMABLE.c.id)))
     # One random prefix per claim plus the task number: unique and unguessable per task and attempt.
     .values(
@@ -227,7 +232,7 @@ def claim(
         "b_claimer": claimer or None,
         "b_lease_until": until,
     }
-    rows = list(conn.execute(_CLAIM, params).all())
+    rows = _CLAIM.rows(conn, params)
     for row in rows:
         events.observe(conn, "task.claimed", row)
     if len(rows) == capacity:
