@@ -178,6 +178,10 @@ class Channel:
             error = f"internal error ({type(exc).__name__}); see the cloud's log"
             await self._reply(rid, {"status": 500, "error": error})
             return
+        if req.op == "result":
+            # The stored result woke its sync caller (if any): let it answer first. The agent's
+            # acknowledgement is not on anyone's critical path, the caller's answer is.
+            await asyncio.sleep(0)
         await self._send(b'{"id":%d,"ok":%b}' % (req.id, payload))
 
     async def _parse(self, raw: bytes) -> Any:

@@ -162,14 +162,21 @@ def test_mysql_deadlock_in_the_backup_read_fails_the_statement(accounts: MariaDb
     accounts.query("CREATE TABLE filler (id INT PRIMARY KEY)")
     heavy = "INSERT INTO filler SELECT seq FROM seq_1_to_500"  # InnoDB picks the lighter transaction as victim
     with my_row_locked(accounts, heavy, "UPDATE acct SET balance = 0 WHERE id = 1") as other:
+        errors: list[BaseException] = []
 
         def close_the_cycle() -> None:
-            with other.cursor() as cur:
-                cur.execute("UPDATE acct SET balance = 0 WHERE id = 2")
+            try:
+                with other.cursor() as cur:
+                    cur.execute("UPDATE acct SET balance = 0 WHERE id = 2")
+            except Exception as exc:  # reported below, not lost in the watch's thread
+                errors.append(exc)
 
-        watch = Watch(lambda: my_running(accounts, "FOR UPDATE"), cancel=False, then=close_the_cycle)
+        # The cycle closes only once the task waits in the second statement's backup read (of row 1): the
+        # first one's read (of row 2) can be caught running too, and closing then took row 2 before the task.
+        waiting = Watch(lambda: my_running(accounts, "= 1 FOR UPDATE"), cancel=False, then=close_the_cycle)
         script = "UPDATE acct SET balance = 1 WHERE id = 2; UPDATE acct SET balance = 2 WHERE id = 1"
-        out = watch.run(my_task(script, accounts, trans_batch_size=10), tmp_path)
+        out = waiting.run(my_task(script, accounts, trans_batch_size=10), tmp_path)
+    assert not errors, errors  # the task is the deadlock's victim, never the other transaction
     assert out.status is TaskStatus.failed
     assert "(1213) Deadlock found" in out.error, out.error
     assert [e["stage"] for e in out.data] == ["ROLLED_BACK", "FAILED"]
