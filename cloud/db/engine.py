@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy.exc import DisconnectionError
 
 from cloud.db import events, jsoncodec, notify
 from cloud.db.types import CLOCK
@@ -30,7 +32,9 @@ _JSON_CODEC: dict[str, Any] = {"json_serializer": jsoncodec.dumps, "json_deseria
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite gets WAL, NORMAL sync and a busy timeout on every connection."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, hide_parameters=True, **_JSON_CODEC)
+        engine = create_engine(url, hide_parameters=True, **_JSON_CODEC)
+        _ping_after_idle(engine)
+        return engine
     _private_sqlite_files(url)
     # hide_parameters: a database error logged whole must not carry task params (passwords) or tokens.
     engine = create_engine(
@@ -47,6 +51,37 @@ def make_engine(url: str) -> Engine:
         cur.close()
 
     return engine
+
+
+PING_AFTER_IDLE_SECONDS = 2.0
+"""A pooled PostgreSQL connection unused for longer is tested before use (the server may have restarted)."""
+
+
+def _ping_after_idle(engine: Engine) -> None:
+    """Test a pooled connection before use only when it sat idle for PING_AFTER_IDLE_SECONDS.
+
+    SQLAlchemy's pool_pre_ping tests every checkout: a round trip to the server before every unit of work,
+    a fifth of a busy replica's time blocked on PostgreSQL (docs/performance.md). A connection used a moment
+    ago needs no test; if the server went away since, the statement fails, the pool drops every connection
+    made before (SQLAlchemy's disconnect handling) and the request is a 503 like any during an outage.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            dbapi_conn.rollback()  # the test's own transaction, not the unit of work's
+        except Exception as exc:
+            # The pool discards this connection and checks out another (it retries up to three times).
+            raise DisconnectionError(f"pooled connection failed its test: {exc}") from exc
 
 
 def _private_sqlite_files(url: str) -> None:
