@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Column, Index, Integer, Table, Text, UniqueConstraint, false
+from sqlalchemy import JSON, BigInteger, Boolean, Column, Index, Integer, Table, Text, UniqueConstraint, false, text
 from sqlmodel import Field, SQLModel
 
 from cloud.db.types import UTCDateTime, utcnow
@@ -27,7 +27,15 @@ class Task(SQLModel, table=True):
         Index("ix_tasks_status_retry", "status", "next_retry_at"),
         Index("ix_tasks_status_expires", "status", "expires_at"),
         # Fleet runs: a parent's children, one per agent (a second launch of a target cannot be stored).
-        Index("ix_tasks_parent_agent", "parent_id", "agent_id", unique=True),
+        # Children only: the default list's `parent_id IS NULL` must not read every task through it.
+        Index(
+            "ix_tasks_parent_agent",
+            "parent_id",
+            "agent_id",
+            unique=True,
+            sqlite_where=text("parent_id IS NOT NULL"),
+            postgresql_where=text("parent_id IS NOT NULL"),
+        ),
         # The task list, newest first, by each of its filters (and retention, oldest first).
         Index("ix_tasks_created", "created_at", "id"),
         Index("ix_tasks_agent_created", "agent_id", "created_at", "id"),
