@@ -25,7 +25,7 @@ async def wait_until_final(
     while True:
         with app.hub.subscribe(f"task:{task_id}") as sub:
             if task is None:
-                with app.db.transaction() as conn:
+                with app.db.reading() as conn:
                     task = svc.fetch(conn, task_id)
             if task is None or TaskStatus(task.status).is_final:
                 return task_read(task) if task else await _gone(task_id)

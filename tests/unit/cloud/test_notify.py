@@ -37,7 +37,7 @@ def test_a_long_key_list_goes_as_several_notifications_under_the_limit(pg_url: s
             conn.execute(text(f"LISTEN {notify.CHANNEL}"))
             conn.commit()
             with db.engine.begin() as sender:
-                notify.send(sender, "me", keys)
+                notify.commit_with(sender, "me", keys)
             conn.execute(text("SELECT 1"))
             raw = conn.connection.dbapi_connection
             got = [n.payload for n in raw.notifies(timeout=2, stop_after=100)]  # type: ignore[union-attr]
