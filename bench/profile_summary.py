@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,11 +23,13 @@ def record_profile(pid: int, out: Path, workload: Callable[[], object], native: 
 
     `--nonblocking` reads the process without stopping it, so the sampling barely slows what it measures;
     `native` adds the C frames (the event loop's, the sockets'), which needs the process stopped per sample.
-    py-spy is found on PATH or in $PY_SPY (`uv tool install py-spy`, or `uvx py-spy` once).
+    py-spy is found in $PY_SPY, on PATH, or beside this interpreter (the dev group installs it in .venv).
     """
-    exe = os.environ.get("PY_SPY") or shutil.which("py-spy")
+    # The dev group installs it beside this interpreter (`make bench` runs .venv/bin/python, not on PATH).
+    beside = Path(sys.executable).with_name("py-spy")
+    exe = os.environ.get("PY_SPY") or shutil.which("py-spy") or (str(beside) if beside.exists() else None)
     if not exe:
-        return {"error": "py-spy not found: install it (uv tool install py-spy) or set PY_SPY"}
+        return {"error": "py-spy not found: `make install` puts it in .venv (the dev group), or set PY_SPY"}
     cmd = [exe, "record", "--pid", str(pid), "--rate", str(RATE), "--format", "raw"]
     cmd += ["--native"] if native else ["--nonblocking"]
     spy = subprocess.Popen([*cmd, "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
