@@ -95,7 +95,7 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
             seen=SeenThrottle(),
             agents=AgentCache(),
             store=store,
-            metrics=Metrics(db, settings.agent_offline_seconds),
+            metrics=Metrics(db, settings.agent_offline_seconds, settings.metrics_final_counts_seconds),
         )
         background = background_forever(db, settings.reaper_interval_seconds, settings.audit_retention_days)
         jobs = [asyncio.create_task(background, name="background")]

@@ -249,6 +249,13 @@ class CloudSettings(BaseSettings):
         description="Most tasks, and most log rows (runs of lines), one retention transaction deletes; the pass "
         "commits and pauses between batches, so requests never wait long behind it.",
     )
+    metrics_final_counts_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="GET /metrics counts finished tasks by status and type at most this often (the last count is "
+        "reported meanwhile): a count over a million tasks costs most of a second. Pending and running tasks are "
+        "counted at every scrape.",
+    )
     list_count_limit: int = Field(
         1000,
         ge=1,
