@@ -26,6 +26,8 @@ class Principal:
     credential_id: int | None = None
     agent_id: str | None = None  # agent tokens: the one agent they act for
     scope: Scope = field(default_factory=Scope)
+    expires: float | None = None
+    """When the token stops working (time.time()); None when it does not expire."""
 
     @property
     def is_admin(self) -> bool:

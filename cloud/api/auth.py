@@ -69,15 +69,16 @@ class CredentialCache:
             if row.single_use and row.uses > 0:
                 raise unauthorized("registration token used up (it was single-use)")
             creds.touch(conn, row)
+        expires = row.expires_at.timestamp() if row.expires_at is not None else None
         principal = Principal(
             kind=TokenKind(row.kind),
             name=row.name,
             credential_id=row.id,
             agent_id=row.agent_id,
             scope=Scope.model_validate(row.scope or {}),
+            expires=expires,
         )
         if len(self._hits) > 10_000:  # tokens sprayed at us must not grow this without bound
             self._hits.clear()
-        expires = row.expires_at.timestamp() if row.expires_at is not None else None
         self._hits[hashed] = _Hit(now, principal, expires)
         return principal

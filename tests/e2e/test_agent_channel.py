@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -168,6 +169,35 @@ def test_revoking_the_token_closes_an_idle_channel_that_sends_nothing(cloud: Clo
         with pytest.raises(ConnectionClosed) as closed:
             chan.ws.recv(10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+def test_an_idle_channel_is_closed_when_its_token_expires(cloud: Cloud) -> None:
+    """The token is checked again at its expiry, though the idle agent sends nothing: its channel does not
+    keep it looking online on a token that stopped working."""
+    from sqlalchemy import create_engine, text
+
+    agent_id = "ch-expiring-idle"
+    r = cloud.http.post(f"/api/v1/agents/{agent_id}/tokens", json={"name": "to expire", "expires_in": 60})
+    assert r.status_code == 201, r.text
+    # The API's shortest expiry is a minute: the test brings it forward, as the clock would.
+    expires = datetime.now(UTC).replace(tzinfo=None) + timedelta(seconds=2)
+    engine = create_engine(cloud.database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text("UPDATE credentials SET expires_at = :at WHERE id = :id"),
+                {"at": str(expires), "id": r.json()["id"]},
+            )
+    finally:
+        engine.dispose()
+    with contextlib.closing(cloud.scripted(agent_id, ["shell"])):
+        chan = Chan(cloud, agent_id, r.json()["token"])
+        with pytest.raises(ConnectionClosed) as closed:
+            chan.ws.recv(30)
+        closed_at = datetime.now(UTC).replace(tzinfo=None)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+        assert "expired" in closed.value.rcvd.reason
+        assert closed_at >= expires  # not before its time
 
 
 def test_a_cancelled_claim_hands_out_nothing(cloud: Cloud, scripted: httpx.Client, chan: Chan) -> None:

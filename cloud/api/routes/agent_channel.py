@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from typing import Any
 
 import orjson
@@ -41,6 +42,8 @@ from wire.tasks import Assignment, LogBatch, TaskReport
 log = logging.getLogger("tiangong.cloud")
 router = APIRouter(prefix="/api/v1", tags=["agent channel"])
 
+EXPIRY_MARGIN_SECONDS = 0.05
+"""An open channel's token is checked again this long after it expires."""
 FRAME_HEADROOM = 64 * 1024
 """The WebSocket layer takes frames up to max_agent_request_bytes plus this, so a frame just over the
 limit is answered with a 413 error frame; a larger one closes the channel (1009) unread."""
@@ -108,12 +111,14 @@ class Channel:
         self.closed = False
         self.watch = ClaimWatch(app, agent_id)
         self.sightings = _sightings(websocket)
+        self._expiry: asyncio.TimerHandle | None = None
 
     async def serve(self) -> None:
         try:
             hello = ChannelHello(max_frame_bytes=self.limit, ping_seconds=self.app.settings.channel_ping_seconds)
             await self._send(orjson.dumps({"hello": hello.model_dump()}))
             self.sightings.channels.add(self)
+            self._arm_expiry()
             while not self.closed:
                 message = await self.ws.receive()
                 if message["type"] == "websocket.disconnect":
@@ -131,6 +136,8 @@ class Channel:
         finally:
             # Requests in flight end with the channel: a claim still waiting hands out nothing.
             self.closed = True
+            if self._expiry is not None:
+                self._expiry.cancel()
             self.watch.close()
             self.sightings.channels.discard(self)
             self.sightings.note(self.agent_id)  # it was there until now
@@ -244,17 +251,34 @@ class Channel:
                 raise TokenRefused(exc.status_code, exc.message) from None
             self._checked_at = now
 
-    def revalidate(self) -> None:
-        """Check the token now (credentials changed somewhere): a channel that sends nothing, as an idle
-        agent's does, is closed as soon as its token is revoked or its agent deleted."""
+    def revalidate(self) -> bool:
+        """Check the token now (credentials changed somewhere, or it expired): a channel that sends nothing,
+        as an idle agent's does, is closed as soon as its token is revoked, expired or its agent deleted.
+        Whether the channel stays open."""
         if self.closed:
-            return
+            return False
         try:
             self._check(force=True)
         except TokenRefused as exc:
             job = asyncio.create_task(self._close(4000 + exc.status, exc.message))
             self._jobs.add(job)
             job.add_done_callback(self._jobs.discard)
+            return False
+        return True
+
+    def _arm_expiry(self) -> None:
+        """Check the token again when it expires: an idle agent sends nothing that would have it checked, and
+        its channel must not keep it looking online on a token that no longer works."""
+        expires = self.principal.expires
+        if expires is None or self.closed:
+            return
+        # A little after: the token is refused from its expiry on, by the wall clock the check reads.
+        delay = max(0.0, expires - time.time()) + EXPIRY_MARGIN_SECONDS
+        self._expiry = self._loop.call_later(delay, self._expired)
+
+    def _expired(self) -> None:
+        if self.revalidate():
+            self._arm_expiry()  # still valid: the clock read early, or the token's expiry moved
 
     def _recheck(self) -> Principal:
         self._check(force=True)
