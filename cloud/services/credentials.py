@@ -7,16 +7,19 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, func, or_, select, update
 
 from cloud.db import events
 from cloud.db.batches import in_batches
 from cloud.db.models import CREDENTIALS as C
+from cloud.db.prepared import Prepared
 from cloud.db.types import utcnow
 from cloud.services.errors import NotFound
 from wire.credentials import PREFIXES, Scope, TokenCreate, TokenKind
 
-CredentialRow = Row[Any]
+CredentialRow = Any
+"""A row of the credentials table, from SQLAlchemy or a prepared statement (cloud.db.prepared): fields read as
+attributes."""
 TOUCH_EVERY = timedelta(seconds=60)
 """last_used_at is written at most this often per token: it is for people, not for accounting."""
 
@@ -78,8 +81,13 @@ def issue_agent_token(
     return _insert(conn, TokenKind.agent, name, Scope(), created_by, agent_id=agent_id, expires_in=expires_in)
 
 
+_TOUCH = Prepared(update(C).where(C.c.id == bindparam("b_id")).values(last_used_at=bindparam("b_now")))
+_BY_HASH = Prepared(select(C).where(C.c.token_hash == bindparam("b_hash")))
+
+
 def find(conn: Connection, hashed: str) -> CredentialRow | None:
-    return conn.execute(select(C).where(C.c.token_hash == hashed)).first()
+    """The credential whose token hashes to `hashed` (every agent request whose token is not cached)."""
+    return _BY_HASH.first(conn, {"b_hash": hashed})
 
 
 def is_expired(row: CredentialRow) -> bool:
@@ -90,7 +98,7 @@ def touch(conn: Connection, row: CredentialRow) -> None:
     """Record that the token was used, at most once a minute."""
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at >= TOUCH_EVERY:
-        conn.execute(update(C).where(C.c.id == row.id).values(last_used_at=now))
+        _TOUCH.execute(conn, {"b_id": row.id, "b_now": now})
 
 
 def use_registration(conn: Connection, row: CredentialRow) -> bool:
