@@ -97,6 +97,8 @@ class Agent:
         self.stopping = asyncio.Event()
         self._heartbeat_seconds = 5.0
         self._lease_seconds = 30.0
+        self._claims_show_online = False
+        """The cloud counts a claim in flight as a sighting (RegisterReply.claims_show_online)."""
 
     async def run(self) -> None:
         """Deliver what a previous process left, serve until stop() is called, then drain and return.
@@ -158,6 +160,7 @@ class Agent:
         reply = await register(self.client, self.identity, reg, self.stopping, self.health.alive)
         self._heartbeat_seconds = reply.heartbeat_seconds
         self._lease_seconds = reply.lease_seconds
+        self._claims_show_online = reply.claims_show_online
         log.info("registered as %s at %s (max concurrency %d)", reg.agent_id, self.settings.server, reg.max_concurrency)
 
     def _free_slots(self) -> int:
@@ -293,9 +296,10 @@ class Agent:
             # within the longest wait a beat may ask for.
             idle = min(2 * self._heartbeat_seconds, self._lease_seconds / 3, MAX_BEAT_WAIT_SECONDS)
             every = self._heartbeat_seconds if listed else max(self._heartbeat_seconds, idle)
-            if not listed and self.client.channel_open:
-                # Idle on an open channel: the cloud sees the agent through it (and closes it when its pings
-                # go unanswered), and there is no lease to renew. A task starting wakes this loop, which beats
+            if not listed and (self.client.channel_open or (self._claims_show_online and self._reserved > 0)):
+                # Idle on an open channel, or with an HTTP claim in flight: the cloud sees the agent through it
+                # (it closes a channel whose pings go unanswered, and ends a claim whose agent hung up), and
+                # there is no lease to renew. A task starting wakes this loop, which beats
                 # for it (holding the beat open for a cancel) if it still runs START_BEAT_SECONDS later: a
                 # task of a few milliseconds costs no beat at all.
                 with contextlib.suppress(TimeoutError):

@@ -12,8 +12,9 @@ pool, doing what `agent/loop.py` does when idle over its transport:
 - http: a claim long-poll (`wait_s` = the agent's default claim_wait_seconds, 25 s, capacity = its default
   max_concurrency, 4) again as soon as one ends, and a heartbeat listing no task every idle interval with
   that `wait_s` (an idle agent beats at twice heartbeat_seconds, within a third of the lease: both from the
-  registration reply, as agent/loop.py computes it). `--kinds claim` or `--kinds heartbeat` runs only one
-  of the two loops, to see what each costs.
+  registration reply, as agent/loop.py computes it), skipped while its claim is in flight when the cloud
+  says a claim shows the agent online (`claims_show_online`), as agent/loop.py does. `--kinds claim` or
+  `--kinds heartbeat` runs only one of the two loops, to see what each costs.
 - channel: the same two loops through the agent's own client (agent.client.CloudClient) pinned to its
   WebSocket channel (agent/channel.py): one connection per agent carrying both. As agent/loop.py does, an
   idle agent beats only while its channel is not open (the open channel, which the cloud pings, is what
@@ -61,6 +62,8 @@ CLAIM_WAIT = 25.0
 """agent/settings.py claim_wait_seconds default."""
 CAPACITY = 4
 """agent/settings.py max_concurrency default: an idle agent claims all its slots."""
+CLAIMS_SHOW_ONLINE = {"http": False}
+"""What the cloud's registration replies said (RegisterReply.claims_show_online), set in the simulator."""
 
 
 class Window:
@@ -96,24 +99,34 @@ async def http_agent(
 async def _http_loops(
     http: aiohttp.ClientSession, agent_id: str, heartbeat_s: float, window: Window, kinds: frozenset[str]
 ) -> None:
+    claiming = False
+
     async def claims() -> None:
+        nonlocal claiming
         body = {"capacity": CAPACITY, "wait_s": CLAIM_WAIT}
         while True:
-            async with http.post(f"/api/v1/agents/{agent_id}/claim", json=body) as r:
-                await r.read()
-                if r.status != 200:
-                    raise RuntimeError(f"claim {agent_id}: {r.status}")
+            claiming = True
+            try:
+                async with http.post(f"/api/v1/agents/{agent_id}/claim", json=body) as r:
+                    await r.read()
+                    if r.status != 200:
+                        raise RuntimeError(f"claim {agent_id}: {r.status}")
+            finally:
+                claiming = False
             window.ended("claim")
 
     async def heartbeats() -> None:
         body = {"running": [], "tokens": {}, "wait_s": heartbeat_s}
         while True:
             started = time.monotonic()
-            async with http.post(f"/api/v1/agents/{agent_id}/heartbeat", json=body) as r:
-                await r.read()
-                if r.status != 200:
-                    raise RuntimeError(f"heartbeat {agent_id}: {r.status}")
-            window.ended("heartbeat")
+            # As agent/loop.py: an idle agent with a claim in flight does not beat where the cloud counts the
+            # claim as a sighting (RegisterReply.claims_show_online); `--kinds heartbeat` alone always beats.
+            if not (claiming and CLAIMS_SHOW_ONLINE["http"]):
+                async with http.post(f"/api/v1/agents/{agent_id}/heartbeat", json=body) as r:
+                    await r.read()
+                    if r.status != 200:
+                        raise RuntimeError(f"heartbeat {agent_id}: {r.status}")
+                window.ended("heartbeat")
             await asyncio.sleep(max(0.0, heartbeat_s - (time.monotonic() - started)))
 
     loops = {"claim": claims, "heartbeat": heartbeats}
@@ -179,16 +192,17 @@ async def simulate(
     return {"requests_per_s": per_s, "agent_failures": len(failures), "first_failures": failures[:3]}
 
 
-async def register_all(url: str, n: int) -> tuple[dict[str, str], float]:
-    """N agents registered with the bootstrap registration token: agent id -> its own agent token; and the
-    idle heartbeat interval the replies imply."""
+async def register_all(url: str, n: int) -> tuple[dict[str, str], float, bool]:
+    """N agents registered with the bootstrap registration token: agent id -> its own agent token; the
+    idle heartbeat interval the replies imply; and whether a claim in flight shows an agent online."""
     tokens: dict[str, str] = {}
+    claims_online = False
     heartbeat_s, lease_s = 5.0, 30.0
     async with aiohttp.ClientSession(url, headers={"Authorization": f"Bearer {AGENT}"}) as http:
         sem = asyncio.Semaphore(16)
 
         async def one(i: int) -> None:
-            nonlocal heartbeat_s, lease_s
+            nonlocal heartbeat_s, lease_s, claims_online
             agent_id = f"idle-{i:05d}"
             async with sem, http.post(REGISTER, json={"agent_id": agent_id, "executors": ["shell"]}) as r:
                 reply = await r.json()
@@ -196,9 +210,10 @@ async def register_all(url: str, n: int) -> tuple[dict[str, str], float]:
                     raise SystemExit(f"register {agent_id}: {r.status} {reply}")
             tokens[agent_id] = reply["agent_token"]
             heartbeat_s, lease_s = float(reply["heartbeat_seconds"]), float(reply["lease_seconds"])
+            claims_online = bool(reply.get("claims_show_online", False))
 
         await asyncio.gather(*(one(i) for i in range(n)))
-    return tokens, idle_beat(heartbeat_s, lease_s)
+    return tokens, idle_beat(heartbeat_s, lease_s), claims_online
 
 
 def cloud_cpu_percent(pid: int, seconds: float, profile: Path | None = None) -> tuple[float, dict[str, Any] | None]:
@@ -225,12 +240,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         out: dict[str, Any] = {"setup": args.setup, "transport": args.transport, "agents": args.agents}
         out["kinds"] = args.kinds
         out["cloud_cpu_percent_no_agents"], _ = cloud_cpu_percent(pid, args.baseline)
-        tokens, heartbeat_s = asyncio.run(register_all(cluster.a.url, args.agents))
+        tokens, heartbeat_s, claims_online = asyncio.run(register_all(cluster.a.url, args.agents))
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump(tokens, f)
         cmd = [sys.executable, __file__, "--simulate", f.name, "--url", cluster.a.url, "--transport", args.transport]
         cmd += ["--heartbeat", str(heartbeat_s), "--warmup", str(args.warmup), "--seconds", str(args.seconds)]
-        cmd += ["--kinds", args.kinds]
+        cmd += ["--kinds", args.kinds] + (["--claims-show-online"] if claims_online else [])
         sim = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         try:
             assert sim.stdout is not None
@@ -272,8 +287,10 @@ def main() -> None:
     ap.add_argument("--simulate", type=Path, help=argparse.SUPPRESS)  # the agents' process: a tokens file
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--heartbeat", type=float, default=5.0, help=argparse.SUPPRESS)
+    ap.add_argument("--claims-show-online", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.simulate:
+        CLAIMS_SHOW_ONLINE["http"] = args.claims_show_online
         agents = json.loads(args.simulate.read_text())
         kinds = frozenset(args.kinds.split(","))
         counted = asyncio.run(

@@ -91,6 +91,9 @@ class RegisterReply(BaseModel):
     heartbeat_seconds: float
     lease_seconds: float
     agent_token: str | None = None
+    claims_show_online: bool = False
+    """The cloud counts an agent whose claim long-poll is in flight as seen, so an idle agent need not
+    heartbeat (a cloud of an older version leaves it out: its agents keep beating)."""
 
 
 class ResultReply(BaseModel):

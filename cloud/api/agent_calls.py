@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection
+from starlette.requests import Request
 
 from cloud.access import Principal
 from cloud.api.agent_output import cleaned_lines, cleaned_report
@@ -21,6 +23,7 @@ from wire.agents import ClaimRequest, Heartbeat, HeartbeatReply, ResultReply
 from wire.tasks import Assignment, LogBatch, TaskReport
 
 log = logging.getLogger("tiangong.cloud")
+T = TypeVar("T")
 
 
 class OpenChannel(Protocol):
@@ -73,17 +76,49 @@ class ClaimWatch:
         self.sub.__exit__(None, None, None)
 
 
+@dataclass(eq=False)
+class ClaimInFlight:
+    """An HTTP claim long-poll being waited on: like an open channel, it shows its agent online."""
+
+    agent_id: str
+
+
+async def until_hung_up(request: Request, work: Coroutine[Any, Any, T]) -> T | list[Any]:
+    """`work`'s result, or [] once the client has hung up (`work` is then canceled: nobody reads its answer).
+
+    A long-poll otherwise notices a client that went away only when woken, up to its whole wait later."""
+    job = asyncio.ensure_future(work)
+    hangup = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((job, hangup), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hangup.cancel()
+    if job.done():
+        return job.result()
+    job.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await job
+    return []
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client disconnects (the body was read already: nothing else can arrive)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 class Sightings:
     """Agents on this replica's channels, recorded as seen for all of them in one UPDATE every `every`
     seconds (cloud.main's sightings job): every agent whose channel is open (an idle agent on a channel
-    sends no heartbeats; the cloud's pings close a channel whose agent stopped answering), and any agent
-    heard from by an idle heartbeat. 1,000 idle agents would otherwise write a row each every few seconds."""
+    sends no heartbeats; the cloud's pings close a channel whose agent stopped answering) or whose HTTP
+    claim is in flight (ClaimInFlight, ended when the agent hangs up), and any agent heard from by an idle
+    heartbeat. 1,000 idle agents would otherwise write a row each every few seconds."""
 
     def __init__(self, every: float) -> None:
         self.every = every
         self._ids: set[str] = set()
         self.channels: set[OpenChannel] = set()
-        """This replica's open channels (routes/agent_channel.py adds and removes its own)."""
+        """This replica's open channels and HTTP claims in flight (the routes add and remove their own)."""
 
     def note(self, agent_id: str) -> None:
         """Remember the agent, heard from now, for the next batch."""
@@ -166,9 +201,16 @@ async def claim(
             woke = await sub.wait(min(remaining, recheck_s))
             if await gone():
                 return []
-            # A channel's claim that was not woken reads again only when its watch says a read is due: the
-            # end of its wait alone is no reason (the next claim goes on waiting where this one stopped).
-            read = watch is None or woke or watch.must_read(loop.time())
+            # A claim that was not woken reads again only when a wake-up could have been missed: a channel's
+            # when its watch says so; an HTTP claim's where wake-ups come from other replicas or the listener
+            # is down. In one process every wake-up arrives, and the end of a wait alone is no reason (an idle
+            # HTTP agent's claims would otherwise cost a token check and a read each).
+            if woke:
+                read = True
+            elif watch is not None:
+                read = watch.must_read(loop.time())
+            else:
+                read = app.db.notifies or not app.hub.complete
 
 
 async def heartbeat(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import socket
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -10,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.harness import Cloud
+from tests.e2e.harness import AGENT, Cloud, wait_for
 
 
 @pytest.fixture
@@ -174,3 +177,45 @@ def test_odd_ids_and_cursors_are_caller_errors_not_500(cloud: Cloud) -> None:
     assert cloud.http.get(url, params={"after": 10**20}).status_code == 400
     assert cloud.http.get(url, headers={"Last-Event-ID": "\u00b2".encode()}).status_code == 200
     assert cloud.http.get("/api/v1/tasks", params={"page": 10**12}).status_code == 400
+
+
+def _status(cloud: Cloud, agent_id: str) -> str:
+    r = cloud.http.get(f"/api/v1/agents/{agent_id}")
+    assert r.status_code == 200, r.text
+    return str(r.json()["status"])
+
+
+def _hold_a_claim(cloud: Cloud, agent: httpx.Client, wait_s: float) -> socket.socket:
+    """A claim long-poll sent on a socket of its own and left waiting (closing the socket hangs up)."""
+    agent_id = agent.headers["X-Agent-Id"]
+    body = json.dumps({"capacity": 1, "wait_s": wait_s}).encode()
+    head = (
+        f"POST /api/v1/agents/{agent_id}/claim HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: {agent.headers['Authorization']}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    sock = socket.create_connection(("127.0.0.1", cloud.port))
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+def test_a_claim_in_flight_shows_its_agent_online_until_the_agent_hangs_up(make_cloud: Any) -> None:
+    """An idle HTTP agent sends no heartbeats: its claim long-poll is the sighting (the registration says
+    so). It stays online while the claim waits, and goes offline once it hangs up, long before the claim's
+    own wait would have ended."""
+    cloud = make_cloud(agent_offline_seconds=3, claim_wait_max_seconds=120)
+    auth = {"Authorization": f"Bearer {AGENT}"}
+    reply = httpx.post(f"{cloud.url}/api/v1/agents/register", json={"agent_id": "http-reply"}, headers=auth)
+    assert reply.status_code == 200 and reply.json()["claims_show_online"] is True, reply.text
+    with contextlib.closing(cloud.scripted("http-claims", ["shell"])) as idle:
+        claim = _hold_a_claim(cloud, idle, wait_s=120)
+        try:
+            with contextlib.closing(cloud.scripted("http-none", ["shell"])):
+                wait_for(lambda: _status(cloud, "http-none") == "offline", 30, "the agent with no claim offline")
+            # Registered before http-none, so its registration alone would have made it offline by now.
+            assert _status(cloud, "http-claims") == "online"
+        finally:
+            claim.close()
+        hung_up = time.monotonic()
+        wait_for(lambda: _status(cloud, "http-claims") == "offline", 30, "the agent offline once it hung up")
+        assert time.monotonic() - hung_up < 60  # not at the end of its claim's 120 s wait

@@ -114,3 +114,19 @@ def test_a_task_created_on_a_reaches_its_agent_on_b_over_the_channel(make_cluste
         task = r.json()
         assert r.status_code == 201 and task["status"] == "success" and not task["sync_timed_out"], task
         assert _at(task["started_at"]) - _at(task["created_at"]) < CLAIM_MAX_S, task
+
+
+def test_an_idle_http_agent_sends_no_heartbeats_and_stays_online(make_cluster: MakeCluster) -> None:
+    """On the HTTP fallback the claim in flight is the sighting, as the open channel is: an idle agent (no
+    task) sends claims only, the cloud shows it online past agent_offline_seconds, and a task still runs."""
+    cluster = make_cluster("sqlite", agent_offline_seconds=3, heartbeat_seconds=0.5, claim_wait_max_seconds=2)
+    proxy = cluster.proxy(record=True)
+    cluster.agent("http-idle", via=proxy.url, max_concurrency=1, agent_channel="http")
+    started = len(proxy.sent())
+    # Idle for three offline periods: it would have beaten every second (twice heartbeat_seconds).
+    wait_for(lambda: proxy.sent()[started:].count(b"/claim ") >= 4, 30, "claims renewed past their 2 s cap")
+    idle = proxy.sent()[started:]
+    assert b"/heartbeat " not in idle
+    assert cluster.a.http.get("/api/v1/agents/http-idle").json()["status"] == "online"
+    done = cluster.a.create(agent_id="http-idle", type="shell", command="echo hi", sync=True, timeout=30).json()
+    assert done["status"] == "success", done

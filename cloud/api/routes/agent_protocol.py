@@ -30,6 +30,7 @@ async def register(body: AgentRegister, principal: PrincipalDep, app: AppDep) ->
         heartbeat_seconds=app.settings.heartbeat_seconds,
         lease_seconds=app.settings.lease_seconds,
         agent_token=token,
+        claims_show_online=True,
     )
 
 
@@ -42,9 +43,17 @@ async def claim(
     own(principal, agent_id)
     claimer = request.client.host if request.client else ""
     # Claiming for a caller that hung up (an agent stopping) would strand its tasks until their lease ran out.
-    return await calls.claim(
-        app, agent_id, body, claimer, recheck=lambda: recheck(request), gone=request.is_disconnected
-    )
+    waiting = calls.claim(app, agent_id, body, claimer, recheck=lambda: recheck(request), gone=request.is_disconnected)
+    # The claim in flight shows the agent online (an idle agent sends no heartbeats), until it is answered or
+    # the agent hangs up: a dead agent's claim must not keep it online for the rest of its wait.
+    seen: calls.Sightings = request.app.state.agent_sightings
+    in_flight = calls.ClaimInFlight(agent_id)
+    seen.channels.add(in_flight)
+    try:
+        return await calls.until_hung_up(request, waiting)
+    finally:
+        seen.channels.discard(in_flight)
+        seen.note(agent_id)  # it was there until now
 
 
 @router.post("/agents/{agent_id}/heartbeat", response_model=HeartbeatReply, dependencies=[AgentAuth])
