@@ -24,7 +24,8 @@ DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900,
 """Seconds: from a `true` (milliseconds) to an hour-long deploy."""
 
 
-_ACTIVE = (TaskStatus.pending.value, TaskStatus.running.value)
+_ACTIVE = tuple(s.value for s in TaskStatus if not s.is_final)
+"""Pending and running: few at any time, counted at every scrape."""
 
 
 class _DatabaseCollector(Collector):
@@ -54,9 +55,9 @@ class _DatabaseCollector(Collector):
         )
         files = GaugeMetricFamily("tiangong_files", "Stored files (distinct contents).")
         file_bytes = GaugeMetricFamily("tiangong_file_bytes", "Bytes of stored file contents.")
-        # A plain connection, not db.transaction(): this runs in a worker thread, and the hub that
-        # transaction() publishes to belongs to the event loop's thread.
-        with self.db.engine.connect() as conn:
+        # Reads only, not db.transaction(): this runs in a worker thread, and the hub that transaction()
+        # publishes to belongs to the event loop's thread.
+        with self.db.reading() as conn:
             for status, type_, n in self._task_counts(conn):
                 tasks.add_metric([status, type_], n)
             seen = [row.last_seen_at for row in conn.execute(select(A.c.last_seen_at))]

@@ -120,6 +120,15 @@ class Sightings:
         self.channels: set[OpenChannel] = set()
         """This replica's open channels and HTTP claims in flight (the routes add and remove their own)."""
 
+    def arrived(self, link: OpenChannel) -> None:
+        """An open channel or an HTTP claim in flight: its agent is seen for as long as it lasts."""
+        self.channels.add(link)
+
+    def left(self, link: OpenChannel) -> None:
+        """It closed or ended: its agent was there until now, and is written once more with the next batch."""
+        self.channels.discard(link)
+        self._ids.add(link.agent_id)
+
     def note(self, agent_id: str) -> None:
         """Remember the agent, heard from now, for the next batch."""
         self._ids.add(agent_id)

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 
+from cloud.db.prepared import driver_errors
 from cloud.hub import Hub
 
 log = logging.getLogger("tiangong.cloud")
@@ -53,7 +54,8 @@ def commit_with(conn: Connection, origin: str, keys: Iterable[str]) -> None:
     raw: Any = conn.connection.dbapi_connection
     notify = sql.SQL("SELECT pg_notify({}, {});")
     statements = [notify.format(sql.Literal(CHANNEL), sql.Literal(p)) for p in payloads]
-    raw.execute(sql.SQL(" ").join([*statements, sql.SQL("COMMIT")]))
+    with driver_errors(conn.dialect, "NOTIFY ...; COMMIT"):
+        raw.execute(sql.SQL(" ").join([*statements, sql.SQL("COMMIT")]))
 
 
 def parse(payload: str, origin: str) -> list[str]:

@@ -12,7 +12,8 @@ SQLAlchemy's (IntegrityError, OperationalError) so callers catch one kind.
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -23,6 +24,19 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
 Processor = Callable[[Any], Any] | None
+
+
+@contextmanager
+def driver_errors(dialect: Dialect, sql: str) -> Iterator[None]:
+    """The driver's errors of SQL run on its own cursor, raised as SQLAlchemy's (OperationalError,
+    IntegrityError, ...), as SQLAlchemy's own execution raises them: callers and the API's error handlers
+    (a database away is a 503) catch one kind. Parameters never go into the error: they may be secrets."""
+    try:
+        yield
+    except dialect.loaded_dbapi.Error as error:
+        raise exc.DBAPIError.instance(
+            sql, None, error, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect
+        ) from error
 
 
 @dataclass(frozen=True)
@@ -70,28 +84,27 @@ class Prepared:
         # Listeners of SQLAlchemy's cursor events (tracing, a test's interleaving) still see the statement.
         dispatch = conn.dispatch
         try:
-            if dispatch.before_cursor_execute:
-                dispatch.before_cursor_execute(conn, cursor, plan.sql, args, None, False)
-            cursor.execute(plan.sql, args)
-            if dispatch.after_cursor_execute:
-                dispatch.after_cursor_execute(conn, cursor, plan.sql, args, None, False)
-            if not (fetch and plan.returns):
-                return cursor.rowcount, []
-            fetched = cursor.fetchall()
-            description = cursor.description
-        except dialect.loaded_dbapi.Error as error:
-            raise exc.DBAPIError.instance(
-                plan.sql, None, error, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect
-            ) from error
+            with driver_errors(dialect, plan.sql):
+                if dispatch.before_cursor_execute:
+                    dispatch.before_cursor_execute(conn, cursor, plan.sql, args, None, False)
+                cursor.execute(plan.sql, args)
+                if dispatch.after_cursor_execute:
+                    dispatch.after_cursor_execute(conn, cursor, plan.sql, args, None, False)
+                if not (fetch and plan.returns):
+                    return cursor.rowcount, []
+                fetched = cursor.fetchall()
+                description = cursor.description
         finally:
             cursor.close()
         row_type, processors = self._row_type(dialect, description)
         make = row_type._make  # type: ignore[attr-defined]
         if not any(processors):
             return len(fetched), [make(r) for r in fetched]
-        pairs = [list(zip(processors, r, strict=True)) for r in fetched]
-        rows = [make([v if p is None or v is None else p(v) for p, v in pr]) for pr in pairs]
-        return len(rows), rows
+
+        def converted(row: Sequence[Any]) -> list[Any]:
+            return [v if p is None or v is None else p(v) for p, v in zip(processors, row, strict=True)]
+
+        return len(fetched), [make(converted(r)) for r in fetched]
 
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> int:
         """Run a statement that returns no rows; how many rows it changed."""

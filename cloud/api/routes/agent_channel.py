@@ -117,7 +117,7 @@ class Channel:
         try:
             hello = ChannelHello(max_frame_bytes=self.limit, ping_seconds=self.app.settings.channel_ping_seconds)
             await self._send(orjson.dumps({"hello": hello.model_dump()}))
-            self.sightings.channels.add(self)
+            self.sightings.arrived(self)
             self._arm_expiry()
             while not self.closed:
                 message = await self.ws.receive()
@@ -139,8 +139,7 @@ class Channel:
             if self._expiry is not None:
                 self._expiry.cancel()
             self.watch.close()
-            self.sightings.channels.discard(self)
-            self.sightings.note(self.agent_id)  # it was there until now
+            self.sightings.left(self)
             jobs = list(self._jobs)
             for job in jobs:
                 job.cancel()

@@ -48,12 +48,11 @@ async def claim(
     # the agent hangs up: a dead agent's claim must not keep it online for the rest of its wait.
     seen: calls.Sightings = request.app.state.agent_sightings
     in_flight = calls.ClaimInFlight(agent_id)
-    seen.channels.add(in_flight)
+    seen.arrived(in_flight)
     try:
         return await calls.until_hung_up(request, waiting)
     finally:
-        seen.channels.discard(in_flight)
-        seen.note(agent_id)  # it was there until now
+        seen.left(in_flight)
 
 
 @router.post("/agents/{agent_id}/heartbeat", response_model=HeartbeatReply, dependencies=[AgentAuth])

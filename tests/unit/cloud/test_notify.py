@@ -76,3 +76,20 @@ def test_another_process_hub_is_woken_at_commit_only(pg_url: str) -> None:
     before_commit, woke = asyncio.run(scenario())
     assert not before_commit
     assert woke
+
+
+def test_a_commit_with_its_notify_that_fails_raises_sqlalchemys_error(pg_url: str) -> None:
+    """The NOTIFY and COMMIT go on the driver's own cursor; their failure must still come out as SQLAlchemy's
+    error, as every other statement's does (the API's handlers and the channel's catch SQLAlchemy's kinds),
+    never as the driver's own. Here the transaction was already aborted by an earlier statement."""
+    from sqlalchemy.exc import DBAPIError, ProgrammingError
+
+    db = Database(pg_url, Hub())
+    try:
+        with pytest.raises(DBAPIError) as raised, db.transaction() as conn:
+            events.publish(conn, "agent:a1")  # a wake-up to send: the commit goes with its NOTIFY
+            with pytest.raises(ProgrammingError):
+                conn.execute(text("SELECT * FROM no_such_table"))
+    finally:
+        db.dispose()
+    assert "NOTIFY" in str(raised.value)  # the commit's own error, not a rollback's
