@@ -15,6 +15,7 @@ from cloud.api.agent_calls import Sightings, record_sightings_forever
 from cloud.api.auth import CredentialCache
 from cloud.api.deps import AppContext
 from cloud.api.errors import install_error_handlers
+from cloud.api.fast_create import FastCreate
 from cloud.api.fleet_runs import launcher
 from cloud.api.openapi import install_openapi
 from cloud.api.request_ids import RequestIds, mask_server_log
@@ -135,6 +136,8 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_openapi(app)
+    if settings.fast_create and not settings.otel_enabled:  # with tracing on, every create is the route's span
+        app.add_middleware(FastCreate)  # inside RequestIds: added first
     app.add_middleware(RequestIds, access_log=settings.access_log)
     mask_server_log()
     for module in (tasks, logs, files, agents, tokens, audit, agent_protocol, agent_channel, rpc, shells, health):

@@ -129,6 +129,12 @@ class CloudSettings(BaseSettings):
     otel_enabled: bool = Field(
         False, description="FastAPI's native OpenTelemetry (traces, metrics, logs) through the global providers."
     )
+    fast_create: bool = Field(
+        True,
+        description="Answer a plain POST /api/v1/tasks (a caller's token, a small JSON body, no Idempotency-Key "
+        "header, no fleet run) without FastAPI's per-request machinery; the answers are the route's. Off: every create "
+        "goes through the route. Off as well while otel_enabled (each create is then the route's span).",
+    )
     access_log: Literal["all", "callers", "off"] = Field(
         "callers",
         description="A log record per request (method, path, status, ms, request id): for callers' requests, all "

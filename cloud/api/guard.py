@@ -99,7 +99,7 @@ async def _read_body(request: Request, kind: BodyKind) -> None:
         request, body_limit(settings, kind), settings.request_idle_timeout_seconds, settings.min_body_rate_bytes
     )
     request._body = body
-    if kind is BodyKind.rpc or not body or not _is_json(request.headers.get("content-type")):
+    if kind is BodyKind.rpc or not body or not is_json(request.headers.get("content-type")):
         return  # JSON-RPC answers a bad document in its own error shape; FastAPI refuses a non-JSON body
     parse = loads_storable if kind is BodyKind.agent else loads_checked
     try:
@@ -112,7 +112,7 @@ async def _read_body(request: Request, kind: BodyKind) -> None:
     request._json = value
 
 
-def _is_json(content_type: str | None) -> bool:
+def is_json(content_type: str | None) -> bool:
     if not content_type:
         return True  # FastAPI reads a body without a content type as JSON
     main = content_type.split(";", 1)[0].strip().lower()
@@ -142,17 +142,17 @@ async def idle_bounded(request: Request, idle_timeout: float, min_rate: int) -> 
         except StopAsyncIteration:
             return
         except TimeoutError:
-            raise _slow(f"nothing received for {idle_timeout:g} s") from None
+            raise slow(f"nothing received for {idle_timeout:g} s") from None
         except ClientDisconnect:
             raise HTTPException(400, "body: the client went away before sending it all") from None
         received += len(chunk)
         elapsed = loop.time() - started
         if elapsed > idle_timeout and received < min_rate * elapsed:
-            raise _slow(f"arriving slower than {min_rate} bytes/s")
+            raise slow(f"arriving slower than {min_rate} bytes/s")
         yield chunk
 
 
-def _slow(why: str) -> HTTPException:
+def slow(why: str) -> HTTPException:
     return HTTPException(408, f"body: {why}; request dropped", headers={"Connection": "close"})
 
 

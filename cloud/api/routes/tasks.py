@@ -8,8 +8,9 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Header, Query, Response
 from starlette.concurrency import run_in_threadpool
 
+from cloud.access import Principal
 from cloud.api import fleet_runs
-from cloud.api.deps import AppDep, CallerAuth, PrincipalDep
+from cloud.api.deps import AppContext, AppDep, CallerAuth, PrincipalDep
 from cloud.api.guard import GuardedRoute
 from cloud.api.scopes import reach, require_create, require_on_task
 from cloud.api.waits import wait_until_final
@@ -46,9 +47,21 @@ async def create_task(
         )
     if idempotency_key and not body.request_id:
         body.request_id, key_name = idempotency_key, "Idempotency-Key"
-    await enforce(app.policy, body)
     if body.agent_selector is not None:  # a fleet run (docs/fleet.md)
+        await enforce(app.policy, body)
         return await fleet_runs.create_run(body, response, principal, app)
+    task, created = await queue_task(app, principal, body, key_name)
+    if not created:
+        response.status_code = 200  # the same request_id: this is the task created before
+    return await answer(app, task, body)
+
+
+async def queue_task(
+    app: AppContext, principal: Principal, body: TaskCreate, key_name: str
+) -> tuple[svc.TaskRow, bool]:
+    """The task `body` asks for, created (True) or, for a repeated idempotency key, the one created before
+    (False). Shared with cloud.api.fast_create, which answers the plain case without FastAPI."""
+    await enforce(app.policy, body)
     with app.db.transaction() as conn:
         require_create(conn, app.agents, principal, body, answered=body.sync)
         task, created = svc.create_task(
@@ -65,8 +78,11 @@ async def create_task(
         if created:
             target = format_task_id(task.id)
             audit.record(conn, principal, "task.create", target, agent_id=body.agent_id, type=body.type)
-    if not created:
-        response.status_code = 200  # the same request_id: this is the task created before
+    return task, created
+
+
+async def answer(app: AppContext, task: svc.TaskRow, body: TaskCreate) -> TaskRead:
+    """What the create answers: the task as queued, or with `sync: true` once it ends (or times out)."""
     if body.sync:
         return await wait_until_final(app, task.id, body.timeout, current=task)
     return task_read(task)
