@@ -127,8 +127,10 @@ class Agent:
             await self.client.aclose()
 
     async def _serve(self) -> None:
-        heart = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        # The claim loop first: its claim is in flight (reserved) before the first beat's turn, so an idle agent
+        # whose claims show it online does not beat once at every start.
         claimer = asyncio.create_task(self._claim_loop(), name="claim")
+        heart = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         await self.stopping.wait()
         # Abandon the long-poll in flight. The cloud checks that a claim's caller is still there before
         # handing it tasks, except in the first second of its wait (see the claim route).

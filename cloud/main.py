@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
-from cloud.api.agent_calls import Sightings, record_sightings_forever
+from cloud.api.agent_calls import ClaimWatches, Sightings, record_sightings_forever
 from cloud.api.auth import CredentialCache
 from cloud.api.deps import AppContext
 from cloud.api.errors import install_error_handlers
@@ -104,6 +104,8 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         # per offline period, in one UPDATE.
         sightings = app.state.agent_sightings = Sightings(settings.agent_offline_seconds / 6)
         jobs.append(asyncio.create_task(record_sightings_forever(app.state.ctx, sightings), name="sightings"))
+        # HTTP claims' subscriptions, kept between an agent's claims; an agent silent this long is offline.
+        watches = app.state.claim_watches = ClaimWatches(app.state.ctx, settings.agent_offline_seconds)
         revalidate = agent_channel.revalidate_on_revocation_forever(app.state.ctx, sightings)
         jobs.append(asyncio.create_task(revalidate, name="channel-tokens"))
         jobs.append(asyncio.create_task(_scheduler(settings, app.state.ctx), name="scheduler"))
@@ -117,6 +119,7 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            watches.close()
             hub.close()
             for job in jobs:
                 job.cancel()

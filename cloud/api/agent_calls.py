@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -74,6 +74,53 @@ class ClaimWatch:
 
     def close(self) -> None:
         self.sub.__exit__(None, None, None)
+
+
+class ClaimWatches:
+    """HTTP claims' ClaimWatch, one per agent, kept between the agent's claims: an idle agent's long-polls are
+    separate requests, and without a lasting subscription each would have to read the queue anew (the
+    channel keeps its watch for as long as it is open). A watch not used for `keep_seconds` is closed, so
+    an agent that went away leaves nothing behind; a second claim of an agent while its first is in
+    flight (an agent restarted) goes without one."""
+
+    def __init__(self, app: AppContext, keep_seconds: float) -> None:
+        self._app = app
+        self._keep = keep_seconds
+        self._idle: dict[str, tuple[ClaimWatch, float]] = {}
+        """Watches between claims, oldest release first (a borrowed one is put back at the end)."""
+        self._busy: set[str] = set()
+
+    @contextlib.contextmanager
+    def borrowed(self, agent_id: str) -> Iterator[ClaimWatch | None]:
+        if agent_id in self._busy:
+            yield None
+            return
+        kept = self._idle.pop(agent_id, None)
+        watch = kept[0] if kept is not None else ClaimWatch(self._app, agent_id)
+        self._busy.add(agent_id)
+        try:
+            yield watch
+        finally:
+            self._busy.discard(agent_id)
+            now = asyncio.get_running_loop().time()
+            self._idle[agent_id] = (watch, now)
+            self._close_unused(now)
+
+    def __len__(self) -> int:
+        return len(self._idle) + len(self._busy)
+
+    def _close_unused(self, now: float) -> None:
+        while self._idle:
+            agent_id, (watch, released) = next(iter(self._idle.items()))
+            if now - released < self._keep:
+                return
+            del self._idle[agent_id]
+            watch.close()
+
+    def close(self) -> None:
+        for watch, _ in self._idle.values():
+            watch.close()
+        self._idle.clear()
 
 
 @dataclass(eq=False)
@@ -175,11 +222,13 @@ async def claim(
     gone: Gone,
     watch: ClaimWatch | None = None,
     max_wait: float | None = None,
+    checked: bool = True,
 ) -> list[Assignment]:
     """Long-poll: answer at once with pending tasks, else wait (woken in-process) up to wait_s, at most
     `max_wait` (claim_wait_max_seconds by default). The token is checked again before every read but the
-    first, which the request's own check covers; with a `watch` (a channel, whose token was checked when
-    it opened) before the first read too: an idle channel's claim that reads nothing checks nothing."""
+    first, which the request's own check covers (`checked`: an HTTP claim); a channel's claim (its token
+    was checked when it opened) checks before the first read too. With a `watch` whose last read found
+    the queue empty, a claim reads only when woken: an idle agent's claim that reads nothing checks nothing."""
     settings = app.settings
     loop = asyncio.get_running_loop()
     cap = settings.claim_wait_max_seconds if max_wait is None else max_wait
@@ -188,7 +237,7 @@ async def claim(
     scope = contextlib.nullcontext(watch.sub) if watch is not None else app.hub.subscribe(f"agent:{agent_id}")
     with scope as sub:
         read = watch is None or watch.must_read(loop.time())
-        first = watch is None
+        first = checked
         while True:
             if read:
                 if not first:
@@ -210,10 +259,10 @@ async def claim(
             woke = await sub.wait(min(remaining, recheck_s))
             if await gone():
                 return []
-            # A claim that was not woken reads again only when a wake-up could have been missed: a channel's
-            # when its watch says so; an HTTP claim's where wake-ups come from other replicas or the listener
-            # is down. In one process every wake-up arrives, and the end of a wait alone is no reason (an idle
-            # HTTP agent's claims would otherwise cost a token check and a read each).
+            # A claim that was not woken reads again only when a wake-up could have been missed: with a watch
+            # when it says so; without one (an agent's second claim in flight) where wake-ups come from other
+            # replicas or the listener is down. In one process every wake-up arrives, and the end of a wait
+            # alone is no reason.
             if woke:
                 read = True
             elif watch is not None:

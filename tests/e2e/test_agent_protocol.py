@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 
 from tests.e2e.harness import AGENT, Cloud, wait_for
 
@@ -64,6 +65,34 @@ def test_claim_long_poll_wakes_on_create_and_times_out_empty(cloud: Cloud, agent
         created = _create(cloud, agent)
         # The claim answers with the new task, long before its 30 s wait would have run out.
         got = waiting.result(timeout=10)
+    assert [t["id"] for t in got] == [created["id"]]
+
+
+def test_an_idle_http_agents_claims_read_nothing_yet_miss_no_task(cloud: Cloud, agent: httpx.Client) -> None:
+    """An idle agent's claims are separate requests, every wait_s: once one found the queue empty, the next
+    ones do not read it again until a task is created, and one created while no claim was in flight is
+    handed to the next claim."""
+    agent_id = agent.headers["X-Agent-Id"]
+    assert _claim(agent) == []
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if agent_id in str(parameters):
+            statements.append(statement)
+
+    assert cloud.thread is not None  # the cloud runs in this process
+    engine = cloud.thread.server.config.app.state.ctx.db.engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        for _ in range(3):
+            assert _claim(agent) == []
+        assert statements == []  # nothing read for the agent: its queue was known to be empty
+        created = _create(cloud, agent)  # no claim in flight now
+        statements.clear()
+        got = _claim(agent)
+        assert any("tasks" in s for s in statements)  # the next claim read, and found it
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
     assert [t["id"] for t in got] == [created["id"]]
 
 

@@ -214,6 +214,7 @@ class Channel:
                 gone=self._gone,
                 watch=self.watch,
                 max_wait=max_wait,
+                checked=False,
             )
             return _ASSIGNMENTS.dump_json(got)
         if req.op == "heartbeat":

@@ -42,15 +42,20 @@ async def claim(
     agent is handed nothing."""
     own(principal, agent_id)
     claimer = request.client.host if request.client else ""
-    # Claiming for a caller that hung up (an agent stopping) would strand its tasks until their lease ran out.
-    waiting = calls.claim(app, agent_id, body, claimer, recheck=lambda: recheck(request), gone=request.is_disconnected)
     # The claim in flight shows the agent online (an idle agent sends no heartbeats), until it is answered or
     # the agent hangs up: a dead agent's claim must not keep it online for the rest of its wait.
     seen: calls.Sightings = request.app.state.agent_sightings
+    watches: calls.ClaimWatches = request.app.state.claim_watches
     in_flight = calls.ClaimInFlight(agent_id)
     seen.arrived(in_flight)
+    # Claiming for a caller that hung up (an agent stopping) would strand its tasks until their lease ran out.
+    gone = request.is_disconnected
     try:
-        return await calls.until_hung_up(request, waiting)
+        with watches.borrowed(agent_id) as watch:
+            waiting = calls.claim(
+                app, agent_id, body, claimer, watch=watch, recheck=lambda: recheck(request), gone=gone
+            )
+            return await calls.until_hung_up(request, waiting)
     finally:
         seen.left(in_flight)
 
