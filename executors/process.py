@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import os
 import signal
+import subprocess
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import ClassVar
@@ -35,18 +38,47 @@ ERROR_LINE_CHARS = 500
 
 
 class _Pipe:
-    """A pipe whose write end goes to the child and whose read end we own, so we can always close it."""
+    """A pipe whose write end goes to the child and whose read end we own, so we can always close it.
+
+    Read by a callback of the event loop as data arrives (no transport, protocol and StreamReader between:
+    with the child's exit watch below, asyncio's subprocess machinery was a sixth of the agent's CPU
+    per task)."""
 
     def __init__(self) -> None:
-        read_fd, self.write_fd = os.pipe()
-        self._file = os.fdopen(read_fd, "rb", buffering=0)
-        self._transport: asyncio.BaseTransport | None = None
-        self.reader = asyncio.StreamReader(limit=CHUNK)
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        self.done: asyncio.Future[None] | None = None
+        """Resolved at EOF (or with the error that stopped the reading)."""
 
-    async def connect(self) -> None:
+    def start(self, handle: Callable[[bytes], None]) -> None:
+        """Call `handle` with each read, then once with b"" at EOF."""
         loop = asyncio.get_running_loop()
-        protocol = asyncio.StreamReaderProtocol(self.reader)
-        self._transport, _ = await loop.connect_read_pipe(lambda: protocol, self._file)
+        self.done = loop.create_future()
+        loop.add_reader(self.read_fd, self._readable, handle)
+
+    def _readable(self, handle: Callable[[bytes], None]) -> None:
+        try:
+            data = os.read(self.read_fd, READ_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""  # the pipe failed under us: what came so far is the output
+        try:
+            handle(data)
+        except Exception as exc:
+            self.stop_reading(exc)
+            return
+        if not data:
+            self.stop_reading()
+
+    def stop_reading(self, error: BaseException | None = None) -> None:
+        if self.read_fd >= 0:
+            asyncio.get_running_loop().remove_reader(self.read_fd)
+        if self.done is not None and not self.done.done():
+            if error is None:
+                self.done.set_result(None)
+            else:
+                self.done.set_exception(error)
 
     def close_write_end(self) -> None:
         if self.write_fd >= 0:
@@ -55,10 +87,52 @@ class _Pipe:
 
     def close(self) -> None:
         self.close_write_end()
-        if self._transport is not None:
-            self._transport.close()
+        if self.read_fd >= 0:
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing is registered on it any more
+                asyncio.get_running_loop().remove_reader(self.read_fd)
+            os.close(self.read_fd)
+            self.read_fd = -1
+        if self.done is not None and not self.done.done():
+            self.done.cancel()
+
+
+class _Child:
+    """The started process: its pid, and its exit seen through a pidfd the event loop watches (the child is
+    reaped as soon as it exits, also after the run has ended: no zombie is left)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        loop = asyncio.get_running_loop()
+        self._exit: asyncio.Future[int] = loop.create_future()
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # no pidfd (not Linux, or older than 5.3): a thread waits instead
+            self._pidfd = -1
+            waiting = loop.run_in_executor(None, popen.wait)
+            waiting.add_done_callback(lambda f: self._exited(f.result()))
         else:
-            self._file.close()
+            loop.add_reader(self._pidfd, self._reap)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    def _reap(self) -> None:
+        code = self._popen.poll()
+        if code is None:
+            return
+        asyncio.get_running_loop().remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = -1
+        self._exited(code)
+
+    def _exited(self, code: int) -> None:
+        if not self._exit.done():
+            self._exit.set_result(code)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exit)
 
 
 def _exit_code(returncode: int | None) -> tuple[int | None, str]:
@@ -91,38 +165,37 @@ class _ProcessRun:
         self.carry = dict.fromkeys(self.pipes, "")
         self.partial = dict.fromkeys(self.pipes, "")
         """Text of a line not ended yet (no newline read so far), per stream."""
-        self.proc: asyncio.subprocess.Process | None = None
-        self.pumps: list[asyncio.Task[None]] = []
+        self.proc: _Child | None = None
         self.stop_requested = False
 
-    async def start(self, argv: list[str], cwd: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
-        for pipe in self.pipes.values():
-            await pipe.connect()
-        self.proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
+    async def start(self, argv: list[str], cwd: Path, env: dict[str, str]) -> _Child:
+        # In the loop's thread, as asyncio's own subprocess_exec does: vfork + exec returns once the child has
+        # exec'd (an exec that fails raises here).
+        popen = subprocess.Popen(  # noqa: ASYNC220
+            argv,
+            stdin=subprocess.DEVNULL,
             stdout=self.pipes[LogStream.stdout].write_fd,
             stderr=self.pipes[LogStream.stderr].write_fd,
             cwd=cwd,
             env=env,
             start_new_session=True,
         )
+        self.proc = _Child(popen)
         self.ctx.process_started(self.proc.pid)
-        for pipe in self.pipes.values():
+        for stream, pipe in self.pipes.items():
             pipe.close_write_end()  # else our own copy would keep the pipe from ever reaching EOF
-        self.pumps = [asyncio.create_task(self._pump(stream)) for stream in self.pipes]
+            pipe.start(self._reader(stream))
         return self.proc
 
-    async def _pump(self, stream: LogStream) -> None:
-        reader = self.pipes[stream].reader
+    def _reader(self, stream: LogStream) -> Callable[[bytes], None]:
         # Incremental so that a character split across two reads is still decoded whole.
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        while True:
-            raw = await reader.read(READ_BYTES)
+
+        def handle(raw: bytes) -> None:
             self.sizes[stream] += len(raw)
             self._feed(decoder.decode(raw, final=not raw), stream, final=not raw)
-            if not raw:
-                return
+
+        return handle
 
     def _feed(self, text: str, stream: LogStream, final: bool) -> None:
         """Log the complete lines `text` ends, keep the unfinished one for the next read (logging it in
@@ -175,7 +248,7 @@ class _ProcessRun:
         if message.strip():
             self.stderr_tail.append(message[-ERROR_LINE_CHARS:])
 
-    async def supervise(self, proc: asyncio.subprocess.Process) -> TaskStatus | None:
+    async def supervise(self, proc: _Child) -> TaskStatus | None:
         """Wait for the exit, the cancel event or the deadline; None when the process exited."""
         try:
             await until_stopped(self.ctx, proc.wait())
@@ -183,7 +256,7 @@ class _ProcessRun:
             return stop.status
         return None
 
-    async def stop(self, proc: asyncio.subprocess.Process, reason: TaskStatus) -> None:
+    async def stop(self, proc: _Child, reason: TaskStatus) -> None:
         """SIGTERM the whole group, SIGKILL it after the grace period, and wait until none of it runs."""
         self.stop_requested = True
         pgid = proc.pid
@@ -201,7 +274,7 @@ class _ProcessRun:
         if not await self._wait_gone(proc, KILL_WAIT_S):
             self.ctx.log(f"process group {pgid} survived SIGKILL", LogStream.system, LogLevel.error)
 
-    async def _wait_gone(self, proc: asyncio.subprocess.Process, timeout: float) -> bool:
+    async def _wait_gone(self, proc: _Child, timeout: float) -> bool:
         """Wait until the leader is reaped and no process of its group runs."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
@@ -217,10 +290,15 @@ class _ProcessRun:
 
     async def drain(self) -> None:
         """Read to EOF, but give up after EOF_WAIT_S: a daemon left running may hold the pipes forever."""
-        _, pending = await asyncio.wait(self.pumps, timeout=EOF_WAIT_S)
-        for pump in pending:
-            pump.cancel()
-        await asyncio.gather(*self.pumps, return_exceptions=True)
+        reading = [pipe.done for pipe in self.pipes.values() if pipe.done is not None]
+        if reading:
+            await asyncio.wait(reading, timeout=EOF_WAIT_S)
+        for stream, pipe in self.pipes.items():
+            pipe.stop_reading()
+            finished = pipe.done is not None and pipe.done.done() and not pipe.done.cancelled()
+            failed = pipe.done.exception() if finished and pipe.done is not None else None
+            if failed is not None:
+                self.ctx.log(f"reading {stream.value} failed: {failed!r}", LogStream.system, LogLevel.error)
         for stream, held in self.carry.items():
             unfinished = self.partial[stream]
             if held or unfinished:  # a line cut short: what was held back, and what came after it
@@ -230,7 +308,7 @@ class _ProcessRun:
     def timeout_error(self) -> str:
         return f"execution timed out after {self.task.exec_timeout} s"
 
-    def outcome(self, proc: asyncio.subprocess.Process, stopped: TaskStatus | None) -> Outcome:
+    def outcome(self, proc: _Child, stopped: TaskStatus | None) -> Outcome:
         exit_code, signame = _exit_code(proc.returncode)
         data = {
             "exit_code": exit_code,
@@ -261,14 +339,7 @@ class _ProcessRun:
             # A normal exit may leave daemons on purpose; a stop (cancel, timeout) that was itself cut
             # short must still take the whole group down.
             signal_group(self.proc.pid, signal.SIGKILL)
-        if self.proc is not None and self.proc.returncode is None:
-            # Canceled before the exit was seen: close the transport now, while its loop runs. Left to the
-            # garbage collector, it would try to close itself on a loop that is gone by then.
-            transport: asyncio.SubprocessTransport | None = getattr(self.proc, "_transport", None)
-            if transport is not None:
-                transport.close()
-        for pump in self.pumps:
-            pump.cancel()
+        # A child not exited yet is reaped by its _Child when it does (it was sent SIGKILL above).
         for pipe in self.pipes.values():
             pipe.close()
 
