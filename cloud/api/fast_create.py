@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pydantic import ValidationError
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,7 +26,7 @@ from cloud.access import Principal
 from cloud.api.deps import AppContext, bearer_token
 from cloud.api.guard import is_json, slow
 from cloud.api.routes.tasks import answer, queue_task
-from cloud.api.strict_json import JsonRefused, loads_checked
+from cloud.api.strict_json import loads_checked
 from wire.tasks import TaskCreate
 
 PATH = "/api/v1/tasks"
@@ -100,7 +99,7 @@ def _plain_body(ctx: AppContext, message: Message) -> TaskCreate | None:
         return None
     try:
         body = TaskCreate.model_validate(loads_checked(message.get("body", b""), ctx.settings.max_json_depth))
-    except (JsonRefused, ValidationError):
+    except Exception:  # JsonRefused, ValidationError, or anything else: the route answers it as it would
         return None
     return body if body.agent_selector is None else None
 
