@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -121,10 +123,48 @@ class Database:
         self.notifies = self.engine.dialect.name == "postgresql"
         """PostgreSQL: wake-ups also go to other replicas through LISTEN/NOTIFY (cloud.db.notify)."""
         self.origin = notify.new_origin()
+        self._kept: Connection | None = None
+        """SQLite: the connection of the first thread with a running event loop, kept open between its units
+        of work (the pool's checkout and checkin of each cost more than a statement). Other threads, and a
+        unit of work opened while this one is in use, take the pool's."""
+        self._kept_thread: int | None = None
+        self._kept_busy = False
 
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        kept = self._kept_connection()
+        if kept is None:
+            with self.engine.connect() as conn:
+                yield conn
+            return
+        self._kept_busy = True
+        try:
+            yield kept
+        finally:
+            self._kept_busy = False
+            if kept.invalidated or kept.in_transaction():  # never hand on a connection in doubt
+                self._kept = None
+                kept.close()
+
+    def _kept_connection(self) -> Connection | None:
+        if not self.is_sqlite or self._kept_busy:
+            return None
+        thread = threading.get_ident()
+        if self._kept_thread is None:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # a worker thread, or no loop yet: the pool
+                return None
+            self._kept_thread = thread
+        if thread != self._kept_thread:
+            return None
+        if self._kept is None:
+            self._kept = self.engine.connect()
+        return self._kept
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -133,7 +173,7 @@ class Database:
         A Core connection, not an ORM Session: the session's bookkeeping cost more than the SQL
         (bench/roundtrip.py). Wake-ups queued by services are published only after the commit.
         """
-        with self.engine.begin() as conn:
+        with self._connection() as conn, conn.begin():
             events.take(conn)
             events.take_observed(conn)
             yield conn
@@ -152,10 +192,12 @@ class Database:
         """A connection for a lone read that needs no transaction of its own: on PostgreSQL in autocommit,
         so the read is one round trip to the server instead of three (BEGIN, the read, COMMIT). Never
         write through it, never await inside."""
-        with self.engine.connect() as conn:
+        with self._connection() as conn:
             if self.notifies:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
+            if conn.in_transaction():  # SQLite: a read begins one; end it, as closing a pooled connection does
+                conn.rollback()
 
     def lead(self, conn: Connection) -> bool:
         """Whether this transaction runs the background pass: on PostgreSQL only one replica at a time
@@ -182,4 +224,7 @@ class Database:
         return None
 
     def dispose(self) -> None:
+        if self._kept is not None:
+            self._kept.close()
+            self._kept = None
         self.engine.dispose()
