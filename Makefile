@@ -45,7 +45,7 @@ test: compile
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy wire cloud agent executors files cli
+	$(BIN)/mypy $(SOURCES)
 	$(BIN)/lint-imports
 
 # Round trip and throughput on SQLite and on PostgreSQL with 1 and 2 replicas (PostgreSQL on

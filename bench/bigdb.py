@@ -151,7 +151,9 @@ def timed_cycle(sides: dict[str, Side], n: int) -> dict[str, dict[str, list[floa
     out: dict[str, dict[str, list[float]]] = {name: {"create": [], "claim": [], "result": []} for name in sides}
     for side in sides.values():  # warm up
         for _ in range(5):
-            side.create(), side.claim(), side.result()
+            side.create()
+            side.claim()
+            side.result()
     while any(len(o["create"]) < n for o in out.values()):
         for name, side in sides.items():
             for _ in range(min(BLOCK, n - len(out[name]["create"]))):
@@ -198,7 +200,7 @@ def ratios(small: dict[str, Any], full: dict[str, Any]) -> dict[str, dict[str, A
 
 
 @contextlib.contextmanager
-def sqlite_pair(sizes: tuple[int, int], keep: Path | None) -> Iterator[tuple[list[Cluster], dict[str, Any]]]:
+def sqlite_pair(sizes: tuple[int, int], keep: Path | None) -> Iterator[tuple[list[Cluster], dict[int, Any]]]:
     """Clouds on SQLite files of `sizes` tasks each (kept in `keep` when given, and filled only once)."""
     with tempfile.TemporaryDirectory(prefix="tiangong-bigdb-") as tmp:
         roots, filled = [], {}
@@ -215,7 +217,7 @@ def sqlite_pair(sizes: tuple[int, int], keep: Path | None) -> Iterator[tuple[lis
 
 
 @contextlib.contextmanager
-def postgres_pair(sizes: tuple[int, int], keep: Path | None) -> Iterator[tuple[list[Cluster], dict[str, Any]]]:
+def postgres_pair(sizes: tuple[int, int], keep: Path | None) -> Iterator[tuple[list[Cluster], dict[int, Any]]]:
     """Clouds on PostgreSQL databases `tg_bigdb_<tasks>` (kept when `keep` is given, and filled only once)."""
     import psycopg
 

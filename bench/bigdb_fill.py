@@ -203,7 +203,7 @@ def _write_postgres(engine: Engine, table: Any, rows: Iterator[dict[str, Any]]) 
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
-        with cur.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:  # type: ignore[attr-defined]
+        with cur.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
             copy.write_row([first.get(c) for c in names])
             for row in rows:
                 copy.write_row([row.get(c) for c in names])

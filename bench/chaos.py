@@ -47,7 +47,7 @@ from wire.tasks import is_lost  # noqa: E402
 
 POOLS = 2
 """Agent ids; the agent processes are spread over them, so each id is served by a pool."""
-CLOUD_SETTINGS = {
+CLOUD_SETTINGS: dict[str, Any] = {
     "lease_seconds": 5,
     "heartbeat_seconds": 1,
     "reaper_interval_seconds": 0.5,

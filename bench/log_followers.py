@@ -97,7 +97,7 @@ def percentile(values: list[float], q: float) -> float:
 def measure(setup: str, agents: int, rate: int, seconds: float, flush: str) -> dict[str, Any]:
     with started_setup(setup) as cluster:
         names = [f"stream{i}" for i in range(agents)]
-        settings = {"log_flush_seconds": flush} if flush else {}
+        settings: dict[str, Any] = {"log_flush_seconds": flush} if flush else {}
         for name in names:
             cluster.agent(name, max_concurrency=1, **settings)
         cloud = cluster.a
@@ -115,7 +115,11 @@ def measure(setup: str, agents: int, rate: int, seconds: float, flush: str) -> d
         for follower in followers:
             follower.join(seconds + 120)
         for follower in followers:
-            wait_for(lambda f=follower: cloud.task(f.task_id)["status"] in FINAL, 60, "the task to end")
+
+            def ended(f: Follower = follower) -> bool:
+                return cloud.task(f.task_id)["status"] in FINAL
+
+            wait_for(ended, 60, "the task to end")
         expected = int(seconds * rate)
         delays_ms = [d * 1000 for f in followers for d in f.delays]
         complete = all(f.numbers == list(range(expected)) for f in followers)

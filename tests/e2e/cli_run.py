@@ -53,7 +53,11 @@ def start(
 
 
 def _pump(stream: IO[str], into: queue.Queue[str]) -> threading.Thread:
-    reader = threading.Thread(target=lambda: [into.put(ln) for ln in stream], daemon=True)  # ends at EOF
+    def pump() -> None:
+        for ln in stream:  # ends at EOF
+            into.put(ln)
+
+    reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     return reader
 

@@ -36,7 +36,7 @@ class AgentClient(httpx.Client):
     def __init__(self, base_url: str, timeout: float = 60, token: str = AGENT) -> None:
         super().__init__(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
 
-    def post(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
+    def post(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
         r = super().post(url, **kwargs)
         if str(url) != REGISTER:
             return r

@@ -8,10 +8,11 @@ import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import event
 
 from tests.e2e.harness import AGENT, Cloud, wait_for
@@ -81,7 +82,7 @@ def test_an_idle_http_agents_claims_read_nothing_yet_miss_no_task(cloud: Cloud, 
             statements.append(statement)
 
     assert cloud.thread is not None  # the cloud runs in this process
-    engine = cloud.thread.server.config.app.state.ctx.db.engine
+    engine = cast(FastAPI, cloud.thread.server.config.app).state.ctx.db.engine  # create_app's
     event.listen(engine, "before_cursor_execute", seen)
     try:
         for _ in range(3):
@@ -204,7 +205,7 @@ def test_odd_ids_and_cursors_are_caller_errors_not_500(cloud: Cloud) -> None:
     created = cloud.run(type="shell", command="echo x")
     url = f"/api/v1/tasks/{created['id']}/logs"
     assert cloud.http.get(url, params={"after": 10**20}).status_code == 400
-    assert cloud.http.get(url, headers={"Last-Event-ID": "\u00b2".encode()}).status_code == 200
+    assert cloud.http.get(url, headers={b"Last-Event-ID": "\u00b2".encode()}).status_code == 200
     assert cloud.http.get("/api/v1/tasks", params={"page": 10**12}).status_code == 400
 
 

@@ -52,7 +52,12 @@ def test_up_restarts_an_agent_that_dies(tmp_path: Path) -> None:
         lines: queue.Queue[str] = queue.Queue()
         assert up.stderr is not None
         stream = up.stderr
-        threading.Thread(target=lambda: [lines.put(ln) for ln in stream], daemon=True).start()
+
+        def pump() -> None:
+            for ln in stream:
+                lines.put(ln)
+
+        threading.Thread(target=pump, daemon=True).start()
         try:
             token = wait_for(lambda: _read(tmp_path / "data" / "admin.token"), 90, "the admin token")
             http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)

@@ -181,7 +181,7 @@ def test_a_huge_chunked_body_is_cut_off_without_growing_the_cloud(cloud: Cloud) 
 )
 def test_a_non_ascii_token_is_401(cloud: Cloud, path: str) -> None:
     method = "POST" if path.endswith("claim") else "GET"
-    r = httpx.request(method, cloud.url + path, headers={"Authorization": "Bearer tökén-部署".encode()}, json={})
+    r = httpx.request(method, cloud.url + path, headers={b"Authorization": "Bearer tökén-部署".encode()}, json={})
     assert r.status_code == 401 and r.json()["error"].startswith("invalid"), r.text
 
 
@@ -327,7 +327,7 @@ def test_numbers_too_large_for_the_database_are_400(cloud: Cloud, agent: httpx.C
         report = {"task_token": token, "status": "success", "log_lines": 0, field: value}
         r = agent.post(f"/api/v1/agent/tasks/{task_id}/result", json=report)
         assert r.status_code == 400 and r.json()["error"].startswith(f"{field}:"), r.text
-    call = {"jsonrpc": "2.0", "id": 1, "method": "task_query", "params": {"token": ADMIN}}
+    call: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": "task_query", "params": {"token": ADMIN}}
     call["params"]["task_data_query"] = {"condition": [{"task_id": 2**63}]}
     error = cloud.http.post("/api/rpc", json=call).json()["error"]
     assert error["code"] == -32602 and "task_id" in error["message"]

@@ -63,6 +63,7 @@ def _serve(server: ThreadingHTTPServer) -> Iterator[str]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     host, port = server.server_address[:2]
+    assert isinstance(host, str)  # a bound socket's name; the stubs type the address a server is given
     yield f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     server.shutdown()
     server.server_close()

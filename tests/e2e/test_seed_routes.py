@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import cast
 
 from tests.e2e.harness import Cloud, wait_for
 
@@ -26,7 +27,7 @@ def test_task_list_takes_seed_003_names_and_refuses_unknown_ones(cloud: Cloud) -
     assert cloud.http.get("/api/v1/tasks", params={"nodeId": "nobody"}).json()["total"] == 0
     assert cloud.http.get("/api/v1/tasks", params={"nodeId": "local"}).json()["total"] >= 4
     for params, named in (({"name": "x"}, "name"), ({"colour": "red", "page": 1}, "colour")):
-        r = cloud.http.get("/api/v1/tasks", params=params)
+        r = cloud.http.get("/api/v1/tasks", params=cast("dict[str, str | int]", params))
         assert r.status_code == 400, r.text
         assert r.json()["error"].startswith(f"{named}: unknown query parameter") and "page_size" in r.json()["error"]
     both = cloud.http.get("/api/v1/tasks", params={"page_size": 5, "pageSize": 3})

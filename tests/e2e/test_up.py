@@ -35,7 +35,12 @@ def _start_up(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], queue.Q
     lines: queue.Queue[str] = queue.Queue()
     assert proc.stdout is not None
     stdout = proc.stdout
-    threading.Thread(target=lambda: [lines.put(ln) for ln in stdout], daemon=True).start()  # ends at EOF
+
+    def pump() -> None:
+        for ln in stdout:  # ends at EOF
+            lines.put(ln)
+
+    threading.Thread(target=pump, daemon=True).start()
     return proc, lines
 
 

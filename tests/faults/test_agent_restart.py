@@ -70,5 +70,6 @@ def test_a_second_agent_process_on_the_same_data_dir_refuses_to_start(make_clust
     first = cluster.agent("shared")
     second = AgentProcess("shared", cluster.a.url, first.data_dir, 1, first.env).start()
     assert second.proc is not None and second.proc.wait(timeout=30) == 2
+    assert first.proc is not None  # started by cluster.agent
     assert f"is in use by another agent process (pid {first.proc.pid})" in second.log()
     assert first.alive and cluster.a.run(agent_id="shared", type="shell", command="echo ok")["status"] == "success"

@@ -11,7 +11,7 @@ import os
 import socket
 import subprocess
 import threading
-from typing import IO, NoReturn
+from typing import IO, AnyStr, NoReturn
 
 import pytest
 
@@ -30,7 +30,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def stop_server(proc: subprocess.Popen[bytes], watcher: threading.Thread, pipe: IO[bytes] | None) -> None:
+def stop_server(proc: subprocess.Popen[AnyStr], watcher: threading.Thread, pipe: IO[AnyStr] | None) -> None:
     """Stop a server the tests started (SIGTERM, SIGKILL after 10 s), then the thread reading its output."""
     proc.terminate()
     try:

@@ -18,7 +18,7 @@ from tests.servers.mongo import MongoServer, running_mongo
 from tests.servers.search import SearchServer, running_search
 
 MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
-POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
+POSTGRES: dict[str, Any] = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
 PASSWORD = "Tg-s3cret-pw-91"
 """The password of the account the MySQL tests use; it must never show in results, errors or logs."""
 

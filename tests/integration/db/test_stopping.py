@@ -352,7 +352,7 @@ def test_no_statement_starts_once_the_session_was_interrupted(accounts: MariaDb,
     from executors.db.split import split_sql
 
     password = accounts.target()["password"]
-    sessions = [
+    sessions: list[mysql_conn.MySqlSession | postgres_conn.PostgresSession] = [
         mysql_conn.open_session(Target("mysql", "127.0.0.1", 3306, accounts.user, password, accounts.name, "t"), True),
         postgres_conn.open_session(Target("postgres", "127.0.0.1", 5432, "postgres", None, pg_accounts.name, "t")),
     ]

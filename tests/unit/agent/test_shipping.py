@@ -15,6 +15,7 @@ from agent.client import CloudClient, Rejected
 from agent.outbox import Entry, Outbox
 from agent.shipping import (
     Deliveries,
+    Item,
     LinesLost,
     LogShipper,
     Pending,
@@ -255,7 +256,7 @@ def test_closing_a_waiting_shipper_ends_it_at_once(tmp_path: Path) -> None:
 def test_a_backlog_longer_than_a_batch_leaves_as_runs_a_request_may_carry() -> None:
     """25,000 lines left unsent when a task ends (it printed faster than the cloud took them): runs of at
     most MAX_BATCH_LINES, contiguous; a single run of them all once failed validation and lost the attempt."""
-    items = [(LogStream.stdout, None, str(i)) for i in range(1, 25_001)]
+    items: list[Item] = [(LogStream.stdout, None, str(i)) for i in range(1, 25_001)]
     runs = as_runs(1, items)
     assert [ln.count for ln in runs] == [MAX_BATCH_LINES, MAX_BATCH_LINES, 5_000]
     assert [m for ln in runs for m in ln.messages()] == [str(i) for i in range(1, 25_001)]

@@ -66,7 +66,7 @@ def test_a_success_reported_before_the_reaper_pass_is_not_reaped(db: Database) -
 def test_a_success_committed_between_the_reapers_read_and_its_update_is_not_reaped(db: Database) -> None:
     """The reaper has read the expired row; the result commits before the reaper's compare-and-set."""
     task = claimed(db)
-    interleaved = []
+    interleaved: list[str] = []
     with db.transaction() as conn:
 
         def result_first(_c: Any, _cursor: Any, statement: str, *_args: Any) -> None:

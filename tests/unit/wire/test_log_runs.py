@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from wire.tasks import MAX_BATCH_LINES, LogBatch, LogLine, TaskReport, TaskStatus
 
@@ -20,7 +20,7 @@ def test_a_run_counts_every_line_it_holds() -> None:
 
 
 @pytest.mark.parametrize("model", [LogBatch, TaskReport])
-def test_more_lines_than_a_request_may_carry_are_refused_naming_lines(model: type) -> None:
+def test_more_lines_than_a_request_may_carry_are_refused_naming_lines(model: type[BaseModel]) -> None:
     half = MAX_BATCH_LINES // 2
     lines = [
         {"seq": 1, "message": "a", "more": ["b"] * half},

@@ -1,10 +1,12 @@
 """Secrets in params and env never leave the cloud in clear."""
 
+from typing import Any
+
 from wire.secrets import MASK, mask_secrets, mask_text
 
 
 def test_secret_keys_are_masked_at_any_depth() -> None:
-    params = {
+    params: dict[str, Any] = {
         "target": {"host": "db", "user": "root", "password": "pw"},
         "headers": {"Authorization": "Bearer t", "Accept": "json"},
         "api_key": "k",

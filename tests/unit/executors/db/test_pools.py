@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 
 from executors.db.pools import PoolCache
@@ -46,7 +47,7 @@ def test_idle_pools_are_closed_but_not_busy_ones() -> None:
 def test_least_recently_used_idle_pool_makes_room() -> None:
     cache, closed = make(idle_seconds=60, max_pools=2)
     for key in ("a", "b"):
-        with cache.lease(key, lambda k=key: Pool(k)):
+        with cache.lease(key, functools.partial(Pool, key)):
             pass
     with cache.lease("c", lambda: Pool("c")):
         pass
