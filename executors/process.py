@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import os
 import signal
 import subprocess
@@ -72,13 +71,14 @@ class _Pipe:
             self.stop_reading()
 
     def stop_reading(self, error: BaseException | None = None) -> None:
-        if self.read_fd >= 0:
-            asyncio.get_running_loop().remove_reader(self.read_fd)
-        if self.done is not None and not self.done.done():
-            if error is None:
-                self.done.set_result(None)
-            else:
-                self.done.set_exception(error)
+        """Stop at EOF, at an error, or when the run gives up waiting; `done` is resolved from here on."""
+        if self.done is None or self.done.done():
+            return  # never started, or stopped already (the reader is registered exactly while it is pending)
+        asyncio.get_running_loop().remove_reader(self.read_fd)
+        if error is None:
+            self.done.set_result(None)
+        else:
+            self.done.set_exception(error)
 
     def close_write_end(self) -> None:
         if self.write_fd >= 0:
@@ -87,13 +87,10 @@ class _Pipe:
 
     def close(self) -> None:
         self.close_write_end()
+        self.stop_reading()
         if self.read_fd >= 0:
-            with contextlib.suppress(RuntimeError):  # no running loop: nothing is registered on it any more
-                asyncio.get_running_loop().remove_reader(self.read_fd)
             os.close(self.read_fd)
             self.read_fd = -1
-        if self.done is not None and not self.done.done():
-            self.done.cancel()
 
 
 class _Child:
@@ -295,8 +292,7 @@ class _ProcessRun:
             await asyncio.wait(reading, timeout=EOF_WAIT_S)
         for stream, pipe in self.pipes.items():
             pipe.stop_reading()
-            finished = pipe.done is not None and pipe.done.done() and not pipe.done.cancelled()
-            failed = pipe.done.exception() if finished and pipe.done is not None else None
+            failed = pipe.done.exception() if pipe.done is not None else None
             if failed is not None:
                 self.ctx.log(f"reading {stream.value} failed: {failed!r}", LogStream.system, LogLevel.error)
         for stream, held in self.carry.items():

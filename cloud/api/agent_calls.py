@@ -106,9 +106,6 @@ class ClaimWatches:
             self._idle[agent_id] = (watch, now)
             self._close_unused(now)
 
-    def __len__(self) -> int:
-        return len(self._idle) + len(self._busy)
-
     def _close_unused(self, now: float) -> None:
         while self._idle:
             agent_id, (watch, released) = next(iter(self._idle.items()))
@@ -220,9 +217,9 @@ async def claim(
     *,
     recheck: Recheck,
     gone: Gone,
+    checked: bool,
     watch: ClaimWatch | None = None,
     max_wait: float | None = None,
-    checked: bool = True,
 ) -> list[Assignment]:
     """Long-poll: answer at once with pending tasks, else wait (woken in-process) up to wait_s, at most
     `max_wait` (claim_wait_max_seconds by default). The token is checked again before every read but the

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloud.access import Principal
 from cloud.api.deps import AppContext, bearer_token
-from cloud.api.guard import is_json, slow
+from cloud.api.guard import is_json, stalled
 from cloud.api.routes.tasks import answer, queue_task
 from cloud.api.strict_json import loads_checked
 from wire.tasks import TaskCreate
@@ -57,8 +57,7 @@ class FastCreate:
             async with asyncio.timeout(ctx.settings.request_idle_timeout_seconds):
                 read.append(await receive())
         except TimeoutError:
-            idle = ctx.settings.request_idle_timeout_seconds
-            await _render(scope, receive, send, slow(f"nothing received for {idle:g} s"))
+            await _render(scope, receive, send, stalled(ctx.settings.request_idle_timeout_seconds))
             return
         body = _plain_body(ctx, read[0])
         if body is None:

@@ -142,7 +142,7 @@ async def idle_bounded(request: Request, idle_timeout: float, min_rate: int) -> 
         except StopAsyncIteration:
             return
         except TimeoutError:
-            raise slow(f"nothing received for {idle_timeout:g} s") from None
+            raise stalled(idle_timeout) from None
         except ClientDisconnect:
             raise HTTPException(400, "body: the client went away before sending it all") from None
         received += len(chunk)
@@ -154,6 +154,11 @@ async def idle_bounded(request: Request, idle_timeout: float, min_rate: int) -> 
 
 def slow(why: str) -> HTTPException:
     return HTTPException(408, f"body: {why}; request dropped", headers={"Connection": "close"})
+
+
+def stalled(idle_timeout: float) -> HTTPException:
+    """The 408 for a body of which nothing arrived for `idle_timeout` seconds."""
+    return slow(f"nothing received for {idle_timeout:g} s")
 
 
 async def read_capped(request: Request, limit: int, idle_timeout: float, min_rate: int) -> bytes:

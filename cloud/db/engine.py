@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import threading
 import time
@@ -20,6 +22,8 @@ from cloud.db import events, jsoncodec, notify
 from cloud.db.types import CLOCK
 from cloud.hub import Hub
 from files.private import FILE_MODE, private_file
+
+log = logging.getLogger("tiangong.cloud")
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _MIGRATE_LOCK = 0x7469616E_0001  # "tian" + 1: PostgreSQL advisory lock keys are bigints
@@ -146,9 +150,24 @@ class Database:
             yield kept
         finally:
             self._kept_busy = False
-            if kept.invalidated or kept.in_transaction():  # never hand on a connection in doubt
-                self._kept = None
+            self._reset_kept(kept)
+
+    def _reset_kept(self, kept: Connection) -> None:
+        """What the pool does at checkin: end a transaction left open (a read begins one); a connection that
+        cannot be reset, or was invalidated, is closed, never handed on."""
+        try:
+            if kept.in_transaction():
+                kept.rollback()
+        except Exception:
+            log.warning("the kept SQLite connection could not be reset; opening a new one", exc_info=True)
+            self._kept = None
+            with contextlib.suppress(Exception):
+                kept.invalidate()  # its DBAPI connection is discarded, not returned to the pool
                 kept.close()
+            return
+        if kept.invalidated:
+            self._kept = None
+            kept.close()
 
     def _kept_connection(self) -> Connection | None:
         if not self.is_sqlite or self._kept_busy:
@@ -196,8 +215,6 @@ class Database:
             if self.notifies:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
-            if conn.in_transaction():  # SQLite: a read begins one; end it, as closing a pooled connection does
-                conn.rollback()
 
     def lead(self, conn: Connection) -> bool:
         """Whether this transaction runs the background pass: on PostgreSQL only one replica at a time

@@ -18,9 +18,8 @@ from tests.e2e.harness import ADMIN, Cloud
 VOLATILE = {"id", "created_at", "updated_at", "started_at", "finished_at", "expires_at", "duration_ms"}
 
 
-@pytest.fixture
-def served(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Which path created each task: "fast" for the middleware (the cloud runs in this process)."""
+def _count_fast(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A "fast" for each task the middleware creates from now on (the cloud runs in this process)."""
     taken: list[str] = []
     queue = fast_create.queue_task
 
@@ -30,6 +29,12 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(fast_create, "queue_task", counted)
     return taken
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Which path created each task: "fast" for the middleware."""
+    return _count_fast(monkeypatch)
 
 
 def _post(cloud: Cloud, body: bytes, *, chunked: bool, token: str = ADMIN, **headers: str) -> httpx.Response:
@@ -129,15 +134,8 @@ def test_an_idempotency_key_header_goes_to_the_route(cloud: Cloud, served: list[
 def test_with_fast_create_off_every_create_is_the_routes(make_cloud: Any) -> None:
     c: Cloud = make_cloud(fast_create="false")
     c.agent("local")
-    taken: list[str] = []
-    queue = fast_create.queue_task
-
-    async def counted(*args: Any, **kwargs: Any) -> Any:
-        taken.append("fast")
-        return await queue(*args, **kwargs)
-
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fast_create, "queue_task", counted)
+        taken = _count_fast(mp)
         done = c.run(type="shell", command="echo off")
     assert done["status"] == "success" and done["result"] == "off\n"
     assert taken == []

@@ -53,7 +53,7 @@ async def claim(
     try:
         with watches.borrowed(agent_id) as watch:
             waiting = calls.claim(
-                app, agent_id, body, claimer, watch=watch, recheck=lambda: recheck(request), gone=gone
+                app, agent_id, body, claimer, watch=watch, recheck=lambda: recheck(request), gone=gone, checked=True
             )
             return await calls.until_hung_up(request, waiting)
     finally:

@@ -69,9 +69,27 @@ def test_a_nested_unit_of_work_and_another_thread_get_their_own_connection(db: D
 
 
 def test_without_a_running_loop_the_pool_is_used(db: Database) -> None:
-    with db.transaction() as a:
-        first = _raw(a)
-    with db.transaction() as b:
-        b.exec_driver_sql("INSERT INTO t VALUES (9, 9)")
-    assert db._kept is None and first is not None  # nothing kept outside an event loop
+    with db.transaction() as conn:
+        conn.exec_driver_sql("INSERT INTO t VALUES (9, 9)")
+    with db.reading() as conn:
+        assert conn.exec_driver_sql("SELECT b FROM t WHERE a = 9").scalar_one() == 9
+    assert db._kept is None  # nothing kept outside an event loop
+    db.dispose()
+
+
+def test_a_read_leaves_the_kept_connection_ready_for_a_write(db: Database) -> None:
+    """A read begins a transaction on SQLite; it is ended when the read is, so the next unit of work on the
+    same connection can begin its own."""
+
+    async def main() -> int:
+        with db.reading() as conn:
+            conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one()
+            read_on = _raw(conn)
+        with db.transaction() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (5, 5)")
+            assert _raw(conn) is read_on
+        with db.reading() as conn:
+            return int(conn.exec_driver_sql("SELECT b FROM t WHERE a = 5").scalar_one())
+
+    assert asyncio.run(main()) == 5
     db.dispose()

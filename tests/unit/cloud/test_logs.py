@@ -8,23 +8,18 @@ from typing import Any
 
 import orjson
 import pytest
-from cryptography.fernet import Fernet
 from pydantic import TypeAdapter
 from sqlalchemy import select
 
 from cloud.db.engine import Database
 from cloud.db.models import TASK_LOGS as L
 from cloud.db.types import utcnow
-from cloud.sealing import Sealer
-from cloud.services.agents import AgentCache
 from cloud.services.errors import Conflict
 from cloud.services.logs import LOG_SLACK_BYTES, StoredLine, list_logs, store_lines
 from cloud.services.present import log_page_json, log_read
-from cloud.services.runs import claim_tasks
-from cloud.services.tasks import create_task, get_task
-from wire.tasks import LogLevel, LogLine, LogRead, LogStream, TaskCreate, format_task_id
-
-SEALER = Sealer([Fernet.generate_key()])
+from cloud.services.tasks import get_task
+from tests.unit.cloud.factory import claim_one, queue_shell
+from wire.tasks import LogLevel, LogLine, LogRead, LogStream, format_task_id
 
 
 def test_the_json_page_is_what_the_models_would_give() -> None:
@@ -64,16 +59,9 @@ def test_a_batch_is_stored_with_its_streams_levels_and_times(db: Database) -> No
 
 
 def _running_task(db: Database) -> Any:
-    with db.transaction() as conn:
-        create_task(
-            conn,
-            TaskCreate(agent_id="a1", type="shell", command="true"),
-            agents=AgentCache(),
-            offline_after=60,
-            sealer=SEALER,
-        )
-    with db.transaction() as conn:
-        [assigned] = claim_tasks(conn, "a1", 1, lease_seconds=30, max_log_bytes=1 << 20, sealer=SEALER)
+    queue_shell(db)
+    assigned = claim_one(db)
+    with db.reading() as conn:
         return get_task(conn, assigned.id)
 
 

@@ -3,17 +3,11 @@ finished ones at most every `metrics_final_counts_seconds` (a count over a milli
 
 from __future__ import annotations
 
-from cryptography.fernet import Fernet
-
 from cloud.db.engine import Database
 from cloud.metrics import Metrics
-from cloud.sealing import Sealer
-from cloud.services.agents import AgentCache
-from cloud.services.runs import claim_tasks, report_result
-from cloud.services.tasks import create_task
-from wire.tasks import TaskCreate, TaskReport, TaskStatus
-
-SEALER = Sealer([Fernet.generate_key()])
+from cloud.services.runs import report_result
+from tests.unit.cloud.factory import claim_one, queue_shell
+from wire.tasks import TaskReport, TaskStatus
 
 
 def tasks_gauge(metrics: Metrics) -> dict[str, float]:
@@ -28,17 +22,9 @@ def tasks_gauge(metrics: Metrics) -> dict[str, float]:
 def walk(db: Database, metrics: Metrics) -> list[dict[str, float]]:
     """Scrapes after a create, a claim and a success of one `shell` task of agent a1."""
     seen = []
-    with db.transaction() as conn:
-        create_task(
-            conn,
-            TaskCreate(agent_id="a1", type="shell", command="true"),
-            agents=AgentCache(),
-            offline_after=60,
-            sealer=SEALER,
-        )
+    queue_shell(db)
     seen.append(tasks_gauge(metrics))
-    with db.transaction() as conn:
-        (got,) = claim_tasks(conn, "a1", 1, lease_seconds=30, max_log_bytes=1 << 20, sealer=SEALER)
+    got = claim_one(db)
     seen.append(tasks_gauge(metrics))
     report = TaskReport(task_token=got.task_token, status=TaskStatus.success, exit_code=0)
     with db.transaction() as conn:

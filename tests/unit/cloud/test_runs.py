@@ -8,29 +8,23 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from cryptography.fernet import Fernet
 from sqlalchemy import event, text
 
 from cloud.background import run_pass
 from cloud.db.engine import Database
 from cloud.db.types import utcnow
-from cloud.sealing import Sealer
-from cloud.services.agents import AgentCache
 from cloud.services.errors import Conflict
-from cloud.services.runs import claim_tasks, reap_expired, report_result
-from cloud.services.tasks import create_task, get_task
-from wire.tasks import Assignment, TaskCreate, TaskReport, TaskStatus
-
-SEALER = Sealer([Fernet.generate_key()])
+from cloud.services.runs import reap_expired, report_result
+from cloud.services.tasks import get_task
+from tests.unit.cloud.factory import claim_one, queue_shell
+from wire.tasks import Assignment, TaskReport, TaskStatus
 
 
 def claimed(db: Database, **fields: Any) -> Assignment:
     """A new task for agent a1, claimed by it; its lease has already run out (the agent went silent)."""
+    queue_shell(db, **fields)
+    task = claim_one(db)
     with db.transaction() as conn:
-        req = TaskCreate(agent_id="a1", type="shell", command="true", **fields)
-        create_task(conn, req, agents=AgentCache(), offline_after=60, sealer=SEALER)
-    with db.transaction() as conn:
-        [task] = claim_tasks(conn, "a1", 1, lease_seconds=30, max_log_bytes=1 << 20, sealer=SEALER)
         n = int(task.id.removeprefix("task-"))
         conn.execute(text("UPDATE tasks SET lease_expires_at = :t WHERE id = :n"), {"t": _past(), "n": n})
     return task
