@@ -82,12 +82,17 @@ def _ping_after_idle(engine: Engine) -> None:
         if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
             return
         try:
-            with dbapi_conn.cursor() as cur:
-                cur.execute("SELECT 1")
-            dbapi_conn.rollback()  # the test's own transaction, not the unit of work's
+            _test(dbapi_conn)
         except Exception as exc:
             # The pool discards this connection and checks out another (it retries up to three times).
             raise DisconnectionError(f"pooled connection failed its test: {exc}") from exc
+
+
+def _test(dbapi_conn: Any) -> None:
+    """A round trip on the connection (raises when the server is gone), in a transaction of its own."""
+    with dbapi_conn.cursor() as cur:
+        cur.execute("SELECT 1")
+    dbapi_conn.rollback()
 
 
 def _private_sqlite_files(url: str) -> None:
@@ -115,6 +120,10 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
+def _dbapi(conn: Connection) -> Any:
+    return conn.connection.dbapi_connection
+
+
 class Database:
     """The engine plus the one way the cloud opens a unit of work."""
 
@@ -128,11 +137,12 @@ class Database:
         """PostgreSQL: wake-ups also go to other replicas through LISTEN/NOTIFY (cloud.db.notify)."""
         self.origin = notify.new_origin()
         self._kept: Connection | None = None
-        """SQLite: the connection of the first thread with a running event loop, kept open between its units
-        of work (the pool's checkout and checkin of each cost more than a statement). Other threads, and a
-        unit of work opened while this one is in use, take the pool's."""
+        """The connection of the first thread with a running event loop, kept open between its units of work
+        (the pool's checkout and checkin of each cost more than a statement). Other threads, and a unit of
+        work opened while this one is in use, take the pool's."""
         self._kept_thread: int | None = None
         self._kept_busy = False
+        self._kept_idle_since = 0.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -151,6 +161,7 @@ class Database:
         finally:
             self._kept_busy = False
             self._reset_kept(kept)
+            self._kept_idle_since = time.monotonic()
 
     def _reset_kept(self, kept: Connection) -> None:
         """What the pool does at checkin: end a transaction left open (a read begins one); a connection that
@@ -159,18 +170,22 @@ class Database:
             if kept.in_transaction():
                 kept.rollback()
         except Exception:
-            log.warning("the kept SQLite connection could not be reset; opening a new one", exc_info=True)
-            self._kept = None
-            with contextlib.suppress(Exception):
-                kept.invalidate()  # its DBAPI connection is discarded, not returned to the pool
-                kept.close()
+            log.warning("the kept database connection could not be reset; opening a new one", exc_info=True)
+            self._drop_kept(kept)
             return
         if kept.invalidated:
             self._kept = None
             kept.close()
 
+    def _drop_kept(self, kept: Connection) -> None:
+        """Discard the kept connection (its DBAPI connection is closed, not returned to the pool)."""
+        self._kept = None
+        with contextlib.suppress(Exception):
+            kept.invalidate()
+            kept.close()
+
     def _kept_connection(self) -> Connection | None:
-        if not self.is_sqlite or self._kept_busy:
+        if self._kept_busy:
             return None
         thread = threading.get_ident()
         if self._kept_thread is None:
@@ -181,9 +196,18 @@ class Database:
             self._kept_thread = thread
         if thread != self._kept_thread:
             return None
-        if self._kept is None:
-            self._kept = self.engine.connect()
-        return self._kept
+        kept = self._kept
+        if kept is not None and self.notifies and time.monotonic() - self._kept_idle_since >= PING_AFTER_IDLE_SECONDS:
+            # As a pooled connection is tested after sitting idle: the server may have restarted since.
+            try:
+                _test(_dbapi(kept))
+            except Exception as exc:
+                log.info("the kept database connection failed its test (%s); opening a new one", exc)
+                self._drop_kept(kept)
+                kept = None
+        if kept is None:
+            kept = self._kept = self.engine.connect()
+        return kept
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -212,9 +236,22 @@ class Database:
         so the read is one round trip to the server instead of three (BEGIN, the read, COMMIT). Never
         write through it, never await inside."""
         with self._connection() as conn:
-            if self.notifies:
-                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            yield conn
+            if not self.notifies:
+                yield conn
+            elif conn is not self._kept:
+                yield conn.execution_options(isolation_level="AUTOCOMMIT")  # the pool resets it at checkin
+            else:
+                # Set on the driver's connection and reset here: the kept connection is never checked in,
+                # and execution_options would leave AUTOCOMMIT on for the transactions that follow.
+                raw = _dbapi(conn)
+                try:
+                    raw.autocommit = True
+                    yield conn
+                finally:
+                    try:
+                        raw.autocommit = False
+                    except Exception:  # the server is gone (psycopg refuses on a closed connection)
+                        conn.invalidate()  # so it is dropped, never reused in autocommit
 
     def lead(self, conn: Connection) -> bool:
         """Whether this transaction runs the background pass: on PostgreSQL only one replica at a time

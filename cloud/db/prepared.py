@@ -65,7 +65,8 @@ class Prepared:
     def __init__(self, statement: ClauseElement) -> None:
         self.statement = statement
         self._plans: dict[str, _Plan] = {}
-        self._rows: dict[tuple[str, tuple[Any, ...]], tuple[type[tuple[Any, ...]], list[Processor]]] = {}
+        self._rows: dict[str, tuple[type[tuple[Any, ...]], list[Processor]]] = {}
+        """Per dialect: the named tuple of the statement's rows and the columns' result conversions."""
 
     def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
         """Run the statement with `params` (by bind name); every row it returns."""
@@ -93,10 +94,12 @@ class Prepared:
                 if not (fetch and plan.returns):
                     return cursor.rowcount, []
                 fetched = cursor.fetchall()
-                description = cursor.description
+                # The first run's description serves every later one: a statement's result columns and
+                # their types do not change (psycopg builds a Column object per column at each read).
+                found = self._rows.get(dialect.name) or self._row_type(dialect, cursor.description)
         finally:
             cursor.close()
-        row_type, processors = self._row_type(dialect, description)
+        row_type, processors = found
         make = row_type._make  # type: ignore[attr-defined]
         if not any(processors):
             return len(fetched), [make(r) for r in fetched]
@@ -140,11 +143,8 @@ class Prepared:
 
     def _row_type(self, dialect: Dialect, description: Sequence[Any]) -> tuple[type[tuple[Any, ...]], list[Processor]]:
         """The named tuple and the columns' result conversions, for the driver's description of the rows
-        (a PostgreSQL numeric column's conversion depends on the type the server sent)."""
-        key = (dialect.name, tuple(d[1] for d in description))
-        found = self._rows.get(key)
-        if found is not None:
-            return found
+        (a PostgreSQL numeric column's conversion depends on the type the server sent); kept for the
+        dialect."""
         columns = self._columns()
         names = [d[0] for d in description]
         processors: list[Processor] = []
@@ -155,7 +155,7 @@ class Prepared:
                 continue
             processors.append(column.type.dialect_impl(dialect).result_processor(dialect, d[1]))
         row_type = namedtuple("Row", names)  # type: ignore[misc]
-        self._rows[key] = (row_type, processors)
+        self._rows[dialect.name] = (row_type, processors)
         return row_type, processors
 
     def _columns(self) -> dict[str, Any]:
