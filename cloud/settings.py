@@ -269,11 +269,12 @@ class CloudSettings(BaseSettings):
         "and `total_exact` is false (a count over a million rows costs more than the page).",
     )
     token_cache_seconds: float = Field(
-        1.0,
+        60.0,
         ge=0,
-        le=60,
-        description="How long a replica trusts a token it has looked up; a deleted token, agent or scope change "
-        "takes effect on other replicas within this time.",
+        le=3600,
+        description="How long a replica trusts a token it has looked up before reading it again. A deleted token "
+        "or agent takes effect at once on every replica all the same (its wake-up clears each replica's cache; "
+        "a replica whose PostgreSQL listener is down looks every token up meanwhile); 0 looks up every use.",
     )
 
     policy_mode: Literal["deny", "allow", "off"] = Field(

@@ -1,5 +1,5 @@
 """Bearer token -> Principal: the bootstrap tokens from settings, else a credential looked up by its
-SHA-256 and trusted for `token_cache_seconds` by this replica."""
+SHA-256 and trusted for `token_cache_seconds` by this replica while it hears every revocation."""
 
 from __future__ import annotations
 
@@ -33,8 +33,15 @@ class _Hit:
 
 
 class CredentialCache:
-    """Tokens this replica has looked up. A deleted token, agent, or scope change reaches other replicas
-    within `ttl` seconds; on this replica `clear()` makes it immediate."""
+    """Tokens this replica has looked up, trusted for `ttl` seconds.
+
+    A revocation (a token or an agent deleted) clears the cache on the replica that did it (`clear()`) and,
+    through its wake-up (credentials.CREDENTIALS_CHANGED, NOTIFY on PostgreSQL), on every other one. So the
+    cache is trusted only while this replica hears every wake-up (`hub.complete`): while its listener is
+    reconnecting each use is looked up again, and the listener's return wakes every waiter, which clears the
+    cache. A single-use registration token cached before its use is still refused a second registration:
+    the use is counted by a compare-and-set (credentials.use_registration).
+    """
 
     def __init__(self, db: Database, tokens: Tokens, ttl: float, bootstrap_registration: bool = True) -> None:
         self.db, self.tokens, self.ttl = db, tokens, ttl
@@ -55,7 +62,7 @@ class CredentialCache:
         hashed = creds.token_hash(token)
         now = time.monotonic()
         hit = self._hits.get(hashed)
-        if hit is not None and now - hit.at < self.ttl:
+        if hit is not None and now - hit.at < self.ttl and self.db.hub.complete:
             if hit.expires is not None and hit.expires <= time.time():
                 raise unauthorized("token expired")
             return hit.principal

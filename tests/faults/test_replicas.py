@@ -25,7 +25,8 @@ from tests.faults.harness import Cluster, Replica
 pytestmark = pytest.mark.slow
 
 BOUND_S = 1.0
-"""For the log follower: without a wake-up from the other replica a line would wait for a re-read (120 s)."""
+"""For the log follower and a revoked token: without a wake-up from the other replica a line would wait for a
+re-read (120 s), and B would trust the token it cached for token_cache_seconds (60 s)."""
 HEARTBEAT_S = 5
 """How long B holds a heartbeat open waiting for a cancel to hand back (the agent's heartbeat_seconds)."""
 CLAIM_MEDIAN_S, CLAIM_MAX_S = 0.1, 0.5
@@ -163,3 +164,20 @@ def test_a_lost_notification_only_delays_the_claim_until_the_recheck(make_cluste
     assert "notify listener: " in cluster.b.log_path.read_text(errors="replace")
     r = cluster.a.create(agent_id="on-b", type="shell", command="echo again", sync=True, timeout=30).json()
     assert r["status"] == "success" and _at(r["started_at"]) - _at(r["created_at"]) < CLAIM_MAX_S, r
+
+
+def test_a_token_revoked_on_a_is_refused_on_b_at_once_though_b_had_cached_it(cluster: Cluster) -> None:
+    """B trusts a token it looked up for token_cache_seconds (60 s by default); the revocation's wake-up from
+    A clears B's cache, so B refuses it long before that."""
+    created = cluster.a.http.post(
+        "/api/v1/tokens", json={"name": "ci", "agents": ["*"], "types": ["*"], "can": ["read"]}
+    )
+    assert created.status_code == 201, created.text
+    headers = {"Authorization": f"Bearer {created.json()['token']}"}
+    assert httpx.get(f"{cluster.b.url}/api/v1/tasks", headers=headers).status_code == 200  # now cached on B
+    t0 = time.perf_counter()
+    assert cluster.a.http.delete(f"/api/v1/tokens/{created.json()['id']}").status_code == 204
+    wait_for(lambda: httpx.get(f"{cluster.b.url}/api/v1/tasks", headers=headers).status_code == 401, 30, "401 on B")
+    elapsed = time.perf_counter() - t0
+    print(json.dumps({"revoked_on_b_s": round(elapsed, 4)}))
+    assert elapsed < BOUND_S, elapsed
