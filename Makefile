@@ -60,6 +60,7 @@ bench: compile bench-celery-env
 	$(BIN)/python bench/log_followers.py
 	$(BIN)/python bench/chaos.py --tasks 10000
 	$(BIN)/python bench/versus_celery.py
+	$(BIN)/python bench/service_cycle.py
 	$(BIN)/python bench/bigdb.py
 	$(BIN)/python bench/idle_agents.py --transport channel
 	$(BIN)/python bench/idle_agents.py --transport http
