@@ -32,29 +32,28 @@ def _made(url: str) -> Iterator[Database]:
         database.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        with _made(f"sqlite:///{tmp_path / 'kept.db'}") as database:
-            yield database
-        return
+@contextlib.contextmanager
+def _made_on_postgres() -> Iterator[Database]:
     dbs = PgDatabases()
     try:
         with _made(dbs.create()) as database:
             yield database
     finally:
         dbs.drop_all()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    made = _made(f"sqlite:///{tmp_path / 'kept.db'}") if request.param == "sqlite" else _made_on_postgres()
+    with made as database:
+        yield database
 
 
 @pytest.fixture
 def pg() -> Iterator[Database]:
     """PostgreSQL only: a server session can be ended under the connection."""
-    dbs = PgDatabases()
-    try:
-        with _made(dbs.create()) as database:
-            yield database
-    finally:
-        dbs.drop_all()
+    with _made_on_postgres() as database:
+        yield database
 
 
 def _raw(conn: Connection) -> object:
