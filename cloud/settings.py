@@ -271,10 +271,11 @@ class CloudSettings(BaseSettings):
     token_cache_seconds: float = Field(
         60.0,
         ge=0,
-        le=3600,
-        description="How long a replica trusts a token it has looked up before reading it again. A deleted token "
-        "or agent takes effect at once on every replica all the same (its wake-up clears each replica's cache; "
-        "a replica whose PostgreSQL listener is down looks every token up meanwhile); 0 looks up every use.",
+        le=600,
+        description="How long a replica trusts a token it has looked up before reading it again; 0 looks up every "
+        "use. A deleted token or agent is refused at once on every replica all the same: its wake-up empties each "
+        "replica's cache, and a replica whose PostgreSQL listener is reconnecting looks every token up meanwhile. "
+        "This bounds only a listener whose connection went silent (TCP keepalives find that within ~25 s).",
     )
 
     policy_mode: Literal["deny", "allow", "off"] = Field(

@@ -11,6 +11,7 @@ from fastapi import HTTPException
 
 from cloud.access import ADMIN, Principal
 from cloud.db.engine import Database
+from cloud.db.types import utcnow
 from cloud.services import credentials as creds
 from cloud.tokens import Tokens
 from wire.credentials import Scope, TokenKind
@@ -35,18 +36,23 @@ class _Hit:
 class CredentialCache:
     """Tokens this replica has looked up, trusted for `ttl` seconds.
 
-    A revocation (a token or an agent deleted) clears the cache on the replica that did it (`clear()`) and,
-    through its wake-up (credentials.CREDENTIALS_CHANGED, NOTIFY on PostgreSQL), on every other one. So the
-    cache is trusted only while this replica hears every wake-up (`hub.complete`): while its listener is
-    reconnecting each use is looked up again, and the listener's return wakes every waiter, which clears the
-    cache. A single-use registration token cached before its use is still refused a second registration:
-    the use is counted by a compare-and-set (credentials.use_registration).
+    A revocation (a token or an agent deleted) clears the cache on the replica that did it (`clear()`), and
+    its wake-up (credentials.CREDENTIALS_CHANGED, NOTIFY on PostgreSQL) clears it on every other one: the
+    cache holds a subscription to it and empties itself at its next use after one, in the same turn of the
+    event loop, with no task in between. The listener's return after an outage wakes every subscription, so
+    it clears the cache too; while the listener is away (`hub.complete` false) each use is looked up again.
+    A listener that dies without its connection failing (a network gone silent) is what `ttl` still bounds;
+    the listener's TCP keepalives (cloud.db.notify) find that within about half a minute.
+    A single-use registration token cached before its use is still refused a second registration: the use is
+    counted by a compare-and-set (credentials.use_registration).
     """
 
     def __init__(self, db: Database, tokens: Tokens, ttl: float, bootstrap_registration: bool = True) -> None:
         self.db, self.tokens, self.ttl = db, tokens, ttl
         self.bootstrap_registration = bootstrap_registration
         self._hits: dict[str, _Hit] = {}
+        self._changed = db.hub.subscribe(creds.CREDENTIALS_CHANGED)
+        """Pending once credentials changed on any replica, or a wake-up may have been missed."""
 
     def clear(self) -> None:
         self._hits.clear()
@@ -61,9 +67,13 @@ class CredentialCache:
             return BOOTSTRAP_REGISTRATION
         hashed = creds.token_hash(token)
         now = time.monotonic()
+        if self._changed.pending:
+            self._changed.clear()
+            self._hits.clear()
         hit = self._hits.get(hashed)
         if hit is not None and now - hit.at < self.ttl and self.db.hub.complete:
-            if hit.expires is not None and hit.expires <= time.time():
+            # The cloud's clock (the database's), as the lookup's own expiry check reads it.
+            if hit.expires is not None and hit.expires <= utcnow().timestamp():
                 raise unauthorized("token expired")
             return hit.principal
         with self.db.transaction() as conn:

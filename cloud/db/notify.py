@@ -28,6 +28,10 @@ CHANNEL = "tiangong"
 MAX_PAYLOAD = 7900
 """PostgreSQL refuses payloads of 8000 bytes or more; longer key lists go as several notifications."""
 RECONNECT_MAX_SECONDS = 10.0
+KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+"""The listener's connection is idle between notifications: without TCP keepalives a server or network gone
+silent would leave it waiting forever, and this replica would miss wake-ups (revocations among them)
+without knowing. With these the kernel finds it dead within about 25 s and the listener reconnects."""
 
 
 def new_origin() -> str:
@@ -71,8 +75,11 @@ def listener_name() -> str:
 
 
 def conninfo(url: URL) -> str:
-    """A libpq connection string for the listener, from the SQLAlchemy URL (`postgresql+psycopg://...`)."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+    """A libpq connection string for the listener, from the SQLAlchemy URL (`postgresql+psycopg://...`), with
+    TCP keepalives (KEEPALIVES)."""
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(url.set(drivername="postgresql").render_as_string(hide_password=False), **KEEPALIVES)
 
 
 async def listen_forever(url: URL, origin: str, hub: Hub) -> None:

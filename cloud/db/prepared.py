@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, exc, insert, literal
+from sqlalchemy import Connection, Numeric, Table, bindparam, exc, insert, literal
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
@@ -65,8 +65,14 @@ class Prepared:
     def __init__(self, statement: ClauseElement) -> None:
         self.statement = statement
         self._plans: dict[str, _Plan] = {}
-        self._rows: dict[str, tuple[type[tuple[Any, ...]], list[Processor]]] = {}
-        """Per dialect: the named tuple of the statement's rows and the columns' result conversions."""
+        self._rows: dict[tuple[str, tuple[Any, ...]], tuple[type[tuple[Any, ...]], list[Processor]]] = {}
+        """The named tuple of the statement's rows and the columns' result conversions, by dialect (and by the
+        server's type codes where they matter). Made from the first run's description: a statement's result
+        columns do not change, and reading the description at every run cost a Column object per column
+        (psycopg)."""
+        self._by_type_code = any(isinstance(c.type, Numeric) for c in self._columns().values())
+        """A numeric column's conversion depends on the type the server sent (PostgreSQL): such a statement
+        reads the description at every run and keys its row type by the type codes."""
 
     def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
         """Run the statement with `params` (by bind name); every row it returns."""
@@ -94,9 +100,10 @@ class Prepared:
                 if not (fetch and plan.returns):
                     return cursor.rowcount, []
                 fetched = cursor.fetchall()
-                # The first run's description serves every later one: a statement's result columns and
-                # their types do not change (psycopg builds a Column object per column at each read).
-                found = self._rows.get(dialect.name) or self._row_type(dialect, cursor.description)
+                if self._by_type_code:
+                    found = self._row_type(dialect, cursor.description)
+                else:
+                    found = self._rows.get((dialect.name, ())) or self._row_type(dialect, cursor.description)
         finally:
             cursor.close()
         row_type, processors = found
@@ -143,8 +150,11 @@ class Prepared:
 
     def _row_type(self, dialect: Dialect, description: Sequence[Any]) -> tuple[type[tuple[Any, ...]], list[Processor]]:
         """The named tuple and the columns' result conversions, for the driver's description of the rows
-        (a PostgreSQL numeric column's conversion depends on the type the server sent); kept for the
-        dialect."""
+        (a PostgreSQL numeric column's conversion depends on the type the server sent), kept."""
+        codes = tuple(d[1] for d in description) if self._by_type_code else ()
+        found = self._rows.get((dialect.name, codes))
+        if found is not None:
+            return found
         columns = self._columns()
         names = [d[0] for d in description]
         processors: list[Processor] = []
@@ -155,7 +165,7 @@ class Prepared:
                 continue
             processors.append(column.type.dialect_impl(dialect).result_processor(dialect, d[1]))
         row_type = namedtuple("Row", names)  # type: ignore[misc]
-        self._rows[dialect.name] = (row_type, processors)
+        self._rows[dialect.name, codes] = (row_type, processors)
         return row_type, processors
 
     def _columns(self) -> dict[str, Any]:

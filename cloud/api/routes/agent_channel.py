@@ -314,25 +314,28 @@ class Channel:
 
 
 async def revalidate_on_revocation_forever(app: AppContext, seen: Sightings) -> None:
-    """When tokens are revoked on any replica (credentials.CREDENTIALS_CHANGED), forget the cached ones and
-    close every open channel whose token went: one query for all of them, whatever the fleet's size."""
+    """When tokens are revoked on any replica (credentials.CREDENTIALS_CHANGED), close every open channel whose
+    token went: one query for all of them, whatever the fleet's size. (The token cache empties itself on the
+    same wake-up: cloud.api.auth.CredentialCache.)"""
     with app.hub.subscribe(credentials.CREDENTIALS_CHANGED) as sub:
         while not app.hub.closing:
             if not await sub.wait(3600):
                 continue
-            app.credentials.clear()  # this replica's cache may still hold what another one revoked
-            open_now = [c for c in seen.channels if isinstance(c, Channel) and not c.closed]
-            held = {c: c.principal.credential_id for c in open_now}
-            ids = {n for n in held.values() if n is not None}
             try:
-                with app.db.transaction() as conn:
-                    alive = credentials.existing_ids(conn, ids)
-            except Exception:
+                _close_revoked(app, seen)
+            except Exception:  # the next revocation must still be acted on: this task never ends on an error
                 log.exception("agent channels: checking tokens after a revocation failed; each is checked later")
-                continue
-            for channel, credential_id in held.items():
-                if credential_id is not None and credential_id not in alive:
-                    channel.revalidate()
+
+
+def _close_revoked(app: AppContext, seen: Sightings) -> None:
+    open_now = [c for c in seen.channels if isinstance(c, Channel) and not c.closed]
+    held = {c: c.principal.credential_id for c in open_now}
+    ids = {n for n in held.values() if n is not None}
+    with app.db.transaction() as conn:
+        alive = credentials.existing_ids(conn, ids)
+    for channel, credential_id in held.items():
+        if credential_id is not None and credential_id not in alive:
+            channel.revalidate()
 
 
 def _sightings(websocket: WebSocket) -> Sightings:

@@ -11,7 +11,10 @@ from cloud.api.auth import CredentialCache
 from cloud.db.engine import Database
 from cloud.db.models import CREDENTIALS as C
 from cloud.services import credentials as creds
+from cloud.services.agents import register_agent
+from cloud.services.errors import Forbidden
 from cloud.tokens import Tokens
+from wire.agents import AgentRegister
 from wire.credentials import TokenCreate
 
 BOOTSTRAP = Tokens(admin="admin-token", agent="bootstrap-token")
@@ -56,15 +59,32 @@ def test_clearing_the_cache_refuses_a_revoked_token_at_once(db: Database) -> Non
     assert refused.value.status_code == 401
 
 
-def test_a_used_up_single_use_token_is_refused_whether_cached_or_read(db: Database) -> None:
-    """Cached before its use, the second registration itself is refused (the use is a compare-and-set, 403
-    from the registration); read from the database after it, the token is refused: 401, used up."""
-    token_id, token = _token(db, kind="registration", single_use=True, agents=[], types=[], can=[])
+@pytest.mark.parametrize("wake", ["credentials changed", "listener back"])
+def test_a_wake_up_from_another_replica_empties_the_cache_at_its_next_use(db: Database, wake: str) -> None:
+    """No task runs here: the cache empties itself on the wake-up (a revocation's, or every waiter's when a
+    listener comes back after missing some), at the next use after it."""
+    cache = CredentialCache(db, BOOTSTRAP, ttl=3600)
+    token_id, token = _token(db)
+    cache.resolve(token)
+    _revoke_behind_the_cache(db, token_id)
+    if wake == "credentials changed":
+        db.hub.publish([creds.CREDENTIALS_CHANGED])  # what a NOTIFY from the replica that revoked it does
+    else:
+        db.hub.wake_all()
+    with pytest.raises(HTTPException) as refused:
+        cache.resolve(token)
+    assert refused.value.status_code == 401
+
+
+def test_a_single_use_token_cached_before_its_use_registers_once(db: Database) -> None:
+    """Cached before its use, the token still resolves, but the second registration is refused by the use's
+    compare-and-set; read from the database after its use, the token itself is refused (401, used up)."""
+    _, token = _token(db, kind="registration", single_use=True, agents=[], types=[], can=[])
     cached = CredentialCache(db, BOOTSTRAP, ttl=3600)
-    cached.resolve(token)
     with db.transaction() as conn:
-        assert creds.use_registration(conn, creds.get_token(conn, token_id))
-        assert not creds.use_registration(conn, creds.get_token(conn, token_id))
+        register_agent(conn, AgentRegister(agent_id="once-1", executors=["shell"]), cached.resolve(token))
+    with pytest.raises(Forbidden, match="used up"), db.transaction() as conn:
+        register_agent(conn, AgentRegister(agent_id="once-2", executors=["shell"]), cached.resolve(token))
     with pytest.raises(HTTPException) as refused:
         CredentialCache(db, BOOTSTRAP, ttl=3600).resolve(token)
     assert (refused.value.status_code, refused.value.detail) == (401, "registration token used up (it was single-use)")

@@ -29,6 +29,16 @@ def test_parse_skips_own_notifications() -> None:
     assert notify.parse("abc|agent:x ", "abc") == []
 
 
+def test_the_listeners_connection_has_tcp_keepalives(pg_url: str) -> None:
+    """Idle between notifications, the listener would otherwise never learn that a silent network dropped it."""
+    import psycopg
+    from sqlalchemy import make_url
+
+    with psycopg.connect(notify.conninfo(make_url(pg_url))) as conn:
+        params = conn.info.get_parameters()
+    assert {key: params.get(key) for key in notify.KEEPALIVES} == {k: str(v) for k, v in notify.KEEPALIVES.items()}
+
+
 def test_a_long_key_list_goes_as_several_notifications_under_the_limit(pg_url: str) -> None:
     db = Database(pg_url, Hub())
     keys = [f"logs:{n}" for n in range(3000)]
