@@ -36,11 +36,11 @@ class _Hit:
 class CredentialCache:
     """Tokens this replica has looked up, trusted for `ttl` seconds.
 
-    A revocation (a token or an agent deleted) clears the cache on the replica that did it (`clear()`), and
-    its wake-up (credentials.CREDENTIALS_CHANGED, NOTIFY on PostgreSQL) clears it on every other one: the
-    cache holds a subscription to it and empties itself at its next use after one, in the same turn of the
-    event loop, with no task in between. The listener's return after an outage wakes every subscription, so
-    it clears the cache too; while the listener is away (`hub.complete` false) each use is looked up again.
+    A revocation (a token or an agent deleted) publishes credentials.CREDENTIALS_CHANGED at its commit, on this
+    replica's hub and (NOTIFY on PostgreSQL) every other one's: the cache holds a subscription to it and
+    empties itself at its next use after one, with no task in between. The listener's return after an outage
+    wakes every subscription, so it clears the cache too; while the listener is away (`hub.complete` false)
+    each use is looked up again.
     A listener that dies without its connection failing (a network gone silent) is what `ttl` still bounds;
     the listener's TCP keepalives (cloud.db.notify) find that within about half a minute.
     A single-use registration token cached before its use is still refused a second registration: the use is
@@ -53,9 +53,6 @@ class CredentialCache:
         self._hits: dict[str, _Hit] = {}
         self._changed = db.hub.subscribe(creds.CREDENTIALS_CHANGED)
         """Pending once credentials changed on any replica, or a wake-up may have been missed."""
-
-    def clear(self) -> None:
-        self._hits.clear()
 
     def resolve(self, token: bytes) -> Principal:
         """The principal behind `token`, or 401."""

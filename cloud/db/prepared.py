@@ -100,10 +100,8 @@ class Prepared:
                 if not (fetch and plan.returns):
                     return cursor.rowcount, []
                 fetched = cursor.fetchall()
-                if self._by_type_code:
-                    found = self._row_type(dialect, cursor.description)
-                else:
-                    found = self._rows.get((dialect.name, ())) or self._row_type(dialect, cursor.description)
+                found = None if self._by_type_code else self._rows.get((dialect.name, ()))
+                found = found or self._row_type(dialect, cursor.description)
         finally:
             cursor.close()
         row_type, processors = found

@@ -83,7 +83,6 @@ async def delete_agent(agent_id: AgentIdPath, principal: PrincipalDep, app: AppD
         failed = svc.delete_agent(conn, agent_id)
         audit.record(conn, principal, "agent.delete", agent_id, failed_tasks=failed)
     app.agents.forget(agent_id)
-    app.credentials.clear()
     return Response(status_code=204)
 
 

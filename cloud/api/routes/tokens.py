@@ -46,10 +46,10 @@ async def get_token(token_id: TokenId, app: AppDep) -> TokenRead:
 
 @router.delete("/{token_id}", status_code=204)
 async def delete_token(token_id: TokenId, principal: PrincipalDep, app: AppDep) -> Response:
-    """Revoke: the token stops working at once on this replica, within token_cache_seconds on the others."""
+    """Revoke: the token stops working at once on every replica (its `credentials` wake-up, published at commit,
+    empties each replica's token cache)."""
     with app.db.transaction() as conn:
         row = credentials.get_token(conn, token_id)
         credentials.delete_token(conn, row)
         audit.record(conn, principal, "token.delete", f"token-{row.id}", kind=row.kind, name=row.name)
-    app.credentials.clear()
     return Response(status_code=204)

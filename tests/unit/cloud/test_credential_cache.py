@@ -48,17 +48,6 @@ def test_a_cached_token_is_trusted_while_every_wake_up_is_heard_and_looked_up_wh
     assert refused.value.status_code == 401
 
 
-def test_clearing_the_cache_refuses_a_revoked_token_at_once(db: Database) -> None:
-    cache = CredentialCache(db, BOOTSTRAP, ttl=3600)
-    token_id, token = _token(db)
-    cache.resolve(token)
-    _revoke_behind_the_cache(db, token_id)
-    cache.clear()  # what the revocation's wake-up does on every replica
-    with pytest.raises(HTTPException) as refused:
-        cache.resolve(token)
-    assert refused.value.status_code == 401
-
-
 @pytest.mark.parametrize("wake", ["credentials changed", "listener back"])
 def test_a_wake_up_from_another_replica_empties_the_cache_at_its_next_use(db: Database, wake: str) -> None:
     """No task runs here: the cache empties itself on the wake-up (a revocation's, or every waiter's when a
@@ -68,7 +57,7 @@ def test_a_wake_up_from_another_replica_empties_the_cache_at_its_next_use(db: Da
     cache.resolve(token)
     _revoke_behind_the_cache(db, token_id)
     if wake == "credentials changed":
-        db.hub.publish([creds.CREDENTIALS_CHANGED])  # what a NOTIFY from the replica that revoked it does
+        db.hub.publish([creds.CREDENTIALS_CHANGED])  # what a revocation's commit (or its NOTIFY) publishes
     else:
         db.hub.wake_all()
     with pytest.raises(HTTPException) as refused:
