@@ -14,6 +14,12 @@ from cloud.db.types import UTCDateTime, utcnow
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+def _when_set(column: str) -> dict[str, Any]:
+    """An index's options that keep in it only the rows whose `column` is not NULL (migration 0012)."""
+    where = text(f"{column} IS NOT NULL")
+    return {"sqlite_where": where, "postgresql_where": where}
+
+
 class Task(SQLModel, table=True):
     """One task and its current attempt. Every status change is a compare-and-set UPDATE."""
 
@@ -22,10 +28,12 @@ class Task(SQLModel, table=True):
         # A claim (an agent's pending tasks), and the task list by agent and status (and type), newest
         # first; its count reads this index alone.
         Index("ix_tasks_agent_status_type", "agent_id", "status", "type", "created_at", "id"),
-        Index("ix_tasks_status_lease", "status", "lease_expires_at"),
         Index("ix_tasks_file_id", "file_id"),
-        Index("ix_tasks_status_retry", "status", "next_retry_at"),
-        Index("ix_tasks_status_expires", "status", "expires_at"),
+        # Lapsed leases, due retries, expired deliveries: each holds only the tasks whose time is set (a
+        # stretch of a task's life), so a status change does not move an entry no query of it can return.
+        Index("ix_tasks_status_lease", "status", "lease_expires_at", **_when_set("lease_expires_at")),
+        Index("ix_tasks_status_retry", "status", "next_retry_at", **_when_set("next_retry_at")),
+        Index("ix_tasks_status_expires", "status", "expires_at", **_when_set("expires_at")),
         # Fleet runs: a parent's children, one per agent (a second launch of a target cannot be stored).
         # Children only: the default list's `parent_id IS NULL` must not read every task through it.
         Index(
