@@ -4,11 +4,13 @@ docs/performance.md); the background passes read the small indexes of the tasks 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+import pytest
+from sqlalchemy import Connection, event
 
 from cloud.db.engine import Database, migrate
 from cloud.db.types import utcnow
@@ -17,47 +19,53 @@ from cloud.services import fleet, retries, runs
 from cloud.services.tasks import TaskFilter, list_tasks
 
 
-def test_the_default_list_reads_the_created_index_in_order(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'cloud.db'}", Hub())
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    """A migrated SQLite database: the plans read are SQLite's (`EXPLAIN QUERY PLAN`)."""
+    database = Database(f"sqlite:///{tmp_path / 'cloud.db'}", Hub())
     try:
-        migrate(db.engine)
-        with db.transaction() as conn:
-            seen: list[tuple[str, Any]] = []
-            event.listen(conn, "before_cursor_execute", lambda *a: seen.append((a[2], a[3])))
-            flt = TaskFilter(fleet=fleet.list_condition(None, None, by_agent=False))
-            list_tasks(conn, flt, page=1, page_size=10)
-            (page_sql, params), *_ = [(s, p) for s, p in seen if "ORDER BY" in s]
-            plan = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + page_sql, params)]
+        migrate(database.engine)
+        yield database
     finally:
-        db.dispose()
+        database.dispose()
+
+
+def _plans(db: Database, run: Callable[[Connection], object]) -> list[tuple[str, list[str]]]:
+    """Each statement `run` executes, with SQLite's plan for it."""
+    with db.transaction() as conn:
+        seen: list[tuple[str, Any]] = []
+
+        def record(*args: Any) -> None:
+            seen.append((args[2], args[3]))
+
+        event.listen(conn, "before_cursor_execute", record)
+        run(conn)
+        event.remove(conn, "before_cursor_execute", record)
+        return [
+            (sql, [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)]) for sql, params in seen
+        ]
+
+
+def test_the_default_list_reads_the_created_index_in_order(db: Database) -> None:
+    flt = TaskFilter(fleet=fleet.list_condition(None, None, by_agent=False))
+    plans = _plans(db, lambda conn: list_tasks(conn, flt, page=1, page_size=10))
+    (page_sql, plan), *_ = [(sql, plan) for sql, plan in plans if "ORDER BY" in sql]
     assert "parent_id IS NULL" in page_sql
     assert plan == ["SCAN tasks USING INDEX ix_tasks_created"], plan
 
 
-def test_the_background_passes_read_the_indexes_of_tasks_whose_time_is_set(tmp_path: Path) -> None:
+def test_the_background_passes_read_the_indexes_of_tasks_whose_time_is_set(db: Database) -> None:
     """Lapsed leases, expired deliveries and due retries each read its partial index (migration 0012: a task is
     in it only while that time is set), never every task."""
-    db = Database(f"sqlite:///{tmp_path / 'cloud.db'}", Hub())
     now = utcnow()
-    passes = {
-        "ix_tasks_status_lease": lambda conn: runs.reap_expired(conn),
+    passes: dict[str, Callable[[Connection], object]] = {
+        "ix_tasks_status_lease": runs.reap_expired,
         "ix_tasks_status_expires": lambda conn: retries.expire_undelivered(conn, now),
         "ix_tasks_status_retry": lambda conn: retries.announce_due_retries(conn, now - timedelta(seconds=5), now),
     }
-    plans = {}
-    try:
-        migrate(db.engine)
-        for index, run in passes.items():
-            with db.transaction() as conn:
-                seen: list[tuple[str, Any]] = []
-                event.listen(conn, "before_cursor_execute", lambda *a, seen=seen: seen.append((a[2], a[3])))
-                run(conn)
-                (sql, params), *_ = seen
-                plans[index] = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)]
-        with db.reading() as conn:
-            partial = {row[1] for row in conn.exec_driver_sql("PRAGMA index_list(tasks)") if row[4]}
-    finally:
-        db.dispose()
+    first_plans = {index: _plans(db, run)[0][1] for index, run in passes.items()}
+    with db.reading() as conn:
+        partial = {row[1] for row in conn.exec_driver_sql("PRAGMA index_list(tasks)") if row[4]}
     assert set(passes) <= partial
-    for index, plan in plans.items():
-        assert plan[0].startswith(f"SEARCH tasks USING INDEX {index} "), plans
+    for index, plan in first_plans.items():
+        assert plan[0].startswith(f"SEARCH tasks USING INDEX {index} "), first_plans
