@@ -45,19 +45,19 @@ def _pending(entry: Entry) -> Pending:
     """The entry's result (made now if the attempt never finished) and its journaled lines."""
     contents = entry.read()
     lines = contents.lines
-    report = entry.result()
+    report = contents.result
     if report is None:
         killed = kill_orphans(entry.task_id, contents.processes)
         note = RESTARTED + (f"; killed process group {', '.join(map(str, killed))}" if killed else "")
         lost = LogLine(seq=len(lines) + 1, stream=LogStream.system, level=LogLevel.error, message=note)
-        journal = entry.reopen(contents.valid_bytes)
-        journal.line(lost)
-        journal.close()
         lines.append(lost)
         report = TaskReport(
             task_token=entry.task_token, status=TaskStatus.failed, error=RESTARTED, log_lines=len(lines)
         )
-        entry.write_result(report)
+        journal = entry.reopen(contents.valid_bytes)
+        journal.line(lost)
+        if not journal.finish(report):
+            raise OSError(f"cannot store the result of {entry.task_id} in the outbox")
         log.warning("%s (attempt %d): %s", entry.task_id, entry.attempt, note)
     if len(lines) < report.log_lines:
         log.error("%s: the outbox holds %d of %d log lines", entry.task_id, len(lines), report.log_lines)

@@ -4,6 +4,7 @@ files, cancel, deadline, process groups), the executor call, and the result it s
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -124,7 +125,9 @@ async def execute(task: Assignment, ctx: TaskContext) -> Outcome:
     loop = asyncio.get_running_loop()
     limit = max(0.0, ctx.deadline - loop.time()) + EXECUTOR_OVERRUN_SECONDS
     try:
-        return await asyncio.wait_for(executor.run(task, ctx), limit)
+        # A timeout scope, not wait_for: that would run the executor in an asyncio task of its own.
+        async with asyncio.timeout(limit):
+            return await executor.run(task, ctx)
     except TimeoutError:
         return Outcome(status=TaskStatus.timeout, error=f"execution timed out after {task.exec_timeout} s")
     except Exception as exc:  # an executor bug must fail the task, not the agent
@@ -167,7 +170,6 @@ async def finish(task: Assignment, ctx: TaskContext, outcome: Outcome) -> TaskRe
     result, error and data leave with the task's secrets masked, whatever the executor did."""
     await ctx.shipper.close()
     ctx.finish_log()
-    ctx.journal.close()
     error = outcome.error
     if outcome.status == TaskStatus.canceled and ctx.cancel_reason:
         error = ctx.cancel_reason
@@ -194,6 +196,17 @@ class Shared:
     log_flush_seconds: float
     log_batch_lines: int
 
+    # Made once per agent process, not per task (the config file is read at start only).
+    @functools.cached_property
+    def config_view(self) -> dict[str, Any]:
+        """The config without its connections: what each task's context shows executors."""
+        return self.config.model_dump(exclude={"connections"})
+
+    @functools.cached_property
+    def policy(self) -> CommandPolicy:
+        """The config's command policy (checked when the config was loaded)."""
+        return agent_policy(self.config)
+
 
 class Attempt:
     """One attempt from its start to its result in the outbox; the loop holds one per running task."""
@@ -212,7 +225,8 @@ class Attempt:
             files=shared.files,
             params=task.params,
             connections=shared.config.connections,
-            config=shared.config.model_dump(exclude={"connections"}),
+            config=shared.config_view,
+            policy=shared.policy,
             cloud=shared.client,
         )
 
@@ -231,7 +245,8 @@ class Attempt:
         # result's delivery), and never leaks to the claim loop.
         TASK_ID.set(task.id)
         started = time.monotonic()
-        log.info("started %s (%s, attempt %d)", task.id, task.type, task.attempt)
+        # The end's line says all this at INFO: one line per task, not two, on an agent running hundreds a second.
+        log.debug("started %s (%s, attempt %d)", task.id, task.type, task.attempt)
         try:
             outcome = await execute(task, ctx)
             report = await finish(task, ctx, outcome)
@@ -239,9 +254,8 @@ class Attempt:
             ctx.shipper.abort()
             ctx.journal.close()
             raise
-        log.info("%s ended %s in %.3f s", task.id, report.status, time.monotonic() - started)
-        try:
-            self.entry.write_result(report)
-        except OSError as exc:
-            log.error("%s: cannot store the result in the outbox (%s); sending it from memory", task.id, exc)
+        took = time.monotonic() - started
+        log.info("%s (%s, attempt %d) ended %s in %.3f s", task.id, task.type, task.attempt, report.status, took)
+        if not ctx.journal.finish(report):  # the journal said why
+            log.error("%s: cannot store the result in the outbox; sending it from memory", task.id)
         return Pending(self.entry, report, ctx.shipper.unsent(), ctx.shipper.lines_from)

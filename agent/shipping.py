@@ -133,7 +133,8 @@ class LogShipper:
         self._next_seq = 1
         self._wake = asyncio.Event()
         self._closing = False
-        self._runner = asyncio.create_task(self._run(), name=f"logs-{task.id}")
+        self._runner: asyncio.Task[None] | None = None
+        """Started with the first line: a task that logs nothing costs no shipping task at all."""
 
     @property
     def total(self) -> int:
@@ -163,6 +164,8 @@ class LogShipper:
         if was_empty or self._full():
             # The first line starts the batch's clock; a full batch goes at once. Not woken per line.
             self._wake.set()
+            if self._runner is None and not self._closing:
+                self._runner = asyncio.create_task(self._run(), name=f"logs-{self._task.id}")
 
     def _full(self) -> bool:
         return len(self._pending) >= self.batch_lines or self._pending_chars >= BATCH_CHARS
@@ -231,12 +234,14 @@ class LogShipper:
         """Stop shipping; an in-flight batch completes first. Unsent lines stay for the report."""
         self._closing = True
         self._wake.set()
-        await self._runner
+        if self._runner is not None:
+            await self._runner
 
     def abort(self) -> None:
         """Stop at once (the attempt was abandoned; its journal tells a restarted agent the rest)."""
         self._closing = True
-        self._runner.cancel()
+        if self._runner is not None:
+            self._runner.cancel()
 
 
 @dataclass

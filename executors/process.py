@@ -165,7 +165,7 @@ class _ProcessRun:
         self.proc: _Child | None = None
         self.stop_requested = False
 
-    async def start(self, argv: list[str], cwd: Path, env: dict[str, str]) -> _Child:
+    async def start(self, argv: list[str], cwd: Path, env: dict[bytes, bytes]) -> _Child:
         # In the loop's thread, as asyncio's own subprocess_exec does: vfork + exec returns once the child has
         # exec'd (an exec that fails raises here).
         popen = subprocess.Popen(  # noqa: ASYNC220
@@ -350,6 +350,14 @@ def _working_dir(task: Assignment, ctx: RunContext) -> Path:
     return path
 
 
+def _environment(own: dict[str, str]) -> dict[bytes, bytes]:
+    """The agent's environment without its own TIANGONG_* settings (its token among them: not the task's
+    business), then `own`. As bytes, what exec takes: a str copy is decoded here and encoded again by Popen."""
+    env = {k: v for k, v in os.environb.items() if not k.startswith(b"TIANGONG_")}
+    env.update((os.fsencode(k), os.fsencode(v)) for k, v in own.items())  # ValueError: cannot start
+    return env
+
+
 async def run_process(
     argv: list[str], task: Assignment, ctx: RunContext, *, extra_env: dict[str, str] | None = None
 ) -> Outcome:
@@ -361,14 +369,11 @@ async def run_process(
         return Outcome(TaskStatus.failed, error=str(exc))
     if ctx.cancel_event.is_set():
         return Outcome(TaskStatus.canceled, error="canceled")
-    # The agent's own TIANGONG_* settings (its token among them) are not the task's business.
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("TIANGONG_")}
     ids = {"TIANGONG_TASK_ID": task.id, "TIANGONG_TASK_ATTEMPT": str(task.attempt)}
-    env = {**inherited, **task.env, **(extra_env or {}), **ids}
     run = _ProcessRun(task, ctx, grace)
     try:
         try:
-            proc = await run.start(argv, cwd, env)
+            proc = await run.start(argv, cwd, _environment({**task.env, **(extra_env or {}), **ids}))
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             return Outcome(TaskStatus.failed, error=f"cannot start {argv[0]!r}: {reason}")

@@ -49,7 +49,11 @@ def test_a_result_not_sent_before_sigterm_is_sent_by_the_next_start(
     proxy.pause("drop")  # the cloud is unreachable from now on
     go.touch()
     outbox = agent.data_dir / "outbox"
-    wait_for(lambda: any(outbox.glob("*.result.json")), 30, "the result to reach the outbox")
+
+    def stored() -> bool:  # the result is the journal's last record
+        return any(b'\n{"result":' in p.read_bytes() for p in outbox.glob("*.jsonl"))
+
+    wait_for(stored, 30, "the result to reach the outbox")
     agent.stop(signal.SIGTERM)
     assert agent.proc is not None and agent.proc.returncode == 0, agent.log()[-2000:]
     assert "kept in the outbox for the next start" in agent.log()

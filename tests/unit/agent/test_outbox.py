@@ -43,18 +43,45 @@ def test_unflushed_lines_reach_the_file_at_flush(tmp_path: Path) -> None:
     journal.close()
 
 
-def test_result_is_written_whole_and_removed_with_the_journal(tmp_path: Path) -> None:
+def test_the_result_ends_the_journal_and_goes_with_it(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox")
+    _entry, journal = outbox.create(assignment())
+    journal.line(lines(1)[0], flush=False)
+    report = TaskReport(task_token="tok-7", status=TaskStatus.success, exit_code=0, result="x\ny", log_lines=1)
+    assert journal.finish(report.model_copy(update={"lines": lines(1)}))
+    [again] = outbox.entries()
+    contents = again.read()
+    assert contents.result == report and contents.lines == lines(1)  # lines are journaled once
+    assert [p.name for p in outbox.root.iterdir()] == ["task-7.2.jsonl"]  # one file per attempt
+    again.remove()
+    assert list(outbox.root.iterdir()) == [] and outbox.entries() == []
+
+
+def test_a_result_cut_short_by_a_crash_is_no_result(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "outbox")
     entry, journal = outbox.create(assignment())
     journal.line(lines(1)[0])
     journal.close()
-    report = TaskReport(task_token="tok-7", status=TaskStatus.success, exit_code=0, result="x", log_lines=1)
-    entry.write_result(report.model_copy(update={"lines": lines(1)}))
-    assert entry.result() == report  # lines live in the journal only
-    assert sorted(p.name for p in outbox.root.iterdir()) == ["task-7.2.jsonl", "task-7.2.result.json"]
-    entry.remove()
+    whole = entry.journal_path.stat().st_size
+    with entry.journal_path.open("a") as fh:
+        fh.write('{"result":{"task_token":"tok-7","status":"succ')  # a kill in the middle of the write
+    contents = entry.read()
+    assert contents.result is None and contents.lines == lines(1) and contents.valid_bytes == whole
+
+
+def test_a_result_an_older_agent_left_beside_its_journal_is_delivered(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox")
+    entry, journal = outbox.create(assignment())
+    journal.line(lines(1)[0])
+    journal.close()
+    report = TaskReport(task_token="tok-7", status=TaskStatus.failed, exit_code=3, log_lines=1)
+    entry.legacy_result_path.write_text(
+        report.model_dump_json(exclude={"lines"})
+    )  # as agents before the result record did
+    [again] = outbox.entries()
+    assert again.result() == report
+    again.remove()
     assert list(outbox.root.iterdir()) == []
-    assert outbox.entries() == []
 
 
 def test_a_record_cut_by_a_crash_is_dropped_and_overwritten(tmp_path: Path) -> None:

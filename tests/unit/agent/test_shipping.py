@@ -87,7 +87,7 @@ def test_short_log_rides_with_the_result_and_the_entry_goes(tmp_path: Path) -> N
     assert asyncio.run(deliver(client(cloud), pending(entry, logged, logged), batch_lines=10))
     assert cloud.batches == [[1, 2, 3]] and cloud.held == logged
     assert [r.status for r in cloud.results] == [TaskStatus.success]
-    assert not entry.journal_path.exists() and not entry.result_path.exists()
+    assert not entry.journal_path.exists()
 
 
 def test_result_refused_for_missing_lines_resends_them_from_the_journal(tmp_path: Path) -> None:
@@ -118,7 +118,7 @@ def test_a_refusal_drops_the_result_unless_it_may_pass(tmp_path: Path, status: i
     entry, logged = stored(tmp_path, 1)
     cloud = FakeCloud(refuse=Rejected(status, "no"))
     assert asyncio.run(deliver(client(cloud), pending(entry, logged, logged), batch_lines=10)) is not kept
-    assert entry.result_path.exists() is kept
+    assert entry.journal_path.exists() is kept
 
 
 def test_a_result_whose_lines_are_lost_is_dropped(tmp_path: Path) -> None:
@@ -126,7 +126,7 @@ def test_a_result_whose_lines_are_lost_is_dropped(tmp_path: Path) -> None:
     cloud = FakeCloud()
     item = Pending(entry, TaskReport(task_token=TOKEN, status=TaskStatus.success, log_lines=3), [], lambda seq: None)
     assert asyncio.run(deliver(client(cloud), item, batch_lines=10))
-    assert cloud.results == [] and not entry.result_path.exists()
+    assert cloud.results == [] and not entry.journal_path.exists()
 
 
 def test_live_lines_ship_in_batches_of_batch_lines(tmp_path: Path) -> None:
@@ -196,7 +196,7 @@ def test_deliveries_list_their_tokens_and_keep_what_is_unsent_at_settle(tmp_path
 
     tokens, cloud, entry = asyncio.run(scenario())
     assert tokens == {"task-7": TOKEN}
-    assert cloud.results == [] and entry.result_path.exists()  # for the next start
+    assert cloud.results == [] and entry.journal_path.exists()  # for the next start
 
 
 def test_live_batches_are_cut_by_size_as_well_as_by_line_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
