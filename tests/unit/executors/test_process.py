@@ -288,6 +288,17 @@ def test_env_and_task_id_reach_the_process(tmp_path: Path) -> None:
     assert out.result == "task-1:hi\n"
 
 
+def test_the_agents_environment_reaches_the_process_without_its_own_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIANGONG_AGENT_TOKEN", "agent-secret")
+    monkeypatch.setenv("SITE", "eu-1")
+    monkeypatch.setenv("COLOUR", "grün")  # not ASCII: passed on as the agent has it
+    task = make_task('echo "${TIANGONG_AGENT_TOKEN:-none} $SITE $COLOUR $TIANGONG_TASK_ATTEMPT"', env={"SITE": "us-2"})
+    out, _ = run_task(task, tmp_path)
+    assert out.result == "none us-2 grün 1\n"  # the task's env wins over the agent's
+
+
 def test_stdin_is_empty(tmp_path: Path) -> None:
     out, _ = run_task(make_task("cat"), tmp_path, timeout=10.0)
     assert out.status is TaskStatus.success
