@@ -17,6 +17,7 @@ from starlette.requests import Request
 from cloud.access import Principal
 from cloud.api.agent_output import cleaned_lines, cleaned_report
 from cloud.api.deps import AppContext
+from cloud.api.waiting import WaitingClaim
 from cloud.services import runs as svc
 from cloud.services.errors import Forbidden
 from wire.agents import ClaimRequest, Heartbeat, HeartbeatReply, ResultReply
@@ -63,6 +64,11 @@ class ClaimWatch:
             # the last empty read stays true until one arrives.
             return False
         return now - self._empty_at >= self._app.settings.idle_recheck_seconds
+
+    def unsure(self) -> None:
+        """The claim answered with tasks a create handed it (cloud.api.waiting), without a read of its own:
+        a wake-up that came meanwhile may be cleared unread, so the next claim reads."""
+        self._empty_at = None
 
     def read(self, now: float, more: bool) -> None:
         """Note a read, called right after its transaction with no await between: every wake-up published
@@ -209,6 +215,33 @@ def hand_out(
     return svc.claim_tasks(conn, agent_id, capacity, lease, max_log, claimer, touch=touch, sealer=app.sealer)
 
 
+def hand_to_waiting(app: AppContext, conn: Connection, agent_id: str) -> WaitingClaim | None:
+    """In a create's transaction, after its INSERT: the agent's pending tasks (the new one among them) claimed
+    for one of its claims waiting on this replica, which answers with them once the commit wakes it. None
+    when no claim waits here, or the waiting one may not have them (its token revoked: woken, it finds out
+    itself; the agent disabled). If the transaction does not commit, `give_back` the claim."""
+    waiting = app.waiting.take(agent_id)
+    if waiting is None:
+        return None
+    try:
+        own(waiting.recheck(), agent_id)
+    except Exception:  # refused (401/403): the claim is woken by the commit all the same, and refuses itself
+        return None
+    # Not touched: an agent whose claim waits is seen through it (Sightings), as its channel's claims are.
+    handed = hand_out(app, conn, agent_id, waiting.capacity, waiting.claimer, touch=False)
+    if not handed:
+        app.waiting.park(waiting)
+        return None
+    waiting.handed = handed
+    return waiting
+
+
+def give_back(app: AppContext, waiting: WaitingClaim) -> None:
+    """The create that handed `waiting` its tasks rolled back: it waits on as before."""
+    waiting.handed = None
+    app.waiting.park(waiting)
+
+
 async def claim(
     app: AppContext,
     agent_id: str,
@@ -232,6 +265,8 @@ async def claim(
     deadline = loop.time() + min(body.wait_s, cap)
     # Subscribe before the first read: a task created between the read and the wait still wakes it.
     scope = contextlib.nullcontext(watch.sub) if watch is not None else app.hub.subscribe(f"agent:{agent_id}")
+    job = asyncio.current_task()
+    assert job is not None, "a claim runs in a task"
     with scope as sub:
         read = watch is None or watch.must_read(loop.time())
         first = checked
@@ -253,7 +288,20 @@ async def claim(
                 return []
             # Re-read now and then: a wake-up from another replica may have been lost.
             recheck_s = app.hub.recheck_after(settings.recheck_seconds, settings.idle_recheck_seconds)
-            woke = await sub.wait(min(remaining, recheck_s))
+            waiting = WaitingClaim(agent_id, body.capacity, claimer, recheck, job)
+            app.waiting.park(waiting)
+            try:
+                woke = await sub.wait(min(remaining, recheck_s))
+            finally:
+                app.waiting.leave(waiting)
+            if waiting.handed:  # a create on this replica claimed them for this claim (hand_to_waiting)
+                if watch is not None:
+                    watch.unsure()
+                return waiting.handed
+            if woke and watch is not None:
+                # Read by this claim, or else (it ends first: its agent hung up, its token was revoked) by the
+                # next one: the wait above cleared the wake-up, which must not be lost with this claim.
+                watch.unsure()
             if await gone():
                 return []
             # A claim that was not woken reads again only when a wake-up could have been missed: with a watch

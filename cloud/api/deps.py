@@ -8,13 +8,14 @@ dependency FastAPI resolves costs time on each request.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
 
 from cloud.access import Principal
 from cloud.api.auth import CredentialCache, unauthorized
+from cloud.api.waiting import WaitingClaims
 from cloud.db.engine import Database
 from cloud.hub import Hub
 from cloud.metrics import Metrics
@@ -42,6 +43,7 @@ class AppContext:
     agents: AgentCache
     store: FileStore
     metrics: Metrics
+    waiting: WaitingClaims = field(default_factory=WaitingClaims)
 
 
 async def get_context(request: Request) -> AppContext:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -95,6 +96,73 @@ def test_an_idle_http_agents_claims_read_nothing_yet_miss_no_task(cloud: Cloud, 
     finally:
         event.remove(engine, "before_cursor_execute", seen)
     assert [t["id"] for t in got] == [created["id"]]
+
+
+@contextlib.contextmanager
+def _engine_events(cloud: Cloud, name: str, listener: Any) -> Iterator[None]:
+    """`listener` on the in-process cloud's engine for the block."""
+    assert cloud.thread is not None  # the cloud runs in this process
+    engine = cast(FastAPI, cloud.thread.server.config.app).state.ctx.db.engine  # create_app's
+    event.listen(engine, name, listener)
+    try:
+        yield
+    finally:
+        event.remove(engine, name, listener)
+
+
+def _waiting_claim(cloud: Cloud, agent: httpx.Client, pool: ThreadPoolExecutor) -> Any:
+    """A claim of `agent` (a fresh one: its first claim reads the queue) sent and waiting after its read."""
+    agent_id, claimed, read = agent.headers["X-Agent-Id"], threading.Event(), threading.Event()
+
+    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if agent_id in str(parameters) and "tasks" in statement:
+            claimed.set()
+
+    def committed(_conn: Any) -> None:
+        if claimed.is_set():
+            read.set()  # its read found nothing: it waits from the end of that transaction on
+
+    with _engine_events(cloud, "before_cursor_execute", seen), _engine_events(cloud, "commit", committed):
+        waiting = pool.submit(agent.post, f"/api/v1/agents/{agent_id}/claim", json={"capacity": 1, "wait_s": 30})
+        assert read.wait(10), "the claim did not read the queue"
+    return waiting
+
+
+def test_a_task_created_while_its_agents_claim_waits_reaches_it_in_the_creates_own_commit(
+    cloud: Cloud, agent: httpx.Client
+) -> None:
+    """A create on the replica where the agent's claim waits claims the task for it in the same transaction:
+    one commit, not the create's and then the woken claim's (the sync round trip's critical path)."""
+    commits: list[int] = []
+    with ThreadPoolExecutor(1) as pool:
+        waiting = _waiting_claim(cloud, agent, pool)
+        with _engine_events(cloud, "commit", lambda _conn: commits.append(1)):
+            created = _create(cloud, agent)
+            r = waiting.result(timeout=10)
+    assert r.status_code == 200 and [t["id"] for t in r.json()] == [created["id"]], r.text
+    assert len(commits) == 1
+    assert cloud.task(created["id"])["status"] == "running"
+    assert _claim(agent) == []  # handed out once
+
+
+def test_a_claim_waiting_when_its_token_is_revoked_is_handed_nothing(cloud: Cloud) -> None:
+    """A create does not hand its task to a waiting claim whose token was revoked meanwhile: the claim is
+    refused (401) and the task stays pending for a claim with a valid token."""
+    agent_id = "revoked-while-waiting"
+    r = cloud.http.post(f"/api/v1/agents/{agent_id}/tokens", json={"name": "to revoke"})
+    assert r.status_code == 201, r.text
+    revoked = r.json()
+    with contextlib.closing(cloud.scripted(agent_id, ["shell"])) as agent:
+        doomed = httpx.Client(base_url=cloud.url, headers={"Authorization": f"Bearer {revoked['token']}"}, timeout=60)
+        doomed.headers["X-Agent-Id"] = agent_id
+        with contextlib.closing(doomed), ThreadPoolExecutor(1) as pool:
+            waiting = _waiting_claim(cloud, doomed, pool)
+            assert cloud.http.delete(f"/api/v1/tokens/{revoked['id']}").status_code == 204
+            created = _create(cloud, agent)
+            refused = waiting.result(timeout=10)
+        assert refused.status_code == 401, refused.text
+        assert cloud.task(created["id"])["status"] == "pending"
+        assert [t["id"] for t in _claim(agent)] == [created["id"]]
 
 
 def test_log_seq_repeat_ignored_gap_refused(cloud: Cloud, agent: httpx.Client) -> None:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from cloud.access import Principal
+from cloud.api import agent_calls as calls
 from cloud.api import fleet_runs
 from cloud.api.deps import AppContext, AppDep, CallerAuth, PrincipalDep
 from cloud.api.guard import GuardedRoute
@@ -62,22 +63,30 @@ async def queue_task(
     """The task `body` asks for, created (True) or, for a repeated idempotency key, the one created before
     (False). Shared with cloud.api.fast_create, which answers the plain case without FastAPI."""
     await enforce(app.policy, body)
-    with app.db.transaction() as conn:
-        require_create(conn, app.agents, principal, body, answered=body.sync)
-        task, created = svc.create_task(
-            conn,
-            body,
-            agents=app.agents,
-            offline_after=app.settings.agent_offline_seconds,
-            sealer=app.sealer,
-            default_expires_in=app.settings.task_expires_seconds,
-            key_name=key_name,
-        )
-        if not created:  # the task made before with this key: it is read, so `read` on it is needed
-            require_on_task(conn, app.agents, principal, Action.read, task.agent_id, task.type)
-        if created:
-            target = format_task_id(task.id)
-            audit.record(conn, principal, "task.create", target, agent_id=body.agent_id, type=body.type)
+    waiting = None
+    try:
+        with app.db.transaction() as conn:
+            require_create(conn, app.agents, principal, body, answered=body.sync)
+            task, created = svc.create_task(
+                conn,
+                body,
+                agents=app.agents,
+                offline_after=app.settings.agent_offline_seconds,
+                sealer=app.sealer,
+                default_expires_in=app.settings.task_expires_seconds,
+                key_name=key_name,
+            )
+            if not created:  # the task made before with this key: it is read, so `read` on it is needed
+                require_on_task(conn, app.agents, principal, Action.read, task.agent_id, task.type)
+            if created:
+                target = format_task_id(task.id)
+                audit.record(conn, principal, "task.create", target, agent_id=body.agent_id, type=body.type)
+                # Last: a claim of the agent waiting here takes the task in this transaction (one commit).
+                waiting = calls.hand_to_waiting(app, conn, body.agent_id)
+    except BaseException:
+        if waiting is not None:
+            calls.give_back(app, waiting)
+        raise
     return task, created
 
 
