@@ -24,10 +24,13 @@ class Subscription:
         self.keys = keys
         self._event = asyncio.Event()
         self.payload: Any = None
+        self.wakes = 0
+        """Publishes so far: a waiter can tell whether a wake-up it slept through was the only one."""
 
     def _wake(self, payload: Any = None) -> None:
         if payload is not None:
             self.payload = payload
+        self.wakes += 1
         self._event.set()
 
     @property

@@ -290,13 +290,20 @@ async def claim(
             recheck_s = app.hub.recheck_after(settings.recheck_seconds, settings.idle_recheck_seconds)
             waiting = WaitingClaim(agent_id, body.capacity, claimer, recheck, job)
             app.waiting.park(waiting)
+            wakes = sub.wakes
             try:
                 woke = await sub.wait(min(remaining, recheck_s))
             finally:
                 app.waiting.leave(waiting)
             if waiting.handed:  # a create on this replica claimed them for this claim (hand_to_waiting)
                 if watch is not None:
-                    watch.unsure()
+                    if sub.wakes == wakes + 1 and len(waiting.handed) == 1:
+                        # Woken by that create's commit alone, which handed the one task it inserted: the queue,
+                        # empty when this claim began to wait, is empty again. The next claim (a result's
+                        # piggybacked one, on the sync round trip's path) need not read it.
+                        watch.read(loop.time(), more=False)
+                    else:
+                        watch.unsure()  # other wake-ups came too, cleared unread: the next claim reads
                 return waiting.handed
             if woke and watch is not None:
                 # Read by this claim, or else (it ends first: its agent hung up, its token was revoked) by the

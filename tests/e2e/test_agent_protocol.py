@@ -132,8 +132,14 @@ def test_a_task_created_while_its_agents_claim_waits_reaches_it_in_the_creates_o
     cloud: Cloud, agent: httpx.Client
 ) -> None:
     """A create on the replica where the agent's claim waits claims the task for it in the same transaction:
-    one commit, not the create's and then the woken claim's (the sync round trip's critical path)."""
-    commits: list[int] = []
+    one commit, not the create's and then the woken claim's (the sync round trip's critical path). That
+    claim was a read: the agent's next claim does not read the queue again, and still misses no task."""
+    agent_id, commits, statements = agent.headers["X-Agent-Id"], [], []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if agent_id in str(parameters):
+            statements.append(statement)
+
     with ThreadPoolExecutor(1) as pool:
         waiting = _waiting_claim(cloud, agent, pool)
         with _engine_events(cloud, "commit", lambda _conn: commits.append(1)):
@@ -142,7 +148,11 @@ def test_a_task_created_while_its_agents_claim_waits_reaches_it_in_the_creates_o
     assert r.status_code == 200 and [t["id"] for t in r.json()] == [created["id"]], r.text
     assert len(commits) == 1
     assert cloud.task(created["id"])["status"] == "running"
-    assert _claim(agent) == []  # handed out once
+    with _engine_events(cloud, "before_cursor_execute", seen):
+        assert _claim(agent) == []  # handed out once
+    assert statements == []  # the create's claim found no other task: nothing to read
+    later = _create(cloud, agent)  # no claim in flight now
+    assert [t["id"] for t in _claim(agent)] == [later["id"]]
 
 
 def test_a_claim_waiting_when_its_token_is_revoked_is_handed_nothing(cloud: Cloud) -> None:
