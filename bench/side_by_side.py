@@ -1,0 +1,174 @@
+"""Two builds of Tiangong side by side on the sequential sync round trip; prints JSON (issue 18).
+
+    .venv/bin/python bench/side_by_side.py BASE [OTHER] [--calls 2000] [--block 50]
+
+BASE and OTHER are git revisions; OTHER left out means this checkout as it is (uncommitted changes
+included). A revision is checked out into a temporary worktree, removed afterwards; both builds run on
+this checkout's .venv (a revision whose dependencies differ needs `make install` of its own first).
+
+Each build gets its own cloud (SQLite, a process) and one agent (concurrency 1), started before the
+first call; then `execute true` round trips (sync, a fresh HTTP connection per call, as curl makes them)
+alternate between the two in blocks of `--block` calls until each has made `--calls`. This VM's speed
+moves within minutes, by more than most changes measured here; alternating blocks give both builds the
+same machine, so the ratios hold where figures taken one after the other drift. Printed per build: p50,
+p95, and the CPU per call of its cloud and its agent; then OTHER / BASE for each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def build(rev: str | None) -> Iterator[Path]:
+    """The source tree of `rev` (a temporary worktree), or this checkout for None."""
+    if rev is None:
+        yield ROOT
+        return
+    with tempfile.TemporaryDirectory(prefix="tiangong-side-") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev], check=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+
+
+def serve(tree: Path) -> None:
+    """In a child process: start `tree`'s cloud and agent (its own test harness), then make the number of
+    round trips each stdin line asks for, answering each line with their times and the CPU they took."""
+    # Nothing of this checkout's is imported here: `tree`'s harness starts `tree`'s code (`python -m cli.main`
+    # in it).
+    sys.path.insert(0, str(tree))
+    import http.client
+    import time
+
+    from tests.e2e.harness import ADMIN
+    from tests.faults.harness import Cluster
+
+    body = json.dumps({"agent_id": "side", "type": "execute", "params": {"cmd": "true"}, "sync": True, "timeout": 30})
+    headers = {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"}
+    with tempfile.TemporaryDirectory(prefix="tiangong-side-run-") as tmp:
+        cluster = Cluster(Path(tmp)).start()
+        try:
+            agent = cluster.agent("side", max_concurrency=1)
+            assert cluster.a.proc is not None and agent.proc is not None
+
+            def call() -> float:
+                t0 = time.perf_counter()
+                conn = http.client.HTTPConnection("127.0.0.1", cluster.a.port, timeout=60)
+                try:
+                    conn.request("POST", "/api/v1/tasks", body, headers)
+                    response = conn.getresponse()
+                    data = response.read()
+                finally:
+                    conn.close()
+                if response.status != 201 or json.loads(data)["status"] != "success":
+                    raise SystemExit(f"{tree}: the task failed: {response.status} {data[:300]!r}")
+                return (time.perf_counter() - t0) * 1000
+
+            for _ in range(20):  # warm up
+                call()
+            pids = {"cloud": cluster.a.proc.pid, "agent": agent.proc.pid}
+            print("ready", flush=True)
+            for line in sys.stdin:
+                before = {name: cpu_s(pid) for name, pid in pids.items()}
+                samples = [call() for _ in range(int(line))]
+                cpu = {name: cpu_s(pid) - before[name] for name, pid in pids.items()}
+                print(json.dumps({"samples_ms": samples, "cpu_s": cpu}), flush=True)
+        finally:
+            cluster.close()
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of `pid`."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def summary(samples_ms: list[float], cpu: dict[str, float]) -> dict[str, Any]:
+    """A build's figures: percentiles of its round trips, and CPU per call (ms) of each of its processes."""
+    n = len(samples_ms)
+    qs = statistics.quantiles(samples_ms, n=100, method="inclusive")
+    figures: dict[str, Any] = {"p50": round(qs[49], 3), "p95": round(qs[94], 3), "n": n}
+    return figures | {f"{name}_cpu_ms_per_call": round(seconds * 1000 / n, 3) for name, seconds in cpu.items()}
+
+
+def ratios(base: dict[str, Any], other: dict[str, Any]) -> dict[str, float]:
+    """OTHER / BASE for every figure both have (the call count aside)."""
+    return {key: round(other[key] / base[key], 3) for key in base if key != "n" and base[key] and key in other}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("base", nargs="?", help="a git revision")
+    ap.add_argument("other", nargs="?", help="a git revision (default: this checkout as it is)")
+    ap.add_argument("--calls", type=int, default=2000, help="round trips per build")
+    ap.add_argument("--block", type=int, default=50, help="round trips in a row before the other build's turn")
+    ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # the child process's mode
+    args = ap.parse_args()
+    if args.serve is not None:
+        serve(args.serve)
+        return
+    if args.base is None:
+        ap.error("name the base revision, e.g. HEAD~1")
+    names = {"base": args.base, "other": args.other or "this checkout"}
+    with build(args.base) as base_tree, build(args.other) as other_tree:
+        trees = {"base": base_tree, "other": other_tree}
+        children = {
+            name: subprocess.Popen(
+                [sys.executable, __file__, "--serve", str(tree)],
+                cwd=tree,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for name, tree in trees.items()
+        }
+        got: dict[str, dict[str, Any]] = {name: {"samples_ms": [], "cpu_s": {}} for name in trees}
+        try:
+            for name, child in children.items():
+                assert child.stdout is not None
+                if child.stdout.readline().strip() != "ready":
+                    raise SystemExit(f"the {name} build ({names[name]}) did not start; its error is above")
+            for _ in range(max(1, args.calls // args.block)):
+                for name, child in children.items():
+                    assert child.stdin is not None and child.stdout is not None
+                    child.stdin.write(f"{args.block}\n")
+                    child.stdin.flush()
+                    block = json.loads(child.stdout.readline())
+                    got[name]["samples_ms"] += block["samples_ms"]
+                    for process, seconds in block["cpu_s"].items():
+                        got[name]["cpu_s"][process] = got[name]["cpu_s"].get(process, 0.0) + seconds
+        finally:
+            for child in children.values():
+                if child.stdin is not None:
+                    child.stdin.close()
+            for child in children.values():
+                child.wait(timeout=60)
+    figures = {name: summary(g["samples_ms"], g["cpu_s"]) for name, g in got.items()}
+    out = {
+        "builds": names,
+        "block": args.block,
+        **figures,
+        "other_over_base": ratios(figures["base"], figures["other"]),
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
