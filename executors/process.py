@@ -131,6 +131,10 @@ class _Child:
     async def wait(self) -> int:
         return await asyncio.shield(self._exit)
 
+    def exited(self) -> asyncio.Future[int]:
+        """The exit code, as a future to wait on (canceling it leaves the exit watch alone)."""
+        return asyncio.shield(self._exit)
+
 
 def _exit_code(returncode: int | None) -> tuple[int | None, str]:
     """Shell-style exit code (128+N for signal N) and the signal's name, if any."""
@@ -248,7 +252,7 @@ class _ProcessRun:
     async def supervise(self, proc: _Child) -> TaskStatus | None:
         """Wait for the exit, the cancel event or the deadline; None when the process exited."""
         try:
-            await until_stopped(self.ctx, proc.wait())
+            await until_stopped(self.ctx, proc.exited())  # a future, not a coroutine: no task of its own
         except Stopped as stop:
             return stop.status
         return None
@@ -288,7 +292,7 @@ class _ProcessRun:
     async def drain(self) -> None:
         """Read to EOF, but give up after EOF_WAIT_S: a daemon left running may hold the pipes forever."""
         reading = [pipe.done for pipe in self.pipes.values() if pipe.done is not None]
-        if reading:
+        if not all(done.done() for done in reading):  # usually both are at EOF by the time the exit is seen
             await asyncio.wait(reading, timeout=EOF_WAIT_S)
         for stream, pipe in self.pipes.items():
             pipe.stop_reading()
