@@ -6,6 +6,8 @@ nothing of Tiangong's. The samples are turned into percentiles by the caller (be
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import resource
 import time
@@ -53,3 +55,24 @@ def sampled_calls(call: Callable[[], None], n: int, pids: dict[str, int], warm_u
     for name, pid in pids.items():
         out[f"{name}_cpu_ms_per_call"] = round((cpu_s(pid) - before[name]) * 1000 / n, 3)
     return out
+
+
+def sync_true_call(port: int, token: str, agent_id: str) -> Callable[[], None]:
+    """A sync `execute true` for `agent_id` on a fresh HTTP connection, opened and closed per call as curl
+    does; a task that does not succeed ends the bench (SystemExit)."""
+    body = json.dumps({"agent_id": agent_id, "type": "execute", "params": {"cmd": "true"}, "sync": True, "timeout": 30})
+    payload = body.encode()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def call() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            conn.request("POST", "/api/v1/tasks", payload, headers)
+            response = conn.getresponse()
+            data = response.read()
+        finally:
+            conn.close()
+        if response.status != 201 or json.loads(data)["status"] != "success":
+            raise SystemExit(f"tiangong task failed: {response.status} {data[:300]!r}")
+
+    return call

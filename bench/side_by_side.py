@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
@@ -50,62 +48,38 @@ def build(rev: str | None) -> Iterator[Path]:
 def serve(tree: Path) -> None:
     """In a child process: start `tree`'s cloud and agent (its own test harness), then make the number of
     round trips each stdin line asks for, answering each line with their times and the CPU they took."""
-    # Nothing of this checkout's is imported here: `tree`'s harness starts `tree`'s code (`python -m cli.main`
-    # in it).
-    sys.path.insert(0, str(tree))
-    import http.client
-    import time
+    sys.path.insert(0, str(ROOT))
+    from bench.measuring import WARM_UP, sampled_calls, sync_true_call  # this checkout's (standard library only)
 
+    # `tree`'s harness, which starts `tree`'s code (`python -m cli.main` in it).
+    sys.path.insert(0, str(tree))
     from tests.e2e.harness import ADMIN
     from tests.faults.harness import Cluster
 
-    body = json.dumps({"agent_id": "side", "type": "execute", "params": {"cmd": "true"}, "sync": True, "timeout": 30})
-    headers = {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"}
     with tempfile.TemporaryDirectory(prefix="tiangong-side-run-") as tmp:
         cluster = Cluster(Path(tmp)).start()
         try:
             agent = cluster.agent("side", max_concurrency=1)
             assert cluster.a.proc is not None and agent.proc is not None
-
-            def call() -> float:
-                t0 = time.perf_counter()
-                conn = http.client.HTTPConnection("127.0.0.1", cluster.a.port, timeout=60)
-                try:
-                    conn.request("POST", "/api/v1/tasks", body, headers)
-                    response = conn.getresponse()
-                    data = response.read()
-                finally:
-                    conn.close()
-                if response.status != 201 or json.loads(data)["status"] != "success":
-                    raise SystemExit(f"{tree}: the task failed: {response.status} {data[:300]!r}")
-                return (time.perf_counter() - t0) * 1000
-
-            for _ in range(20):  # warm up
-                call()
+            call = sync_true_call(cluster.a.port, ADMIN, "side")
             pids = {"cloud": cluster.a.proc.pid, "agent": agent.proc.pid}
+            for _ in range(WARM_UP):
+                call()
             print("ready", flush=True)
             for line in sys.stdin:
-                before = {name: cpu_s(pid) for name, pid in pids.items()}
-                samples = [call() for _ in range(int(line))]
-                cpu = {name: cpu_s(pid) - before[name] for name, pid in pids.items()}
-                print(json.dumps({"samples_ms": samples, "cpu_s": cpu}), flush=True)
+                block = sampled_calls(call, int(line), pids, warm_up=0)
+                cpu_ms = {name: block[f"{name}_cpu_ms_per_call"] * int(line) for name in pids}
+                print(json.dumps({"samples_ms": block["samples_ms"], "cpu_ms": cpu_ms}), flush=True)
         finally:
             cluster.close()
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of `pid`."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def summary(samples_ms: list[float], cpu: dict[str, float]) -> dict[str, Any]:
+def summary(samples_ms: list[float], cpu_ms: dict[str, float]) -> dict[str, Any]:
     """A build's figures: percentiles of its round trips, and CPU per call (ms) of each of its processes."""
     n = len(samples_ms)
     qs = statistics.quantiles(samples_ms, n=100, method="inclusive")
     figures: dict[str, Any] = {"p50": round(qs[49], 3), "p95": round(qs[94], 3), "n": n}
-    return figures | {f"{name}_cpu_ms_per_call": round(seconds * 1000 / n, 3) for name, seconds in cpu.items()}
+    return figures | {f"{name}_cpu_ms_per_call": round(ms / n, 3) for name, ms in cpu_ms.items()}
 
 
 def ratios(base: dict[str, Any], other: dict[str, Any]) -> dict[str, float]:
@@ -139,7 +113,7 @@ def main() -> None:
             )
             for name, tree in trees.items()
         }
-        got: dict[str, dict[str, Any]] = {name: {"samples_ms": [], "cpu_s": {}} for name in trees}
+        got: dict[str, dict[str, Any]] = {name: {"samples_ms": [], "cpu_ms": {}} for name in trees}
         try:
             for name, child in children.items():
                 assert child.stdout is not None
@@ -152,15 +126,15 @@ def main() -> None:
                     child.stdin.flush()
                     block = json.loads(child.stdout.readline())
                     got[name]["samples_ms"] += block["samples_ms"]
-                    for process, seconds in block["cpu_s"].items():
-                        got[name]["cpu_s"][process] = got[name]["cpu_s"].get(process, 0.0) + seconds
+                    for process, ms in block["cpu_ms"].items():
+                        got[name]["cpu_ms"][process] = got[name]["cpu_ms"].get(process, 0.0) + ms
         finally:
             for child in children.values():
                 if child.stdin is not None:
                     child.stdin.close()
             for child in children.values():
                 child.wait(timeout=60)
-    figures = {name: summary(g["samples_ms"], g["cpu_s"]) for name, g in got.items()}
+    figures = {name: summary(g["samples_ms"], g["cpu_ms"]) for name, g in got.items()}
     out = {
         "builds": names,
         "block": args.block,

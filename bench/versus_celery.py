@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import json
 import os
 import subprocess
@@ -43,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.measuring import caller_cpu_s, cpu_s, sampled_calls  # noqa: E402
+from bench.measuring import caller_cpu_s, cpu_s, sampled_calls, sync_true_call  # noqa: E402
 from bench.profile_summary import record_profile  # noqa: E402
 from bench.roundtrip import percentiles, started_setup, throughput, throughput_figures  # noqa: E402
 from tests.e2e.harness import ADMIN  # noqa: E402
@@ -97,26 +96,6 @@ def measure_celery(args: argparse.Namespace, python: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- Tiangong
 
 
-def tiangong_call(port: int, agent_id: str) -> Callable[[], None]:
-    """A sync `execute true` on a fresh HTTP connection, opened and closed per call as curl does."""
-    body = json.dumps({"agent_id": agent_id, "type": "execute", "params": {"cmd": "true"}, "sync": True, "timeout": 30})
-    payload = body.encode()
-    headers = {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"}
-
-    def call() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        try:
-            conn.request("POST", "/api/v1/tasks", payload, headers)
-            response = conn.getresponse()
-            data = response.read()
-        finally:
-            conn.close()
-        if response.status != 201 or json.loads(data)["status"] != "success":
-            raise SystemExit(f"tiangong task failed: {response.status} {data[:300]!r}")
-
-    return call
-
-
 INTERLEAVED_BLOCK = 10
 """Calls per block when Celery's and Tiangong's round trips alternate."""
 
@@ -152,7 +131,7 @@ def measure_tiangong(cluster: Cluster, args: argparse.Namespace, profile: Path |
     agent = cluster.agent("rt", via=replicas[-1].url, max_concurrency=1)
     assert replicas[0].proc is not None and agent.proc is not None
     pids = {"cloud": replicas[0].proc.pid, "agent": agent.proc.pid}
-    call = tiangong_call(replicas[0].port, "rt")
+    call = sync_true_call(replicas[0].port, ADMIN, "rt")
     out: dict[str, Any] = {"replicas": len(replicas)}
     out["roundtrip_ms"] = call_figures(sampled_calls(call, args.roundtrip_calls, pids))
     if len(replicas) == 1 and getattr(args, "celery_python", None) is not None:

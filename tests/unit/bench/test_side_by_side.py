@@ -6,7 +6,7 @@ from bench.side_by_side import ratios, summary
 
 
 def test_a_builds_figures_are_its_percentiles_and_cpu_per_call() -> None:
-    figures = summary([float(ms) for ms in range(1, 101)], {"cloud": 0.15, "agent": 0.1})
+    figures = summary([float(ms) for ms in range(1, 101)], {"cloud": 150.0, "agent": 100.0})
     assert figures == {
         "p50": 50.5,
         "p95": 95.05,
