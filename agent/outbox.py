@@ -169,13 +169,6 @@ class Entry:
         name = self.journal_path.name.removesuffix(JOURNAL_SUFFIX) + LEGACY_RESULT_SUFFIX
         return self.journal_path.with_name(name)
 
-    def write_result(self, report: TaskReport) -> None:
-        """Append the result to the journal (whose writer is closed): what Journal.finish does for a
-        running attempt, for a journal reopened after a crash."""
-        fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND)
-        with open(fd, "w", encoding="utf-8") as fh:
-            fh.write(result_record(report) + "\n")
-
     def result(self) -> TaskReport | None:
         """The stored result, if the attempt got that far."""
         return self.read().result

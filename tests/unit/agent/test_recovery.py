@@ -55,22 +55,20 @@ def test_recover_reports_an_unfinished_attempt_lost_and_kills_its_group(tmp_path
 
 def test_recover_keeps_a_finished_result_as_it_is(tmp_path: Path, ledger: StartedLedger) -> None:
     outbox = Outbox(tmp_path / "outbox")
-    entry, journal = outbox.create(assignment())
+    _entry, journal = outbox.create(assignment())
     for ln in lines(2):
         journal.line(ln)
-    journal.close()
     report = TaskReport(task_token="tok-7", status=TaskStatus.success, exit_code=0, log_lines=2)
-    entry.write_result(report)
+    assert journal.finish(report)
     [item] = recover(outbox, ledger)
     assert item.report == report and item.lines_from(2) == lines(2)[1:]
 
 
 def test_recover_refuses_to_resend_lines_a_failed_disk_lost(tmp_path: Path, ledger: StartedLedger) -> None:
     outbox = Outbox(tmp_path / "outbox")
-    entry, journal = outbox.create(assignment())
+    _entry, journal = outbox.create(assignment())
     journal.line(lines(1)[0])
-    journal.close()
-    entry.write_result(TaskReport(task_token="tok-7", status=TaskStatus.success, log_lines=3))
+    assert journal.finish(TaskReport(task_token="tok-7", status=TaskStatus.success, log_lines=3))
     [item] = recover(outbox, ledger)
     assert item.lines_from(2) is None
 

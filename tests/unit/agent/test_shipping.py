@@ -41,8 +41,7 @@ def stored(tmp_path: Path, n: int, *, status: TaskStatus = TaskStatus.success) -
     logged = lines(n)
     for ln in logged:
         journal.line(ln)
-    journal.close()
-    entry.write_result(TaskReport(task_token=TOKEN, status=status, log_lines=n))
+    assert journal.finish(TaskReport(task_token=TOKEN, status=status, log_lines=n))
     return entry, logged
 
 
