@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -18,10 +19,11 @@ from cloud.access import Principal
 from cloud.api.agent_output import cleaned_lines, cleaned_report
 from cloud.api.deps import AppContext
 from cloud.api.waiting import WaitingClaim
+from cloud.db import events
 from cloud.services import runs as svc
 from cloud.services.errors import Forbidden
 from wire.agents import ClaimRequest, Heartbeat, HeartbeatReply, ResultReply
-from wire.tasks import Assignment, LogBatch, TaskReport
+from wire.tasks import Assignment, LogBatch, TaskReport, format_task_id
 
 log = logging.getLogger("tiangong.cloud")
 T = TypeVar("T")
@@ -215,31 +217,36 @@ def hand_out(
     return svc.claim_tasks(conn, agent_id, capacity, lease, max_log, claimer, touch=touch, sealer=app.sealer)
 
 
-def hand_to_waiting(app: AppContext, conn: Connection, agent_id: str) -> WaitingClaim | None:
-    """In a create's transaction, after its INSERT: the agent's pending tasks (the new one among them) claimed
-    for one of its claims waiting on this replica, which answers with them once the commit wakes it. None
-    when no claim waits here, or the waiting one may not have them (its token revoked: woken, it finds out
-    itself; the agent disabled). If the transaction does not commit, `give_back` the claim."""
+def waiting_claim(app: AppContext, agent_id: str) -> WaitingClaim | None:
+    """Before a create's transaction: one of the agent's claims waiting on this replica, taken from the others,
+    whose token still acts for the agent. Checked here, outside any transaction: the check may read and
+    write credentials, which inside a create's open SQLite transaction would wait on that transaction's own
+    lock. None when no claim waits here, or its token was refused (the create's commit wakes the claim all
+    the same, and it refuses itself). A claim taken and not handed anything is `put_back`."""
     waiting = app.waiting.take(agent_id)
     if waiting is None:
         return None
     try:
         own(waiting.recheck(), agent_id)
-    except Exception:  # refused (401/403): the claim is woken by the commit all the same, and refuses itself
+    except Exception:  # refused (401/403), or the check failed: the claim finds out itself when woken
         return None
-    # Not touched: an agent whose claim waits is seen through it (Sightings), as its channel's claims are.
-    handed = hand_out(app, conn, agent_id, waiting.capacity, waiting.claimer, touch=False)
-    if not handed:
-        app.waiting.park(waiting)
-        return None
-    waiting.handed = handed
     return waiting
 
 
-def give_back(app: AppContext, waiting: WaitingClaim) -> None:
-    """The create that handed `waiting` its tasks rolled back: it waits on as before."""
-    waiting.handed = None
-    app.waiting.park(waiting)
+def hand_to(app: AppContext, conn: Connection, waiting: WaitingClaim, task_id: int) -> None:
+    """In the create's transaction, after its INSERT of task `task_id`: the agent's pending tasks (that one
+    among them) claimed for `waiting`, which gets them when the transaction commits; a disabled agent's get
+    none. Not touched: an agent whose claim waits is seen through it (Sightings), as its channel's claims are."""
+    handed = hand_out(app, conn, waiting.agent_id, waiting.capacity, waiting.claimer, touch=False)
+    if handed:
+        events.after_commit(conn, functools.partial(waiting.hand, handed, format_task_id(task_id)))
+
+
+def put_back(app: AppContext, waiting: WaitingClaim) -> None:
+    """A claim `waiting_claim` took, when the create handed it nothing (rolled back, repeated an earlier
+    request, or found no claimable task): it waits on, for the next create."""
+    if waiting.handed is None and not waiting.job.done():
+        app.waiting.park(waiting)
 
 
 async def claim(
@@ -295,9 +302,9 @@ async def claim(
                 woke = await sub.wait(min(remaining, recheck_s))
             finally:
                 app.waiting.leave(waiting)
-            if waiting.handed:  # a create on this replica claimed them for this claim (hand_to_waiting)
+            if waiting.handed:  # a create on this replica claimed them for this claim (hand_to)
                 if watch is not None:
-                    if sub.wakes == wakes + 1 and len(waiting.handed) == 1:
+                    if sub.wakes == wakes + 1 and [t.id for t in waiting.handed] == [waiting.inserted]:
                         # Woken by that create's commit alone, which handed the one task it inserted: the queue,
                         # empty when this claim began to wait, is empty again. The next claim (a result's
                         # piggybacked one, on the sync round trip's path) need not read it.

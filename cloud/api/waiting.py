@@ -30,7 +30,12 @@ class WaitingClaim:
     """The claim's token resolved again: a revoked one is handed nothing."""
     job: asyncio.Task[Any]
     handed: list[Assignment] | None = None
-    """Tasks a create claimed for it, set in that create's transaction and kept only if it commits."""
+    """Tasks a create claimed for it, set when that create's transaction commits."""
+    inserted: str | None = None
+    """The id of the task that create inserted."""
+
+    def hand(self, tasks: list[Assignment], inserted: str) -> None:
+        self.handed, self.inserted = tasks, inserted
 
 
 class WaitingClaims:

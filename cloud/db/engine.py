@@ -219,12 +219,16 @@ class Database:
         with self._connection() as conn, conn.begin():
             events.take(conn)
             events.take_observed(conn)
+            events.take_after_commit(conn)
             yield conn
             queued = events.take(conn)
             observed = events.take_observed(conn)
+            committed = events.take_after_commit(conn)
             if queued and self.notifies:
                 # Other replicas hear of it at commit (NOTIFY is transactional), never before.
                 notify.commit_with(conn, self.origin, queued)
+        for callback in committed:
+            callback()
         self.hub.publish(queued)
         if observed:
             for observer in self.observers:

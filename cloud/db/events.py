@@ -4,6 +4,7 @@ rolled-back task must not be counted)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection
@@ -42,3 +43,18 @@ def take_observed(conn: Connection) -> list[tuple[str, Any]]:
     """The observations recorded on this connection, removing them (as `take` does the keys)."""
     observed: list[tuple[str, Any]] = conn.info.pop(_OBSERVED, [])
     return observed
+
+
+_AFTER_COMMIT = "tiangong.after_commit"
+
+
+def after_commit(conn: Connection, callback: Callable[[], None]) -> None:
+    """Call `callback` once the transaction has committed, before its wake-ups are published (so what it
+    sets is there for whoever they wake); never if it rolls back."""
+    conn.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+def take_after_commit(conn: Connection) -> list[Callable[[], None]]:
+    """The callbacks queued on this connection, removing them (as `take` does the keys)."""
+    callbacks: list[Callable[[], None]] = conn.info.pop(_AFTER_COMMIT, [])
+    return callbacks

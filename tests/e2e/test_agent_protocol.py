@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, cast
 
 import httpx
@@ -134,15 +135,24 @@ def test_a_task_created_while_its_agents_claim_waits_reaches_it_in_the_creates_o
     """A create on the replica where the agent's claim waits claims the task for it in the same transaction:
     one commit, not the create's and then the woken claim's (the sync round trip's critical path). That
     claim was a read: the agent's next claim does not read the queue again, and still misses no task."""
-    agent_id, commits, statements = agent.headers["X-Agent-Id"], [], []
+    agent_id, commits, statements, ours = agent.headers["X-Agent-Id"], [], [], threading.Event()
 
     def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
         if agent_id in str(parameters):
             statements.append(statement)
 
+    def touched(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if agent_id in str(parameters) and "tasks" in statement:
+            ours.set()  # a statement on this agent's tasks (not a background pass's, nor the sightings')
+
+    def committed(_conn: Any) -> None:
+        if ours.is_set():
+            commits.append(1)
+            ours.clear()
+
     with ThreadPoolExecutor(1) as pool:
         waiting = _waiting_claim(cloud, agent, pool)
-        with _engine_events(cloud, "commit", lambda _conn: commits.append(1)):
+        with _engine_events(cloud, "before_cursor_execute", touched), _engine_events(cloud, "commit", committed):
             created = _create(cloud, agent)
             r = waiting.result(timeout=10)
     assert r.status_code == 200 and [t["id"] for t in r.json()] == [created["id"]], r.text
@@ -173,6 +183,29 @@ def test_a_claim_waiting_when_its_token_is_revoked_is_handed_nothing(cloud: Clou
         assert refused.status_code == 401, refused.text
         assert cloud.task(created["id"])["status"] == "pending"
         assert [t["id"] for t in _claim(agent)] == [created["id"]]
+
+
+def test_a_create_does_not_wait_on_the_check_of_the_waiting_claims_token(make_cloud: Any) -> None:
+    """The waiting claim's token is checked before the create's transaction: a check that writes (a token's
+    last use, recorded at most once a minute) inside it would wait on that transaction's own lock on SQLite,
+    stalling the cloud for the 30 s of SQLite's busy timeout."""
+    from sqlalchemy import create_engine, text
+
+    cloud = make_cloud(token_cache_seconds=0)  # every use of a token looks it up
+    with contextlib.closing(cloud.scripted("lock-check", ["shell"])) as agent, ThreadPoolExecutor(1) as pool:
+        waiting = _waiting_claim(cloud, agent, pool)
+        engine = create_engine(cloud.database_url)
+        try:
+            with engine.begin() as conn:  # last used long ago: the next check records its use
+                conn.execute(text("UPDATE credentials SET last_used_at = :at"), {"at": str(datetime(2000, 1, 1))})
+        finally:
+            engine.dispose()
+        r = cloud.http.post(
+            "/api/v1/tasks", json={"agent_id": "lock-check", "type": "shell", "command": "echo hi"}, timeout=5
+        )
+        assert r.status_code == 201, r.text
+        claimed = waiting.result(timeout=10)
+    assert claimed.status_code == 200 and [t["id"] for t in claimed.json()] == [r.json()["id"]], claimed.text
 
 
 def test_log_seq_repeat_ignored_gap_refused(cloud: Cloud, agent: httpx.Client) -> None:

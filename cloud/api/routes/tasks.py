@@ -63,7 +63,7 @@ async def queue_task(
     """The task `body` asks for, created (True) or, for a repeated idempotency key, the one created before
     (False). Shared with cloud.api.fast_create, which answers the plain case without FastAPI."""
     await enforce(app.policy, body)
-    waiting = None
+    waiting = calls.waiting_claim(app, body.agent_id)  # before the transaction: it may check a token
     try:
         with app.db.transaction() as conn:
             require_create(conn, app.agents, principal, body, answered=body.sync)
@@ -81,12 +81,11 @@ async def queue_task(
             if created:
                 target = format_task_id(task.id)
                 audit.record(conn, principal, "task.create", target, agent_id=body.agent_id, type=body.type)
-                # Last: a claim of the agent waiting here takes the task in this transaction (one commit).
-                waiting = calls.hand_to_waiting(app, conn, body.agent_id)
-    except BaseException:
+                if waiting is not None:  # last: the agent's waiting claim takes the task in this transaction
+                    calls.hand_to(app, conn, waiting, task.id)
+    finally:
         if waiting is not None:
-            calls.give_back(app, waiting)
-        raise
+            calls.put_back(app, waiting)
     return task, created
 
 
