@@ -270,10 +270,17 @@ async def claim(
     loop = asyncio.get_running_loop()
     cap = settings.claim_wait_max_seconds if max_wait is None else max_wait
     deadline = loop.time() + min(body.wait_s, cap)
-    # Subscribe before the first read: a task created between the read and the wait still wakes it.
-    scope = contextlib.nullcontext(watch.sub) if watch is not None else app.hub.subscribe(f"agent:{agent_id}")
     job = asyncio.current_task()
     assert job is not None, "a claim runs in a task"
+    kept = app.waiting.kept(agent_id, body.capacity, loop.time(), settings.lease_seconds / 2)
+    if kept:  # handed to a claim of the agent's that was canceled before it answered (WaitingClaims.keep)
+        if not checked:
+            own(recheck(), agent_id)
+        if watch is not None:
+            watch.unsure()
+        return kept
+    # Subscribe before the first read: a task created between the read and the wait still wakes it.
+    scope = contextlib.nullcontext(watch.sub) if watch is not None else app.hub.subscribe(f"agent:{agent_id}")
     with scope as sub:
         read = watch is None or watch.must_read(loop.time())
         first = checked
@@ -300,6 +307,10 @@ async def claim(
             wakes = sub.wakes
             try:
                 woke = await sub.wait(min(remaining, recheck_s))
+            except asyncio.CancelledError:
+                if waiting.handed:  # handed at a create's commit, canceled before it could answer
+                    app.waiting.keep(agent_id, waiting.handed, loop.time())
+                raise
             finally:
                 app.waiting.leave(waiting)
             if waiting.handed:  # a create on this replica claimed them for this claim (hand_to)

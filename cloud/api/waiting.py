@@ -43,6 +43,24 @@ class WaitingClaims:
 
     def __init__(self) -> None:
         self._by_agent: dict[str, list[WaitingClaim]] = {}
+        self._unanswered: dict[str, list[tuple[float, Assignment]]] = {}
+        """Tasks handed to a claim canceled before it could answer (its agent hung up, or its channel closed,
+        in the same pass of the loop as the create's commit), with when: for the agent's next claim here."""
+
+    def keep(self, agent_id: str, tasks: list[Assignment], now: float) -> None:
+        """Tasks handed to a claim that was canceled before it answered: running, leased, and nobody has them."""
+        self._unanswered.setdefault(agent_id, []).extend((now, task) for task in tasks)
+
+    def kept(self, agent_id: str, capacity: int, now: float, max_age: float) -> list[Assignment]:
+        """Up to `capacity` of the agent's kept tasks, oldest first; those kept longer than `max_age` are dropped
+        (their lease is running out: the lease's expiry retries or fails them, as for any lost answer)."""
+        entries = self._unanswered.pop(agent_id, None)
+        if not entries:
+            return []
+        fresh = [(at, task) for at, task in entries if now - at < max_age]
+        if len(fresh) > capacity:
+            self._unanswered[agent_id] = fresh[capacity:]
+        return [task for _, task in fresh[:capacity]]
 
     def park(self, claim: WaitingClaim) -> None:
         self._by_agent.setdefault(claim.agent_id, []).append(claim)
