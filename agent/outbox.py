@@ -169,10 +169,6 @@ class Entry:
         name = self.journal_path.name.removesuffix(JOURNAL_SUFFIX) + LEGACY_RESULT_SUFFIX
         return self.journal_path.with_name(name)
 
-    def result(self) -> TaskReport | None:
-        """The stored result, if the attempt got that far."""
-        return self.read().result
-
     def read(self) -> Contents:
         """The journal's lines, processes and result, up to the first record that does not parse."""
         raw = self.journal_path.read_bytes()

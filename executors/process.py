@@ -128,9 +128,6 @@ class _Child:
         if not self._exit.done():
             self._exit.set_result(code)
 
-    async def wait(self) -> int:
-        return await asyncio.shield(self._exit)
-
     def exited(self) -> asyncio.Future[int]:
         """The exit code, as a future to wait on (canceling it leaves the exit watch alone)."""
         return asyncio.shield(self._exit)
@@ -280,7 +277,7 @@ class _ProcessRun:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         try:
-            await asyncio.wait_for(proc.wait(), timeout)
+            await asyncio.wait_for(proc.exited(), timeout)
         except TimeoutError:
             return False
         while group_running(proc.pid):

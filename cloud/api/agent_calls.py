@@ -68,8 +68,8 @@ class ClaimWatch:
         return now - self._empty_at >= self._app.settings.idle_recheck_seconds
 
     def unsure(self) -> None:
-        """The claim answered with tasks a create handed it (cloud.api.waiting), without a read of its own:
-        a wake-up that came meanwhile may be cleared unread, so the next claim reads."""
+        """A wake-up may have been cleared unread (a claim woken but ended before it read, or answered with tasks
+        handed to it without a read of its own): the next claim reads."""
         self._empty_at = None
 
     def read(self, now: float, more: bool) -> None:

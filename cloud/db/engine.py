@@ -227,9 +227,11 @@ class Database:
             if queued and self.notifies:
                 # Other replicas hear of it at commit (NOTIFY is transactional), never before.
                 notify.commit_with(conn, self.origin, queued)
-        for callback in committed:
-            callback()
-        self.hub.publish(queued)
+        try:
+            for callback in committed:
+                callback()
+        finally:
+            self.hub.publish(queued)  # committed: its wake-ups go out whatever a callback did
         if observed:
             for observer in self.observers:
                 observer(observed)

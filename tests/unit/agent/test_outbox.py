@@ -27,7 +27,7 @@ def test_journal_round_trip(tmp_path: Path) -> None:
     journal.close()
     [again] = outbox.entries()
     assert (again.task_id, again.attempt, again.task_token) == ("task-7", 2, "tok-7")
-    assert again.result() is None
+    assert again.read().result is None
     assert entry.journal_path.stat().st_mode & 0o777 == 0o600
     assert "s3cret" not in entry.journal_path.read_text()  # params are not the outbox's business
 
@@ -79,7 +79,7 @@ def test_a_result_an_older_agent_left_beside_its_journal_is_delivered(tmp_path: 
         report.model_dump_json(exclude={"lines"})
     )  # as agents before the result record did
     [again] = outbox.entries()
-    assert again.result() == report
+    assert again.read().result == report
     again.remove()
     assert list(outbox.root.iterdir()) == []
 

@@ -43,7 +43,7 @@ def run(tmp_path: Path, task: Assignment, cancel_after: float | None = None) -> 
         if cancel_after is not None:
             asyncio.get_running_loop().call_later(cancel_after, attempt.cancel, "canceled by request")
         item = await attempt.run()
-        assert item.entry.result() == item.report  # stored before the first send
+        assert item.entry.read().result == item.report  # stored before the first send
         assert await deliver(cast(CloudClient, cloud), item, 100)
         return attempt, item
 
@@ -101,7 +101,7 @@ def test_an_abandoned_attempt_stores_no_result_and_recovery_reports_it(tmp_path:
         return attempt
 
     attempt = asyncio.run(scenario())
-    assert attempt.entry.result() is None
+    assert attempt.entry.read().result is None
     ledger = StartedLedger(tmp_path / "started")
     try:
         [item] = recover(Outbox(tmp_path / "outbox"), ledger)

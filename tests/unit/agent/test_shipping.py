@@ -46,7 +46,7 @@ def stored(tmp_path: Path, n: int, *, status: TaskStatus = TaskStatus.success) -
 
 
 def pending(entry: Entry, logged: list[LogLine], unsent: list[LogLine]) -> Pending:
-    report = entry.result()
+    report = entry.read().result
     assert report is not None
     return Pending(entry, report, unsent, functools.partial(journal_slice, logged, report.log_lines))
 
