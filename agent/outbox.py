@@ -174,7 +174,8 @@ class Entry:
         raw = self.journal_path.read_bytes()
         contents = Contents([], [], raw.index(b"\n") + 1 if b"\n" in raw else 0)  # Outbox.entries checked the header
         lines = contents.lines
-        for record in raw[contents.valid_bytes :].split(b"\n")[:-1]:  # the last piece has no newline: unfinished
+        records = raw[contents.valid_bytes :].split(b"\n")[:-1]  # the last piece has no newline: unfinished
+        for n, record in enumerate(records):
             try:
                 value = json.loads(record)
                 if isinstance(value, list):
@@ -190,11 +191,21 @@ class Entry:
                     contents.processes.append(ProcessRecord(pid=pid, start=start, boot=boot))
             except (ValueError, TypeError, KeyError) as exc:
                 log.warning("%s: outbox journal cut at a bad record (%s)", self.task_id, exc)
+                if n < len(records) - 1:  # a damaged record mid-journal: the result, written last, still counts
+                    contents.result = self._result_of(records[-1])
                 break
             contents.valid_bytes += len(record) + 1
         if contents.result is None and self.legacy_result:
             contents.result = self._legacy()
         return contents
+
+    def _result_of(self, record: bytes) -> TaskReport | None:
+        """The result in `record`, the journal's last whole record, or None when it holds none."""
+        try:
+            value = json.loads(record)
+            return TaskReport.model_validate(value["result"]) if isinstance(value, dict) else None
+        except (ValueError, TypeError, KeyError):
+            return None
 
     def _legacy(self) -> TaskReport | None:
         try:

@@ -22,6 +22,7 @@ from cloud.api.waiting import WaitingClaim
 from cloud.db import events
 from cloud.services import runs as svc
 from cloud.services.errors import Forbidden
+from cloud.services.transitions import TaskRow
 from wire.agents import ClaimRequest, Heartbeat, HeartbeatReply, ResultReply
 from wire.tasks import Assignment, LogBatch, TaskReport, format_task_id
 
@@ -207,14 +208,21 @@ async def record_sightings_forever(app: AppContext, seen: Sightings) -> None:
 
 
 def hand_out(
-    app: AppContext, conn: Connection, agent_id: str, capacity: int, claimer: str, touch: bool
+    app: AppContext,
+    conn: Connection,
+    agent_id: str,
+    capacity: int,
+    claimer: str,
+    touch: bool,
+    rows: dict[int, TaskRow] | None = None,
 ) -> list[Assignment]:
-    """Up to `capacity` pending tasks of the agent, moved to running; none for a disabled agent."""
+    """Up to `capacity` pending tasks of the agent, moved to running; none for a disabled agent. `rows`:
+    as svc.claim_tasks'."""
     agent = app.agents.get(conn, agent_id)
     if agent is not None and agent.disabled:
         return []
     lease, max_log = app.settings.lease_seconds, app.settings.max_log_bytes
-    return svc.claim_tasks(conn, agent_id, capacity, lease, max_log, claimer, touch=touch, sealer=app.sealer)
+    return svc.claim_tasks(conn, agent_id, capacity, lease, max_log, claimer, touch=touch, sealer=app.sealer, rows=rows)
 
 
 def waiting_claim(app: AppContext, agent_id: str) -> WaitingClaim | None:
@@ -233,13 +241,17 @@ def waiting_claim(app: AppContext, agent_id: str) -> WaitingClaim | None:
     return waiting
 
 
-def hand_to(app: AppContext, conn: Connection, waiting: WaitingClaim, task_id: int) -> None:
+def hand_to(app: AppContext, conn: Connection, waiting: WaitingClaim, task_id: int) -> TaskRow | None:
     """In the create's transaction, after its INSERT of task `task_id`: the agent's pending tasks (that one
     among them) claimed for `waiting`, which gets them when the transaction commits; a disabled agent's get
-    none. Not touched: an agent whose claim waits is seen through it (Sightings), as its channel's claims are."""
-    handed = hand_out(app, conn, waiting.agent_id, waiting.capacity, waiting.claimer, touch=False)
+    none. Not touched: an agent whose claim waits is seen through it (Sightings), as its channel's claims are.
+    Returns task `task_id`'s row as the hand-out left it (running, or failed if it could not be handed out),
+    None if it was not claimed: what the create answers is the task as it is."""
+    rows: dict[int, TaskRow] = {}
+    handed = hand_out(app, conn, waiting.agent_id, waiting.capacity, waiting.claimer, touch=False, rows=rows)
     if handed:
         events.after_commit(conn, functools.partial(waiting.hand, handed, format_task_id(task_id)))
+    return rows.get(task_id)
 
 
 def put_back(app: AppContext, waiting: WaitingClaim) -> None:

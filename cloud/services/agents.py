@@ -107,7 +107,7 @@ def delete_agent(conn: Connection, agent_id: str) -> int:
     unfinished = conn.execute(select(T).where(T.c.agent_id == agent_id, T.c.status.in_(_UNFINISHED))).all()
     line = f"{AGENT_DELETED}: the task will not run"
     return sum(
-        transitions.fail(conn, task, AGENT_DELETED, expect_from=TaskStatus(task.status), line=line)
+        transitions.fail(conn, task, AGENT_DELETED, expect_from=TaskStatus(task.status), line=line) is not None
         for task in unfinished
     )
 

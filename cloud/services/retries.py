@@ -132,7 +132,7 @@ def expire_undelivered(conn: Connection, now: datetime) -> int:
         if retryable(task, FAILED, error):
             schedule_retry(conn, task, error, now, TaskStatus.pending, lapsed=lapsed)
             continue
-        ended += transitions.fail(conn, task, error, expect_from=TaskStatus.pending, lapsed=lapsed)
+        ended += transitions.fail(conn, task, error, expect_from=TaskStatus.pending, lapsed=lapsed) is not None
     return ended
 
 

@@ -49,19 +49,22 @@ def claim_tasks(
     touch: bool = True,
     *,
     sealer: Sealer,
+    rows: dict[int, TaskRow] | None = None,
 ) -> list[Assignment]:
     """Hand up to `capacity` pending tasks to one claim, in one compare-and-set UPDATE.
 
     Each task gets a fresh, unguessable task_token for this attempt and a lease. `touch` records the
-    agent as seen (and checks it registered); a busy agent's claims may skip it for a while.
+    agent as seen (and checks it registered); a busy agent's claims may skip it for a while. `rows`, when
+    given, gets each claimed task's row as the claim leaves it: running, or failed if it could not be
+    handed out.
     """
     now = utcnow()
     if touch:
         _touch_registered(conn, agent_id)
     until = now + timedelta(seconds=lease_seconds)
-    rows = transitions.claim(conn, agent_id, capacity, secrets.token_hex(16) + "-", now, until, claimer)
+    claimed = transitions.claim(conn, agent_id, capacity, secrets.token_hex(16) + "-", now, until, claimer)
     out = []
-    for r in sorted(rows, key=lambda r: r.id):
+    for r in sorted(claimed, key=lambda r: r.id):
         try:
             assignment = present.assignment(r, sealer, max_log_bytes)
             out.append(assignment)
@@ -72,7 +75,9 @@ def claim_tasks(
             error = str(exc).splitlines()[0]
             guard = {"task_token": r.task_token}
             line = f"not assigned: {error}"
-            transitions.fail(conn, r, error, expect_from=TaskStatus.running, match=guard, line=line)
+            r = transitions.fail(conn, r, error, expect_from=TaskStatus.running, match=guard, line=line) or r
+        if rows is not None:
+            rows[r.id] = r
     return out
 
 
@@ -280,5 +285,7 @@ def reap_expired(conn: Connection) -> int:
             continue
         # The token is cleared, as for a retry: the lost attempt's late log and result (whatever its
         # status) get 409, rather than passing for a resend of an outcome the cloud stored itself.
-        reaped += transitions.fail(conn, task, AGENT_LOST, expect_from=TaskStatus.running, line=line, **guard)
+        reaped += (
+            transitions.fail(conn, task, AGENT_LOST, expect_from=TaskStatus.running, line=line, **guard) is not None
+        )
     return reaped

@@ -139,11 +139,11 @@ def fail(
     match: Mapping[str, Any] | None = None,
     lapsed: Mapping[str, datetime] | None = None,
     line: str | None = None,
-) -> bool:
-    """End `task` `failed` with `error` if it is still as the guards say; whether it did. Its attempt's
-    token goes: a late log or result of that attempt gets 409. One system line (`line`, else the error)
-    says why."""
-    row = transition(
+) -> TaskRow | None:
+    """End `task` `failed` with `error` if it is still as the guards say: the failed row, or None when
+    another change won. Its attempt's token goes: a late log or result of that attempt gets 409. One
+    system line (`line`, else the error) says why."""
+    return transition(
         conn,
         task.id,
         to=_S.failed,
@@ -156,7 +156,6 @@ def fail(
         last_error=error,
         task_token=None,
     )
-    return row is not None
 
 
 def fresh_attempt() -> dict[str, Any]:

@@ -134,7 +134,8 @@ def test_a_task_created_while_its_agents_claim_waits_reaches_it_in_the_creates_o
 ) -> None:
     """A create on the replica where the agent's claim waits claims the task for it in the same transaction:
     one commit, not the create's and then the woken claim's (the sync round trip's critical path). That
-    claim was a read: the agent's next claim does not read the queue again, and still misses no task."""
+    claim was a read: the agent's next claim does not read the queue again, and still misses no task. The
+    create answers the task as it is: already running."""
     agent_id, commits, statements, ours = agent.headers["X-Agent-Id"], [], [], threading.Event()
 
     def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
@@ -157,11 +158,13 @@ def test_a_task_created_while_its_agents_claim_waits_reaches_it_in_the_creates_o
             r = waiting.result(timeout=10)
     assert r.status_code == 200 and [t["id"] for t in r.json()] == [created["id"]], r.text
     assert len(commits) == 1
+    assert created["status"] == "running" and created["started_at"] is not None
     assert cloud.task(created["id"])["status"] == "running"
     with _engine_events(cloud, "before_cursor_execute", seen):
         assert _claim(agent) == []  # handed out once
     assert statements == []  # the create's claim found no other task: nothing to read
     later = _create(cloud, agent)  # no claim in flight now
+    assert later["status"] == "pending"
     assert [t["id"] for t in _claim(agent)] == [later["id"]]
 
 

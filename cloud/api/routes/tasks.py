@@ -82,7 +82,7 @@ async def queue_task(
                 target = format_task_id(task.id)
                 audit.record(conn, principal, "task.create", target, agent_id=body.agent_id, type=body.type)
                 if waiting is not None:  # last: the agent's waiting claim takes the task in this transaction
-                    calls.hand_to(app, conn, waiting, task.id)
+                    task = calls.hand_to(app, conn, waiting, task.id) or task
     finally:
         if waiting is not None:
             calls.put_back(app, waiting)

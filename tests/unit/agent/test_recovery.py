@@ -73,6 +73,22 @@ def test_recover_refuses_to_resend_lines_a_failed_disk_lost(tmp_path: Path, ledg
     assert item.lines_from(2) is None
 
 
+def test_recover_keeps_a_result_written_after_a_damaged_record(tmp_path: Path, ledger: StartedLedger) -> None:
+    """A record damaged mid-journal (a bad disk block) loses the lines from it on, not the result after it."""
+    outbox = Outbox(tmp_path / "outbox")
+    entry, journal = outbox.create(assignment())
+    for ln in lines(3):
+        journal.line(ln)
+    report = TaskReport(task_token="tok-7", status=TaskStatus.success, exit_code=0, log_lines=3)
+    assert journal.finish(report)
+    raw = entry.journal_path.read_bytes().split(b"\n")
+    raw[2] = b"\0" * len(raw[2])  # the second line's record (after the header and the first)
+    entry.journal_path.write_bytes(b"\n".join(raw))
+    [item] = recover(outbox, ledger)
+    assert item.report == report
+    assert item.lines_from(1) is None  # lines 2 and 3 are gone: the cloud is told, not sent a gap
+
+
 @pytest.mark.parametrize("torn", [False, True])
 def test_recover_counts_lines_without_a_torn_tail(tmp_path: Path, ledger: StartedLedger, torn: bool) -> None:
     outbox = Outbox(tmp_path / "outbox")

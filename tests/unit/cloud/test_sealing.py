@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
@@ -88,9 +89,11 @@ def test_a_task_that_cannot_be_unsealed_fails_alone(db: Database) -> None:
     bad = create(db, before, type="shell", command="true", env={"DB_PASSWORD": "pw"})
     good = create(db, before, type="shell", command="echo ok")
     after = Sealer([Fernet.generate_key()])  # the key changed, e.g. TIANGONG_SECRET_KEY set later
+    rows: dict[int, Any] = {}
     with db.transaction() as conn:
-        got = runs.claim_tasks(conn, "a1", 10, 30, 1024, sealer=after)
+        got = runs.claim_tasks(conn, "a1", 10, 30, 1024, sealer=after, rows=rows)
     assert [a.id for a in got] == [f"task-{good}"]
+    assert {n: r.status for n, r in rows.items()} == {int(bad): "failed", int(good): "running"}  # as left
     with db.transaction() as conn:
         row = tasks.get_task(conn, bad)
     assert row.status == "failed"
