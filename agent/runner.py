@@ -110,7 +110,7 @@ class TaskContext:
 
 async def execute(task: Assignment, ctx: TaskContext) -> Outcome:
     """Run the executor within its deadline; any exception becomes a failed outcome, never a crash."""
-    ctx.masker = Masker.for_task(task.params, task.env, task.command)
+    ctx.masker = Masker.for_task_later(task.params, task.env, task.command)
     if _small(task):
         refused = _refusal(task, ctx)  # microseconds: a thread's hand-off would cost more than the check
     else:

@@ -159,7 +159,7 @@ class _ProcessRun:
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         # Output is masked here, before it is cut (into CHUNK pieces, a head and tail, an error line):
         # a cut through a secret would leave part of it that no later masking could recognise.
-        self.masker = Masker.for_task(task.params, task.env, task.command)
+        self.masker = Masker.for_task_later(task.params, task.env, task.command)
         self.carry = dict.fromkeys(self.pipes, "")
         self.partial = dict.fromkeys(self.pipes, "")
         """Text of a line not ended yet (no newline read so far), per stream."""
