@@ -321,7 +321,7 @@ async def claim(
                 woke = await sub.wait(min(remaining, recheck_s))
             except asyncio.CancelledError:
                 if waiting.handed:  # handed at a create's commit, canceled before it could answer
-                    app.waiting.keep(agent_id, waiting.handed, loop.time())
+                    app.waiting.keep(agent_id, waiting.handed, loop.time(), settings.lease_seconds / 2)
                 raise
             finally:
                 app.waiting.leave(waiting)

@@ -47,8 +47,13 @@ class WaitingClaims:
         """Tasks handed to a claim canceled before it could answer (its agent hung up, or its channel closed,
         in the same pass of the loop as the create's commit), with when: for the agent's next claim here."""
 
-    def keep(self, agent_id: str, tasks: list[Assignment], now: float) -> None:
-        """Tasks handed to a claim that was canceled before it answered: running, leased, and nobody has them."""
+    def keep(self, agent_id: str, tasks: list[Assignment], now: float, max_age: float) -> None:
+        """Tasks handed to a claim that was canceled before it answered: running, leased, and nobody has them.
+        What any agent's claims left kept longer than `max_age` goes now: an agent that never claims again here
+        (deleted, or moved to another replica) must not hold its entries for the process's life."""
+        for other, entries in list(self._unanswered.items()):
+            if entries[-1][0] <= now - max_age:  # its newest is too old: all are
+                del self._unanswered[other]
         self._unanswered.setdefault(agent_id, []).extend((now, task) for task in tasks)
 
     def kept(self, agent_id: str, capacity: int, now: float, max_age: float) -> list[Assignment]:

@@ -55,8 +55,17 @@ def test_tasks_handed_to_a_claim_canceled_before_it_answered_go_to_the_next_clai
 
 def test_kept_tasks_go_oldest_first_within_capacity_and_expire_with_their_lease() -> None:
     claims = WaitingClaims()
-    claims.keep("a", [assignment("task-1"), assignment("task-2")], now=0.0)
-    claims.keep("a", [assignment("task-3")], now=10.0)
+    claims.keep("a", [assignment("task-1"), assignment("task-2")], now=0.0, max_age=15.0)
+    claims.keep("a", [assignment("task-3")], now=10.0, max_age=15.0)
     assert [t.id for t in claims.kept("a", 1, now=11.0, max_age=15.0)] == ["task-1"]
     assert [t.id for t in claims.kept("a", 5, now=20.0, max_age=15.0)] == ["task-3"]  # task-2 is too old
     assert claims.kept("a", 5, now=20.0, max_age=15.0) == []
+
+
+def test_an_agent_that_never_claims_again_does_not_keep_its_entries() -> None:
+    claims = WaitingClaims()
+    claims.keep("gone", [assignment("task-1")], now=0.0, max_age=15.0)  # its agent was deleted meanwhile
+    claims.keep("b", [assignment("task-2")], now=10.0, max_age=15.0)
+    assert sorted(claims._unanswered) == ["b", "gone"]  # not too old yet (what the replica holds in memory)
+    claims.keep("c", [assignment("task-3")], now=16.0, max_age=15.0)
+    assert sorted(claims._unanswered) == ["b", "c"]
