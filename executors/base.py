@@ -108,7 +108,9 @@ class Executor(Protocol):
         ...
 
     async def run(self, task: Assignment, ctx: RunContext) -> Outcome:
-        """Run the task to its end, honouring ctx.cancel_event and ctx.deadline."""
+        """Run the task to its end, honouring ctx.cancel_event and ctx.deadline. Never change `task.params` or
+        `task.env` in place (copy them): the agent finds the secrets to mask in them when output first
+        needs masking, which may come after run has started."""
         ...
 
 

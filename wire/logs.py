@@ -61,6 +61,8 @@ def configure(level: str = "INFO", fmt: LogFormat = "auto") -> None:
     # and three lookups per record (a fifth of the cost of the agent's one line per task).
     logging._srcfile = None  # logging documents this switch in its source
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    if hasattr(logging, "logAsyncioTasks"):  # Python 3.12 and later
+        logging.logAsyncioTasks = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines() if use_json else Text())
     root = logging.getLogger()

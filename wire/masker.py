@@ -131,11 +131,13 @@ class Masker:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        if self._secrets is None:
-            assert self._task is not None
-            self._secrets = tuple(task_secrets(*self._task))
+        """The values masked, as usable() returns them (a lazy masker finds them here, once)."""
+        found = self._secrets
+        if found is None:
+            params, env, command = self._task or ({}, {}, "")
+            found = self._secrets = tuple(task_secrets(params, env, command))
             self._task = None
-        return self._secrets
+        return found
 
     @property
     def holdback(self) -> int:
@@ -159,7 +161,8 @@ class Masker:
     def for_task_later(cls, params: Any, env: Any, command: str = "") -> Masker:
         """The masker of a task's output, its secrets found when it first masks something: most tasks that
         succeed print little or nothing, and finding them was a thirtieth of an agent's CPU per task. For
-        the holder of the task itself (the agent), which keeps `params` and `env` unchanged meanwhile."""
+        the holder of the task itself (the agent), which keeps `params` and `env` unchanged meanwhile: no
+        executor changes a task's params or env in place (executors.base.Executor.run says so)."""
         masker = cls()
         masker._secrets, masker._task = None, (params, env, command)
         return masker

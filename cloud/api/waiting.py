@@ -52,9 +52,10 @@ class WaitingClaims:
         What any agent's claims left kept longer than `max_age` goes now: an agent that never claims again here
         (deleted, or moved to another replica) must not hold its entries for the process's life."""
         for other, entries in list(self._unanswered.items()):
-            if entries[-1][0] <= now - max_age:  # its newest is too old: all are
+            if not entries or entries[-1][0] <= now - max_age:  # its newest is too old: all are
                 del self._unanswered[other]
-        self._unanswered.setdefault(agent_id, []).extend((now, task) for task in tasks)
+        if tasks:
+            self._unanswered.setdefault(agent_id, []).extend((now, task) for task in tasks)
 
     def kept(self, agent_id: str, capacity: int, now: float, max_age: float) -> list[Assignment]:
         """Up to `capacity` of the agent's kept tasks, oldest first; those kept longer than `max_age` are dropped

@@ -75,6 +75,7 @@ def claim_tasks(
             error = str(exc).splitlines()[0]
             guard = {"task_token": r.task_token}
             line = f"not assigned: {error}"
+            # It cannot lose its compare-and-set: this transaction claimed the row a moment ago.
             r = transitions.fail(conn, r, error, expect_from=TaskStatus.running, match=guard, line=line) or r
         if rows is not None:
             rows[r.id] = r

@@ -54,8 +54,9 @@ def _both(cloud: Cloud, body: Any, **kwargs: Any) -> tuple[httpx.Response, httpx
 def _stable(task: dict[str, Any]) -> dict[str, Any]:
     stable = {k: v for k, v in task.items() if k not in VOLATILE}
     if stable["status"] in ("pending", "running"):
-        # An async create answers its task pending, or running when the agent's waiting claim took it in the
-        # create's own transaction: which one depends on whether the agent's claim was back yet.
+        # A task not ended yet (an async create's, or a sync one's that timed out) is pending, or running when
+        # the agent's waiting claim took it in the create's own transaction: that depends on whether the
+        # agent's claim was back yet, for either path alike.
         stable["status"] = "queued"
         del stable["attempts"]
     return stable

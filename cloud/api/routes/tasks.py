@@ -90,7 +90,9 @@ async def queue_task(
 
 
 async def answer(app: AppContext, task: svc.TaskRow, body: TaskCreate) -> TaskRead:
-    """What the create answers: the task as queued, or with `sync: true` once it ends (or times out)."""
+    """What the create answers: the task as it stands after the create (pending, or running when the agent's
+    waiting claim took it, or failed when it could not be handed out), or with `sync: true` once it ends (or
+    times out)."""
     if body.sync:
         return await wait_until_final(app, task.id, body.timeout, current=task)
     return task_read(task)

@@ -5,18 +5,22 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
 from cloud.access import Principal
+from cloud.api import agent_calls as calls
+from cloud.api.waiting import WaitingClaim
 from cloud.db.engine import Database, migrate
 from cloud.hub import Hub
 from cloud.sealing import Sealer, Unsealable, load_sealer
 from cloud.services import agents, runs, tasks
 from cloud.services.errors import BadRequest
+from cloud.services.transitions import TaskRow
 from wire.agents import AgentRegister
 from wire.credentials import TokenKind
 from wire.tasks import TaskCreate
@@ -89,7 +93,7 @@ def test_a_task_that_cannot_be_unsealed_fails_alone(db: Database) -> None:
     bad = create(db, before, type="shell", command="true", env={"DB_PASSWORD": "pw"})
     good = create(db, before, type="shell", command="echo ok")
     after = Sealer([Fernet.generate_key()])  # the key changed, e.g. TIANGONG_SECRET_KEY set later
-    rows: dict[int, Any] = {}
+    rows: dict[int, TaskRow] = {}
     with db.transaction() as conn:
         got = runs.claim_tasks(conn, "a1", 10, 30, 1024, sealer=after, rows=rows)
     assert [a.id for a in got] == [f"task-{good}"]
@@ -98,3 +102,21 @@ def test_a_task_that_cannot_be_unsealed_fails_alone(db: Database) -> None:
         row = tasks.get_task(conn, bad)
     assert row.status == "failed"
     assert row.error == "a secret in this task cannot be unsealed: it was sealed with another key (TIANGONG_SECRET_KEY)"
+
+
+def test_a_task_that_fails_at_the_hand_out_to_a_waiting_claim_is_answered_failed(db: Database) -> None:
+    """The create answers its task as the hand-out to the agent's waiting claim left it: here failed at once,
+    so a sync caller does not wait for a wake-up that was published before it began to wait."""
+    task = create(db, Sealer([Fernet.generate_key()]), type="shell", command="true", env={"DB_PASSWORD": "pw"})
+    app: Any = SimpleNamespace(
+        agents=agents.AgentCache(),
+        settings=SimpleNamespace(lease_seconds=30, max_log_bytes=1024),
+        sealer=Sealer([Fernet.generate_key()]),  # the key changed since
+    )
+    waiting = WaitingClaim(
+        "a1", 1, "", recheck=lambda: Principal(kind=TokenKind.agent, name="a1", agent_id="a1"), job=cast(Any, None)
+    )
+    with db.transaction() as conn:
+        row = calls.hand_to(app, conn, waiting, int(task))
+    assert row is not None and row.status == "failed" and row.error.startswith("a secret in this task cannot")
+    assert waiting.handed is None  # nothing went to the claim: it waits on

@@ -56,6 +56,8 @@ def test_configure_writes_json_lines_when_stderr_is_not_a_terminal(monkeypatch: 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     monkeypatch.setattr(sys, "stderr", stream)
+    for flag in ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing"):  # configure() turns them off
+        monkeypatch.setattr(logging, flag, getattr(logging, flag))
     try:
         logs.configure("INFO", "auto")
         logging.getLogger("uvicorn.error").info("Started server process")
