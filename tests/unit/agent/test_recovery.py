@@ -11,7 +11,7 @@ import pytest
 
 from agent.ledger import StartedLedger
 from agent.orphans import record
-from agent.outbox import Outbox
+from agent.outbox import Entry, Outbox
 from agent.recovery import RESTARTED, recover
 from tests.unit.agent.harness import assignment, lines, spawn_group, wait_gone
 from wire.tasks import LogStream, TaskReport, TaskStatus, is_lost
@@ -53,13 +53,19 @@ def test_recover_reports_an_unfinished_attempt_lost_and_kills_its_group(tmp_path
     assert again.report == report and again.lines_from(1) == item.lines_from(1)
 
 
-def test_recover_keeps_a_finished_result_as_it_is(tmp_path: Path, ledger: StartedLedger) -> None:
+def _finished(tmp_path: Path, n: int) -> tuple[Outbox, Entry, TaskReport]:
+    """An outbox holding one attempt that logged `n` lines and succeeded: the outbox, its entry, the result."""
     outbox = Outbox(tmp_path / "outbox")
-    _entry, journal = outbox.create(assignment())
-    for ln in lines(2):
+    entry, journal = outbox.create(assignment())
+    for ln in lines(n):
         journal.line(ln)
-    report = TaskReport(task_token="tok-7", status=TaskStatus.success, exit_code=0, log_lines=2)
+    report = TaskReport(task_token="tok-7", status=TaskStatus.success, exit_code=0, log_lines=n)
     assert journal.finish(report)
+    return outbox, entry, report
+
+
+def test_recover_keeps_a_finished_result_as_it_is(tmp_path: Path, ledger: StartedLedger) -> None:
+    outbox, _entry, report = _finished(tmp_path, 2)
     [item] = recover(outbox, ledger)
     assert item.report == report and item.lines_from(2) == lines(2)[1:]
 
@@ -75,12 +81,7 @@ def test_recover_refuses_to_resend_lines_a_failed_disk_lost(tmp_path: Path, ledg
 
 def test_recover_keeps_a_result_written_after_a_damaged_record(tmp_path: Path, ledger: StartedLedger) -> None:
     """A record damaged mid-journal (a bad disk block) loses the lines from it on, not the result after it."""
-    outbox = Outbox(tmp_path / "outbox")
-    entry, journal = outbox.create(assignment())
-    for ln in lines(3):
-        journal.line(ln)
-    report = TaskReport(task_token="tok-7", status=TaskStatus.success, exit_code=0, log_lines=3)
-    assert journal.finish(report)
+    outbox, entry, report = _finished(tmp_path, 3)
     raw = entry.journal_path.read_bytes().split(b"\n")
     raw[2] = b"\0" * len(raw[2])  # the second line's record (after the header and the first)
     entry.journal_path.write_bytes(b"\n".join(raw))
