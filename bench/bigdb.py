@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bigdb_fill import fill  # noqa: E402
-from bench.roundtrip import percentiles  # noqa: E402
+from bench.measuring import percentiles  # noqa: E402
 from tests.e2e.harness import REGISTER, AgentClient  # noqa: E402
 from tests.e2e.pgdb import ADMIN_DSN  # noqa: E402
 from tests.faults.harness import Cluster  # noqa: E402

@@ -1,7 +1,8 @@
 """What the side-by-side benches measure besides time: CPU per call of each process, timed sequential calls.
 
 Standard library only: bench/celery_side.py imports it in the Celery venv (bench/celery), which has
-nothing of Tiangong's. The samples are turned into percentiles by the caller (bench/versus_celery.py).
+nothing of Tiangong's. The samples are turned into `percentiles` by the caller (bench/versus_celery.py,
+bench/roundtrip.py, bench/side_by_side.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import http.client
 import json
 import os
 import resource
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +19,12 @@ from typing import Any
 
 WARM_UP = 20
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def percentiles(samples_ms: list[float]) -> dict[str, float]:
+    """p50, p95 and p99 of the samples (ms, rounded to the microsecond), and how many there were."""
+    qs = statistics.quantiles(samples_ms, n=100, method="inclusive")
+    return {"p50": round(qs[49], 3), "p95": round(qs[94], 3), "p99": round(qs[98], 3), "n": len(samples_ms)}
 
 
 def cpu_s(pid: int) -> float:

@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,14 +38,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.measuring import percentiles  # noqa: E402
 from tests.e2e.harness import ADMIN  # noqa: E402
 from tests.e2e.pgdb import PgDatabases  # noqa: E402
 from tests.faults.harness import Cluster  # noqa: E402
-
-
-def percentiles(samples_ms: list[float]) -> dict[str, float]:
-    qs = statistics.quantiles(samples_ms, n=100, method="inclusive")
-    return {"p50": round(qs[49], 3), "p95": round(qs[94], 3), "p99": round(qs[98], 3), "n": len(samples_ms)}
 
 
 def floor_ms(n: int) -> dict[str, float]:

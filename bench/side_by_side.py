@@ -11,7 +11,7 @@ first call; then `execute true` round trips (sync, a fresh HTTP connection per c
 alternate between the two in blocks of `--block` calls until each has made `--calls`. This VM's speed
 moves within minutes, by more than most changes measured here; alternating blocks give both builds the
 same machine, so the ratios hold where figures taken one after the other drift. Printed per build: p50,
-p95, and the CPU per call of its cloud and its agent; then OTHER / BASE for each.
+p95, p99, and the CPU per call of its cloud and its agent; then OTHER / BASE for each.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# This checkout's, in both builds' children too (standard library only).
+from bench.measuring import WARM_UP, percentiles, sampled_calls, sync_true_call  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -48,9 +51,6 @@ def build(rev: str | None) -> Iterator[Path]:
 def serve(tree: Path) -> None:
     """In a child process: start `tree`'s cloud and agent (its own test harness), then make the number of
     round trips each stdin line asks for, answering each line with their times and the CPU they took."""
-    sys.path.insert(0, str(ROOT))
-    from bench.measuring import WARM_UP, sampled_calls, sync_true_call  # this checkout's (standard library only)
-
     # `tree`'s harness, which starts `tree`'s code (`python -m cli.main` in it).
     sys.path.insert(0, str(tree))
     from tests.e2e.harness import ADMIN
@@ -77,9 +77,7 @@ def serve(tree: Path) -> None:
 def summary(samples_ms: list[float], cpu_ms: dict[str, float]) -> dict[str, Any]:
     """A build's figures: percentiles of its round trips, and CPU per call (ms) of each of its processes."""
     n = len(samples_ms)
-    qs = statistics.quantiles(samples_ms, n=100, method="inclusive")
-    figures: dict[str, Any] = {"p50": round(qs[49], 3), "p95": round(qs[94], 3), "n": n}
-    return figures | {f"{name}_cpu_ms_per_call": round(ms / n, 3) for name, ms in cpu_ms.items()}
+    return percentiles(samples_ms) | {f"{name}_cpu_ms_per_call": round(ms / n, 3) for name, ms in cpu_ms.items()}
 
 
 def ratios(base: dict[str, Any], other: dict[str, Any]) -> dict[str, float]:

@@ -42,9 +42,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.measuring import caller_cpu_s, cpu_s, sampled_calls, sync_true_call  # noqa: E402
+from bench.measuring import caller_cpu_s, cpu_s, percentiles, sampled_calls, sync_true_call  # noqa: E402
 from bench.profile_summary import record_profile  # noqa: E402
-from bench.roundtrip import percentiles, started_setup, throughput, throughput_figures  # noqa: E402
+from bench.roundtrip import started_setup, throughput, throughput_figures  # noqa: E402
 from tests.e2e.harness import ADMIN  # noqa: E402
 from tests.faults.harness import Cluster  # noqa: E402
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -123,29 +124,24 @@ def usable(values: Iterable[str]) -> list[str]:
 class Masker:
     """Replaces a task's secret values, and URL passwords, with `******` in text."""
 
-    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
-        """`secrets` as usable() returns them."""
-        self._secrets: tuple[str, ...] | None = secrets
-        self._holdback = -1
-        self._task: tuple[Any, Any, str] | None = None
+    def __init__(self, secrets: tuple[str, ...] = (), *, task: tuple[Any, Any, str] | None = None) -> None:
+        """`secrets` as usable() returns them; or, given `task` (params, env, command), found at first use."""
+        self._task = task
+        if task is None:
+            self.secrets = secrets
 
-    @property
+    @functools.cached_property
     def secrets(self) -> tuple[str, ...]:
         """The values masked, as usable() returns them (a lazy masker finds them here, once)."""
-        found = self._secrets
-        if found is None:
-            params, env, command = self._task or ({}, {}, "")
-            found = self._secrets = tuple(task_secrets(params, env, command))
-            self._task = None
-        return found
+        params, env, command = self._task or ({}, {}, "")
+        self._task = None
+        return tuple(task_secrets(params, env, command))
 
-    @property
+    @functools.cached_property
     def holdback(self) -> int:
         """Characters to hold back at the end of a piece of a longer line, so that a secret the split
         cut in two is masked once the next piece arrives."""
-        if self._holdback < 0:
-            self._holdback = max((len(s) for s in self.secrets), default=1) - 1
-        return self._holdback
+        return max((len(s) for s in self.secrets), default=1) - 1
 
     @classmethod
     def of(cls, values: Iterable[str]) -> Masker:
@@ -163,9 +159,7 @@ class Masker:
         succeed print little or nothing, and finding them was a thirtieth of an agent's CPU per task. For
         the holder of the task itself (the agent), which keeps `params` and `env` unchanged meanwhile: no
         executor changes a task's params or env in place (executors.base.Executor.run says so)."""
-        masker = cls()
-        masker._secrets, masker._task = None, (params, env, command)
-        return masker
+        return cls(task=(params, env, command))
 
     def text(self, text: str) -> str:
         """`text` with every secret value masked: one C-speed pass per value, so linear in its length."""

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.measuring import WARM_UP, sampled_calls
-from bench.roundtrip import percentiles
+from bench.measuring import WARM_UP, percentiles, sampled_calls
 from bench.versus_celery import ROOT, celery_figures, celery_python
 
 

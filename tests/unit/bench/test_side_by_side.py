@@ -10,6 +10,7 @@ def test_a_builds_figures_are_its_percentiles_and_cpu_per_call() -> None:
     assert figures == {
         "p50": 50.5,
         "p95": 95.05,
+        "p99": 99.01,
         "n": 100,
         "cloud_cpu_ms_per_call": 1.5,
         "agent_cpu_ms_per_call": 1.0,
